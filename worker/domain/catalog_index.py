@@ -1,0 +1,298 @@
+"""In-memory catalog index: which active line items does an event hit?
+
+Built once per catalog version from :class:`CatalogDocument` objects; immutable
+afterwards and safe to share across threads (the only mutable parts are the
+per-subscription period caches, which never change answers). Lookups are two
+dict probes keyed by (tenant, environment, customer[, event name]); no scan of
+subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from worker.domain.catalog import CatalogDocument, MeterDoc, PriceDoc, SubscriptionDoc
+from worker.domain.events import Event
+from worker.domain.metering import AggregationType, Meter, MeterFilter
+from worker.domain.money import ONE
+from worker.domain.periods import BillingCycle, Period
+from worker.domain.pricing import (
+    BillingModel,
+    PackageRounding,
+    PriceError,
+    PriceTable,
+    Tier,
+    TierMode,
+)
+
+_ACTIVE_STATUSES = frozenset({"active", "trialing"})
+_CANCELLED_STATUSES = frozenset({"cancelled", "canceled"})
+
+
+class UnresolvedReason(StrEnum):
+    """Why an event was stored raw without processed rows (metric label)."""
+
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    NO_ACTIVE_SUBSCRIPTION = "no_active_subscription"
+    NO_MATCHING_LINE_ITEM = "no_matching_line_item"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionTerms:
+    """When a subscription bills usage, and its billing cycle."""
+
+    id: str
+    customer_id: str
+    status: str
+    start_date: datetime
+    end_date: datetime | None
+    cancelled_at: datetime | None
+    cycle: BillingCycle
+
+    def active_at(self, ts: datetime) -> bool:
+        """Active/trialing, or cancelled after ``ts``; and ``start <= ts < end``."""
+        if ts < self.start_date or (self.end_date is not None and ts >= self.end_date):
+            return False
+        if self.status in _ACTIVE_STATUSES:
+            return True
+        return (
+            self.status in _CANCELLED_STATUSES
+            and self.cancelled_at is not None
+            and ts < self.cancelled_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LineItemBinding:
+    """A usage line item with everything needed to meter and rate it."""
+
+    tenant_id: str
+    environment_id: str
+    subscription: SubscriptionTerms
+    line_item_id: str
+    start_date: datetime
+    end_date: datetime | None
+    free_units: Decimal
+    price: PriceTable
+    meter: Meter
+    feature_id: str
+
+    def active_at(self, ts: datetime) -> bool:
+        if ts < self.start_date or (self.end_date is not None and ts >= self.end_date):
+            return False
+        return self.subscription.active_at(ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """An (event, line item) pair with the event's billing period."""
+
+    binding: LineItemBinding
+    period: Period
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Result of :meth:`CatalogIndex.resolve`: matches, or why there are none."""
+
+    customer_id: str
+    matches: tuple[Match, ...] = ()
+    unresolved: UnresolvedReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureInfo:
+    id: str
+    name: str
+    unit: str
+    unit_plural: str
+
+
+_CustomerKey = tuple[str, str, str]
+_BindingKey = tuple[str, str, str, str]
+
+
+class CatalogIndex:
+    """Immutable lookup structure over one or more catalog documents."""
+
+    def __init__(self, documents: Iterable[CatalogDocument]) -> None:
+        self._customers: set[_CustomerKey] = set()
+        self._by_external_id: dict[_CustomerKey, str] = {}
+        self._bindings: dict[_BindingKey, tuple[LineItemBinding, ...]] = {}
+        self._subscriptions: dict[_CustomerKey, tuple[SubscriptionTerms, ...]] = {}
+        self._line_items: dict[tuple[str, str, str], LineItemBinding] = {}
+        self.features: dict[tuple[str, str, str], FeatureInfo] = {}
+        self.problems: list[str] = []
+        bindings: dict[_BindingKey, list[LineItemBinding]] = defaultdict(list)
+        subscriptions: dict[_CustomerKey, list[SubscriptionTerms]] = defaultdict(list)
+        for document in documents:
+            self._add_document(document, bindings, subscriptions)
+        self._bindings = {key: tuple(value) for key, value in bindings.items()}
+        self._subscriptions = {key: tuple(value) for key, value in subscriptions.items()}
+
+    @property
+    def line_item_count(self) -> int:
+        return len(self._line_items)
+
+    @property
+    def customer_count(self) -> int:
+        return len(self._customers)
+
+    def line_item(
+        self, tenant_id: str, environment_id: str, line_item_id: str
+    ) -> LineItemBinding | None:
+        return self._line_items.get((tenant_id, environment_id, line_item_id))
+
+    def customer_id_for(self, event: Event) -> str | None:
+        """The catalog customer id the event refers to, or None when unknown."""
+        tenant, environment = event.tenant_id, event.environment_id
+        if event.customer_id:
+            if (tenant, environment, event.customer_id) in self._customers:
+                return event.customer_id
+            return None
+        return self._by_external_id.get((tenant, environment, event.external_customer_id))
+
+    def resolve(self, event: Event) -> Resolution:
+        """Every active usage line item the event hits, with the event's period."""
+        customer_id = self.customer_id_for(event)
+        if customer_id is None:
+            return Resolution("", unresolved=UnresolvedReason.UNKNOWN_CUSTOMER)
+        ts = event.timestamp
+        candidates = self._bindings.get(
+            (event.tenant_id, event.environment_id, customer_id, event.event_name), ()
+        )
+        matches = []
+        for binding in candidates:
+            if binding.active_at(ts) and binding.meter.matches(event):
+                period = binding.subscription.cycle.period_at(ts)
+                if period is not None:
+                    matches.append(Match(binding, period))
+        if matches:
+            return Resolution(customer_id, tuple(matches))
+        subscriptions = self._subscriptions.get(
+            (event.tenant_id, event.environment_id, customer_id), ()
+        )
+        if any(subscription.active_at(ts) for subscription in subscriptions):
+            return Resolution(customer_id, unresolved=UnresolvedReason.NO_MATCHING_LINE_ITEM)
+        return Resolution(customer_id, unresolved=UnresolvedReason.NO_ACTIVE_SUBSCRIPTION)
+
+    def _add_document(
+        self,
+        document: CatalogDocument,
+        bindings: dict[_BindingKey, list[LineItemBinding]],
+        subscriptions: dict[_CustomerKey, list[SubscriptionTerms]],
+    ) -> None:
+        tenant, environment = document.tenant_id, document.environment_id
+        for customer in document.customers:
+            self._customers.add((tenant, environment, customer.id))
+            if customer.external_id:
+                self._by_external_id[(tenant, environment, customer.external_id)] = customer.id
+        meters = {meter.id: compile_meter(meter) for meter in document.meters}
+        prices: dict[str, PriceTable] = {}
+        for price in document.prices:
+            try:
+                prices[price.id] = compile_price(price)
+            except PriceError as exc:
+                self.problems.append(f"{tenant}/{environment}: {exc}")
+        feature_by_meter: dict[str, str] = {}
+        for feature in document.features:
+            self.features[(tenant, environment, feature.id)] = FeatureInfo(
+                feature.id, feature.name, feature.unit, feature.unit_plural
+            )
+            if feature.meter_id:
+                feature_by_meter.setdefault(feature.meter_id, feature.id)
+        price_meter = {price.id: price.meter_id for price in document.prices}
+        for subscription_doc in document.subscriptions:
+            terms = _subscription_terms(subscription_doc)
+            subscriptions[(tenant, environment, terms.customer_id)].append(terms)
+            for item in subscription_doc.line_items:
+                price_table = prices.get(item.price_id)
+                meter_id = item.meter_id or price_meter.get(item.price_id) or ""
+                meter = meters.get(meter_id)
+                if price_table is None or meter is None:
+                    self.problems.append(
+                        f"{tenant}/{environment}: line item {item.id!r} skipped: "
+                        "unknown price or meter"
+                    )
+                    continue
+                binding = LineItemBinding(
+                    tenant_id=tenant,
+                    environment_id=environment,
+                    subscription=terms,
+                    line_item_id=item.id,
+                    start_date=item.start_date or terms.start_date,
+                    end_date=item.end_date,
+                    free_units=item.free_units,
+                    price=price_table,
+                    meter=meter,
+                    feature_id=item.feature_id or feature_by_meter.get(meter.id, ""),
+                )
+                bindings[(tenant, environment, terms.customer_id, meter.event_name)].append(binding)
+                self._line_items[(tenant, environment, item.id)] = binding
+
+
+def compile_meter(doc: MeterDoc) -> Meter:
+    aggregation = doc.aggregation
+    multiplier = ONE
+    if (
+        aggregation.type is AggregationType.SUM_WITH_MULTIPLIER
+        and aggregation.multiplier is not None
+    ):
+        multiplier = aggregation.multiplier
+    return Meter(
+        id=doc.id,
+        event_name=doc.event_name,
+        aggregation=aggregation.type,
+        field=aggregation.field or "",
+        multiplier=multiplier,
+        bucket_size=aggregation.bucket_size if aggregation.type is AggregationType.MAX else None,
+        filters=tuple(MeterFilter(f.key, frozenset(f.values)) for f in doc.filters),
+    )
+
+
+def compile_price(doc: PriceDoc) -> PriceTable:
+    """Frozen price table; raises :class:`PriceError` when it cannot be rated."""
+    model = doc.billing_model
+    if model in (BillingModel.FLAT_FEE, BillingModel.PACKAGE) and doc.amount is None:
+        raise PriceError(f"price {doc.id}: {model.value} needs an amount")
+    tiers = tuple(
+        Tier(up_to=tier.up_to, unit_amount=tier.unit_amount, flat_amount=tier.flat_amount)
+        for tier in doc.tiers or ()
+    )
+    transform = doc.transform_quantity
+    if model is BillingModel.PACKAGE and transform is None:
+        raise PriceError(f"price {doc.id}: PACKAGE needs transform_quantity.divide_by")
+    return PriceTable(
+        price_id=doc.id,
+        currency=doc.currency.lower(),
+        model=model,
+        amount=doc.amount if doc.amount is not None else Decimal(0),
+        tier_mode=doc.tier_mode or TierMode.VOLUME,
+        tiers=tiers,
+        package_size=transform.divide_by if transform else Decimal(1),
+        package_rounding=PackageRounding(transform.round) if transform else PackageRounding.UP,
+    )
+
+
+def _subscription_terms(doc: SubscriptionDoc) -> SubscriptionTerms:
+    cycle = BillingCycle(
+        anchor=doc.billing_anchor or doc.start_date,
+        unit=doc.billing_period,
+        count=doc.billing_period_count,
+        timezone=doc.timezone,
+        start_date=doc.start_date,
+    )
+    return SubscriptionTerms(
+        id=doc.id,
+        customer_id=doc.customer_id,
+        status=doc.status.strip().lower(),
+        start_date=doc.start_date,
+        end_date=doc.end_date,
+        cancelled_at=doc.cancelled_at,
+        cycle=cycle,
+    )

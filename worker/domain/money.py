@@ -1,0 +1,81 @@
+"""Decimal arithmetic rules shared by metering, pricing and storage.
+
+Every quantity and amount is a :class:`~decimal.Decimal`, never a float. Values
+that are stored (quantities, rated amounts, per-row deltas) are quantized to
+``SCALE`` decimal places with ROUND_HALF_UP (half away from zero), so that sums of
+stored per-event deltas are exact in ``Decimal(38, 15)`` columns and telescope to
+the invoice. Invoice amounts round to the currency's precision, also half away
+from zero (not Python's default half-even).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+
+SCALE = 15
+"""Decimal places kept for every stored quantity and amount."""
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+_QUANTUM = Decimal(1).scaleb(-SCALE)
+# 76 significant digits hold any Decimal(38, 15) product or quotient exactly
+# enough before quantizing; the default context's 28 digits do not.
+_CONTEXT = Context(prec=76, rounding=ROUND_HALF_UP)
+
+_ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP"})
+
+
+def quantize(value: Decimal) -> Decimal:
+    """Round ``value`` to ``SCALE`` places, half away from zero."""
+    return value.quantize(_QUANTUM, rounding=ROUND_HALF_UP, context=_CONTEXT)
+
+
+def mul(a: Decimal, b: Decimal) -> Decimal:
+    """Exact-enough product (76 significant digits) before any quantizing."""
+    return _CONTEXT.multiply(a, b)
+
+
+def div(a: Decimal, b: Decimal) -> Decimal:
+    """Quotient with 76 significant digits; the caller quantizes."""
+    return _CONTEXT.divide(a, b)
+
+
+def currency_precision(currency: str) -> int:
+    """Minor-unit digits of an ISO 4217 currency code (2 unless zero-decimal)."""
+    return 0 if currency.upper() in _ZERO_DECIMAL_CURRENCIES else 2
+
+
+def round_invoice_amount(amount: Decimal, currency: str) -> Decimal:
+    """Round an invoice amount to the currency's precision, half away from zero."""
+    quantum = Decimal(1).scaleb(-currency_precision(currency))
+    return amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_CONTEXT)
+
+
+def parse_decimal(value: object) -> Decimal | None:
+    """Parse a JSON number or numeric string into a finite Decimal.
+
+    Returns None for anything else (booleans, null, objects, NaN, infinities,
+    unparseable strings). Floats are converted through their shortest repr, so
+    ``0.1`` becomes ``Decimal('0.1')``, not the binary expansion.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        result = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+    elif isinstance(value, Decimal):
+        result = value
+    else:
+        return None
+    return result if result.is_finite() else None
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain digits without exponent, trailing zeros kept as quantized."""
+    return f"{value:f}"

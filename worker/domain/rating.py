@@ -1,0 +1,152 @@
+"""Incremental rating of one (line item, period): the core invariant (DESIGN.md §4).
+
+For aggregate state ``A`` and free units ``F``::
+
+    free(A) = min(q(A), F)          billable(A) = max(0, q(A) - F)
+    row.qty_free_applied = free(A') - free(A)
+    row.qty_billable     = billable(A') - billable(A)
+    row.cost             = rate(billable(A')) - rate(billable(A))
+    row.tier_snapshot    = billable(A')
+
+so the rows of a period telescope to the invoice whatever the arrival order:
+``sum(cost) == rate(billable(final))`` and ``sum(qty_free_applied) == min(q, F)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from worker.domain.aggregates import Aggregate
+from worker.domain.metering import Measurement
+from worker.domain.money import ZERO, div, quantize
+from worker.domain.pricing import PriceTable
+
+
+class Outcome(StrEnum):
+    """What the dedup check decided for one (event, line item)."""
+
+    COUNTED = "counted"
+    REPEATED_VALUE = "repeated_value"
+    """COUNT_UNIQUE value already counted by another event: a zero row is written."""
+    ALREADY_PROCESSED = "already_processed"
+    """The same event was already rated for this line item and period: no row."""
+
+
+@dataclass(frozen=True, slots=True)
+class RatedDelta:
+    """Per-event row values: deltas of the period aggregate caused by one event."""
+
+    outcome: Outcome
+    qty_total: Decimal = ZERO
+    qty_free_applied: Decimal = ZERO
+    qty_billable: Decimal = ZERO
+    cost: Decimal = ZERO
+    unit_cost: Decimal = ZERO
+    tier_snapshot: Decimal = ZERO
+
+
+class LineItemPeriodRating:
+    """Mutable rating state of one (line item, period), owned by one partition.
+
+    ``known_hashes`` maps unique_hash -> the event id that counted it; it must
+    hold every hash already stored for this (line item, period) that may recur
+    in the events about to be applied (the pipeline fills it with one batched
+    dedup query per batch, see :meth:`remember`). Not thread-safe.
+    """
+
+    __slots__ = (
+        "_aggregate",
+        "_billable",
+        "_free",
+        "_free_units",
+        "_known",
+        "_price",
+        "_rated",
+        "_repeat_rows",
+    )
+
+    def __init__(
+        self,
+        price: PriceTable,
+        free_units: Decimal,
+        aggregate: Aggregate,
+        known_hashes: Mapping[str, str] | None = None,
+    ) -> None:
+        self._price = price
+        self._free_units = quantize(free_units)
+        self._aggregate = aggregate
+        self._known: dict[str, str] = dict(known_hashes or {})
+        # Event ids that already got a zero row for a repeated COUNT_UNIQUE value.
+        self._repeat_rows: set[str] = set()
+        quantity = quantize(aggregate.quantity())
+        self._free = min(quantity, self._free_units)
+        self._billable = quantity - self._free
+        self._rated = price.rate(self._billable)
+
+    @property
+    def quantity(self) -> Decimal:
+        """q(A): the period quantity so far."""
+        return self._free + self._billable
+
+    @property
+    def billable(self) -> Decimal:
+        return self._billable
+
+    @property
+    def free_applied(self) -> Decimal:
+        return self._free
+
+    @property
+    def rated_amount(self) -> Decimal:
+        """rate(billable(A)): the unrounded invoice amount so far."""
+        return self._rated
+
+    def knows(self, unique_hash: str) -> bool:
+        return unique_hash in self._known
+
+    def remember(self, owners: Mapping[str, str]) -> None:
+        """Record stored hashes (unique_hash -> counting event id) from a dedup query."""
+        for unique_hash, event_id in owners.items():
+            self._known.setdefault(unique_hash, event_id)
+
+    def forget_hashes(self) -> None:
+        """Drop remembered hashes (they are durable in the store once committed)."""
+        self._known.clear()
+        self._repeat_rows.clear()
+
+    def apply(self, event_id: str, ts: datetime, measurement: Measurement) -> RatedDelta:
+        """Apply one event and return its row values.
+
+        ``ALREADY_PROCESSED`` means the caller must not write a row;
+        ``REPEATED_VALUE`` rows carry zero quantities and the current snapshot.
+        """
+        owner = self._known.get(measurement.unique_hash)
+        if owner is not None:
+            if owner == event_id or event_id in self._repeat_rows:
+                return RatedDelta(Outcome.ALREADY_PROCESSED, tier_snapshot=self._billable)
+            self._repeat_rows.add(event_id)
+            return RatedDelta(Outcome.REPEATED_VALUE, tier_snapshot=self._billable)
+        self._known[measurement.unique_hash] = event_id
+        self._aggregate.add(measurement.quantity, ts, event_id)
+
+        quantity = quantize(self._aggregate.quantity())
+        free = min(quantity, self._free_units)
+        billable = quantity - free
+        rated = self._price.rate(billable) if billable != self._billable else self._rated
+        qty_billable = billable - self._billable
+        cost = rated - self._rated
+        delta = RatedDelta(
+            Outcome.COUNTED,
+            qty_total=measurement.quantity,
+            qty_free_applied=free - self._free,
+            qty_billable=qty_billable,
+            cost=cost,
+            unit_cost=quantize(div(cost, qty_billable)) if qty_billable else ZERO,
+            tier_snapshot=billable,
+        )
+        self._free, self._billable, self._rated = free, billable, rated
+        return delta
