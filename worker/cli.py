@@ -1,12 +1,169 @@
-"""The command line (DESIGN.md §9). Thin: parses arguments and calls into the package."""
+"""The command line (DESIGN.md §9): a public contract. Thin: parse, then call in.
+
+Flags win over ``EW_*`` environment variables. User errors print one line to
+stderr and exit 2; nothing prints a traceback for bad input.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker import __version__
+from worker.ops.settings import WorkerSettings
+
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace, WorkerSettings], int]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `events-worker` console script."""
-    del argv
-    print("events-worker: not implemented yet", file=sys.stderr)
-    return 2
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="events-worker",
+        description="Kafka stream-processing worker for usage-based billing.",
+    )
+    parser.add_argument("--version", action="version", version=f"events-worker {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the ClickHouse schema")
+    _store(migrate)
+    migrate.set_defaults(handler=_not_yet("migrate", 3))
+
+    run = commands.add_parser("run", help="run a consumer")
+    consumers = run.add_subparsers(dest="consumer", required=True, metavar="CONSUMER")
+    usage = consumers.add_parser("usage", help="price usage events from the events topic")
+    _bootstrap(usage)
+    _store(usage)
+    usage.add_argument("--catalog", metavar="FILE", help="catalog JSON file (else the topic)")
+    _idle(usage)
+    usage.set_defaults(handler=_not_yet("run usage", 4))
+    reprocess = consumers.add_parser("reprocess", help="serve reprocess requests")
+    _bootstrap(reprocess)
+    _store(reprocess)
+    _idle(reprocess)
+    reprocess.set_defaults(handler=_not_yet("run reprocess", 5))
+
+    produce = commands.add_parser("produce", help="produce events from a JSONL file")
+    produce.add_argument("file", metavar="FILE.jsonl")
+    _bootstrap(produce)
+    produce.add_argument("--topic", default=None, help="topic (default: events)")
+    produce.set_defaults(handler=_not_yet("produce", 4))
+
+    catalog = commands.add_parser("catalog", help="catalog operations")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    publish = catalog_commands.add_parser("publish", help="publish a catalog file to the topic")
+    publish.add_argument("file", metavar="FILE")
+    _bootstrap(publish)
+    publish.set_defaults(handler=_not_yet("catalog publish", 4))
+
+    reprocess_cmd = commands.add_parser("reprocess", help="reprocess requests")
+    reprocess_commands = reprocess_cmd.add_subparsers(dest="reprocess_command", required=True)
+    request = reprocess_commands.add_parser("request", help="request a reprocess of a range")
+    request.add_argument("--tenant", required=True)
+    request.add_argument("--environment", required=True)
+    request.add_argument("--start", required=True, metavar="ISO")
+    request.add_argument("--end", required=True, metavar="ISO")
+    request.add_argument("--external-customer-id")
+    request.add_argument("--event-name")
+    _bootstrap(request)
+    request.set_defaults(handler=_not_yet("reprocess request", 5))
+
+    query = commands.add_parser("query", help="read priced usage")
+    query_commands = query.add_subparsers(dest="query_command", required=True)
+    line_items = query_commands.add_parser("line-items", help="totals per line item and period")
+    line_items.add_argument("--tenant", required=True)
+    line_items.add_argument("--environment", required=True)
+    line_items.add_argument("--customer-id")
+    line_items.add_argument("--subscription-id")
+    line_items.add_argument("--json", action="store_true", help="one JSON object per line")
+    _store(line_items)
+    line_items.set_defaults(handler=_not_yet("query line-items", 3))
+
+    demo = commands.add_parser("demo", help="price generated usage against the sample catalog")
+    demo.set_defaults(handler=_demo)
+    bench = commands.add_parser("bench", help="run the benchmarks and print figures")
+    bench.add_argument("--events", type=int, default=1_000_000)
+    bench.add_argument("--customers", type=int, default=10_000)
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _bootstrap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", metavar="B", help="Kafka bootstrap servers")
+
+
+def _store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="URL", help="chdb:///dir or clickhouse://...")
+
+
+def _idle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 once caught up, committed and idle this long",
+    )
+
+
+def _not_yet(name: str, issue: int) -> Handler:
+    def handler(args: argparse.Namespace, settings: WorkerSettings) -> int:
+        raise UserError(f"'{name}' is not available in this version yet (tracked in issue {issue})")
+
+    return handler
+
+
+def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.demo import run_pricing_demo
+
+    run_pricing_demo(sys.stdout)
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.benchmarks.domain import print_domain_bench
+
+    print_domain_bench(events=args.events, customers=args.customers)
+    return 0
+
+
+def settings_from(args: argparse.Namespace) -> WorkerSettings:
+    """Environment settings with command-line flags applied on top."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "bootstrap", None):
+        overrides["kafka_bootstrap"] = args.bootstrap
+    if getattr(args, "store", None):
+        overrides["store_url"] = args.store
+    try:
+        return WorkerSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"EW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise UserError(f"invalid settings: {problems}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``events-worker`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except UserError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

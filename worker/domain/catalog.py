@@ -148,7 +148,7 @@ class SubscriptionDoc(_Doc):
     def _known_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown IANA timezone {value!r}") from None
         return value
 

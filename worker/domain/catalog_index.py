@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from worker.domain.catalog import CatalogDocument, MeterDoc, PriceDoc, SubscriptionDoc
 from worker.domain.events import Event
@@ -88,16 +89,14 @@ class LineItemBinding:
         return self.subscription.active_at(ts)
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """An (event, line item) pair with the event's billing period."""
 
     binding: LineItemBinding
     period: Period
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """Result of :meth:`CatalogIndex.resolve`: matches, or why there are none."""
 
     customer_id: str

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
@@ -37,8 +38,7 @@ _MAX_LAG_MS = 2**32 - 1
 _ONE_MS = timedelta(milliseconds=1)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRow:
+class PendingRow(NamedTuple):
     """One (event, line item) awaiting rating."""
 
     event: Event

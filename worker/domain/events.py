@@ -38,9 +38,12 @@ class Event:
         return f"{self.tenant_id}:{self.environment_id}:{customer}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProcessedEvent:
     """One priced row: an event rated against one subscription line item.
+
+    Built once by the rater and then only read (not frozen: it is created per
+    row on the hot path, where frozen-dataclass construction costs double).
 
     Quantities and amounts are deltas of the (line item, period) aggregate
     caused by this event (DESIGN.md §4); ``tier_snapshot`` is the billable

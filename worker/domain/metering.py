@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from worker.domain.events import Event
 from worker.domain.money import ONE, ZERO, div, mul, parse_decimal, quantize
@@ -98,8 +99,7 @@ class Meter:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
+class Measurement(NamedTuple):
     """What one event contributes to a meter.
 
     ``quantity`` is the event's ``qty_total`` before dedup (quantized, >= 0).

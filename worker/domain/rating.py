@@ -15,10 +15,10 @@ so the rows of a period telescope to the invoice whatever the arrival order:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from worker.domain.aggregates import Aggregate
 from worker.domain.metering import Measurement
@@ -36,8 +36,7 @@ class Outcome(StrEnum):
     """The same event was already rated for this line item and period: no row."""
 
 
-@dataclass(frozen=True, slots=True)
-class RatedDelta:
+class RatedDelta(NamedTuple):
     """Per-event row values: deltas of the period aggregate caused by one event."""
 
     outcome: Outcome
@@ -133,7 +132,8 @@ class LineItemPeriodRating:
         self._known[measurement.unique_hash] = event_id
         self._aggregate.add(measurement.quantity, ts, event_id)
 
-        quantity = quantize(self._aggregate.quantity())
+        # Aggregates of quantized measurements are already quantized.
+        quantity = self._aggregate.quantity()
         free = min(quantity, self._free_units)
         billable = quantity - free
         rated = self._price.rate(billable) if billable != self._billable else self._rated

@@ -1,0 +1,81 @@
+"""Benchmark of the pure domain step: decode, resolve, measure and rate.
+
+Single thread, no Kafka, no ClickHouse. Reports events/s for decoding +
+validation and for matching + rating separately, against a catalog of
+``customers`` customers with 3 line items each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from worker.domain.catalog import parse_documents
+from worker.domain.catalog_index import CatalogIndex
+from worker.domain.engine import UsageRater
+from worker.domain.events import Event
+from worker.domain.validation import decode_event
+from worker.samples.synthetic import build_catalog, generate_events
+
+
+@dataclass(frozen=True, slots=True)
+class DomainBenchResult:
+    events: int
+    customers: int
+    line_items: int
+    decode_events_per_s: float
+    rate_events_per_s: float
+    rows: int
+    unresolved: int
+
+
+def run_domain_bench(
+    events: int = 1_000_000, customers: int = 10_000, batch_size: int = 10_000
+) -> DomainBenchResult:
+    """Run the benchmark and return its figures (prints nothing)."""
+    catalog = build_catalog(customers=customers, line_items_per_customer=3)
+    index = CatalogIndex(parse_documents(catalog))
+    payloads = [orjson.dumps(doc) for doc in generate_events(catalog, events, duplicate_rate=0.01)]
+    now = datetime.now(UTC)
+
+    started = time.perf_counter()
+    decoded: list[Event] = [
+        decode_event(payload, fallback_id=str(n), fallback_timestamp=now)
+        for n, payload in enumerate(payloads)
+    ]
+    decode_seconds = time.perf_counter() - started
+
+    rater = UsageRater(index)
+    rows = unresolved = 0
+    started = time.perf_counter()
+    for offset in range(0, len(decoded), batch_size):
+        batch = rater.resolve(decoded[offset : offset + batch_size])
+        rated = rater.rate(batch, now)
+        rows += len(rated.rows)
+        unresolved += len(batch.unresolved)
+    rate_seconds = time.perf_counter() - started
+    return DomainBenchResult(
+        events=events,
+        customers=customers,
+        line_items=index.line_item_count,
+        decode_events_per_s=events / decode_seconds,
+        rate_events_per_s=events / rate_seconds,
+        rows=rows,
+        unresolved=unresolved,
+    )
+
+
+def print_domain_bench(events: int = 1_000_000, customers: int = 10_000) -> DomainBenchResult:
+    """Run the benchmark and print its figures."""
+    result = run_domain_bench(events=events, customers=customers)
+    print(
+        f"domain: {result.events:,} events, {result.customers:,} customers, "
+        f"{result.line_items:,} line items, single thread\n"
+        f"  decode + validate : {result.decode_events_per_s:>10,.0f} events/s\n"
+        f"  resolve + rate    : {result.rate_events_per_s:>10,.0f} events/s "
+        f"({result.rows:,} rows, {result.unresolved:,} unresolved)"
+    )
+    return result

@@ -1,0 +1,103 @@
+"""Per-(line item, period) totals from priced rows: what an invoice line shows.
+
+Because rows telescope (DESIGN.md §4), the period quantity is
+``sum(qty_free_applied) + sum(qty_billable)`` and the unrounded amount is
+``sum(cost)``, for every aggregation type. ``amount`` is rounded to the
+currency's precision, half away from zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from worker.domain.events import ProcessedEvent
+from worker.domain.money import ZERO, format_decimal, round_invoice_amount
+
+
+@dataclass(frozen=True, slots=True)
+class LineItemTotal:
+    """One invoice line: a subscription line item in one billing period."""
+
+    customer_id: str
+    subscription_id: str
+    sub_line_item_id: str
+    period_id: int
+    price_id: str
+    feature_id: str
+    currency: str
+    qty_total: Decimal
+    qty_free_applied: Decimal
+    qty_billable: Decimal
+    cost: Decimal
+    event_count: int
+
+    @property
+    def amount(self) -> Decimal:
+        """Invoice amount: ``cost`` rounded to the currency's precision."""
+        return round_invoice_amount(self.cost, self.currency)
+
+    def to_json(self) -> dict[str, object]:
+        """The ``query line-items --json`` object (decimals as strings)."""
+        return {
+            "subscription_id": self.subscription_id,
+            "sub_line_item_id": self.sub_line_item_id,
+            "period_id": self.period_id,
+            "customer_id": self.customer_id,
+            "price_id": self.price_id,
+            "feature_id": self.feature_id,
+            "currency": self.currency,
+            "qty_total": format_decimal(self.qty_total),
+            "qty_free_applied": format_decimal(self.qty_free_applied),
+            "qty_billable": format_decimal(self.qty_billable),
+            "cost": format_decimal(self.cost),
+            "amount": format_decimal(self.amount),
+            "event_count": self.event_count,
+        }
+
+
+class _Accumulator:
+    __slots__ = ("billable", "cost", "count", "first", "free")
+
+    def __init__(self, first: ProcessedEvent) -> None:
+        self.first = first
+        self.free = ZERO
+        self.billable = ZERO
+        self.cost = ZERO
+        self.count = 0
+
+
+def summarize(rows: Iterable[ProcessedEvent]) -> list[LineItemTotal]:
+    """Sum rows per (subscription, line item, period), sorted by those keys."""
+    sums: dict[tuple[str, str, int], _Accumulator] = {}
+    for row in rows:
+        key = (row.subscription_id, row.sub_line_item_id, row.period_id)
+        acc = sums.get(key)
+        if acc is None:
+            acc = sums[key] = _Accumulator(row)
+        acc.free += row.qty_free_applied
+        acc.billable += row.qty_billable
+        acc.cost += row.cost
+        acc.count += 1
+    totals = []
+    for key in sorted(sums):
+        acc = sums[key]
+        first = acc.first
+        totals.append(
+            LineItemTotal(
+                customer_id=first.customer_id,
+                subscription_id=first.subscription_id,
+                sub_line_item_id=first.sub_line_item_id,
+                period_id=first.period_id,
+                price_id=first.price_id,
+                feature_id=first.feature_id,
+                currency=first.currency,
+                qty_total=acc.free + acc.billable,
+                qty_free_applied=acc.free,
+                qty_billable=acc.billable,
+                cost=acc.cost,
+                event_count=acc.count,
+            )
+        )
+    return totals

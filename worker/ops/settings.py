@@ -1,0 +1,88 @@
+"""Worker settings: ``EW_*`` environment variables, overridden by command-line flags.
+
+One frozen settings object is built at start-up and passed down; nothing reads
+the environment elsewhere. Secrets (SASL passwords, TLS key passwords, store
+credentials) are kept out of ``repr`` and logs: see :meth:`WorkerSettings.redacted`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
+REDACTED = "***"
+
+
+class WorkerSettings(BaseSettings):
+    """Every tunable of the worker. Environment: ``EW_<FIELD NAME IN UPPER CASE>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EW_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    kafka_extra: dict[str, Any] = Field(default_factory=dict, repr=False)
+    store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
+    http_port: int = Field(default=9108, ge=0, le=65_535)
+    log_level: str = "INFO"
+
+    events_topic: str = "events"
+    dlq_topic: str = "events.dlq"
+    catalog_topic: str = "events.catalog"
+    reprocess_topic: str = "events.reprocess"
+    usage_group: str = "events-worker-usage"
+    reprocess_group: str = "events-worker-reprocess"
+    topic_partitions: int = Field(default=12, ge=1)
+
+    batch_max_events: int = Field(default=20_000, ge=1)
+    batch_max_wait_ms: int = Field(default=500, ge=1)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_properties: int = Field(default=256, ge=1)
+
+    @field_validator("kafka_extra", mode="before")
+    @classmethod
+    def _parse_extra(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import orjson
+
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError("EW_KAFKA_EXTRA must be a JSON object") from None
+        if not isinstance(value, dict):
+            raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
+        return value
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka properties for a client: bootstrap, extras, then ``overrides``."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        config.update(self.kafka_extra)
+        config.update(overrides)
+        return config
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict safe to log: secrets replaced by ``***``."""
+        data = self.model_dump()
+        data["kafka_extra"] = redact_mapping(self.kafka_extra)
+        data["store_url"] = redact_url(self.store_url)
+        return data
+
+
+def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``values`` with secret-looking keys' values replaced."""
+    return {key: REDACTED if _SECRET_KEY.search(key) else value for key, value in values.items()}
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/...``: the password of a URL is never shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:{REDACTED}@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
