@@ -208,11 +208,16 @@ def reference_problems(document: CatalogDocument) -> list[str]:
     for kind, ids in (
         ("customer", [c.id for c in document.customers]),
         ("meter", [m.id for m in document.meters]),
+        ("feature", [f.id for f in document.features]),
+        ("customer external_id", [c.external_id for c in document.customers if c.external_id]),
         ("price", [p.id for p in document.prices]),
         ("subscription", [s.id for s in document.subscriptions]),
         ("line item", [li.id for s in document.subscriptions for li in s.line_items]),
     ):
         problems += [f"{scope}: duplicate {kind} id {i!r}" for i in _duplicates(ids)]
+    for feature in document.features:
+        if feature.meter_id and feature.meter_id not in meters:
+            problems.append(f"{scope}: feature {feature.id!r} references unknown meter")
     for price in document.prices:
         if price.meter_id and price.meter_id not in meters:
             problems.append(f"{scope}: price {price.id!r} references unknown meter")

@@ -150,10 +150,8 @@ class CatalogIndex:
     def customer_id_for(self, event: Event) -> str | None:
         """The catalog customer id the event refers to, or None when unknown."""
         tenant, environment = event.tenant_id, event.environment_id
-        if event.customer_id:
-            if (tenant, environment, event.customer_id) in self._customers:
-                return event.customer_id
-            return None
+        if event.customer_id and (tenant, environment, event.customer_id) in self._customers:
+            return event.customer_id
         return self._by_external_id.get((tenant, environment, event.external_customer_id))
 
     def resolve(self, event: Event) -> Resolution:
@@ -214,9 +212,13 @@ class CatalogIndex:
                 meter_id = item.meter_id or price_meter.get(item.price_id) or ""
                 meter = meters.get(meter_id)
                 if price_table is None or meter is None:
+                    missing = (
+                        f"price {item.price_id!r} unknown or unratable"
+                        if price_table is None
+                        else f"meter {meter_id!r} unknown"
+                    )
                     self.problems.append(
-                        f"{tenant}/{environment}: line item {item.id!r} skipped: "
-                        "unknown price or meter"
+                        f"{tenant}/{environment}: line item {item.id!r} skipped: {missing}"
                     )
                     continue
                 binding = LineItemBinding(

@@ -45,6 +45,11 @@ class WindowSize(StrEnum):
 
 NEEDS_FIELD = frozenset(AggregationType) - {AggregationType.COUNT}
 
+MAX_EVENT_QUANTITY = Decimal(10) ** 18
+"""One event's quantity must stay below this; larger values are unusable (treated
+as missing). Stored columns are Decimal(38, 15): 23 integer digits, so a period
+can sum 100,000 maximal events without overflow."""
+
 
 def canonical_value(value: object) -> str | None:
     """The canonical string of a property value, or None if it can never match.
@@ -62,9 +67,9 @@ def canonical_value(value: object) -> str | None:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return None
-        if value.is_integer():
-            return str(int(value))
-        return format(Decimal(repr(value)), "f")
+        # Shortest round-trip digits, never the binary expansion (1e23 -> 1 and 23 zeros).
+        digits = format(Decimal(repr(value)), "f")
+        return digits.partition(".")[0] if value.is_integer() else digits
     return None
 
 
@@ -126,14 +131,15 @@ def measure(
             return Measurement(ZERO, event_hash(event), field_missing=True)
         return Measurement(ONE, value_hash(event, meter.id, canonical))
     value = parse_decimal(raw)
-    missing = value is None
-    if value is None or value < 0:
-        value = ZERO
-    if kind is AggregationType.SUM_WITH_MULTIPLIER:
+    if value is not None and kind is AggregationType.SUM_WITH_MULTIPLIER:
         value = mul(value, meter.multiplier)
+    if value is None or value >= MAX_EVENT_QUANTITY:
+        return Measurement(ZERO, event_hash(event), field_missing=True)
+    if value < 0:
+        value = ZERO
     elif kind is AggregationType.WEIGHTED_SUM:
         value = mul(value, time_weight(event.timestamp, period_start, period_end))
-    return Measurement(quantize(value), event_hash(event), field_missing=missing)
+    return Measurement(quantize(value), event_hash(event))
 
 
 def time_weight(ts: datetime, period_start: datetime, period_end: datetime) -> Decimal:

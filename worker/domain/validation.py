@@ -63,7 +63,7 @@ _KNOWN_FIELDS = frozenset(
     (*_REQUIRED_STRINGS, *_OPTIONAL_STRINGS, "timestamp", "properties", "ingested_at")
 )
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})?$"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?"
 )
 _MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
@@ -75,7 +75,7 @@ def parse_timestamp(text: str) -> datetime:
     Sub-microsecond digits are truncated. Raises :class:`InvalidEvent` with
     ``INVALID_TIMESTAMP`` for anything else or outside [1970, 2200).
     """
-    match = _RFC3339.match(text)
+    match = _RFC3339.fullmatch(text) if len(text) <= 64 else None
     if match is None:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"not RFC 3339: {text[:64]!r}")
     date_part, time_part, fraction, offset = match.groups()
@@ -86,9 +86,9 @@ def parse_timestamp(text: str) -> datetime:
         iso += offset
     try:
         parsed = datetime.fromisoformat(iso)
-    except ValueError as exc:
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"{text[:64]!r}: {exc}") from None
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if not _MIN_TIMESTAMP <= parsed < _MAX_TIMESTAMP:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"out of range: {text[:64]!r}")
     return parsed

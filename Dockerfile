@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# events-worker image: the wheel and its pinned dependencies in a venv, run as a
+# non-root user. Build: docker build -t events-worker .
+# Dependencies come from PyPI wheels only; nothing downloads a binary at run time.
+
+# --- builder: build the wheel, install it with the constraints into /opt/venv ---
+FROM python:3.11-slim AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install --upgrade pip==26.3
+
+WORKDIR /src
+
+# Dependencies first, in their own layer: only pyproject/constraints changes rebuild it.
+COPY pyproject.toml constraints.txt ./
+RUN mkdir -p worker && touch worker/__init__.py \
+ && /opt/venv/bin/python -m pip install -c constraints.txt . \
+ && /opt/venv/bin/python -m pip uninstall -y events-worker
+
+# Then the package itself, as a wheel, without touching the dependencies.
+COPY . .
+RUN /opt/venv/bin/python -m pip wheel --no-deps -w /wheels . \
+ && /opt/venv/bin/python -m pip install --no-deps /wheels/events_worker-*.whl \
+ && /opt/venv/bin/python -m pip check
+
+# --- final: slim runtime, venv only, non-root ---
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
+ && install -d -o app -g app /data
+
+COPY --from=builder /opt/venv /opt/venv
+
+USER app
+WORKDIR /home/app
+# chdb:///data/... is the writable place for an embedded ClickHouse.
+VOLUME ["/data"]
+
+ENTRYPOINT ["events-worker"]
+CMD ["--help"]

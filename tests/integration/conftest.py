@@ -1,0 +1,146 @@
+"""Real-infrastructure fixtures: a Kafka-protocol broker and ClickHouse (DESIGN.md §2).
+
+Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set, else one local tansu
+broker for the whole session. ClickHouse: one embedded chdb directory for the
+session with a fresh database per test; `clickhouse_target` also runs on a
+server over the native protocol when `EW_TEST_CLICKHOUSE_URL`
+(clickhouse://user:pass@host:port/db) is set. Docker fixtures
+(`docker_kafka`, `docker_clickhouse`) use testcontainers and skip when no
+Docker engine answers.
+
+Integration tests never mock Kafka or ClickHouse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.support import (
+    CLICKHOUSE_ENV,
+    KAFKA_ENV,
+    ChdbTarget,
+    ClickHouseTarget,
+    NativeTarget,
+    clickhouse_kinds,
+    client_config,
+    docker_unavailable_reason,
+    producer_config,
+)
+from worker.ops.local_broker import LocalTansuBroker
+
+#: Images for the Docker fixtures (pulled by the engine, never at import).
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
+
+
+# -- Kafka -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`bootstrap.servers` of a real broker, shared by the session."""
+    external = os.environ.get(KAFKA_ENV)
+    if external:
+        yield external
+        return
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with LocalTansuBroker(log_path=log_path) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def kafka_client_config(kafka_bootstrap: str) -> dict[str, Any]:
+    """librdkafka settings for test clients (consumer-ready; see `kafka_producer_config`).
+
+    `session.timeout.ms` is 6000: tansu makes a group's first join wait half of it.
+    """
+    return client_config(kafka_bootstrap)
+
+
+@pytest.fixture
+def kafka_producer_config(kafka_client_config: dict[str, Any]) -> dict[str, Any]:
+    """`kafka_client_config` minus consumer-only keys."""
+    return producer_config(kafka_client_config)
+
+
+# -- ClickHouse --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chdb_connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The session's one embedded ClickHouse (chdb) connection.
+
+    chdb allows one open directory per process: every chdb use in the test
+    session goes through this connection (never the global `chdb.query()`).
+    """
+    import chdb
+
+    path: Path = tmp_path_factory.mktemp("chdb") / "data"
+    connection = chdb.connect(str(path))
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def chdb_database(chdb_connection: Any, unique_name: Callable[[str], str]) -> Iterator[ChdbTarget]:
+    """A fresh database in the session's chdb, dropped after the test."""
+    target = ChdbTarget(chdb_connection, unique_name("db"))
+    try:
+        yield target
+    finally:
+        target.drop()
+
+
+@pytest.fixture(params=clickhouse_kinds())
+def clickhouse_target(
+    request: pytest.FixtureRequest, unique_name: Callable[[str], str]
+) -> Iterator[ClickHouseTarget]:
+    """A fresh database on each available ClickHouse: chdb always, a server when configured.
+
+    Parametrised by kind (test ids `[chdb]`, `[native]`); the database is
+    dropped after the test.
+    """
+    if request.param == "chdb":
+        yield request.getfixturevalue("chdb_database")
+        return
+    target = NativeTarget(os.environ[CLICKHOUSE_ENV], unique_name("db"))
+    try:
+        yield target
+    finally:
+        target.drop()
+
+
+# -- Docker (testcontainers) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skip (once, quickly) when no Docker engine answers."""
+    reason = docker_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_kafka(docker_engine: None) -> Iterator[str]:
+    """`bootstrap.servers` of a Kafka container (KRaft) for the session."""
+    from testcontainers.community.kafka import KafkaContainer
+
+    with KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
+
+
+@pytest.fixture(scope="session")
+def docker_clickhouse(docker_engine: None) -> Iterator[str]:
+    """`clickhouse://user:pass@host:port/db` (native port) of a ClickHouse container."""
+    from testcontainers.community.clickhouse import ClickHouseContainer
+
+    with ClickHouseContainer(CLICKHOUSE_IMAGE) as clickhouse:
+        yield clickhouse.get_connection_url()
