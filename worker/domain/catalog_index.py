@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
@@ -55,6 +55,11 @@ class SubscriptionTerms:
     cancelled_at: datetime | None
     cycle: BillingCycle
 
+    def edges(self) -> tuple[datetime, ...]:
+        """Instants at which :meth:`active_at` may change."""
+        dates = (self.start_date, self.end_date, self.cancelled_at)
+        return tuple(date for date in dates if date is not None)
+
     def active_at(self, ts: datetime) -> bool:
         """Active/trialing, or cancelled after ``ts``; and ``start <= ts < end``."""
         if ts < self.start_date or (self.end_date is not None and ts >= self.end_date):
@@ -83,6 +88,10 @@ class LineItemBinding:
     meter: Meter
     feature_id: str
 
+    def edges(self) -> tuple[datetime, ...]:
+        """Instants at which the line item's own activity may change."""
+        return (self.start_date,) if self.end_date is None else (self.start_date, self.end_date)
+
     def active_at(self, ts: datetime) -> bool:
         if ts < self.start_date or (self.end_date is not None and ts >= self.end_date):
             return False
@@ -94,6 +103,24 @@ class Match(NamedTuple):
 
     binding: LineItemBinding
     period: Period
+    state_key: tuple[str, str, str, int]
+    """(tenant, environment, line item id, period id): the rating state it updates."""
+
+
+class _Route(NamedTuple):
+    """Memo of a resolution, valid for events of one key in ``[valid_from, valid_until)``.
+
+    Inside the window the set of active line items and their periods cannot
+    change: the window is bounded by every date at which a candidate line item,
+    subscription or period starts or ends.
+    """
+
+    valid_from: datetime
+    valid_until: datetime
+    customer_id: str | None
+    matches: tuple[Match, ...]
+    filtered: bool
+    no_match_reason: UnresolvedReason
 
 
 class Resolution(NamedTuple):
@@ -114,6 +141,9 @@ class FeatureInfo:
 
 _CustomerKey = tuple[str, str, str]
 _BindingKey = tuple[str, str, str, str]
+_RouteKey = tuple[str, str, str, str, str]
+_MAX_ROUTES = 1_000_000
+_ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
 class CatalogIndex:
@@ -127,6 +157,7 @@ class CatalogIndex:
         self._line_items: dict[tuple[str, str, str], LineItemBinding] = {}
         self.features: dict[tuple[str, str, str], FeatureInfo] = {}
         self.problems: list[str] = []
+        self._routes: dict[_RouteKey, _Route] = {}
         bindings: dict[_BindingKey, list[LineItemBinding]] = defaultdict(list)
         subscriptions: dict[_CustomerKey, list[SubscriptionTerms]] = defaultdict(list)
         for document in documents:
@@ -155,28 +186,63 @@ class CatalogIndex:
         return self._by_external_id.get((tenant, environment, event.external_customer_id))
 
     def resolve(self, event: Event) -> Resolution:
-        """Every active usage line item the event hits, with the event's period."""
+        """Every active usage line item the event hits, with the event's period.
+
+        Memoised per (tenant, environment, customer ids, event name) for the
+        time window in which the answer cannot change, so the common case is
+        one dict probe, two comparisons and the meter filters.
+        """
+        ts = event.timestamp
+        key = (
+            event.tenant_id,
+            event.environment_id,
+            event.customer_id,
+            event.external_customer_id,
+            event.event_name,
+        )
+        route = self._routes.get(key)
+        if route is None or not route.valid_from <= ts < route.valid_until:
+            route = self._route(event)
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[key] = route
+        if route.customer_id is None:
+            return Resolution("", unresolved=UnresolvedReason.UNKNOWN_CUSTOMER)
+        matches = route.matches
+        if route.filtered:
+            matches = tuple(m for m in matches if m.binding.meter.matches(event))
+        if matches:
+            return Resolution(route.customer_id, matches)
+        return Resolution(route.customer_id, unresolved=route.no_match_reason)
+
+    def _route(self, event: Event) -> _Route:
         customer_id = self.customer_id_for(event)
         if customer_id is None:
-            return Resolution("", unresolved=UnresolvedReason.UNKNOWN_CUSTOMER)
+            return _Route(*_ALWAYS, None, (), False, UnresolvedReason.UNKNOWN_CUSTOMER)
         ts = event.timestamp
-        candidates = self._bindings.get(
-            (event.tenant_id, event.environment_id, customer_id, event.event_name), ()
-        )
+        tenant, environment = event.tenant_id, event.environment_id
+        edges: list[datetime] = []
+        subscriptions = self._subscriptions.get((tenant, environment, customer_id), ())
+        for subscription in subscriptions:
+            edges += subscription.edges()
         matches = []
-        for binding in candidates:
-            if binding.active_at(ts) and binding.meter.matches(event):
+        for binding in self._bindings.get((tenant, environment, customer_id, event.event_name), ()):
+            edges += binding.edges()
+            if binding.active_at(ts):
                 period = binding.subscription.cycle.period_at(ts)
                 if period is not None:
-                    matches.append(Match(binding, period))
-        if matches:
-            return Resolution(customer_id, tuple(matches))
-        subscriptions = self._subscriptions.get(
-            (event.tenant_id, event.environment_id, customer_id), ()
+                    edges += (period.start, period.end)
+                    state_key = (tenant, environment, binding.line_item_id, period.period_id)
+                    matches.append(Match(binding, period, state_key))
+        valid_from = max((edge for edge in edges if edge <= ts), default=_ALWAYS[0])
+        valid_until = min((edge for edge in edges if edge > ts), default=_ALWAYS[1])
+        reason = (
+            UnresolvedReason.NO_MATCHING_LINE_ITEM
+            if any(subscription.active_at(ts) for subscription in subscriptions)
+            else UnresolvedReason.NO_ACTIVE_SUBSCRIPTION
         )
-        if any(subscription.active_at(ts) for subscription in subscriptions):
-            return Resolution(customer_id, unresolved=UnresolvedReason.NO_MATCHING_LINE_ITEM)
-        return Resolution(customer_id, unresolved=UnresolvedReason.NO_ACTIVE_SUBSCRIPTION)
+        filtered = any(match.binding.meter.filters for match in matches)
+        return _Route(valid_from, valid_until, customer_id, tuple(matches), filtered, reason)
 
     def _add_document(
         self,

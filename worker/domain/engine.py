@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -25,8 +25,7 @@ from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
 from worker.domain.events import Event, ProcessedEvent
 from worker.domain.metering import Measurement, measure
-from worker.domain.periods import epoch_ms
-from worker.domain.rating import LineItemPeriodRating, Outcome
+from worker.domain.rating import LineItemPeriodRating, Outcome, RatedDelta
 
 StateKey = tuple[str, str, str, int]
 """(tenant_id, environment_id, sub_line_item_id, period_id)."""
@@ -35,6 +34,8 @@ DedupKey = tuple[StateKey, str]
 """(state key, unique_hash)."""
 
 _MAX_LAG_MS = 2**32 - 1
+_ONE_US = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -65,10 +66,59 @@ class ResolvedBatch:
 
 @dataclass(slots=True)
 class RatedBatch:
-    """Output of :meth:`UsageRater.rate`: rows to insert and dedup counts by outcome."""
+    """Output of :meth:`UsageRater.rate`: rated rows and dedup counts by outcome.
 
-    rows: list[ProcessedEvent] = field(default_factory=list)
+    ``rated`` holds (pending row, delta) pairs, everything a processed row
+    needs; :attr:`rows` materialises them as :class:`ProcessedEvent` objects
+    (writers may read ``rated`` directly to build columns without that step).
+    """
+
+    processed_at: datetime
+    rated: list[tuple[PendingRow, RatedDelta]] = field(default_factory=list)
     outcomes: Counter[Outcome] = field(default_factory=Counter)
+
+    @property
+    def version(self) -> int:
+        """Row version for ReplacingMergeTree: processing time in epoch microseconds."""
+        return (self.processed_at - _EPOCH) // _ONE_US
+
+    @property
+    def rows(self) -> list[ProcessedEvent]:
+        version, processed_at = self.version, self.processed_at
+        return [
+            to_processed_event(pending, delta, processed_at, version)
+            for pending, delta in self.rated
+        ]
+
+
+def to_processed_event(
+    pending: PendingRow, delta: RatedDelta, processed_at: datetime, version: int
+) -> ProcessedEvent:
+    """The stored row for one rated (event, line item)."""
+    binding = pending.match.binding
+    event = pending.event
+    lag_ms = (processed_at - event.timestamp) // _ONE_MS
+    return ProcessedEvent(
+        event=event,
+        customer_id=pending.customer_id,
+        subscription_id=binding.subscription.id,
+        sub_line_item_id=binding.line_item_id,
+        price_id=binding.price.price_id,
+        feature_id=binding.feature_id,
+        meter_id=binding.meter.id,
+        period_id=pending.key[3],
+        currency=binding.price.currency,
+        unique_hash=pending.measurement.unique_hash,
+        qty_total=delta.qty_total,
+        qty_billable=delta.qty_billable,
+        qty_free_applied=delta.qty_free_applied,
+        tier_snapshot=delta.tier_snapshot,
+        unit_cost=delta.unit_cost,
+        cost=delta.cost,
+        version=version,
+        processed_at=processed_at,
+        final_lag_ms=min(max(lag_ms, 0), _MAX_LAG_MS),
+    )
 
 
 class UsageRater:
@@ -77,6 +127,7 @@ class UsageRater:
     def __init__(self, index: CatalogIndex) -> None:
         self._index = index
         self._states: dict[StateKey, LineItemPeriodRating] = {}
+        self._touched: set[StateKey] = set()
 
     @property
     def index(self) -> CatalogIndex:
@@ -100,15 +151,8 @@ class UsageRater:
                 )
                 if measurement.field_missing:
                     batch.missing_fields += 1
-                binding = match.binding
-                key = (
-                    binding.tenant_id,
-                    binding.environment_id,
-                    binding.line_item_id,
-                    match.period.period_id,
-                )
                 batch.pending.append(
-                    PendingRow(event, resolution.customer_id, match, measurement, key)
+                    PendingRow(event, resolution.customer_id, match, measurement, match.state_key)
                 )
         return batch
 
@@ -135,58 +179,52 @@ class UsageRater:
                 state.remember(hashes)
 
     def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch:
-        """Rate pending rows in order; returns rows to insert (no row for redeliveries)."""
-        result = RatedBatch()
-        version = epoch_ms(processed_at) * 1000 + processed_at.microsecond % 1000
+        """Rate pending rows in order; redeliveries (ALREADY_PROCESSED) yield no row."""
+        result = RatedBatch(processed_at)
+        rated = result.rated
+        states = self._states
+        touched = self._touched
+        counted = repeated = skipped = 0
         for row in batch.pending:
-            binding = row.match.binding
-            state = self._states.get(row.key)
+            state = states.get(row.key)
             if state is None:
-                state = _new_state(binding, None)
-                self._states[row.key] = state
-            event = row.event
-            delta = state.apply(event.id, event.timestamp, row.measurement)
-            result.outcomes[delta.outcome] += 1
-            if delta.outcome is Outcome.ALREADY_PROCESSED:
+                state = states[row.key] = _new_state(row.match.binding, None)
+            touched.add(row.key)
+            delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
+            outcome = delta.outcome
+            if outcome is Outcome.COUNTED:
+                counted += 1
+            elif outcome is Outcome.REPEATED_VALUE:
+                repeated += 1
+            else:
+                skipped += 1
                 continue
-            lag_ms = (processed_at - event.timestamp) // _ONE_MS
-            result.rows.append(
-                ProcessedEvent(
-                    event=event,
-                    customer_id=row.customer_id,
-                    subscription_id=binding.subscription.id,
-                    sub_line_item_id=binding.line_item_id,
-                    price_id=binding.price.price_id,
-                    feature_id=binding.feature_id,
-                    meter_id=binding.meter.id,
-                    period_id=row.key[3],
-                    currency=binding.price.currency,
-                    unique_hash=row.measurement.unique_hash,
-                    qty_total=delta.qty_total,
-                    qty_billable=delta.qty_billable,
-                    qty_free_applied=delta.qty_free_applied,
-                    tier_snapshot=delta.tier_snapshot,
-                    unit_cost=delta.unit_cost,
-                    cost=delta.cost,
-                    version=version,
-                    processed_at=processed_at,
-                    final_lag_ms=min(max(lag_ms, 0), _MAX_LAG_MS),
-                )
-            )
+            rated.append((row, delta))
+        result.outcomes.update(
+            {
+                Outcome.COUNTED: counted,
+                Outcome.REPEATED_VALUE: repeated,
+                Outcome.ALREADY_PROCESSED: skipped,
+            }
+        )
         return result
 
     def state(self, key: StateKey) -> LineItemPeriodRating | None:
         return self._states.get(key)
 
     def forget_hashes(self) -> None:
-        """Drop remembered hashes of every state (they are durable once committed)."""
-        for state in self._states.values():
-            state.forget_hashes()
+        """Drop remembered hashes (they are durable in the store once committed)."""
+        for key in self._touched:
+            state = self._states.get(key)
+            if state is not None:
+                state.forget_hashes()
+        self._touched.clear()
 
     def drop_states(self, keep: Iterable[StateKey] = ()) -> None:
         """Drop all state (on revoke), except ``keep``."""
         kept = {key: self._states[key] for key in keep if key in self._states}
         self._states = kept
+        self._touched &= kept.keys()
 
     def totals(self) -> dict[StateKey, tuple[Decimal, Decimal, Decimal, Decimal]]:
         """(quantity, free, billable, rated amount) of every state in memory."""

@@ -123,23 +123,23 @@ def measure(
     """Quantity of one event for ``meter`` in the period ``[period_start, period_end)``."""
     kind = meter.aggregation
     if kind is AggregationType.COUNT:
-        return Measurement(ONE, event_hash(event))
+        return Measurement(ONE, event_hash(event), False)
     raw = event.properties.get(meter.field)
     if kind is AggregationType.COUNT_UNIQUE:
         canonical = canonical_value(raw)
         if canonical is None:
-            return Measurement(ZERO, event_hash(event), field_missing=True)
-        return Measurement(ONE, value_hash(event, meter.id, canonical))
+            return Measurement(ZERO, event_hash(event), True)
+        return Measurement(ONE, value_hash(event, meter.id, canonical), False)
     value = parse_decimal(raw)
     if value is not None and kind is AggregationType.SUM_WITH_MULTIPLIER:
         value = mul(value, meter.multiplier)
     if value is None or value >= MAX_EVENT_QUANTITY:
-        return Measurement(ZERO, event_hash(event), field_missing=True)
+        return Measurement(ZERO, event_hash(event), True)
     if value < 0:
         value = ZERO
     elif kind is AggregationType.WEIGHTED_SUM:
         value = mul(value, time_weight(event.timestamp, period_start, period_end))
-    return Measurement(quantize(value), event_hash(event))
+    return Measurement(quantize(value), event_hash(event), False)
 
 
 def time_weight(ts: datetime, period_start: datetime, period_end: datetime) -> Decimal:

@@ -10,7 +10,7 @@ from zero (not Python's default half-even).
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 SCALE = 15
 """Decimal places kept for every stored quantity and amount."""
@@ -18,9 +18,13 @@ SCALE = 15
 ZERO = Decimal(0)
 ONE = Decimal(1)
 _QUANTUM = Decimal(1).scaleb(-SCALE)
-# 76 significant digits hold any Decimal(38, 15) product or quotient exactly
-# enough before quantizing; the default context's 28 digits do not.
-_CONTEXT = Context(prec=76, rounding=ROUND_HALF_UP)
+# Intermediate products and quotients keep 76 significant digits and are
+# *truncated* there; the single half-up rounding happens in ``quantize``.
+# Truncating first can never flip that final rounding (a truncated value below
+# the half stays below it; one at the half was at or above it), so
+# quantize(div(a, b)) is the exactly rounded quotient whenever its integer part
+# has fewer than 60 digits -- far beyond Decimal(38, 15).
+_CONTEXT = Context(prec=76, rounding=ROUND_DOWN)
 
 _ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP"})
 

@@ -197,12 +197,15 @@ def generate_events(
     start: datetime = SAMPLE_START,
     span: timedelta = timedelta(days=31),
     duplicate_rate: float = 0.0,
+    late_rate: float = 0.05,
 ) -> Iterator[dict[str, Any]]:
     """``count`` event documents for the catalog's customers (JSON-ready dicts).
 
-    Each event targets one of its customer's metered event names; with
-    ``duplicate_rate`` > 0 some events repeat an earlier event verbatim (a
-    client retry with the same id).
+    Like live traffic, timestamps advance through ``[start, start + span)`` in
+    arrival order with a little jitter; a ``late_rate`` share arrives late (up
+    to two days behind, possibly in the previous period). Each event targets
+    one of its customer's metered event names; with ``duplicate_rate`` > 0 some
+    events repeat an earlier event verbatim (a client retry with the same id).
     """
     rng = random.Random(seed)
     prices = {price["id"]: price for price in catalog["prices"]}
@@ -221,8 +224,11 @@ def generate_events(
             continue
         external_id, meter_choices = plans[rng.randrange(len(plans))]
         meter = rng.choice(meter_choices)
+        offset = span_seconds * n // max(count, 1) + rng.randrange(60)
+        if rng.random() < late_rate:
+            offset = max(0, offset - rng.randrange(2 * 86_400))
         ts = start + timedelta(
-            seconds=rng.randrange(span_seconds), microseconds=rng.randrange(1000) * 1000
+            seconds=min(offset, span_seconds - 1), microseconds=rng.randrange(1000) * 1000
         )
         event = {
             "id": f"{catalog['tenant_id']}-evt-{seed}-{n}",
