@@ -34,6 +34,8 @@ DedupKey = tuple[StateKey, str]
 """(state key, unique_hash)."""
 
 _MAX_LAG_MS = 2**32 - 1
+_COUNTED = Outcome.COUNTED  # Enum attribute access costs ~100 ns in CPython 3.11
+_REPEATED_VALUE = Outcome.REPEATED_VALUE
 _ONE_US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -192,9 +194,9 @@ class UsageRater:
             touched.add(row.key)
             delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
             outcome = delta.outcome
-            if outcome is Outcome.COUNTED:
+            if outcome is _COUNTED:
                 counted += 1
-            elif outcome is Outcome.REPEATED_VALUE:
+            elif outcome is _REPEATED_VALUE:
                 repeated += 1
             else:
                 skipped += 1

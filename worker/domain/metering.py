@@ -117,27 +117,35 @@ class Measurement(NamedTuple):
     field_missing: bool = False
 
 
+# Enum members bound to module globals: attribute access on an Enum class
+# costs ~100 ns in CPython 3.11, and these checks run per event.
+_COUNT = AggregationType.COUNT
+_COUNT_UNIQUE = AggregationType.COUNT_UNIQUE
+_SUM_WITH_MULTIPLIER = AggregationType.SUM_WITH_MULTIPLIER
+_WEIGHTED_SUM = AggregationType.WEIGHTED_SUM
+
+
 def measure(
     meter: Meter, event: Event, period_start: datetime, period_end: datetime
 ) -> Measurement:
     """Quantity of one event for ``meter`` in the period ``[period_start, period_end)``."""
     kind = meter.aggregation
-    if kind is AggregationType.COUNT:
+    if kind is _COUNT:
         return Measurement(ONE, event_hash(event), False)
     raw = event.properties.get(meter.field)
-    if kind is AggregationType.COUNT_UNIQUE:
+    if kind is _COUNT_UNIQUE:
         canonical = canonical_value(raw)
         if canonical is None:
             return Measurement(ZERO, event_hash(event), True)
         return Measurement(ONE, value_hash(event, meter.id, canonical), False)
     value = parse_decimal(raw)
-    if value is not None and kind is AggregationType.SUM_WITH_MULTIPLIER:
+    if value is not None and kind is _SUM_WITH_MULTIPLIER:
         value = mul(value, meter.multiplier)
     if value is None or value >= MAX_EVENT_QUANTITY:
         return Measurement(ZERO, event_hash(event), True)
     if value < 0:
         value = ZERO
-    elif kind is AggregationType.WEIGHTED_SUM:
+    elif kind is _WEIGHTED_SUM:
         value = mul(value, time_weight(event.timestamp, period_start, period_end))
     return Measurement(quantize(value), event_hash(event), False)
 
