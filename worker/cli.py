@@ -7,11 +7,14 @@ stderr and exit 2; nothing prints a traceback for bad input.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from worker import __version__
 from worker.ops.settings import WorkerSettings
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the ClickHouse schema")
     _store(migrate)
-    migrate.set_defaults(handler=_not_yet("migrate", 3))
+    migrate.set_defaults(handler=_migrate)
 
     run = commands.add_parser("run", help="run a consumer")
     consumers = run.add_subparsers(dest="consumer", required=True, metavar="CONSUMER")
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     line_items.add_argument("--subscription-id")
     line_items.add_argument("--json", action="store_true", help="one JSON object per line")
     _store(line_items)
-    line_items.set_defaults(handler=_not_yet("query line-items", 3))
+    line_items.set_defaults(handler=_query_line_items)
 
     demo = commands.add_parser("demo", help="price generated usage against the sample catalog")
     demo.set_defaults(handler=_demo)
@@ -120,6 +123,94 @@ def _not_yet(name: str, issue: int) -> Handler:
     return handler
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn store failures into one-line user errors (exit 2, no traceback)."""
+    from worker.store.errors import StoreError
+
+    try:
+        yield
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _migrate(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.store.gateway import open_gateway
+    from worker.store.schema import LATEST_VERSION, migrate
+
+    with _store_errors():
+        gateway = open_gateway(settings.store_url)
+        try:
+            applied = migrate(gateway)
+        finally:
+            gateway.close()
+    done = ", ".join(str(version) for version in applied) if applied else "nothing (up to date)"
+    print(
+        f"schema of {gateway.url} (database {gateway.database}) at version {LATEST_VERSION}; "
+        f"applied: {done}"
+    )
+    return 0
+
+
+_LINE_ITEM_COLUMNS = (
+    ("subscription_id", "subscription"),
+    ("sub_line_item_id", "line item"),
+    ("period_id", "period start (UTC)"),
+    ("price_id", "price"),
+    ("currency", "cur"),
+    ("qty_total", "quantity"),
+    ("qty_free_applied", "free"),
+    ("qty_billable", "billable"),
+    ("cost", "cost"),
+    ("amount", "amount"),
+    ("event_count", "events"),
+)
+
+
+def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    import orjson
+
+    from worker.store.gateway import open_gateway
+    from worker.store.processed import line_item_totals
+    from worker.store.schema import require_schema
+
+    with _store_errors():
+        gateway = open_gateway(settings.store_url)
+        try:
+            require_schema(gateway)
+            totals = line_item_totals(
+                gateway,
+                args.tenant,
+                args.environment,
+                customer_id=args.customer_id,
+                subscription_id=args.subscription_id,
+            )
+        finally:
+            gateway.close()
+    objects = [total.to_json() for total in totals]
+    if args.json:
+        for obj in objects:
+            sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+        return 0
+    table = [[title for _, title in _LINE_ITEM_COLUMNS]]
+    for obj in objects:
+        shown = {**obj, "period_id": _period_text(int(str(obj["period_id"])))}
+        table.append([str(shown[key]) for key, _ in _LINE_ITEM_COLUMNS])
+    widths = [max(len(row[i]) for row in table) for i in range(len(_LINE_ITEM_COLUMNS))]
+    for row in table:
+        padded = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(padded).rstrip())
+    if not objects:
+        print("(no priced usage)")
+    return 0
+
+
+def _period_text(period_id: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(period_id / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.demo import run_pricing_demo
 
@@ -143,6 +234,10 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         overrides["store_url"] = args.store
     try:
         return WorkerSettings(**overrides)
+    except SettingsError as exc:
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"EW_{field.group(1).upper()}" if field else "an EW_* variable"
+        raise UserError(f"invalid settings: {name} is not valid JSON") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"EW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"

@@ -72,16 +72,22 @@ def kafka_producer_config(kafka_client_config: dict[str, Any]) -> dict[str, Any]
 
 
 @pytest.fixture(scope="session")
-def chdb_connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's one chdb data directory (store URL: `chdb://<path>?database=...`)."""
+    return tmp_path_factory.mktemp("chdb") / "data"
+
+
+@pytest.fixture(scope="session")
+def chdb_connection(chdb_path: Path) -> Iterator[Any]:
     """The session's one embedded ClickHouse (chdb) connection.
 
     chdb allows one open directory per process: every chdb use in the test
-    session goes through this connection (never the global `chdb.query()`).
+    session goes through this directory (never the global `chdb.query()`);
+    store gateways open their own connection to the same directory.
     """
     import chdb
 
-    path: Path = tmp_path_factory.mktemp("chdb") / "data"
-    connection = chdb.connect(str(path))
+    connection = chdb.connect(str(chdb_path))
     try:
         yield connection
     finally:

@@ -82,7 +82,7 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:{REDACTED}@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    # Rebuild from the raw netloc: ``parts.port`` raises on a malformed port.
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}:{REDACTED}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

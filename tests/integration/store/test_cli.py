@@ -1,0 +1,53 @@
+"""`events-worker migrate` and `query line-items` through `worker.cli.main`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.store.conftest import StoreUnderTest
+from tests.integration.store.rows import row
+from worker.cli import main
+from worker.domain.invoice import summarize
+from worker.store.processed import insert_processed
+
+
+def test_migrate_then_query_line_items_json(
+    store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--store", store.url]) == 0
+    assert main(["migrate", "--store", store.url]) == 0
+    assert "nothing (up to date)" in capsys.readouterr().out
+    rows = [row("e1", qty="3"), row("e2", qty="4"), row("e3", line_item="li_2")]
+    insert_processed(store.gateway, rows, dedup_token="cli")
+    insert_processed(store.gateway, rows, dedup_token="cli-again")  # counted once
+
+    argv = ["query", "line-items", "--tenant", "t1", "--environment", "prod"]
+    assert main([*argv, "--json", "--store", store.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [t.to_json() for t in summarize(rows)]
+    assert json.loads(lines[0])["qty_total"] == "7.000000000000000"
+
+    assert main([*argv, "--customer-id", "nobody", "--json", "--store", store.url]) == 0
+    assert capsys.readouterr().out == ""
+
+    assert main([*argv, "--store", store.url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["subscription", "line"]
+    assert len(table) == 3 and "li_2" in table[2]
+
+
+def test_query_before_migrate_says_what_to_do(
+    store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["query", "line-items", "--tenant", "t", "--environment", "e", "--store", store.url]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run `events-worker migrate`" in err
+
+
+def test_bad_store_url_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--store", "mysql://localhost/db"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid store URL" in err

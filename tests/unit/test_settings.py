@@ -1,0 +1,58 @@
+"""Settings: EW_* variables, flags on top, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.cli import UserError, build_parser, settings_from
+from worker.ops.settings import WorkerSettings, redact_url
+
+
+def test_environment_variables_configure_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "broker-1:9092")
+    monkeypatch.setenv("EW_KAFKA_SESSION_TIMEOUT_MS", "6000")
+    monkeypatch.setenv("EW_KAFKA_EXTRA", '{"security.protocol": "SASL_SSL"}')
+    settings = WorkerSettings()
+    assert settings.kafka_bootstrap == "broker-1:9092"
+    assert settings.kafka_session_timeout_ms == 6000
+    assert settings.kafka_config()["security.protocol"] == "SASL_SSL"
+
+
+def test_flags_win_over_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "from-env:9092")
+    monkeypatch.setenv("EW_STORE_URL", "chdb:///from-env")
+    args = build_parser().parse_args(
+        ["run", "usage", "--bootstrap", "from-flag:9092", "--store", "chdb:///from-flag"]
+    )
+    settings = settings_from(args)
+    assert (settings.kafka_bootstrap, settings.store_url) == ("from-flag:9092", "chdb:///from-flag")
+
+
+def test_invalid_settings_are_one_line_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EW_KAFKA_EXTRA", "not json")
+    with pytest.raises(UserError, match="EW_KAFKA_EXTRA"):
+        settings_from(build_parser().parse_args(["demo"]))
+
+
+def test_secrets_are_redacted_from_loggable_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "EW_KAFKA_EXTRA", '{"sasl.password": "hunter2", "ssl.key.password": "k", "acks": "all"}'
+    )
+    monkeypatch.setenv("EW_STORE_URL", "clickhouse://billing:s3cret@ch:9000/prod")
+    shown = WorkerSettings().redacted()
+    text = repr(shown) + repr(WorkerSettings())
+    assert "hunter2" not in text and "s3cret" not in text and "'k'" not in text
+    assert shown["kafka_extra"]["acks"] == "all"
+    assert shown["store_url"] == "clickhouse://billing:***@ch:9000/prod"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("chdb:///var/lib/ew", "chdb:///var/lib/ew"),
+        ("clickhouse://u@h:9000/db", "clickhouse://u@h:9000/db"),
+        ("clickhouse://u:p@h:notaport/db", "clickhouse://u:***@h:notaport/db"),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

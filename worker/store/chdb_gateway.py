@@ -1,0 +1,257 @@
+"""The embedded engine (chdb) behind the :class:`~worker.store.gateway.Gateway` interface.
+
+chdb runs ClickHouse inside this process and allows one open data directory
+per process, locked against other processes. All gateways of a process share
+one connection to that directory (reference-counted, closed with the last
+gateway), serialised by one lock: a chdb connection is not safe for
+concurrent queries, and ``USE`` / ``SET`` are session state. The global
+``chdb.query()`` is never used.
+
+Timeouts: waiting for the shared connection is bounded by the gateway's
+``timeout_s``, and statements run with ``max_execution_time`` set to it.
+Rows are read back through Parquet, which keeps Decimal and DateTime64 types
+exact; inserts go through Arrow IPC (``send_insert``), typed by the table's
+columns. The dedup token travels in the INSERT's ``SETTINGS`` clause (chdb's
+streaming insert takes no parameters), so it is restricted to safe characters.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from worker.store.arrow_columns import ipc_stream
+from worker.store.chdb_params import adapt_params
+from worker.store.errors import StoreError, error_code, first_line, translate
+from worker.store.gateway import ChdbLocation, Params, Row, check_identifier
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,256}$")
+
+
+class _SharedConnection:
+    """The process's one chdb connection, its lock and session state."""
+
+    def __init__(self, path: Path, connection: Any) -> None:
+        self.path = path
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.references = 0
+        self.current_database: str | None = None
+        self.current_timeout_s: int | None = None
+
+
+_registry_lock = threading.Lock()
+_shared: _SharedConnection | None = None
+
+
+def _connect(path: Path) -> Any:
+    import chdb
+
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return chdb.connect(str(path))  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        message = str(exc)
+        if "already initialized" in message:
+            raise StoreError(
+                f"this process already has another chdb directory open ({first_line(message)}): "
+                "chdb allows one directory per process"
+            ) from exc
+        if _locked_by_other_process(path):
+            raise StoreError(
+                f"chdb directory {path} is in use by another process: stop that process "
+                "or pass a different --store chdb:///dir"
+            ) from exc
+        raise StoreError(f"cannot open chdb directory {path}: {first_line(message)}") from exc
+
+
+def _locked_by_other_process(path: Path) -> bool:
+    """True when ClickHouse's ``status`` lock file of ``path`` is held elsewhere."""
+    status = path / "status"
+    if not status.exists():
+        return False
+    with status.open("rb") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+def _acquire(path: Path) -> _SharedConnection:
+    global _shared
+    with _registry_lock:
+        if _shared is None:
+            _shared = _SharedConnection(path, _connect(path))
+        elif _shared.path != path:
+            raise StoreError(
+                f"this process already has chdb directory {_shared.path} open; chdb allows "
+                f"one directory per process (close it before opening {path})"
+            )
+        _shared.references += 1
+        return _shared
+
+
+def _release(shared: _SharedConnection) -> None:
+    global _shared
+    with _registry_lock:
+        shared.references -= 1
+        if shared.references == 0:
+            with shared.lock:
+                shared.connection.close()
+            if _shared is shared:
+                _shared = None
+
+
+def dedup_setting(token: str) -> str:
+    """The ``SETTINGS`` clause for ``token``; tokens are restricted to safe characters."""
+    if not _TOKEN.match(token):
+        raise StoreError(
+            "invalid insert_deduplication_token: use at most 256 of A-Z a-z 0-9 _ . : / @ + = -"
+        )
+    return f" SETTINGS insert_deduplication_token = '{token}'"
+
+
+class ChdbGateway:
+    """A database in the process's embedded ClickHouse. See :class:`Gateway` for contracts."""
+
+    def __init__(
+        self, shared: _SharedConnection, database: str, url: str, timeout_s: float
+    ) -> None:
+        self._shared = shared
+        self._database = check_identifier(database)
+        self._url = url
+        self._timeout_s = timeout_s
+        self._closed = False
+        self._column_types: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def open(cls, location: ChdbLocation, *, url: str, timeout_s: float) -> ChdbGateway:
+        """Join (or open) the process's chdb connection to ``location.path``."""
+        shared = _acquire(location.path.resolve())
+        gateway = cls(shared, location.database, url, timeout_s)
+        try:
+            gateway.ping()
+        except BaseException:
+            gateway.close()
+            raise
+        return gateway
+
+    @property
+    def database(self) -> str:
+        return self._database
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @contextmanager
+    def _session(self, *, use_database: bool = True) -> Iterator[Any]:
+        """Hold the shared connection, switched to this gateway's database and timeout."""
+        if self._closed:
+            raise StoreError(f"gateway for {self._url} is closed")
+        shared = self._shared
+        if not shared.lock.acquire(timeout=self._timeout_s):
+            raise StoreError(
+                f"chdb at {self._url} stayed busy for {self._timeout_s:g}s: "
+                "another thread holds it; retry later"
+            )
+        try:
+            connection = shared.connection
+            timeout = max(1, round(self._timeout_s))
+            if shared.current_timeout_s != timeout:
+                connection.query("SET max_execution_time = {t:UInt32}", params={"t": timeout})
+                shared.current_timeout_s = timeout
+            if use_database and shared.current_database != self._database:
+                shared.current_database = None
+                connection.query("USE {db:Identifier}", params={"db": self._database})
+                shared.current_database = self._database
+            yield connection
+        except StoreError:
+            raise
+        except Exception as exc:
+            message = str(exc)
+            raise translate(error_code(message), message, self._where()) from exc
+        finally:
+            shared.lock.release()
+
+    def _where(self) -> str:
+        return f"{self._url} (database {self._database})"
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._session() as connection:
+            data = connection.query(sql, "Parquet", params=adapt_params(params)).bytes()
+        if not data:
+            return []
+        table = pq.read_table(pa.BufferReader(data))
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        with self._session() as connection:
+            connection.query(sql, "Null", params=adapt_params(params))
+
+    def insert(
+        self,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        dedup_token: str | None = None,
+    ) -> int:
+        check_identifier(table, "table name")
+        for name in columns:
+            check_identifier(name, "column name")
+        types = self._types(table)
+        unknown = set(columns) - types.keys()
+        if unknown:
+            raise StoreError(f"table {table} has no column(s) {', '.join(sorted(unknown))}")
+        try:
+            payload, rows = ipc_stream(columns, types)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise StoreError(f"cannot convert rows for {table}: {first_line(str(exc))}") from exc
+        if rows == 0:
+            return 0
+        # Identifiers were checked above; the token by dedup_setting.
+        statement = f"INSERT INTO {self._database}.{table} ({', '.join(columns)})"
+        if dedup_token is not None:
+            statement += dedup_setting(dedup_token)
+        with self._session() as connection, connection.send_insert(statement, "ArrowStream") as ins:
+            ins.append(payload)
+            ins.finish()
+        return rows
+
+    def _types(self, table: str) -> dict[str, str]:
+        cached = self._column_types.get(table)
+        if cached is None:
+            rows = self.query(
+                "SELECT name, type FROM system.columns "
+                "WHERE database = {db:String} AND table = {table:String}",
+                {"db": self._database, "table": table},
+            )
+            if not rows:
+                raise translate(60, f"table {self._database}.{table} does not exist", self._where())
+            cached = self._column_types[table] = {str(name): str(kind) for name, kind in rows}
+        return cached
+
+    def ensure_database(self) -> None:
+        with self._session(use_database=False) as connection:
+            connection.query(
+                "CREATE DATABASE IF NOT EXISTS {db:Identifier}", params={"db": self._database}
+            )
+
+    def ping(self) -> None:
+        with self._session(use_database=False) as connection:
+            connection.query("SELECT 1", "Null")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self._shared)

@@ -1,0 +1,193 @@
+"""One small interface to ClickHouse, two thin implementations chosen by URL.
+
+``chdb:///abs/dir`` or ``chdb://./relative/dir`` opens the embedded engine
+(:mod:`worker.store.chdb_gateway`); ``clickhouse://user:pass@host:port/db``
+(``?secure=1`` or ``clickhouses://`` for TLS) talks to a server over the
+native protocol (:mod:`worker.store.native_gateway`). Both run the same SQL.
+
+SQL never contains values: only ``{name:Type}`` query parameters. Identifiers
+(database names) are checked against :data:`IDENTIFIER` before use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from worker.ops.settings import redact_url
+from worker.store.errors import StoreError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_DATABASE = "default"
+
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+
+
+class Gateway(Protocol):
+    """A ClickHouse database as the store sees it. Safe to share across threads.
+
+    Every call blocks until ClickHouse answers, at most about ``timeout_s``
+    (given to :func:`open_gateway`): longer statements are cancelled
+    server-side (``max_execution_time``) and waits for the shared connection
+    are bounded, so a call fails with :class:`StoreError` instead of hanging.
+    Every failure is a :class:`StoreError` with a one-line message;
+    :class:`~worker.store.errors.SchemaMissingError` when the database or a
+    table does not exist (run ``events-worker migrate``).
+
+    Parameters are ``{name:Type}`` placeholders filled from ``params``: str,
+    int, Decimal, aware datetimes (declare the type as ``DateTime64(6, 'UTC')``),
+    None (NULL for Nullable types), and lists / tuples of those for ``Array`` /
+    ``Tuple`` types. Unqualified table names refer to :attr:`database`.
+    """
+
+    @property
+    def database(self) -> str:
+        """The database unqualified names refer to."""
+        ...
+
+    @property
+    def url(self) -> str:
+        """The store URL with any password redacted (for messages and logs)."""
+        ...
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Run one SELECT; return its rows as tuples of typed Python values.
+
+        Types: String -> str, integers -> int, Decimal -> Decimal,
+        DateTime64 with a time zone -> aware datetime (UTC for our columns).
+        Not idempotent only in the sense that results reflect the current data.
+        """
+        ...
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        """Run one statement (DDL, ``SET``, ...) and discard any result.
+
+        Idempotent exactly when the statement is (``CREATE ... IF NOT EXISTS``).
+        """
+        ...
+
+    def insert(
+        self,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        dedup_token: str | None = None,
+    ) -> int:
+        """Insert equal-length columns into ``table`` of :attr:`database`; return the row count.
+
+        Blocks until the block is written (durable on return). With
+        ``dedup_token`` the insert is idempotent: inserting again with the same
+        token (any data) is a no-op, as long as the table keeps insert
+        deduplication (``non_replicated_deduplication_window`` > 0 or a
+        Replicated engine) and the token is among its recent blocks. Without a
+        token every call appends. An empty insert does nothing.
+        """
+        ...
+
+    def ensure_database(self) -> None:
+        """Create :attr:`database` if it does not exist (idempotent; used by migrate)."""
+        ...
+
+    def ping(self) -> None:
+        """Check ClickHouse answers (``SELECT 1``); raise :class:`StoreError` if not."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (idempotent). The gateway is unusable afterwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChdbLocation:
+    """A parsed ``chdb://`` URL: the data directory and the database."""
+
+    path: Path
+    database: str
+
+
+@dataclass(frozen=True, slots=True)
+class NativeLocation:
+    """A parsed ``clickhouse://`` URL."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    secure: bool
+
+
+def check_identifier(name: str, what: str = "database name") -> str:
+    """Return ``name`` if it is a plain identifier, else raise :class:`StoreError`."""
+    if not IDENTIFIER.match(name):
+        raise StoreError(f"invalid {what} {name!r}: use letters, digits and _ only")
+    return name
+
+
+def _shown(url: str) -> str:
+    """``url`` safe to show: password redacted, or only the scheme when unparseable."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        return url.partition("://")[0] + "://***" if "@" in url else url
+
+
+def _bad_url(url: str, why: str) -> StoreError:
+    return StoreError(
+        f"invalid store URL {_shown(url)!r} ({why}): expected chdb:///path/to/dir, "
+        "chdb://./relative/dir or clickhouse://user:pass@host:9000/db[?secure=1]"
+    )
+
+
+def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
+    """Parse a store URL; raise :class:`StoreError` naming the expected forms."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise _bad_url(url, str(exc)) from None
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.scheme == "chdb":
+        if parts.netloc not in ("", ".", "localhost"):
+            raise _bad_url(url, "chdb takes a path, not a host")
+        raw = parts.path if parts.netloc != "." else "." + parts.path
+        if raw in ("", "/", "."):
+            raise _bad_url(url, "no directory")
+        database = check_identifier(query.get("database", DEFAULT_DATABASE))
+        return ChdbLocation(Path(unquote(raw)), database)
+    if parts.scheme in ("clickhouse", "clickhouses"):
+        if not parts.hostname:
+            raise _bad_url(url, "no host")
+        secure = parts.scheme == "clickhouses" or query.get("secure", "0") in ("1", "true")
+        database = check_identifier(unquote(parts.path.strip("/")) or DEFAULT_DATABASE)
+        return NativeLocation(
+            host=parts.hostname,
+            port=port or (9440 if secure else 9000),
+            user=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=database,
+            secure=secure,
+        )
+    raise _bad_url(url, f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme")
+
+
+def open_gateway(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gateway:
+    """Open the gateway for ``url``; raise :class:`StoreError` if it cannot be reached.
+
+    Blocks at most about ``timeout_s`` (connect + ping). The caller owns the
+    gateway and must :meth:`~Gateway.close` it.
+    """
+    location = parse_store_url(url)
+    if isinstance(location, ChdbLocation):
+        from worker.store.chdb_gateway import ChdbGateway
+
+        return ChdbGateway.open(location, url=redact_url(url), timeout_s=timeout_s)
+    from worker.store.native_gateway import NativeGateway
+
+    return NativeGateway.open(location, url=redact_url(url), timeout_s=timeout_s)

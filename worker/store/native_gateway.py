@@ -1,0 +1,163 @@
+"""A ClickHouse server over the native protocol (clickhouse-driver) as a Gateway.
+
+One driver client per gateway, serialised by a lock (a client runs one query
+at a time). Parameters are sent server-side (``server_side_params``), so the
+SQL is the same ``{name:Type}`` text chdb runs. Every call has a connect
+timeout, a socket send/receive timeout and a server-side
+``max_execution_time``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from worker.store.chdb_params import utc_text
+from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
+from worker.store.gateway import NativeLocation, Params, Row, check_identifier
+
+# The driver logs connection failures with a traceback; they reach the user as a
+# one-line StoreError instead (a configured root logger still receives them).
+logging.getLogger("clickhouse_driver").addHandler(logging.NullHandler())
+
+
+def _server_value(value: Any) -> Any:
+    """Datetimes as UTC text (parsed by the declared ``DateTime64(6, 'UTC')``)."""
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, list):
+        return [_server_value(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_server_value(item) for item in value)
+    return value
+
+
+class NativeGateway:
+    """A database on a ClickHouse server. See :class:`Gateway` for contracts."""
+
+    def __init__(self, location: NativeLocation, url: str, timeout_s: float) -> None:
+        self._location = location
+        self._url = url
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._client = self._new_client(location.database)
+        self._closed = False
+
+    @classmethod
+    def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
+        """Connect and ping; raise :class:`StoreError` when unreachable or refused."""
+        gateway = cls(location, url, timeout_s)
+        try:
+            gateway.ping()
+        except SchemaMissingError:
+            pass  # the server answered; the database is created by migrate
+        except BaseException:
+            gateway.close()
+            raise
+        return gateway
+
+    def _new_client(self, database: str) -> Any:
+        from clickhouse_driver import Client
+
+        location = self._location
+        timeout = max(1, round(self._timeout_s))
+        return Client(
+            host=location.host,
+            port=location.port,
+            user=location.user,
+            password=location.password,
+            database=database,
+            secure=location.secure,
+            connect_timeout=min(10, timeout),
+            send_receive_timeout=timeout,
+            sync_request_timeout=min(10, timeout),
+            settings={"server_side_params": True, "max_execution_time": timeout},
+        )
+
+    @property
+    def database(self) -> str:
+        return self._location.database
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _run(
+        self, client: Any, sql: str, params: Params | None, data: Any = None, **kwargs: Any
+    ) -> Any:
+        from clickhouse_driver import errors
+
+        if self._closed:
+            raise StoreError(f"gateway for {self._url} is closed")
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise StoreError(f"ClickHouse client for {self._url} stayed busy; retry later")
+        try:
+            if data is not None:
+                return client.execute(sql, data, **kwargs)
+            values = {name: _server_value(value) for name, value in (params or {}).items()}
+            return client.execute(sql, values, **kwargs)
+        except errors.ServerException as exc:
+            raise translate(exc.code, exc.message, self._where()) from exc
+        except (errors.NetworkError, errors.SocketTimeoutError, OSError, EOFError) as exc:
+            location = self._location
+            raise StoreError(
+                f"cannot reach ClickHouse at {location.host}:{location.port} "
+                f"({first_line(str(exc)) or type(exc).__name__}): check the URL and that "
+                "the server is running"
+            ) from exc
+        except errors.Error as exc:
+            raise StoreError(
+                f"ClickHouse error in {self._where()}: {first_line(str(exc))}"
+            ) from exc
+        finally:
+            self._lock.release()
+
+    def _where(self) -> str:
+        return f"{self._url} (database {self.database})"
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        rows = self._run(self._client, sql, params)
+        return [tuple(row) for row in rows] if isinstance(rows, list) else []
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._run(self._client, sql, params)
+
+    def insert(
+        self,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        dedup_token: str | None = None,
+    ) -> int:
+        check_identifier(table, "table name")
+        for name in columns:
+            check_identifier(name, "column name")
+        data = [list(values) for values in columns.values()]
+        lengths = {len(values) for values in data}
+        if len(lengths) > 1:
+            raise StoreError(f"columns for {table} have different lengths: {sorted(lengths)}")
+        if not data or not data[0]:
+            return 0
+        settings = {} if dedup_token is None else {"insert_deduplication_token": dedup_token}
+        # Identifiers were checked above; the token travels as a query setting.
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+        self._run(self._client, statement, None, data, columnar=True, settings=settings)
+        return len(data[0])
+
+    def ensure_database(self) -> None:
+        admin = self._new_client("default")
+        try:
+            self._run(admin, "CREATE DATABASE IF NOT EXISTS {db:Identifier}", {"db": self.database})
+        finally:
+            admin.disconnect()
+
+    def ping(self) -> None:
+        self._run(self._client, "SELECT 1", None)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.disconnect()

@@ -1,0 +1,160 @@
+"""The ClickHouse schema and its migrations (``events-worker migrate``).
+
+Migrations are numbered and append-only; :func:`migrate` applies those newer
+than the ``schema_version`` table records and is idempotent (every statement is
+``IF NOT EXISTS``, so an interrupted run can simply be repeated).
+
+Design of the two tables (DESIGN.md §5):
+
+* ``events`` (raw): ReplacingMergeTree(ingested_at) keyed by
+  (tenant, environment, external customer, timestamp, id) - a redelivered event
+  carries the same key, so merges keep one copy; reads use FINAL. Partitioned
+  by month of the event time; a bloom filter on ``id`` serves lookups by id
+  and the unprocessed anti-join.
+* ``events_processed``: ReplacingMergeTree(version) whose ORDER BY is the row
+  identity (tenant, environment, line item, period, event id): a reprocessed
+  or redelivered row replaces the old one. Partitioned by month of the period
+  start (``period_id`` is epoch ms), so one identity never spans partitions and
+  FINAL may skip cross-partition merging. Bloom filter on ``unique_hash`` for
+  the batched dedup lookup. Amounts are Decimal(38, 15): 23 integer digits.
+
+Both keep ``non_replicated_deduplication_window`` so that an insert repeated
+with the same ``insert_deduplication_token`` is dropped (the on-cluster form
+uses Replicated engines, which deduplicate by themselves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worker.store.errors import MIGRATE_HINT, SchemaMissingError
+from worker.store.gateway import Gateway
+
+#: Insert blocks remembered per table for token deduplication.
+DEDUP_WINDOW = 10_000
+
+_EVENT_COLUMNS = """
+    tenant_id String,
+    environment_id String,
+    id String,
+    event_name LowCardinality(String),
+    external_customer_id String,
+    customer_id String,
+    source LowCardinality(String),
+    timestamp DateTime64(6, 'UTC'),
+    ingested_at DateTime64(6, 'UTC'),
+    properties String"""
+
+_EVENTS = f"""
+CREATE TABLE IF NOT EXISTS events ({_EVENT_COLUMNS},
+    INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree(ingested_at)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (tenant_id, environment_id, external_customer_id, timestamp, id)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
+"""
+
+_EVENTS_PROCESSED = f"""
+CREATE TABLE IF NOT EXISTS events_processed ({_EVENT_COLUMNS},
+    subscription_id String,
+    sub_line_item_id String,
+    price_id String,
+    feature_id String,
+    meter_id String,
+    period_id UInt64,
+    currency LowCardinality(String),
+    unique_hash String,
+    qty_total Decimal(38, 15),
+    qty_billable Decimal(38, 15),
+    qty_free_applied Decimal(38, 15),
+    tier_snapshot Decimal(38, 15),
+    unit_cost Decimal(38, 15),
+    cost Decimal(38, 15),
+    version UInt64,
+    sign Int8,
+    processed_at DateTime64(6, 'UTC'),
+    final_lag_ms UInt32,
+    INDEX idx_unique_hash unique_hash TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_event_id id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(toDateTime(intDiv(period_id, 1000), 'UTC'))
+ORDER BY (tenant_id, environment_id, sub_line_item_id, period_id, id)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
+"""
+
+_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version UInt32,
+    description String,
+    applied_at DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: idempotent statements, applied in order."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "events and events_processed", (_EVENTS, _EVENTS_PROCESSED)),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(gateway: Gateway) -> int:
+    """The highest applied migration (0 for an empty database).
+
+    Raises :class:`SchemaMissingError` when the database does not exist.
+    """
+    rows = gateway.query("SELECT max(version) FROM schema_version FINAL")
+    return int(rows[0][0]) if rows else 0
+
+
+def migrate(gateway: Gateway, *, cluster: str | None = None) -> list[int]:
+    """Create or upgrade the schema of ``gateway.database``; return the versions applied.
+
+    Idempotent: a second run applies nothing. Blocking (DDL). ``cluster`` is
+    the seam for ``migrate --cluster NAME`` (ON CLUSTER DDL, Replicated engines,
+    Distributed tables), not implemented yet.
+    """
+    if cluster is not None:
+        raise NotImplementedError("migrate --cluster is not implemented yet")
+    gateway.ensure_database()
+    gateway.execute(_SCHEMA_VERSION)
+    applied_before = current_version(gateway)
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version <= applied_before:
+            continue
+        for statement in migration.statements:
+            gateway.execute(statement)
+        gateway.insert(
+            "schema_version",
+            {
+                "version": [migration.version],
+                "description": [migration.description],
+                "applied_at": [datetime.now(UTC)],
+            },
+        )
+        applied.append(migration.version)
+    return applied
+
+
+def require_schema(gateway: Gateway) -> None:
+    """Raise :class:`SchemaMissingError` unless the schema is at :data:`LATEST_VERSION`."""
+    version = current_version(gateway)
+    if version < LATEST_VERSION:
+        raise SchemaMissingError(
+            f"schema of {gateway.url} (database {gateway.database}) is at version {version}, "
+            f"this code needs {LATEST_VERSION}: {MIGRATE_HINT}"
+        )
