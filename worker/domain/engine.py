@@ -222,6 +222,12 @@ class UsageRater:
                 state.forget_hashes()
         self._touched.clear()
 
+    def drop(self, keys: Iterable[StateKey]) -> None:
+        """Drop the state of ``keys`` (on revoke of the partitions that touched them)."""
+        for key in keys:
+            self._states.pop(key, None)
+            self._touched.discard(key)
+
     def drop_states(self, keep: Iterable[StateKey] = ()) -> None:
         """Drop all state (on revoke), except ``keep``."""
         kept = {key: self._states[key] for key in keep if key in self._states}

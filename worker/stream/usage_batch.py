@@ -1,0 +1,225 @@
+"""One batch of the usage pipeline, without Kafka: messages in, durable rows out.
+
+The consumer loop hands a batch of :class:`SourceMessage` to
+:meth:`UsageBatchProcessor.prepare`, which is the single error boundary for
+producer input: it decodes (bad input becomes a :class:`DeadLetter` with a
+reason), resolves, loads rating state on first touch, runs the batched dedup
+check and rates every event. :meth:`UsageBatchProcessor.write` then stores the
+raw events and the priced rows. Only after ``write`` (and the dead letters)
+succeeded may the loop commit :attr:`PreparedBatch.next_offsets`.
+
+Failure contract: ``prepare`` touches rating state only after its store reads
+succeeded, so a failed ``prepare`` may simply be retried. A failed ``write``
+must be retried *with the same PreparedBatch* (never re-prepared: its events
+are already applied to the in-memory state); if the process dies instead, the
+restarted consumer reloads state from the store and the dedup check skips
+whatever had been written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
+from worker.domain.engine import DedupKey, RatedBatch, StateKey, UsageRater
+from worker.domain.events import Event
+from worker.domain.metering import WindowSize
+from worker.domain.validation import EventLimits, InvalidEvent, decode_event
+from worker.store.gateway import Gateway
+from worker.store.processed import find_hash_owners, insert_processed, load_snapshots
+from worker.store.raw import insert_raw
+
+PartitionKey = tuple[str, int]
+"""(topic, partition): the unit of ownership."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """The parts of a Kafka record the pipeline needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+
+    @property
+    def next_offset(self) -> int:
+        """The offset to commit once this message is durably handled."""
+        return self.offset + 1
+
+    @property
+    def fallback_id(self) -> str:
+        """Event id for messages without one: stable across redelivery."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that cannot become an event, and why."""
+
+    message: SourceMessage
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A rated batch ready to be written, and the offsets it completes."""
+
+    events: list[Event] = field(default_factory=list)
+    rated: RatedBatch | None = None
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    unresolved: Counter[UnresolvedReason] = field(default_factory=Counter)
+    missing_fields: int = 0
+    next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
+    first_offsets: dict[PartitionKey, int] = field(default_factory=dict)
+    messages: int = 0
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rated.rated) if self.rated is not None else 0
+
+    def dedup_token(self, kind: str) -> str:
+        """Insert token derived from the exact offset ranges of this batch.
+
+        A batch re-consumed with the same boundaries after a failure before
+        commit is then dropped by ClickHouse's insert deduplication.
+        """
+        ranges = ",".join(
+            f"{topic}/{partition}/{self.first_offsets[(topic, partition)]}-{end}"
+            for (topic, partition), end in sorted(self.next_offsets.items())
+        )
+        return f"{kind}:{hashlib.sha256(ranges.encode()).hexdigest()[:40]}"
+
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UsageBatchProcessor:
+    """Rating state of the owned partitions and the prepare/write steps of a batch.
+
+    Not thread-safe: one consumer loop drives it. One rater holds the state of
+    every owned partition (so even events of one customer that a producer
+    keyed inconsistently are rated against one state within this process);
+    ``revoke`` drops the state the revoked partitions touched, which the next
+    owner reloads from the store.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        index: CatalogIndex,
+        *,
+        limits: EventLimits,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self._gateway = gateway
+        self._index = index
+        self._limits = limits
+        self._clock = clock
+        self._rater = UsageRater(index)
+        self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
+
+    @property
+    def owned(self) -> set[PartitionKey]:
+        return set(self._keys_by_partition)
+
+    def replace_index(self, index: CatalogIndex) -> None:
+        """Use a new catalog version for events prepared from now on."""
+        self._index = index
+        self._rater.replace_index(index)
+
+    def assign(self, partitions: Iterable[PartitionKey]) -> None:
+        for partition in partitions:
+            self._keys_by_partition.setdefault(partition, set())
+
+    def revoke(self, partitions: Iterable[PartitionKey]) -> None:
+        """Drop the rating state the partitions touched. Call after flush + commit."""
+        for partition in partitions:
+            self._rater.drop(self._keys_by_partition.pop(partition, set()))
+
+    def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
+        """Decode, resolve, load state, dedup and rate; no writes. See module docstring."""
+        batch = PreparedBatch(messages=len(messages))
+        now = self._clock()
+        by_event: dict[int, PartitionKey] = {}
+        for message in messages:
+            partition = (message.topic, message.partition)
+            batch.first_offsets.setdefault(partition, message.offset)
+            batch.next_offsets[partition] = message.next_offset
+            event = self._decode(message, now, batch)
+            if event is not None:
+                by_event[id(event)] = partition
+                batch.events.append(event)
+        # Resolve everything, then read the store, then rate: a failed read leaves
+        # only idempotent changes (loaded snapshots, stored hashes) behind.
+        rater = self._rater
+        resolved = rater.resolve(batch.events)
+        batch.unresolved.update(reason for _, reason in resolved.unresolved)
+        batch.missing_fields = resolved.missing_fields
+        self._load_missing_states(rater.missing_states(resolved))
+        rater.remember(self._stored_owners(resolved.dedup_keys()))
+        batch.rated = rater.rate(resolved, now)
+        for row in resolved.pending:
+            self._keys_by_partition.setdefault(by_event[id(row.event)], set()).add(row.key)
+        return batch
+
+    def write(self, batch: PreparedBatch) -> None:
+        """Store raw events then priced rows. Blocking, idempotent; raises StoreError."""
+        insert_raw(self._gateway, batch.events, dedup_token=batch.dedup_token("raw"))
+        rows = batch.rated.rows if batch.rated is not None else []
+        insert_processed(self._gateway, rows, dedup_token=batch.dedup_token("processed"))
+
+    def committed(self, batch: PreparedBatch) -> None:
+        """Call after the batch's offsets are committed: its hashes are now durable."""
+        self._rater.forget_hashes()
+
+    def _decode(self, message: SourceMessage, now: datetime, batch: PreparedBatch) -> Event | None:
+        if message.value is None:
+            batch.dead_letters.append(DeadLetter(message, "empty_message", "message has no value"))
+            return None
+        fallback_ts = (
+            datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
+            if message.timestamp_ms is not None and message.timestamp_ms > 0
+            else now
+        )
+        try:
+            return decode_event(
+                message.value,
+                fallback_id=message.fallback_id,
+                fallback_timestamp=fallback_ts,
+                limits=self._limits,
+            )
+        except InvalidEvent as exc:
+            batch.dead_letters.append(DeadLetter(message, exc.reason.value, exc.detail))
+            return None
+
+    def _load_missing_states(self, keys: set[StateKey]) -> None:
+        if not keys:
+            return
+        requests: dict[tuple[str, str], dict[StateKey, WindowSize | None]] = defaultdict(dict)
+        for key in keys:
+            binding = self._index.line_item(key[0], key[1], key[2])
+            bucket = binding.meter.bucket_size if binding is not None else None
+            requests[(key[0], key[1])][key] = bucket
+        for (tenant, environment), scoped in requests.items():
+            self._rater.load_states(load_snapshots(self._gateway, tenant, environment, scoped))
+
+    def _stored_owners(self, keys: set[DedupKey]) -> dict[DedupKey, str]:
+        scoped: dict[tuple[str, str], list[DedupKey]] = defaultdict(list)
+        for key in keys:
+            scoped[(key[0][0], key[0][1])].append(key)
+        owners: dict[DedupKey, str] = {}
+        for (tenant, environment), tenant_keys in scoped.items():
+            owners.update(find_hash_owners(self._gateway, tenant, environment, tenant_keys))
+        return owners
