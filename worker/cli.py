@@ -7,6 +7,7 @@ stderr and exit 2; nothing prints a traceback for bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store(usage)
     usage.add_argument("--catalog", metavar="FILE", help="catalog JSON file (else the topic)")
     _idle(usage)
-    usage.set_defaults(handler=_not_yet("run usage", 4))
+    usage.set_defaults(handler=_run_usage)
     reprocess = consumers.add_parser("reprocess", help="serve reprocess requests")
     _bootstrap(reprocess)
     _store(reprocess)
@@ -58,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("file", metavar="FILE.jsonl")
     _bootstrap(produce)
     produce.add_argument("--topic", default=None, help="topic (default: events)")
-    produce.set_defaults(handler=_not_yet("produce", 4))
+    produce.set_defaults(handler=_produce)
 
     catalog = commands.add_parser("catalog", help="catalog operations")
     catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
     publish = catalog_commands.add_parser("publish", help="publish a catalog file to the topic")
     publish.add_argument("file", metavar="FILE")
     _bootstrap(publish)
-    publish.set_defaults(handler=_not_yet("catalog publish", 4))
+    publish.set_defaults(handler=_catalog_publish)
 
     reprocess_cmd = commands.add_parser("reprocess", help="reprocess requests")
     reprocess_commands = reprocess_cmd.add_subparsers(dest="reprocess_command", required=True)
@@ -211,6 +212,98 @@ def _period_text(period_id: int) -> str:
     return datetime.fromtimestamp(period_id / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+#: Exit status when the broker did not acknowledge everything (not a usage error).
+EXIT_DELIVERY_FAILED = 1
+#: How many unkeyable lines `produce` lists before summarising the rest.
+_SHOWN_LINE_PROBLEMS = 20
+
+
+def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """Check the whole file, then produce it keyed; exit 1 if any message failed.
+
+    A line that cannot be keyed is a usage error (exit 2) and nothing is
+    produced; see `worker.stream.producer` for the contract.
+    """
+    from worker.stream.producer import check_file, produce_file
+    from worker.stream.topics import TopicSetupError, ensure_topics
+
+    topic = args.topic or settings.events_topic
+    try:
+        good, problems = check_file(args.file)
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
+    if problems:
+        for problem in problems[:_SHOWN_LINE_PROBLEMS]:
+            print(f"events-worker: {args.file}: {problem}", file=sys.stderr)
+        hidden = len(problems) - _SHOWN_LINE_PROBLEMS
+        if hidden > 0:
+            print(f"events-worker: {args.file}: ... and {hidden} more", file=sys.stderr)
+        raise UserError(
+            f"{args.file}: {len(problems)} of {len(problems) + good} lines cannot be keyed "
+            "(need a JSON object with string tenant_id and external_customer_id or "
+            "customer_id); nothing produced"
+        )
+    try:
+        ensure_topics(settings, {topic: settings.topic_partitions})
+        result = produce_file(settings, args.file, topic)
+    except TopicSetupError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    for error in result.errors:
+        print(f"events-worker: delivery failed: {error}", file=sys.stderr)
+    print(result.summary())
+    return EXIT_DELIVERY_FAILED if result.failed else 0
+
+
+def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """Validate a catalog file strictly, then publish its entities as upserts."""
+    from worker.domain.catalog import CatalogError, load_catalog_file
+    from worker.stream.catalog_source import CatalogPublisher, entity_messages
+    from worker.stream.topics import TopicSetupError, ensure_topics
+
+    try:
+        documents = load_catalog_file(args.file)
+        for _ in entity_messages(documents):  # keys must be well-formed before anything is sent
+            pass
+    except (CatalogError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        ensure_topics(settings, {settings.catalog_topic: settings.topic_partitions})
+    except TopicSetupError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    publisher = CatalogPublisher(settings)
+    publisher.upsert_documents(documents)
+    result = publisher.flush(timeout_s=60.0)
+    for error in result.errors:
+        print(f"events-worker: delivery failed: {error}", file=sys.stderr)
+    print(result.summary())
+    return EXIT_DELIVERY_FAILED if result.failed else 0
+
+
+def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    import logging
+
+    from worker.domain.catalog import CatalogError
+    from worker.store.errors import StoreError
+    from worker.stream.run_usage import run_usage
+    from worker.stream.topics import TopicSetupError
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        stats = run_usage(settings, catalog_file=args.catalog, exit_when_idle_s=args.exit_when_idle)
+    except (CatalogError, StoreError, TopicSetupError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"usage consumer stopped: {stats.messages} messages, {stats.rows} rows, "
+        f"{stats.dead_letters} dead letters in {stats.batches} batches",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.demo import run_pricing_demo
 
@@ -258,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `| head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from worker.domain.events import ProcessedEvent
-from worker.domain.money import ZERO, format_decimal, round_invoice_amount
+from worker.domain.money import ZERO, format_decimal, quantize, round_invoice_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,11 @@ class LineItemTotal:
         return round_invoice_amount(self.cost, self.currency)
 
     def to_json(self) -> dict[str, object]:
-        """The ``query line-items --json`` object (decimals as strings)."""
+        """The ``query line-items --json`` object.
+
+        Decimals are strings with exactly 15 places (``amount``: the currency's
+        places), so equal values always print the same.
+        """
         return {
             "subscription_id": self.subscription_id,
             "sub_line_item_id": self.sub_line_item_id,
@@ -48,10 +52,10 @@ class LineItemTotal:
             "price_id": self.price_id,
             "feature_id": self.feature_id,
             "currency": self.currency,
-            "qty_total": format_decimal(self.qty_total),
-            "qty_free_applied": format_decimal(self.qty_free_applied),
-            "qty_billable": format_decimal(self.qty_billable),
-            "cost": format_decimal(self.cost),
+            "qty_total": format_decimal(quantize(self.qty_total)),
+            "qty_free_applied": format_decimal(quantize(self.qty_free_applied)),
+            "qty_billable": format_decimal(quantize(self.qty_billable)),
+            "cost": format_decimal(quantize(self.cost)),
             "amount": format_decimal(self.amount),
             "event_count": self.event_count,
         }

@@ -43,6 +43,10 @@ class WorkerSettings(BaseSettings):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_properties: int = Field(default=256, ge=1)
 
+    fault_crash_after_writes: int = Field(default=0, ge=0)
+    """Fault injection for crash tests only: after this many batch writes the
+    process exits hard (``os._exit``) before committing. 0 = never."""
+
     @field_validator("kafka_extra", mode="before")
     @classmethod
     def _parse_extra(cls, value: Any) -> Any:

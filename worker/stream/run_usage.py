@@ -1,0 +1,73 @@
+"""``events-worker run usage``: the whole usage pipeline wired in one function."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+
+from worker.domain.catalog import load_catalog_file
+from worker.domain.catalog_index import CatalogIndex
+from worker.domain.validation import EventLimits
+from worker.ops.gc_tuning import tune_gc
+from worker.ops.settings import WorkerSettings
+from worker.store.gateway import open_gateway
+from worker.store.schema import migrate
+from worker.stream.catalog_source import CatalogTopicSource
+from worker.stream.dlq import DeadLetterProducer
+from worker.stream.topics import ensure_topics, worker_topics
+from worker.stream.usage_batch import UsageBatchProcessor
+from worker.stream.usage_consumer import LoopStats, UsageConsumer
+
+log = logging.getLogger(__name__)
+
+
+def run_usage(
+    settings: WorkerSettings,
+    *,
+    catalog_file: str | None = None,
+    exit_when_idle_s: float | None = None,
+) -> LoopStats:
+    """Run the usage consumer until stopped (or idle); returns its counters.
+
+    bytes -> Event -> resolved line items -> priced rows -> ClickHouse -> commit.
+    Creates missing topics and applies pending migrations first. Raises
+    ``CatalogError``/``StoreError``/``TopicSetupError`` with one-line messages
+    for set-up problems.
+    """
+    ensure_topics(settings, worker_topics(settings))
+    gateway = open_gateway(settings.store_url)
+    source: CatalogTopicSource | None = None
+    try:
+        migrate(gateway)
+        updates: Callable[[], CatalogIndex | None] | None = None
+        if catalog_file is not None:
+            index = CatalogIndex(load_catalog_file(catalog_file))
+        else:
+            source = CatalogTopicSource(settings)
+            index = source.load()
+            updates = partial(source.poll_updates, 0.0)  # non-blocking, between batches
+        for problem in index.problems[:20]:
+            log.warning("catalog: %s", problem)
+        tune_gc()  # after the catalog is loaded: it stays out of collections
+        processor = UsageBatchProcessor(
+            gateway,
+            index,
+            limits=EventLimits(
+                max_message_bytes=settings.max_message_bytes,
+                max_properties=settings.max_properties,
+            ),
+        )
+        consumer = UsageConsumer(
+            settings,
+            processor,
+            DeadLetterProducer(settings),
+            exit_when_idle_s=exit_when_idle_s,
+            catalog_updates=updates,
+        )
+        consumer.run()
+        return consumer.stats
+    finally:
+        if source is not None:
+            source.close()
+        gateway.close()
