@@ -305,9 +305,9 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.demo import run_pricing_demo
+    from worker.demo import run_demo
 
-    run_pricing_demo(sys.stdout)
+    run_demo(sys.stdout)
     return 0
 
 

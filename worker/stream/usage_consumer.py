@@ -80,6 +80,16 @@ class LoopStats:
     retries: int = 0
     abandoned: int = 0
     rebalances: int = 0
+    first_batch_at: float | None = None
+    """Clock reading when the first batch was collected (throughput window start)."""
+    last_commit_at: float | None = None
+
+    @property
+    def busy_seconds(self) -> float:
+        """From the first batch collected to the last commit."""
+        if self.first_batch_at is None or self.last_commit_at is None:
+            return 0.0
+        return self.last_commit_at - self.first_batch_at
 
 
 class UsageConsumer:
@@ -185,6 +195,8 @@ class UsageConsumer:
         return batch
 
     def _handle(self, consumer: Consumer, messages: list[SourceMessage]) -> None:
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = self._clock()
         self._in_flight = True
         self._abandon = False
         try:
@@ -203,7 +215,7 @@ class UsageConsumer:
         finally:
             self._in_flight = False
         self._processor.committed(prepared)
-        self._last_activity = self._clock()
+        self._last_activity = self.stats.last_commit_at = self._clock()
         self.stats.batches += 1
         self.stats.messages += prepared.messages
         self.stats.rows += prepared.row_count
