@@ -105,8 +105,38 @@ class Migration:
     statements: tuple[str, ...]
 
 
+# Migration 2: the read side's property columns (DESIGN.md §3, §7). The writer
+# sends two JSON objects (ephemeral: never stored) computed by the domain's own
+# rules - see :func:`worker.store.raw.derived_properties` - and ClickHouse turns
+# them into maps that property filters and value reads use:
+#   canonical_properties  key -> metering.canonical_value (filters, COUNT_UNIQUE)
+#   numeric_properties    key -> the quantity metering reads from that property
+#                          (parsed, clamped at 0, 15 places; absent if unusable)
+# Rows stored before this migration have empty maps (no property matches them).
+# A minmax index on events_processed.timestamp bounds the unprocessed anti-join
+# and the analytics reads to the parts of their time window.
+_EVENTS_PROPERTY_MAPS = """
+ALTER TABLE events
+    ADD COLUMN IF NOT EXISTS canonical_json String EPHEMERAL,
+    ADD COLUMN IF NOT EXISTS numeric_json String EPHEMERAL,
+    ADD COLUMN IF NOT EXISTS canonical_properties Map(String, String)
+        DEFAULT CAST(JSONExtractKeysAndValues(canonical_json, 'String'), 'Map(String, String)'),
+    ADD COLUMN IF NOT EXISTS numeric_properties Map(String, Decimal(38, 15))
+        DEFAULT CAST(JSONExtractKeysAndValues(numeric_json, 'Decimal(38, 15)'),
+                     'Map(String, Decimal(38, 15))')
+"""
+_PROCESSED_TIMESTAMP_INDEX = """
+ALTER TABLE events_processed
+    ADD INDEX IF NOT EXISTS idx_timestamp timestamp TYPE minmax GRANULARITY 1
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events and events_processed", (_EVENTS, _EVENTS_PROCESSED)),
+    Migration(
+        2,
+        "events property maps for the read side; events_processed timestamp index",
+        (_EVENTS_PROPERTY_MAPS, _PROCESSED_TIMESTAMP_INDEX),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

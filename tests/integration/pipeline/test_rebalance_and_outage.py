@@ -1,0 +1,183 @@
+"""Rebalance and store outage on the real broker and ClickHouse.
+
+* A second worker joins mid-stream and leaves again: the totals equal an
+  uninterrupted, independent computation.
+* ClickHouse fails for a while (a gateway that raises for N seconds): the
+  worker pauses, retries, never loses or double-counts, and resumes by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.integration.pipeline.test_usage_consumer import expected_invoice, produce, settings_for
+from tests.integration.support import ChdbTarget
+from worker.domain.catalog import parse_documents
+from worker.domain.catalog_index import CatalogIndex
+from worker.domain.validation import DEFAULT_LIMITS
+from worker.ops.settings import WorkerSettings
+from worker.samples.synthetic import build_catalog, generate_events
+from worker.store.errors import StoreError
+from worker.store.gateway import Gateway, Params, Row, open_gateway
+from worker.store.processed import line_item_totals
+from worker.store.schema import migrate
+from worker.stream.dlq import DeadLetterProducer
+from worker.stream.topics import ensure_topics, worker_topics
+from worker.stream.usage_batch import UsageBatchProcessor
+from worker.stream.usage_consumer import BatchPolicy, RetryPolicy, UsageConsumer
+
+
+class FlakyGateway:
+    """A real gateway that fails every call while ``down`` is set."""
+
+    def __init__(self, inner: Gateway) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+        self.failures = 0
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            self.failures += 1
+            raise StoreError("simulated outage: ClickHouse unreachable")
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        self._check()
+        return self.inner.query(sql, params)
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._check()
+        self.inner.execute(sql, params)
+
+    def insert(
+        self, table: str, columns: Mapping[str, Sequence[Any]], *, dedup_token: str | None = None
+    ) -> int:
+        self._check()
+        return self.inner.insert(table, columns, dedup_token=dedup_token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def make_consumer(
+    settings: WorkerSettings, gateway: Any, index: CatalogIndex, idle_s: float
+) -> UsageConsumer:
+    processor = UsageBatchProcessor(gateway, index, limits=DEFAULT_LIMITS)
+    return UsageConsumer(
+        settings,
+        processor,
+        DeadLetterProducer(settings),
+        batch_policy=BatchPolicy(max_events=300, max_wait_s=0.1),
+        retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
+        exit_when_idle_s=idle_s,
+    )
+
+
+def setup(
+    kafka_bootstrap: str,
+    chdb_path: Path,
+    db: ChdbTarget,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> tuple[WorkerSettings, dict[str, Any], CatalogIndex]:
+    catalog = build_catalog(customers=12, line_items_per_customer=4)
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    settings = settings_for(
+        kafka_bootstrap, f"chdb://{chdb_path}?database={db.database}", unique_name
+    )
+    ensure_topics(settings, worker_topics(settings))
+    gateway = open_gateway(settings.store_url)
+    migrate(gateway)
+    gateway.close()
+    return settings, catalog, CatalogIndex(parse_documents(catalog))
+
+
+def stored(settings: WorkerSettings) -> list[Any]:
+    gateway = open_gateway(settings.store_url)
+    try:
+        return list(line_item_totals(gateway, "t1", "prod"))
+    finally:
+        gateway.close()
+
+
+def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
+    kafka_bootstrap: str, chdb_path: Path, chdb_database: ChdbTarget,
+    unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:  # fmt: skip
+    settings, catalog, index = setup(
+        kafka_bootstrap, chdb_path, chdb_database, unique_name, tmp_path
+    )
+    documents = list(generate_events(catalog, 9000, seed=31, duplicate_rate=0.05))
+    chunks = [documents[i : i + 500] for i in range(0, len(documents), 500)]
+    gateway = open_gateway(settings.store_url)
+    first = make_consumer(settings, gateway, index, idle_s=4.0)
+    second = make_consumer(settings, gateway, index, idle_s=120.0)
+    runner = threading.Thread(target=first.run)
+    helper = threading.Thread(target=second.run)
+    try:
+        runner.start()
+        produce(settings, chunks.pop(0))
+        wait_for(lambda: first.stats.batches > 0)  # the first worker holds state for everyone
+        helper.start()
+        while second.stats.batches == 0 and chunks:  # stream on until the second one works
+            produce(settings, chunks.pop(0))
+            time.sleep(0.5)
+        for _ in range(3):  # both share the stream for a while
+            if chunks:
+                produce(settings, chunks.pop(0))
+            time.sleep(0.5)
+        second.stop()  # ... then the second one leaves mid-stream
+        helper.join(60)
+        while chunks:  # the first one takes every partition back, with the others' history
+            produce(settings, chunks.pop(0))
+            time.sleep(0.2)
+        runner.join(120)
+    finally:
+        first.stop()
+        second.stop()
+        gateway.close()
+    assert not runner.is_alive() and not helper.is_alive()
+    assert first.stats.rebalances >= 3 and second.stats.messages > 0
+    assert stored(settings) == expected_invoice(index, documents)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_store_outage_pauses_retries_and_loses_nothing(
+    kafka_bootstrap: str, chdb_path: Path, chdb_database: ChdbTarget,
+    unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:  # fmt: skip
+    settings, catalog, index = setup(
+        kafka_bootstrap, chdb_path, chdb_database, unique_name, tmp_path
+    )
+    documents = list(generate_events(catalog, 6000, seed=32, duplicate_rate=0.05))
+    flaky = FlakyGateway(open_gateway(settings.store_url))
+    consumer = make_consumer(settings, flaky, index, idle_s=3.0)
+    produce(settings, documents[:2000])
+    runner = threading.Thread(target=consumer.run)
+    runner.start()
+    try:
+        wait_for(lambda: consumer.stats.batches > 0)
+        flaky.down.set()  # ClickHouse goes away
+        produce(settings, documents[2000:])
+        wait_for(lambda: consumer.stats.retries > 0)  # a batch is stuck on the store
+        committed_before = consumer.stats.messages
+        time.sleep(8)
+        assert consumer.stats.messages == committed_before  # nothing committed while down
+        flaky.down.clear()
+        runner.join(120)
+    finally:
+        consumer.stop()
+        flaky.inner.close()
+    assert not runner.is_alive()
+    assert flaky.failures > 0 and consumer.stats.retries > 0
+    assert stored(settings) == expected_invoice(index, documents)
