@@ -313,8 +313,10 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.domain import print_domain_bench
+    from worker.benchmarks.pipeline import print_pipeline_bench
 
     print_domain_bench(events=args.events, customers=args.customers)
+    print_pipeline_bench(events=args.events, customers=args.customers)
     return 0
 
 
