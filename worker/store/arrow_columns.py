@@ -4,6 +4,10 @@ A table's ClickHouse column types decide the Arrow types, so Python values
 (str, int, Decimal, aware datetime) are converted exactly: Decimal(P, S) ->
 ``decimal128(P, S)`` (values with more than S places are refused, never
 rounded), DateTime64(6, 'UTC') -> ``timestamp[us, UTC]``.
+
+The builders below (:func:`timestamps_us`, :func:`constant_timestamps_us`)
+are the cheap conversions writers use to hand the gateway ready-made Arrow
+arrays: per value they run in C (``map``, Arrow kernels), not in a Python loop.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import sub
 from typing import Any
 
 import pyarrow as pa
@@ -84,6 +90,32 @@ def _timestamps(values: Sequence[Any], target: Any) -> Any:
     About 15x faster than letting Arrow convert aware datetimes one by one;
     a naive datetime raises ``TypeError`` (it cannot be placed in UTC safely).
     """
+    if target.unit == "us":
+        return timestamps_us(values).cast(target)
     tick = _TICKS[target.unit]
     ticks = [(value - _EPOCH) // tick for value in values]
     return pa.array(ticks, type=pa.int64()).cast(target)
+
+
+_US_UTC = pa.timestamp("us", tz="UTC")
+
+
+def timestamps_us(values: Sequence[datetime]) -> Any:
+    """Aware datetimes as ``timestamp[us, UTC]``, exactly (microseconds are whole).
+
+    The offsets from the epoch are ``timedelta`` objects that Arrow reads in C,
+    about 3x faster than integer ticks computed in Python. A naive datetime
+    raises ``TypeError``; anything that is not a datetime raises too.
+    """
+    offsets = list(map(sub, values, repeat(_EPOCH)))
+    return pa.array(offsets, type=pa.duration("us")).view(pa.int64()).cast(_US_UTC)
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (floor, exact)."""
+    return (value - _EPOCH) // _TICKS["us"]
+
+
+def constant_timestamps_us(value: datetime, count: int) -> Any:
+    """``count`` copies of one aware datetime as ``timestamp[us, UTC]``."""
+    return pa.repeat(pa.scalar(epoch_us(value), type=pa.int64()), count).cast(_US_UTC)

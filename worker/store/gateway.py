@@ -81,6 +81,9 @@ class Gateway(Protocol):
     ) -> int:
         """Insert equal-length columns into ``table`` of :attr:`database`; return the row count.
 
+        A column is a sequence of Python values or a ``pyarrow.Array`` (which
+        chdb takes without converting it again).
+
         Blocks until the block is written (durable on return). With
         ``dedup_token`` the insert is idempotent: inserting again with the same
         token (any data) is a no-op, as long as the table keeps insert

@@ -135,7 +135,7 @@ class NativeGateway:
         check_identifier(table, "table name")
         for name in columns:
             check_identifier(name, "column name")
-        data = [list(values) for values in columns.values()]
+        data = [_python_values(values) for values in columns.values()]
         lengths = {len(values) for values in data}
         if len(lengths) > 1:
             raise StoreError(f"columns for {table} have different lengths: {sorted(lengths)}")
@@ -161,3 +161,9 @@ class NativeGateway:
         if not self._closed:
             self._closed = True
             self._client.disconnect()
+
+
+def _python_values(values: Sequence[Any]) -> list[Any]:
+    """A column as a list of Python values; Arrow arrays (the chdb fast path) too."""
+    to_pylist = getattr(values, "to_pylist", None)
+    return list(to_pylist()) if to_pylist is not None else list(values)
