@@ -128,31 +128,64 @@ def _base_params(params: GetEventsParams) -> dict[str, Any]:
 # The anti-join's right side is scoped exactly like the left: same tenant,
 # environment, customer, event name and time window (from the cursor on), so a
 # page never reads the tenant's whole processed history.
-_UNPROCESSED_SQL = """
-SELECT id, tenant_id, environment_id, event_name, timestamp, properties, source,
-       customer_id, external_customer_id, ingested_at
-FROM events FINAL
+_SCOPE = """
 WHERE tenant_id = {tenant:String}
   AND environment_id = {environment:String}
+  AND ({external_customer:String} = '' OR external_customer_id = {external_customer:String})
+  AND ({event_name:String} = '' OR event_name = {event_name:String})"""
+
+# The cursor: after (after_ts, after_id), or after every event at after_ts when strict.
+_AFTER = """
+  AND if({strict:UInt8} = 1, timestamp > {after_ts:DateTime64(6, 'UTC')},
+         (timestamp, id) > ({after_ts:DateTime64(6, 'UTC')}, {after_id:String}))"""
+
+# How far the next slice reaches: the timestamp of the `scan`-th raw event after
+# the cursor (duplicates only move the bound, so no FINAL).
+_SLICE_BOUND_SQL = "".join(
+    (
+        "SELECT max(timestamp), count() FROM (SELECT timestamp FROM events",
+        _SCOPE,
+        """
+  AND timestamp >= {start:DateTime64(6, 'UTC')}
+  AND timestamp < {end:DateTime64(6, 'UTC')}""",
+        _AFTER,
+        """
+ORDER BY timestamp ASC, id ASC
+LIMIT {scan:UInt32})""",
+    )
+)
+
+# Unprocessed events of one slice: the anti-join's right side covers only the
+# slice's time range, never the whole window.
+_UNPROCESSED_SQL = "".join(
+    (
+        """
+SELECT id, tenant_id, environment_id, event_name, timestamp, properties, source,
+       customer_id, external_customer_id, ingested_at
+FROM events FINAL""",
+        _SCOPE,
+        """
   AND timestamp >= {start:DateTime64(6, 'UTC')}
   AND timestamp < {end:DateTime64(6, 'UTC')}
-  AND ({external_customer:String} = '' OR external_customer_id = {external_customer:String})
-  AND ({event_name:String} = '' OR event_name = {event_name:String})
-  AND (timestamp, id) > ({after_ts:DateTime64(6, 'UTC')}, {after_id:String})
+  AND timestamp <= {bound:DateTime64(6, 'UTC')}""",
+        _AFTER,
+        """
   AND id NOT IN (
-      SELECT id
-      FROM events_processed
-      WHERE tenant_id = {tenant:String}
-        AND environment_id = {environment:String}
-        AND timestamp >= {start:DateTime64(6, 'UTC')}
+      SELECT id FROM events_processed""",
+        _SCOPE,
+        """
         AND timestamp >= {after_ts:DateTime64(6, 'UTC')}
-        AND timestamp < {end:DateTime64(6, 'UTC')}
-        AND ({external_customer:String} = ''
-             OR external_customer_id = {external_customer:String})
-        AND ({event_name:String} = '' OR event_name = {event_name:String}))
+        AND timestamp >= {start:DateTime64(6, 'UTC')}
+        AND timestamp <= {bound:DateTime64(6, 'UTC')})
 ORDER BY timestamp ASC, id ASC
 LIMIT {limit:UInt32}
-"""
+""",
+    )
+)
+
+#: Raw events examined per slice (a slice is one bounded anti-join).
+SLICE_SCAN = 50_000
+_MAX_SLICES = 1_000
 
 
 def find_unprocessed_events(gateway: Gateway, params: FindUnprocessedEventsParams) -> list[Event]:
@@ -160,25 +193,38 @@ def find_unprocessed_events(gateway: Gateway, params: FindUnprocessedEventsParam
 
     Page on with ``after=EventIterator.of(batch[-1])`` until a batch comes back
     short. A processed row counts whatever its line item; matching is by event
-    id within the same tenant and environment. One query per batch.
+    id within the same tenant, environment (and customer / event name when
+    given). The range is examined in slices of :data:`SLICE_SCAN` raw events,
+    each a bounded anti-join, so the cost of a page does not grow with the
+    size of the whole window.
     """
     # (start, "") precedes every event at ``start`` but one with id "" (never valid).
     after = params.after or EventIterator(params.start_time, "")
-    rows = gateway.query(
-        _UNPROCESSED_SQL,
-        {
-            "tenant": params.tenant_id,
-            "environment": params.environment_id,
-            "start": params.start_time,
-            "end": params.end_time,
-            "external_customer": params.external_customer_id,
-            "event_name": params.event_name.strip(),
-            "after_ts": after.timestamp,
-            "after_id": after.id,
-            "limit": params.batch_size,
-        },
-    )
-    return [event_from_row(row) for row in rows]
+    base = {
+        "tenant": params.tenant_id,
+        "environment": params.environment_id,
+        "start": params.start_time,
+        "end": params.end_time,
+        "external_customer": params.external_customer_id,
+        "event_name": params.event_name.strip(),
+    }
+    cursor: dict[str, Any] = {"after_ts": after.timestamp, "after_id": after.id, "strict": 0}
+    found: list[Event] = []
+    for _ in range(_MAX_SLICES):
+        bound_rows = gateway.query(_SLICE_BOUND_SQL, {**base, **cursor, "scan": SLICE_SCAN})
+        bound, scanned = bound_rows[0] if bound_rows else (None, 0)
+        if not scanned:
+            break
+        rows = gateway.query(
+            _UNPROCESSED_SQL,
+            {**base, **cursor, "bound": bound, "limit": params.batch_size - len(found)},
+        )
+        found += [event_from_row(row) for row in rows]
+        if len(found) >= params.batch_size or scanned < SLICE_SCAN:
+            break
+        # Every event up to `bound` was examined and fewer than `limit` were left.
+        cursor = {"after_ts": bound, "after_id": "", "strict": 1}
+    return found
 
 
 def event_from_row(row: Row | Sequence[Any]) -> Event:

@@ -11,6 +11,7 @@ import pytest
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import T0, event, row
 from worker.domain.events import Event, ProcessedEvent
+from worker.store import events_reads
 from worker.store.events_reads import find_unprocessed_events, get_events
 from worker.store.params import (
     MAX_PAGE_SIZE,
@@ -198,9 +199,12 @@ def processed(
     return dataclasses.replace(priced, event=raw)
 
 
+@pytest.mark.parametrize("slice_scan", [1, 2, 3, 50_000])
 def test_unprocessed_events_are_found_by_keyset_and_scoped_anti_join(
-    migrated: StoreUnderTest,
+    migrated: StoreUnderTest, slice_scan: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Small slices make every page span several bounded anti-joins.
+    monkeypatch.setattr(events_reads, "SLICE_SCAN", slice_scan)
     gateway = migrated.gateway
     raw = [
         event("u1", timestamp=at(1)),

@@ -1,0 +1,82 @@
+"""Pieces shared by the usage and reprocess consumer loops (ADR 0001)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any
+
+from worker.ops.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, Any]:
+    """librdkafka settings of a group consumer that commits explicitly after writing."""
+    return settings.kafka_config(
+        **{
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
+        }
+    )
+
+
+def idle_long_enough(
+    *,
+    idle_s: float | None,
+    idle_for_s: float,
+    busy: bool,
+    assigned_once: bool,
+    session_timeout_ms: int,
+) -> bool:
+    """The ``--exit-when-idle`` rule: no message for ``idle_s`` and nothing pending.
+
+    Before any assignment the group join may still be under way (a join can
+    wait for a departed or phantom member to time out), so the wait is
+    extended by three session timeouts. Never decided from watermarks.
+    """
+    if idle_s is None or busy:
+        return False
+    limit = idle_s if assigned_once else idle_s + 3 * session_timeout_ms / 1000
+    return idle_for_s >= limit
+
+
+class StopOnSignals:
+    """Context manager: SIGTERM/SIGINT call ``stop`` (the loop finishes its unit of work).
+
+    Restores the previous handlers on exit. Outside the main thread (tests)
+    signals cannot be handled; ``stop`` can still be called directly.
+    """
+
+    def __init__(self, stop: Callable[[], None], what: str) -> None:
+        self._stop = stop
+        self._what = what
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignals:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: %s", signum, self._what)
+            self._stop()
+
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, handle)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
