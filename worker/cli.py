@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap(reprocess)
     _store(reprocess)
     _idle(reprocess)
-    reprocess.set_defaults(handler=_not_yet("run reprocess", 5))
+    reprocess.set_defaults(handler=_run_reprocess)
 
     produce = commands.add_parser("produce", help="produce events from a JSONL file")
     produce.add_argument("file", metavar="FILE.jsonl")
@@ -77,8 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--end", required=True, metavar="ISO")
     request.add_argument("--external-customer-id")
     request.add_argument("--event-name")
+    request.add_argument(
+        "--batch-size", type=int, metavar="N", help="events per page (1..10000, default 1000)"
+    )
+    request.add_argument("--request-id", metavar="ID", help="request id (default: a new uuid4)")
     _bootstrap(request)
-    request.set_defaults(handler=_not_yet("reprocess request", 5))
+    request.set_defaults(handler=_reprocess_request)
+    status = reprocess_commands.add_parser("status", help="progress of a reprocess request")
+    status.add_argument("request_id", metavar="REQUEST_ID")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    _store(status)
+    status.set_defaults(handler=_reprocess_status)
 
     query = commands.add_parser("query", help="read priced usage")
     query_commands = query.add_subparsers(dest="query_command", required=True)
@@ -281,19 +290,42 @@ def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return EXIT_DELIVERY_FAILED if result.failed else 0
 
 
-def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    import logging
+def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
+    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_PORT`` (use as a context)."""
+    from worker.ops.health import HealthServer
 
+    try:
+        return HealthServer(metrics, health, port=settings.http_port)
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve /metrics on port {settings.http_port} (EW_HTTP_PORT): {exc.strerror}"
+        ) from None
+
+
+def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.domain.catalog import CatalogError
+    from worker.ops.health import LoopHealth
+    from worker.ops.logging import configure_logging, secret_values
+    from worker.ops.metrics import Metrics
     from worker.store.errors import StoreError
     from worker.stream.run_usage import run_usage
     from worker.stream.topics import TopicSetupError
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     try:
-        stats = run_usage(settings, catalog_file=args.catalog, exit_when_idle_s=args.exit_when_idle)
+        configure_logging(settings.log_level, secrets=secret_values(settings))
+    except ValueError as exc:
+        raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
+    metrics = Metrics()
+    health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
+    try:
+        with _health_server(settings, metrics, health):
+            stats = run_usage(
+                settings,
+                catalog_file=args.catalog,
+                exit_when_idle_s=args.exit_when_idle,
+                metrics=metrics,
+                health=health,
+            )
     except (CatalogError, StoreError, TopicSetupError) as exc:
         raise UserError(str(exc)) from None
     print(
@@ -301,6 +333,135 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
         f"{stats.dead_letters} dead letters in {stats.batches} batches",
         file=sys.stderr,
     )
+    return 0
+
+
+def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.ops.health import LoopHealth
+    from worker.ops.logging import configure_logging, secret_values
+    from worker.ops.metrics import Metrics
+    from worker.store.errors import StoreError
+    from worker.stream.reprocess_run import run_reprocess
+    from worker.stream.topics import TopicSetupError
+
+    try:
+        configure_logging(settings.log_level, secrets=secret_values(settings))
+    except ValueError as exc:
+        raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
+    metrics = Metrics()
+    health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=False)
+    try:
+        with _health_server(settings, metrics, health):
+            stats = run_reprocess(
+                settings,
+                exit_when_idle_s=args.exit_when_idle,
+                metrics=metrics.reprocess,
+                health=health,
+            )
+    except (StoreError, TopicSetupError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"reprocess consumer stopped: {stats.requests_completed} requests completed, "
+        f"{stats.requests_ignored} ignored, {stats.requests_rejected} rejected, "
+        f"{stats.requests_interrupted} interrupted; {stats.republished} events re-published",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _request_time(flag: str, text: str) -> Any:
+    """An ISO 8601 / RFC 3339 time (naive = UTC) as an aware datetime, or a UserError."""
+    from datetime import UTC, datetime
+
+    from worker.domain.validation import InvalidEvent, parse_timestamp
+
+    try:
+        return parse_timestamp(text)
+    except InvalidEvent:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{flag}: not an ISO 8601 time: {text!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _reprocess_request(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """Publish one reprocess request to the control topic; print its id."""
+    from worker.stream.delivery import DeliveryError
+    from worker.stream.reprocess_request import ReprocessRequest, new_request_id, publish_request
+    from worker.stream.topics import TopicSetupError, ensure_topics
+
+    start = _request_time("--start", args.start)
+    end = _request_time("--end", args.end)
+    try:
+        request = ReprocessRequest(
+            request_id=args.request_id if args.request_id is not None else new_request_id(),
+            tenant_id=args.tenant,
+            environment_id=args.environment,
+            start_time=start,
+            end_time=end,
+            external_customer_id=args.external_customer_id or "",
+            event_name=(args.event_name or "").strip(),
+            batch_size=args.batch_size,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        ensure_topics(settings, {settings.reprocess_topic: settings.topic_partitions})
+        publish_request(settings, request)
+    except (TopicSetupError, DeliveryError) as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    print(request.request_id)
+    return 0
+
+
+#: Exit status of `reprocess status` for a request id the store has never seen.
+EXIT_NOT_FOUND = 1
+
+
+def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """Print a request's saved progress (exit 1 when the store has none yet)."""
+    import orjson
+
+    from worker.store.gateway import open_gateway
+    from worker.store.reprocess_state import load_progress
+    from worker.store.schema import require_schema
+
+    with _store_errors():
+        gateway = open_gateway(settings.store_url)
+        try:
+            require_schema(gateway)
+            progress = load_progress(gateway, args.request_id)
+        finally:
+            gateway.close()
+    if progress is None:
+        print(
+            f"events-worker: reprocess request {args.request_id} not found "
+            "(not picked up by a reprocess consumer yet, or unknown)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    document = progress.to_json()
+    if args.json:
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+        return 0
+    for key in (
+        "request_id",
+        "state",
+        "found",
+        "republished",
+        "pages",
+        "cursor_timestamp",
+        "cursor_id",
+        "error",
+        "created_at",
+        "updated_at",
+        "request",
+    ):
+        if document[key] is not None:
+            print(f"{key}: {document[key]}")
     return 0
 
 
@@ -314,9 +475,11 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench
+    from worker.benchmarks.store import print_store_bench
 
     print_domain_bench(events=args.events, customers=args.customers)
     print_pipeline_bench(events=args.events, customers=args.customers)
+    print_store_bench()
     return 0
 
 

@@ -29,6 +29,9 @@ class WorkerSettings(BaseSettings):
     store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
     http_port: int = Field(default=9108, ge=0, le=65_535)
     log_level: str = "INFO"
+    health_stall_seconds: float = Field(default=60.0, gt=0)
+    """``/healthz`` fails when work waits and the loop has not iterated, or not
+    committed, for this long."""
 
     events_topic: str = "events"
     dlq_topic: str = "events.dlq"
@@ -42,6 +45,8 @@ class WorkerSettings(BaseSettings):
     batch_max_wait_ms: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_properties: int = Field(default=256, ge=1)
+    reprocess_rate_limit: float = Field(default=5000.0, gt=0)
+    """Events per second the reprocess consumer re-publishes, at most (per process)."""
 
     fault_crash_after_writes: int = Field(default=0, ge=0)
     """Fault injection for crash tests only: after this many batch writes the

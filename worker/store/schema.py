@@ -130,6 +130,33 @@ ALTER TABLE events_processed
     ADD INDEX IF NOT EXISTS idx_timestamp timestamp TYPE minmax GRANULARITY 1
 """
 
+# Migration 3: the reprocess consumer's durable progress (DESIGN.md §6), one
+# logical row per request id. Every save inserts a new version of the row;
+# ReplacingMergeTree(version) keeps the latest and reads use FINAL. ``version``
+# grows by one per save of a request (the saver reads the previous one first),
+# ``updated_at`` is informational. No insert-token deduplication: every save
+# is a new state.
+_REPROCESS_REQUESTS = """
+CREATE TABLE IF NOT EXISTS reprocess_requests (
+    request_id String,
+    tenant_id String,
+    environment_id String,
+    request String,
+    state LowCardinality(String),
+    cursor_timestamp DateTime64(6, 'UTC'),
+    cursor_id String,
+    found UInt64,
+    republished UInt64,
+    pages UInt64,
+    error String,
+    created_at DateTime64(6, 'UTC'),
+    updated_at DateTime64(6, 'UTC'),
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY request_id
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events and events_processed", (_EVENTS, _EVENTS_PROCESSED)),
     Migration(
@@ -137,6 +164,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "events property maps for the read side; events_processed timestamp index",
         (_EVENTS_PROPERTY_MAPS, _PROCESSED_TIMESTAMP_INDEX),
     ),
+    Migration(3, "reprocess_requests: durable reprocess progress", (_REPROCESS_REQUESTS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

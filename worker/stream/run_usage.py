@@ -10,6 +10,9 @@ from worker.domain.catalog import load_catalog_file
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.validation import EventLimits
 from worker.ops.gc_tuning import tune_gc
+from worker.ops.health import LoopHealth, StoreProbe
+from worker.ops.logging import with_kafka_logger
+from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.gateway import open_gateway
 from worker.store.schema import migrate
@@ -27,28 +30,39 @@ def run_usage(
     *,
     catalog_file: str | None = None,
     exit_when_idle_s: float | None = None,
+    metrics: Metrics | None = None,
+    health: LoopHealth | None = None,
 ) -> LoopStats:
     """Run the usage consumer until stopped (or idle); returns its counters.
 
     bytes -> Event -> resolved line items -> priced rows -> ClickHouse -> commit.
     Creates missing topics and applies pending migrations first. Raises
     ``CatalogError``/``StoreError``/``TopicSetupError`` with one-line messages
-    for set-up problems.
+    for set-up problems. ``metrics`` and ``health`` are what a
+    :class:`~worker.ops.health.HealthServer` serves (fresh ones when omitted).
     """
+    metrics = metrics if metrics is not None else Metrics()
+    if health is None:
+        health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
+    log.info("starting the usage consumer", extra={"settings": settings.redacted()})
     ensure_topics(settings, worker_topics(settings))
+    clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
     gateway = open_gateway(settings.store_url)
     source: CatalogTopicSource | None = None
     try:
+        health.watch_store(StoreProbe(gateway.ping))
         migrate(gateway)
         updates: Callable[[], CatalogIndex | None] | None = None
         if catalog_file is not None:
             index = CatalogIndex(load_catalog_file(catalog_file))
         else:
-            source = CatalogTopicSource(settings)
+            source = CatalogTopicSource(clients)
             index = source.load()
             updates = partial(source.poll_updates, 0.0)  # non-blocking, between batches
         for problem in index.problems[:20]:
             log.warning("catalog: %s", problem)
+        metrics.catalog_in_use(index)
+        health.catalog_loaded()
         tune_gc()  # after the catalog is loaded: it stays out of collections
         processor = UsageBatchProcessor(
             gateway,
@@ -57,17 +71,21 @@ def run_usage(
                 max_message_bytes=settings.max_message_bytes,
                 max_properties=settings.max_properties,
             ),
+            metrics=metrics,
         )
         consumer = UsageConsumer(
-            settings,
+            clients,
             processor,
-            DeadLetterProducer(settings),
+            DeadLetterProducer(clients),
             exit_when_idle_s=exit_when_idle_s,
             catalog_updates=updates,
+            metrics=metrics,
+            health=health,
         )
         consumer.run()
         return consumer.stats
     finally:
+        health.watch_store(None)
         if source is not None:
             source.close()
         gateway.close()

@@ -19,6 +19,7 @@ whatever had been written.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,15 @@ from worker.domain.engine import DedupKey, RatedBatch, StateKey, UsageRater
 from worker.domain.events import Event
 from worker.domain.metering import WindowSize
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
+from worker.ops.metrics import Metrics
+from worker.store.errors import StoreError
 from worker.store.gateway import Gateway
-from worker.store.processed import find_hash_owners, insert_processed, load_snapshots
+from worker.store.processed import (
+    MatchColumnCache,
+    find_hash_owners,
+    insert_rated,
+    load_snapshots,
+)
 from worker.store.raw import insert_raw
 
 PartitionKey = tuple[str, int]
@@ -122,11 +130,14 @@ class UsageBatchProcessor:
         *,
         limits: EventLimits,
         clock: Clock = _utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._gateway = gateway
+        self._metrics = metrics
         self._index = index
         self._limits = limits
         self._clock = clock
+        self._match_columns = MatchColumnCache()
         self._rater = UsageRater(index)
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
 
@@ -175,10 +186,43 @@ class UsageBatchProcessor:
         return batch
 
     def write(self, batch: PreparedBatch) -> None:
-        """Store raw events then priced rows. Blocking, idempotent; raises StoreError."""
-        insert_raw(self._gateway, batch.events, dedup_token=batch.dedup_token("raw"))
-        rows = batch.rated.rows if batch.rated is not None else []
-        insert_processed(self._gateway, rows, dedup_token=batch.dedup_token("processed"))
+        """Store raw events then priced rows. Blocking, idempotent; raises StoreError.
+
+        With metrics: each insert's latency, failures by table, and the
+        processed rows written.
+        """
+        self._timed(
+            "raw_events",
+            lambda: insert_raw(self._gateway, batch.events, dedup_token=batch.dedup_token("raw")),
+        )
+        rated = batch.rated
+        if rated is None or not rated.rated:
+            return
+        # Columns straight from the rated batch: no ProcessedEvent objects.
+        self._timed(
+            "processed_events",
+            lambda: insert_rated(
+                self._gateway,
+                rated,
+                dedup_token=batch.dedup_token("processed"),
+                cache=self._match_columns,
+            ),
+        )
+        if self._metrics is not None:
+            self._metrics.rows_inserted.inc(len(rated.rated))
+
+    def _timed(self, table: str, insert: Callable[[], object]) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            insert()
+            return
+        started = time.perf_counter()
+        try:
+            insert()
+        except StoreError:
+            metrics.insert_errors.labels(table).inc()
+            raise
+        metrics.insert_duration.labels(table).observe(time.perf_counter() - started)
 
     def committed(self, batch: PreparedBatch) -> None:
         """Call after the batch's offsets are committed: its hashes are now durable."""

@@ -13,24 +13,33 @@ i.e. between batches or during a retry. Messages collected but not yet rated
 are dropped (uncommitted, they are redelivered); a batch still failing to write
 is abandoned together with all rating state (the store is the truth; rows
 already written are deduplicated on redelivery).
+
+Operability: the loop beats :class:`~worker.ops.health.LoopHealth` every
+iteration and marks batches in flight and committed (liveness), records the
+:class:`~worker.ops.metrics.Metrics` of every committed batch, measures the
+consumer lag of its partitions every few seconds, and logs one structured
+line per batch and per dead letter.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, TypeVar
 
+import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from worker.domain.catalog_index import CatalogIndex
+from worker.domain.rating import Outcome
+from worker.ops.health import LoopHealth
+from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
+from worker.stream.consumer_support import StopOnSignals, group_consumer_config, idle_long_enough
 from worker.stream.dlq import DeadLetterError, DeadLetterProducer, SourcePosition
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
 
@@ -40,6 +49,10 @@ T = TypeVar("T")
 
 _POLL_TIMEOUT_S = 0.5  # consume() ignores signals while waiting: keep it short
 _DLQ_ACK_TIMEOUT_S = 30.0
+_LAG_INTERVAL_S = 5.0  # consumer lag is measured at most this often (and after commits)
+_LAG_AFTER_COMMIT_S = 1.0
+_WATERMARK_TIMEOUT_S = 0.5
+_LOGGED_DEAD_LETTERS = 20  # per batch; the rest are counted in the batch line
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,8 @@ class UsageConsumer:
         exit_when_idle_s: float | None = None,
         catalog_updates: Callable[[], CatalogIndex | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        health: LoopHealth | None = None,
     ) -> None:
         self._settings = settings
         self._processor = processor
@@ -126,6 +141,13 @@ class UsageConsumer:
         self._last_activity = clock()
         self.stats = LoopStats()
         self._writes = 0
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._health = (
+            health
+            if health is not None
+            else LoopHealth(settings.health_stall_seconds, metrics=self._metrics, clock=clock)
+        )
+        self._last_lag_at: float | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch, commit and return (signal-safe)."""
@@ -138,30 +160,32 @@ class UsageConsumer:
         committed); raises on a fatal error (the process should exit non-zero
         and be restarted).
         """
-        consumer = Consumer(self._consumer_config())
-        previous = self._install_signal_handlers()
+        consumer = Consumer(group_consumer_config(self._settings, self._settings.usage_group))
         try:
-            # Subscribe just before polling: a joined member that does not poll
-            # stalls the whole group's rebalance (ADR 0001).
-            consumer.subscribe(
-                [self._settings.events_topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            self._last_activity = self._clock()
-            while not self._stop:
-                self._refresh_catalog()
-                messages = self._collect(consumer)
-                if messages:
-                    self._handle(consumer, messages)
-                elif self._idle_long_enough():
-                    log.info(
-                        "idle for %.1fs with everything committed: exiting", self._exit_when_idle_s
-                    )
-                    break
+            with StopOnSignals(self.stop, "finishing the current batch"):
+                # Subscribe just before polling: a joined member that does not
+                # poll stalls the whole group's rebalance (ADR 0001).
+                consumer.subscribe(
+                    [self._settings.events_topic],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+                self._last_activity = self._clock()
+                while not self._stop:
+                    self._health.beat()
+                    self._refresh_catalog()
+                    messages = self._collect(consumer)
+                    if messages:
+                        self._handle(consumer, messages)
+                    self._refresh_lag(consumer, after_commit=bool(messages))
+                    if not messages and self._idle_long_enough():
+                        log.info(
+                            "idle for %.1fs with everything committed: exiting",
+                            self._exit_when_idle_s,
+                        )
+                        break
         finally:
-            self._restore_signal_handlers(previous)
             consumer.close()
             self._dlq.close()
 
@@ -176,6 +200,7 @@ class UsageConsumer:
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - self._clock()))
             raw = consumer.consume(self._batch.max_events - len(batch), timeout)
+            self._health.beat()
             if self._abandon:  # partitions changed: drop what we hold of revoked ones
                 self._abandon = False
                 batch = [m for m in batch if (m.topic, m.partition) in self._assigned]
@@ -199,33 +224,108 @@ class UsageConsumer:
             self.stats.first_batch_at = self._clock()
         self._in_flight = True
         self._abandon = False
+        self._health.batch_started()
+        self._metrics.messages_consumed.inc(len(messages))
+        durations: dict[str, float] = {}
         try:
-            prepared = self._with_retry(consumer, lambda: self._processor.prepare(messages))
-            self._with_retry(consumer, lambda: self._processor.write(prepared))
+            prepared = self._stage(
+                consumer, "prepare", durations, lambda: self._processor.prepare(messages)
+            )
+            self._stage(consumer, "write", durations, lambda: self._processor.write(prepared))
             self._maybe_crash_for_test()
-            self._with_retry(consumer, lambda: self._send_dead_letters(prepared))
-            self._with_retry(consumer, lambda: self._commit(consumer, prepared))
+            self._stage(
+                consumer, "dead_letters", durations, lambda: self._send_dead_letters(prepared)
+            )
+            self._stage(consumer, "commit", durations, lambda: self._commit(consumer, prepared))
         except _Abandoned:
             self.stats.abandoned += 1
+            self._metrics.batches_abandoned.inc()
+            self._health.batch_finished(committed=False)
             self._processor.revoke(self._processor.owned)
             self._processor.assign(self._assigned)
             self._dlq.reset_after_failure()
-            log.warning("batch abandoned after a rebalance: it will be redelivered")
+            log.warning(
+                "batch abandoned after a rebalance: it will be redelivered",
+                extra={"messages": len(messages)},
+            )
             return
         finally:
             self._in_flight = False
         self._processor.committed(prepared)
+        self._health.batch_finished(committed=True)
         self._last_activity = self.stats.last_commit_at = self._clock()
         self.stats.batches += 1
         self.stats.messages += prepared.messages
         self.stats.rows += prepared.row_count
         self.stats.dead_letters += len(prepared.dead_letters)
+        self._record(prepared, durations)
+
+    def _stage(
+        self,
+        consumer: Consumer,
+        stage: str,
+        durations: dict[str, float],
+        operation: Callable[[], T],
+    ) -> T:
+        """One pipeline stage with retries, timed into ``durations`` and the histogram."""
+        started = time.perf_counter()
+        result = self._with_retry(consumer, operation, stage=stage)
+        elapsed = time.perf_counter() - started
+        durations[stage] = elapsed
+        self._metrics.stage_duration.labels(stage).observe(elapsed)
+        return result
+
+    def _record(self, prepared: PreparedBatch, durations: dict[str, float]) -> None:
+        """Metrics and the log line of a committed batch."""
+        metrics = self._metrics
+        metrics.batches_committed.inc()
+        metrics.events_processed.inc(len(prepared.events))
+        metrics.batch_messages.observe(prepared.messages)
+        metrics.batch_rows.observe(prepared.row_count)
+        for unresolved, count in prepared.unresolved.items():
+            metrics.unresolved.labels(unresolved.value).inc(count)
+        outcomes: dict[str, int] = {}
+        if prepared.rated is not None:
+            outcomes = {outcome.value: n for outcome, n in prepared.rated.outcomes.items() if n}
+            for kind, count in outcomes.items():
+                if kind in _DUPLICATE_KINDS:
+                    metrics.duplicates.labels(kind).inc(count)
+        dead_letters: dict[str, int] = {}
+        for letter in prepared.dead_letters:
+            dead_letters[letter.reason] = dead_letters.get(letter.reason, 0) + 1
+        for reason, count in dead_letters.items():
+            metrics.dead_letters.labels(reason).inc(count)
+        for letter in prepared.dead_letters[:_LOGGED_DEAD_LETTERS]:  # once, when acknowledged
+            message = letter.message
+            log.warning(
+                "dead letter",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "tenant": _tenant_hint(message.value),
+                    "reason": letter.reason,
+                    "error": letter.error[:200],
+                },
+            )
+        if prepared.missing_fields:
+            metrics.missing_quantity_fields.inc(prepared.missing_fields)
+        metrics.events_committed(prepared.events)
         log.info(
-            "batch committed: %d messages, %d rows, %d dead letters, unresolved %s",
-            prepared.messages,
-            prepared.row_count,
-            len(prepared.dead_letters),
-            dict(prepared.unresolved),
+            "batch committed",
+            extra={
+                "messages": prepared.messages,
+                "events": len(prepared.events),
+                "rows": prepared.row_count,
+                "dead_letters": dead_letters,
+                "unresolved": {str(r): n for r, n in prepared.unresolved.items()},
+                "outcomes": outcomes,
+                "durations_ms": {stage: round(s * 1000, 3) for stage, s in durations.items()},
+                "offsets": {
+                    f"{topic}/{partition}": [prepared.first_offsets[(topic, partition)], end]
+                    for (topic, partition), end in sorted(prepared.next_offsets.items())
+                },
+            },
         )
 
     def _maybe_crash_for_test(self) -> None:
@@ -266,7 +366,9 @@ class UsageConsumer:
             if result.error is not None:
                 raise KafkaException(result.error)
 
-    def _with_retry(self, consumer: Consumer, operation: Callable[[], T]) -> T:
+    def _with_retry(
+        self, consumer: Consumer, operation: Callable[[], T], *, stage: str = "prepare"
+    ) -> T:
         """Run ``operation``; on store/broker failure pause, keep polling, back off, retry."""
         delays = self._retry.delays()
         paused: list[TopicPartition] = []
@@ -278,11 +380,21 @@ class UsageConsumer:
                     return operation()
                 except (StoreError, DeadLetterError, KafkaException) as exc:
                     self.stats.retries += 1
+                    self._metrics.retries.labels(stage).inc()
                     if not paused:
                         paused = consumer.assignment()
                         consumer.pause(paused)
                     delay = next(delays)
-                    log.warning("retrying in %.1fs: %s", delay, exc)
+                    log.warning(
+                        "retrying in %.1fs: %s",
+                        delay,
+                        exc,
+                        extra={
+                            "stage": stage,
+                            "reason": type(exc).__name__,
+                            "partitions": sorted(f"{t}/{p}" for t, p in self._assigned),
+                        },
+                    )
                     self._wait_polling(consumer, delay)
         finally:
             if paused and not self._abandon:
@@ -294,6 +406,7 @@ class UsageConsumer:
         while self._clock() < until and not self._abandon:
             # Paused partitions should deliver nothing; this serves rebalances and
             # heartbeats. Anything that still arrives is kept for the next batch.
+            self._health.beat()
             for message in consumer.consume(
                 1, min(_POLL_TIMEOUT_S, max(0.0, until - self._clock()))
             ):
@@ -309,32 +422,77 @@ class UsageConsumer:
         self._processor.assign(keys)
         self.stats.rebalances += 1
         self._last_activity = self._clock()
-        log.info("assigned %s", sorted(keys))
+        self._assignment_changed("assign")
+        self._last_lag_at = None
+        log.info("assigned %s", sorted(keys), extra={"partitions": _names(keys)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions, "revoke")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop(partitions, "lost")
+
+    def _drop(self, partitions: list[TopicPartition], kind: str) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
         self._abandon = True
         self._processor.revoke(keys)
-        log.info("revoked %s", sorted(keys))
+        self._assignment_changed(kind)
+        log.info(
+            "%s %s",
+            "revoked" if kind == "revoke" else kind,
+            sorted(keys),
+            extra={"partitions": _names(keys)},
+        )
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._on_revoke(consumer, partitions)
+    def _assignment_changed(self, kind: str) -> None:
+        self._metrics.rebalances.labels(kind).inc()
+        self._metrics.set_assignment(self._assigned)
+        self._health.set_assigned(len(self._assigned))
+
+    def _refresh_lag(self, consumer: Consumer, *, after_commit: bool = False) -> None:
+        """Measure high watermark minus position per owned partition.
+
+        At most every 5 s, or every second while batches are being committed.
+
+        Watermarks come from librdkafka's cache of fetch responses (no request);
+        a partition without a known position or watermark is skipped. On
+        brokers whose high watermark lags (tansu) this is a lower bound, which
+        is fine for a gauge and never used to decide "caught up".
+        """
+        now = self._clock()
+        interval = _LAG_AFTER_COMMIT_S if after_commit else _LAG_INTERVAL_S
+        if self._last_lag_at is not None and now - self._last_lag_at < interval:
+            return
+        self._last_lag_at = now
+        if not self._assigned:
+            self._health.set_backlog(0)
+            return
+        try:
+            positions = consumer.position(
+                [TopicPartition(topic, partition) for topic, partition in sorted(self._assigned)]
+            )
+        except KafkaException as exc:
+            log.debug("cannot read positions for the lag: %s", exc)
+            return
+        total = 0
+        for position in positions:
+            if position.offset < 0:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    position, timeout=_WATERMARK_TIMEOUT_S, cached=True
+                )
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            lag = max(0, high - position.offset)
+            total += lag
+            self._metrics.set_lag(position.topic, position.partition, lag)
+        self._health.set_backlog(total)
 
     # -- helpers --------------------------------------------------------------------
-
-    def _consumer_config(self) -> dict[str, Any]:
-        settings = self._settings
-        return settings.kafka_config(
-            **{
-                "group.id": settings.usage_group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.kafka_session_timeout_ms,
-                "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
-            }
-        )
 
     def _convert(self, message: Message) -> SourceMessage | None:
         error = message.error()
@@ -362,36 +520,40 @@ class UsageConsumer:
         index = self._catalog_updates()
         if index is not None:
             self._processor.replace_index(index)
+            self._metrics.catalog_in_use(index)
+            log.info(
+                "catalog updated",
+                extra={
+                    "customers": index.customer_count,
+                    "line_items": index.line_item_count,
+                    "problems": len(index.problems),
+                },
+            )
 
     def _idle_long_enough(self) -> bool:
-        """No message for ``exit_when_idle_s`` since the last assignment or commit.
+        return idle_long_enough(
+            idle_s=self._exit_when_idle_s,
+            idle_for_s=self._clock() - self._last_activity,
+            busy=self._in_flight or bool(self._carried),
+            assigned_once=bool(self.stats.rebalances),
+            session_timeout_ms=self._settings.kafka_session_timeout_ms,
+        )
 
-        Before any assignment the group join may still be under way (a join can
-        wait for a departed or phantom member to time out), so the wait is
-        extended by three session timeouts. Never decided from watermarks.
-        """
-        limit = self._exit_when_idle_s
-        if limit is None or self._in_flight or self._carried:
-            return False
-        if not self.stats.rebalances:
-            limit += 3 * self._settings.kafka_session_timeout_ms / 1000
-        return self._clock() - self._last_activity >= limit
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        previous: dict[int, Any] = {}
+_DUPLICATE_KINDS = frozenset(o.value for o in Outcome if o is not Outcome.COUNTED)
 
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the current batch", signum)
-            self.stop()
 
-        try:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, handle)
-        except ValueError:  # not the main thread (tests): stop() still works
-            pass
-        return previous
+def _names(keys: set[tuple[str, int]]) -> list[str]:
+    return sorted(f"{topic}/{partition}" for topic, partition in keys)
 
-    @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+
+def _tenant_hint(value: bytes | None) -> str | None:
+    """The ``tenant_id`` of a rejected message when it is readable, for the log line only."""
+    if not value or len(value) > 65_536:
+        return None
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    tenant = document.get("tenant_id") if isinstance(document, dict) else None
+    return tenant[:100] if isinstance(tenant, str) else None

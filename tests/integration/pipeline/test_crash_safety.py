@@ -47,6 +47,7 @@ def worker_env(bootstrap: str, unique_name: Callable[[str], str]) -> dict[str, s
             "EW_BATCH_MAX_EVENTS": "400",
             "EW_BATCH_MAX_WAIT_MS": "100",
             "EW_LOG_LEVEL": "WARNING",
+            "EW_HTTP_PORT": "0",  # ephemeral: never collide with another run on this machine
         }
     )
     return env

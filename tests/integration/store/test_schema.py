@@ -21,6 +21,7 @@ def test_migrate_twice_applies_once(store: StoreUnderTest) -> None:
     assert tables == [
         ("events", "ReplacingMergeTree"),
         ("events_processed", "ReplacingMergeTree"),
+        ("reprocess_requests", "ReplacingMergeTree"),
         ("schema_version", "ReplacingMergeTree"),
     ]
     require_schema(store.gateway)

@@ -1,0 +1,350 @@
+"""Prometheus metrics of one worker process (prefix ``events_worker_``).
+
+One :class:`Metrics` object per process (or per test) owns its own
+``CollectorRegistry``: nothing is registered at import time, so tests build
+as many as they like. The pipeline receives it as a parameter and records
+per *batch*, never per event, except :meth:`Metrics.events_committed`,
+which samples at most :data:`COMMIT_LAG_SAMPLES` events a batch.
+
+Label sets are fixed and small: stage, table, reason, kind, state, and
+topic/partition for the consumer lag (bounded by the partition count).
+Never a tenant, customer or event id.
+
+:func:`metric_names` lists every exposed sample name; the deploy tests check
+that alert rules and dashboards only use these names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from worker import __version__
+from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
+from worker.domain.events import Event
+from worker.domain.rating import Outcome
+from worker.domain.validation import InvalidReason
+
+PREFIX = "events_worker"
+
+#: Pipeline stages timed per batch (``stage`` label).
+STAGES = ("prepare", "write", "dead_letters", "commit")
+#: Tables the usage pipeline inserts into (``table`` label).
+TABLES = ("raw_events", "processed_events")
+#: Dead-letter reasons: every validation reason plus a message without a value.
+DLQ_REASONS = (*(reason.value for reason in InvalidReason), "empty_message")
+#: Dedup outcomes that are duplicates (``kind`` label); ``counted`` is not one.
+DUPLICATE_KINDS = tuple(o.value for o in Outcome if o is not Outcome.COUNTED)
+#: Catalog entity kinds (``kind`` label).
+CATALOG_KINDS = ("customer", "line_item", "feature")
+#: Reprocess request states (``state`` label).
+REPROCESS_STATES = ("pending", "running", "completed", "failed")
+#: Rebalance callbacks (``kind`` label).
+REBALANCE_KINDS = ("assign", "revoke", "lost")
+#: At most this many events per batch feed the event-time-to-commit histogram.
+COMMIT_LAG_SAMPLES = 200
+
+_SIZE_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000)
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3_600, 21_600, 86_400)
+
+
+def _name(suffix: str) -> str:
+    return f"{PREFIX}_{suffix}"
+
+
+class ReprocessMetrics:
+    """Progress of reprocess requests, for the reprocess consumer to call.
+
+    Gauges carry only a request-state label (never a request id).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Gauge(
+            _name("reprocess_requests"),
+            "Reprocess requests known to this worker, by state.",
+            ["state"],
+            registry=registry,
+        )
+        self.events = Gauge(
+            _name("reprocess_events"),
+            "Events of the requests in each state: found so far, republished when completed.",
+            ["state"],
+            registry=registry,
+        )
+        self.republished = Counter(
+            _name("reprocess_events_republished"),
+            "Unprocessed events re-published to the events topic.",
+            registry=registry,
+        )
+        self.last_progress = Gauge(
+            _name("reprocess_last_progress_timestamp_seconds"),
+            "Unix time a reprocess request last advanced its cursor.",
+            registry=registry,
+        )
+        for state in REPROCESS_STATES:
+            self.requests.labels(state).set(0)
+            self.events.labels(state).set(0)
+
+    def set_requests(
+        self, counts: Mapping[str, int], events: Mapping[str, int] | None = None
+    ) -> None:
+        """Replace the per-state request (and optionally event) counts.
+
+        States outside :data:`REPROCESS_STATES` raise ``ValueError``: the label
+        set stays fixed.
+        """
+        for state in (*counts, *(events or {})):
+            if state not in REPROCESS_STATES:
+                raise ValueError(f"unknown reprocess state {state!r}")
+        for state in REPROCESS_STATES:
+            self.requests.labels(state).set(counts.get(state, 0))
+            if events is not None:
+                self.events.labels(state).set(events.get(state, 0))
+
+    def republished_events(self, count: int) -> None:
+        """``count`` events were re-published (and acknowledged); marks progress."""
+        self.republished.inc(count)
+        self.last_progress.set(time.time())
+
+
+class Metrics:
+    """Every metric of one worker process, in its own registry. Thread-safe."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry()
+        self._clock = clock
+        registry = self.registry
+        self._catalog_loaded_at: float | None = None
+
+        self.build_info = Gauge(
+            _name("build_info"), "Constant 1, labelled by version.", ["version"], registry=registry
+        )
+        self.build_info.labels(__version__).set(1)
+
+        # -- throughput --------------------------------------------------------
+        self.messages_consumed = Counter(
+            _name("messages_consumed"),
+            "Kafka messages collected into batches (redeliveries count again).",
+            registry=registry,
+        )
+        self.events_processed = Counter(
+            _name("events_processed"),
+            "Valid events stored raw and rated, counted when their offsets are committed.",
+            registry=registry,
+        )
+        self.rows_inserted = Counter(
+            _name("processed_rows_inserted"),
+            "Processed (priced) rows written to ClickHouse.",
+            registry=registry,
+        )
+        self.batches_committed = Counter(
+            _name("batches_committed"), "Batches written and committed.", registry=registry
+        )
+        self.batches_abandoned = Counter(
+            _name("batches_abandoned"),
+            "Batches dropped uncommitted after a rebalance (they are redelivered).",
+            registry=registry,
+        )
+        self.unresolved = Counter(
+            _name("events_unresolved"),
+            "Events stored raw without processed rows (left for reprocessing), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            _name("duplicates"),
+            "Dedup outcomes other than counted: already_processed (no row), "
+            "repeated_value (COUNT_UNIQUE, zero row).",
+            ["kind"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            _name("dlq_messages"),
+            "Messages produced to the dead-letter topic and acknowledged, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.missing_quantity_fields = Counter(
+            _name("quantity_field_missing"),
+            "Rated (event, line item) pairs whose quantity field was missing or unparseable.",
+            registry=registry,
+        )
+
+        # -- batches and stages ------------------------------------------------
+        self.batch_messages = Histogram(
+            _name("batch_messages"),
+            "Messages per committed batch.",
+            buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            _name("batch_rows"),
+            "Processed rows per committed batch.",
+            buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.stage_duration = Histogram(
+            _name("stage_duration_seconds"),
+            "Time per batch in each stage, retries included.",
+            ["stage"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            _name("retries"),
+            "Failed attempts retried with backoff (store or broker errors), by stage.",
+            ["stage"],
+            registry=registry,
+        )
+        self.insert_duration = Histogram(
+            _name("clickhouse_insert_duration_seconds"),
+            "Latency of successful ClickHouse inserts, by table.",
+            ["table"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.insert_errors = Counter(
+            _name("clickhouse_insert_errors"),
+            "Failed ClickHouse inserts, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.commit_lag = Histogram(
+            _name("event_commit_lag_seconds"),
+            "From an event's timestamp to the commit of its offset "
+            f"(sampled: at most {COMMIT_LAG_SAMPLES} events per batch).",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+
+        # -- the consumer group ------------------------------------------------
+        self.consumer_lag = Gauge(
+            _name("consumer_lag"),
+            "High watermark minus the consumer position, per assigned partition "
+            "(a lower bound on brokers whose watermark lags).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            _name("assigned_partitions"), "Partitions currently owned.", registry=registry
+        )
+        self.rebalances = Counter(
+            _name("rebalances"), "Rebalance callbacks, by kind.", ["kind"], registry=registry
+        )
+        self.last_commit = Gauge(
+            _name("last_commit_timestamp_seconds"),
+            "Unix time of the last successful offset commit (0 before the first).",
+            registry=registry,
+        )
+        self.heartbeat = Gauge(
+            _name("loop_heartbeat_timestamp_seconds"),
+            "Unix time the consumer loop last made an iteration.",
+            registry=registry,
+        )
+
+        # -- catalog -----------------------------------------------------------
+        self.catalog_entities = Gauge(
+            _name("catalog_entities"),
+            "Entities in the catalog index in use, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.catalog_problems = Gauge(
+            _name("catalog_problems"),
+            "Problems (dangling references, invalid entities) in the catalog index in use.",
+            registry=registry,
+        )
+        self.catalog_updates = Counter(
+            _name("catalog_updates"),
+            "Catalog indexes built and put in use (the first load included).",
+            registry=registry,
+        )
+        self.catalog_age = Gauge(
+            _name("catalog_age_seconds"),
+            "Seconds since the catalog index in use was built (-1 before the first).",
+            registry=registry,
+        )
+        self.catalog_age.set_function(self._catalog_age)
+
+        self.reprocess = ReprocessMetrics(registry)
+
+        for unresolved in UnresolvedReason:
+            self.unresolved.labels(unresolved.value)
+        for kind in DUPLICATE_KINDS:
+            self.duplicates.labels(kind)
+        for reason in DLQ_REASONS:
+            self.dead_letters.labels(reason)
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+            self.retries.labels(stage)
+        for table in TABLES:
+            self.insert_duration.labels(table)
+            self.insert_errors.labels(table)
+        for kind in REBALANCE_KINDS:
+            self.rebalances.labels(kind)
+        for kind in CATALOG_KINDS:
+            self.catalog_entities.labels(kind).set(0)
+
+    # -- recording API ---------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def catalog_in_use(self, index: CatalogIndex) -> None:
+        """A catalog index was built and is now used for rating."""
+        self._catalog_loaded_at = self._clock()
+        self.catalog_updates.inc()
+        self.catalog_entities.labels("customer").set(index.customer_count)
+        self.catalog_entities.labels("line_item").set(index.line_item_count)
+        self.catalog_entities.labels("feature").set(len(index.features))
+        self.catalog_problems.set(len(index.problems))
+
+    def _catalog_age(self) -> float:
+        loaded = self._catalog_loaded_at
+        return -1.0 if loaded is None else max(0.0, self._clock() - loaded)
+
+    def events_committed(self, events: Sequence[Event]) -> None:
+        """Observe event-time-to-now for up to :data:`COMMIT_LAG_SAMPLES` evenly spaced events."""
+        if not events:
+            return
+        stride = max(1, -(-len(events) // COMMIT_LAG_SAMPLES))
+        now = self._clock()
+        observe = self.commit_lag.observe
+        for event in events[::stride]:
+            observe(max(0.0, now - event.timestamp.timestamp()))
+
+    def committed(self, when: float | None = None) -> None:
+        self.last_commit.set(self._clock() if when is None else when)
+
+    def set_assignment(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """The partitions owned now: updates the count and drops lag of partitions gone."""
+        owned = {(topic, str(partition)) for topic, partition in partitions}
+        self.assigned_partitions.set(len(owned))
+        for labels in self._lag_labels():
+            if labels not in owned:
+                self.consumer_lag.remove(*labels)
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(max(0, lag))
+
+    def _lag_labels(self) -> list[tuple[str, str]]:
+        labels: list[tuple[str, str]] = []
+        for family in self.consumer_lag.collect():
+            for sample in family.samples:
+                labels.append((sample.labels["topic"], sample.labels["partition"]))
+        return labels
+
+
+def metric_names(metrics: Metrics | None = None) -> set[str]:
+    """Names a scrape of a fresh :class:`Metrics` shows, suffixes included."""
+    registry = (metrics or Metrics()).registry
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        for sample in family.samples:
+            names.add(sample.name)
+    return names

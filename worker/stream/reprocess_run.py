@@ -1,0 +1,51 @@
+"""``events-worker run reprocess``: the reprocess pipeline wired in one function."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.ops.health import LoopHealth, StoreProbe
+from worker.ops.settings import WorkerSettings
+from worker.store.gateway import open_gateway
+from worker.store.schema import migrate
+from worker.stream.dlq import DeadLetterProducer
+from worker.stream.reprocess_consumer import EventRepublisher, ReprocessConsumer, ReprocessStats
+from worker.stream.topics import ensure_topics, worker_topics
+
+if TYPE_CHECKING:
+    from worker.ops.metrics import ReprocessMetrics
+
+
+def run_reprocess(
+    settings: WorkerSettings,
+    *,
+    exit_when_idle_s: float | None = None,
+    metrics: ReprocessMetrics | None = None,
+    health: LoopHealth | None = None,
+) -> ReprocessStats:
+    """Serve reprocess requests until stopped (or idle); returns the run's counters.
+
+    control message -> saved progress -> pages of unprocessed events ->
+    events topic (original keys) -> saved cursor -> ... -> completed -> commit.
+    Creates missing topics and applies pending migrations first. Raises
+    ``StoreError``/``TopicSetupError`` with one-line messages for set-up problems.
+    """
+    ensure_topics(settings, worker_topics(settings))
+    gateway = open_gateway(settings.store_url)
+    try:
+        migrate(gateway)
+        consumer = ReprocessConsumer(
+            settings,
+            gateway,
+            DeadLetterProducer(settings),
+            EventRepublisher(settings),
+            exit_when_idle_s=exit_when_idle_s,
+            metrics=metrics,
+            health=health,
+        )
+        if health is not None:
+            health.watch_store(StoreProbe(gateway.ping))
+        consumer.run()
+        return consumer.stats
+    finally:
+        gateway.close()
