@@ -33,23 +33,11 @@ from worker.domain.money import ZERO
 from worker.domain.rating import RatedDelta
 from worker.store.errors import StoreError, first_line
 from worker.store.gateway import Gateway
+from worker.store.params import window_step
 from worker.store.raw import properties_text
 
 PROCESSED_TABLE = "events_processed"
 
-#: Bucket width in seconds per window size; WEEK and MONTH are calendar based.
-_BUCKET_STEP_S: dict[WindowSize, int] = {
-    WindowSize.MINUTE: 60,
-    WindowSize.MIN15: 15 * 60,
-    WindowSize.MIN30: 30 * 60,
-    WindowSize.HOUR: 3600,
-    WindowSize.HOUR3: 3 * 3600,
-    WindowSize.HOUR6: 6 * 3600,
-    WindowSize.HOUR12: 12 * 3600,
-    WindowSize.DAY: 86_400,
-    WindowSize.WEEK: -1,
-    WindowSize.MONTH: -2,
-}
 _NO_BUCKET = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -433,7 +421,7 @@ def load_snapshots(
     _scoped(requests, tenant_id, environment_id)
     buckets: dict[str, int] = {}
     for key, size in requests.items():
-        step = 0 if size is None else _BUCKET_STEP_S[size]
+        step = window_step(size)
         if buckets.setdefault(key[2], step) != step:
             raise ValueError(f"line item {key[2]!r} requested with two bucket sizes")
     bucketed = sorted(item for item, step in buckets.items() if step != 0)
