@@ -192,7 +192,11 @@ class ChdbGateway:
             data = connection.query(sql, "Parquet", params=adapt_params(params)).bytes()
         if not data:
             return []
-        table = pq.read_table(pa.BufferReader(data))
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (OSError, pa.ArrowException) as exc:
+            # A truncated or corrupt result (seen after a query timeout): retryable.
+            raise StoreError(f"unreadable result from {self._where()}: {exc}") from None
         return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
 
     def execute(self, sql: str, params: Params | None = None) -> None:

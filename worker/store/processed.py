@@ -331,12 +331,14 @@ def _scoped(keys: Iterable[StateKey], tenant_id: str, environment_id: str) -> No
 _HASH_OWNERS_SQL = """
 SELECT sub_line_item_id, period_id, unique_hash,
        argMin(id, (qty_total = 0, timestamp, id)) AS owner
-FROM events_processed
+FROM events_processed FINAL
 WHERE tenant_id = {tenant:String}
   AND environment_id = {environment:String}
   AND sub_line_item_id IN {line_items:Array(String)}
-  AND period_id IN {periods:Array(UInt64)}
   AND unique_hash IN {hashes:Array(String)}
+  AND (sub_line_item_id, period_id, unique_hash) IN (
+      SELECT k.1, k.2, k.3
+      FROM (SELECT arrayJoin({keys:Array(Tuple(String, UInt64, String))}) AS k))
 GROUP BY sub_line_item_id, period_id, unique_hash
 """
 
@@ -356,24 +358,20 @@ def find_hash_owners(
     if not wanted:
         return {}
     _scoped((key for key, _ in wanted), tenant_id, environment_id)
-    triples = {(key[2], key[3], unique_hash) for key, unique_hash in wanted}
-    # A superset query (line items x hashes, no per-key tuple literal) filtered
-    # here; and no FINAL: every stored version of a row carries the same hash and
-    # quantity, so unmerged duplicates cannot change the owner.
+    triples = sorted((key[2], key[3], unique_hash) for key, unique_hash in wanted)
     rows = gateway.query(
         _HASH_OWNERS_SQL,
         {
             "tenant": tenant_id,
             "environment": environment_id,
             "line_items": sorted({t[0] for t in triples}),
-            "periods": sorted({t[1] for t in triples}),  # prunes partitions (month of period)
             "hashes": sorted({t[2] for t in triples}),
+            "keys": triples,
         },
     )
     return {
         ((tenant_id, environment_id, line_item, int(period)), unique_hash): str(owner)
         for line_item, period, unique_hash, owner in rows
-        if (line_item, int(period), unique_hash) in triples
     }
 
 
