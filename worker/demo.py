@@ -94,6 +94,8 @@ def run_demo(out: TextIO = sys.stdout, *, events_per_tenant: int = 50_000) -> De
         f"commit ({summary.consumed / max(summary.consume_seconds, 0.001):,.0f} msgs/s, "
         f"{stats.batches} batches): {summary.rows:,} priced rows, "
         f"{summary.dead_letters} dead letters.\n"
+        f"consumer lag at exit: {summary.events - summary.consumed:,} messages "
+        f"(everything produced was consumed and committed).\n"
     )
     return summary
 
