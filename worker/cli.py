@@ -127,13 +127,6 @@ def _idle(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _not_yet(name: str, issue: int) -> Handler:
-    def handler(args: argparse.Namespace, settings: WorkerSettings) -> int:
-        raise UserError(f"'{name}' is not available in this version yet (tracked in issue {issue})")
-
-    return handler
-
-
 @contextmanager
 def _store_errors() -> Iterator[None]:
     """Turn store failures into one-line user errors (exit 2, no traceback)."""

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import NamedTuple
 
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
@@ -211,9 +210,6 @@ class UsageRater:
         )
         return result
 
-    def state(self, key: StateKey) -> LineItemPeriodRating | None:
-        return self._states.get(key)
-
     def forget_hashes(self) -> None:
         """Drop remembered hashes (they are durable in the store once committed)."""
         for key in self._touched:
@@ -227,19 +223,6 @@ class UsageRater:
         for key in keys:
             self._states.pop(key, None)
             self._touched.discard(key)
-
-    def drop_states(self, keep: Iterable[StateKey] = ()) -> None:
-        """Drop all state (on revoke), except ``keep``."""
-        kept = {key: self._states[key] for key in keep if key in self._states}
-        self._states = kept
-        self._touched &= kept.keys()
-
-    def totals(self) -> dict[StateKey, tuple[Decimal, Decimal, Decimal, Decimal]]:
-        """(quantity, free, billable, rated amount) of every state in memory."""
-        return {
-            key: (s.quantity, s.free_applied, s.billable, s.rated_amount)
-            for key, s in self._states.items()
-        }
 
 
 def _new_state(
