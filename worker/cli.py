@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store(line_items)
     line_items.set_defaults(handler=_query_line_items)
 
-    demo = commands.add_parser("demo", help="price generated usage against the sample catalog")
+    demo = commands.add_parser(
+        "demo", help="run the pipeline on a local broker and embedded ClickHouse, print invoices"
+    )
     demo.set_defaults(handler=_demo)
     bench = commands.add_parser("bench", help="run the benchmarks and print figures")
     bench.add_argument("--events", type=int, default=1_000_000)
