@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from worker.ops.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff between attempts while the store or the broker fails."""
+
+    initial_s: float = 0.2
+    max_s: float = 10.0
+    multiplier: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(self.max_s, delay * self.multiplier)
+
+
+def commit_offsets(consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
+    """Commit exactly ``offsets`` (next offsets to read), synchronously.
+
+    Raises ``KafkaException`` when the request or any partition's commit fails.
+    """
+    for result in consumer.commit(offsets=list(offsets), asynchronous=False) or []:
+        if result.error is not None:
+            raise KafkaException(result.error)
 
 
 def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, Any]:

@@ -58,7 +58,13 @@ from worker.store.reprocess_state import (
     load_progress,
     save_progress,
 )
-from worker.stream.consumer_support import StopOnSignals, group_consumer_config, idle_long_enough
+from worker.stream.consumer_support import (
+    RetryPolicy,
+    StopOnSignals,
+    commit_offsets,
+    group_consumer_config,
+    idle_long_enough,
+)
 from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
 from worker.stream.producer import event_key, producer_config
@@ -69,7 +75,6 @@ from worker.stream.reprocess_request import (
     parse_request,
     rfc3339,
 )
-from worker.stream.usage_consumer import RetryPolicy
 
 if TYPE_CHECKING:
     from worker.ops.health import LoopHealth
@@ -516,10 +521,7 @@ class ReprocessConsumer:
     def _commit(self, consumer: Consumer, message: Message) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
-        offsets = [TopicPartition(topic, partition, offset + 1)]
-        for result in consumer.commit(offsets=offsets, asynchronous=False) or []:
-            if result.error is not None:
-                raise KafkaException(result.error)
+        commit_offsets(consumer, [TopicPartition(topic, partition, offset + 1)])
 
     # -- waiting, polling, retrying --------------------------------------------------
 

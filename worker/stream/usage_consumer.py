@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -39,7 +39,13 @@ from worker.ops.health import LoopHealth
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
-from worker.stream.consumer_support import StopOnSignals, group_consumer_config, idle_long_enough
+from worker.stream.consumer_support import (
+    RetryPolicy,
+    StopOnSignals,
+    commit_offsets,
+    group_consumer_config,
+    idle_long_enough,
+)
 from worker.stream.dlq import DeadLetterError, DeadLetterProducer, SourcePosition
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
 
@@ -61,21 +67,6 @@ class BatchPolicy:
 
     max_events: int = 20_000
     max_wait_s: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Backoff between attempts while the store or the broker fails."""
-
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    multiplier: float = 2.0
-
-    def delays(self) -> Any:
-        delay = self.initial_s
-        while True:
-            yield delay
-            delay = min(self.max_s, delay * self.multiplier)
 
 
 class _Abandoned(Exception):
@@ -362,9 +353,7 @@ class UsageConsumer:
             TopicPartition(topic, partition, next_offset)
             for (topic, partition), next_offset in sorted(prepared.next_offsets.items())
         ]
-        for result in consumer.commit(offsets=offsets, asynchronous=False) or []:
-            if result.error is not None:
-                raise KafkaException(result.error)
+        commit_offsets(consumer, offsets)
 
     def _with_retry(
         self, consumer: Consumer, operation: Callable[[], T], *, stage: str = "prepare"

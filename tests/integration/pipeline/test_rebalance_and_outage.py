@@ -26,10 +26,11 @@ from worker.store.errors import StoreError
 from worker.store.gateway import Gateway, Params, Row, open_gateway
 from worker.store.processed import line_item_totals
 from worker.store.schema import migrate
+from worker.stream.consumer_support import RetryPolicy
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.topics import ensure_topics, worker_topics
 from worker.stream.usage_batch import UsageBatchProcessor
-from worker.stream.usage_consumer import BatchPolicy, RetryPolicy, UsageConsumer
+from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
 
 
 class FlakyGateway:
