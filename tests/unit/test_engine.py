@@ -8,16 +8,19 @@ the uncommitted batch; the invoice must equal an uninterrupted run's.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import DedupKey, StateKey, UsageRater
+from worker.domain.engine import DedupKey, StateKey, UsageRater, fingerprint
 from worker.domain.events import Event, ProcessedEvent
 from worker.domain.invoice import LineItemTotal, summarize
 from worker.domain.validation import decode_event
@@ -176,3 +179,152 @@ def test_restart_from_stored_rows_and_replay_gives_the_uninterrupted_invoice(
         restarted.forget_hashes()
 
     assert invoice(written + replayed) == expected
+
+
+# -- dedup through the store lookup: covered states ask only for repeats -------
+
+
+def fingerprints_from(
+    rows: list[ProcessedEvent], keys: list[StateKey]
+) -> dict[StateKey, list[int]]:
+    """Stored fingerprints by hand, for the requested keys."""
+    found: dict[StateKey, list[int]] = {key: [] for key in keys}
+    for row in rows:
+        key = (row.event.tenant_id, row.event.environment_id, row.sub_line_item_id, row.period_id)
+        if key in found:
+            found[key].append(fingerprint(row.unique_hash))
+    return found
+
+
+def run_through_store(
+    index: CatalogIndex,
+    stream: list[list[Event]],
+    *,
+    max_fingerprints: int,
+    crash_after: Collection[int] = (),
+    asked: list[int] | None = None,
+) -> list[ProcessedEvent]:
+    """The usage batch flow against a store made of the rows written so far.
+
+    A crash after batch n (written, not committed) restarts the rater and
+    replays batch n. The store answers only the dedup keys the rater asks for,
+    so a key wrongly left out of ``lookup_keys`` is counted twice.
+    """
+    written: list[ProcessedEvent] = []
+    pending_crashes = set(crash_after)
+    rater = UsageRater(index, max_fingerprints=max_fingerprints)
+    n = 0
+    while n < len(stream):
+        resolved = rater.resolve(stream[n])
+        stored_snapshots = snapshots_from(written, index)
+        snapshots = {
+            key: stored_snapshots.get(key, AggregateSnapshot())
+            for key in rater.missing_states(resolved)
+        }
+        rater.load_states(snapshots, fingerprints_from(written, rater.coverable(snapshots)))
+        lookup = rater.lookup_keys(resolved)
+        if asked is not None:
+            asked.append(len(lookup))
+        owners = owners_from(written)
+        rater.remember({key: owners[key] for key in lookup if key in owners})
+        written.extend(rater.rate(resolved, NOW).rows)
+        assert rater.fingerprint_count <= max_fingerprints
+        if n in pending_crashes:
+            pending_crashes.discard(n)
+            rater = UsageRater(index, max_fingerprints=max_fingerprints)
+            continue
+        rater.forget_hashes()
+        n += 1
+    return written
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    max_fingerprints=st.sampled_from([0, 7, 60, 400, 10**6]),
+    crash_after=st.sets(st.integers(0, 11), max_size=4),
+    seed=st.integers(0, 3),
+)
+def test_store_lookup_flow_gives_the_uninterrupted_invoice(
+    max_fingerprints: int, crash_after: set[int], seed: int
+) -> None:
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    document = catalog_documents()[0]
+    stream_events = [
+        decode_event(orjson.dumps(doc), fallback_id=str(n), fallback_timestamp=NOW)
+        for n, doc in enumerate(generate_events(document, 1200, seed=seed, duplicate_rate=0.1))
+    ]
+    stream = [stream_events[i : i + 100] for i in range(0, len(stream_events), 100)]
+    expected = invoice(rate_all(UsageRater(index), stream))
+    written = run_through_store(
+        index, stream, max_fingerprints=max_fingerprints, crash_after=crash_after
+    )
+    assert invoice(written) == expected
+    # Replaying everything afterwards (a fresh group from offset 0) adds nothing.
+    replayed = run_through_store(index, stream + stream, max_fingerprints=max_fingerprints)
+    assert invoice(replayed) == expected
+
+
+def test_covered_states_ask_the_store_only_about_repeats() -> None:
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    document = catalog_documents()[0]
+    unique = [
+        decode_event(orjson.dumps(doc), fallback_id=str(n), fallback_timestamp=NOW)
+        for n, doc in enumerate(generate_events(document, 1000, seed=9, duplicate_rate=0.0))
+    ]
+    stream = batches_of(unique)
+    asked: list[int] = []
+    run_through_store(index, stream + stream[:1], max_fingerprints=10**6, asked=asked)
+    # Only hashes stored by an earlier batch are asked about (COUNT_UNIQUE values
+    # repeat by design); the redelivered first batch is asked about in full.
+    resolver = UsageRater(index)
+    seen: set[DedupKey] = set()
+    repeats = []
+    for batch in stream + stream[:1]:
+        keys = resolver.resolve(batch).dedup_keys()
+        repeats.append(len(keys & seen))
+        seen |= keys
+    assert asked == repeats
+    assert repeats[-1] == len(resolver.resolve(stream[0]).dedup_keys())
+    assert sum(repeats[:-1]) < len(unique) // 10
+
+    # Without memory for fingerprints, states seen in an earlier batch ask about every hash.
+    asked_uncovered: list[int] = []
+    run_through_store(index, stream, max_fingerprints=0, asked=asked_uncovered)
+    known_states: set[StateKey] = set()
+    expected = []
+    for batch in stream:
+        keys = resolver.resolve(batch).dedup_keys()
+        expected.append(len({key for key in keys if key[0] in known_states}))
+        known_states |= {key[0] for key in keys}
+    assert asked_uncovered == expected
+    assert sum(expected) > len(unique) // 2
+
+
+def test_states_loaded_with_stored_rows_are_covered_by_their_fingerprints() -> None:
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    stream = batches_of(events(1000))
+    written = rate_all(UsageRater(index), stream[:2])
+    restarted = UsageRater(index)
+    resolved = restarted.resolve(stream[2])
+    snapshots = snapshots_from(written, index)
+    missing = restarted.missing_states(resolved)
+    loaded = {key: snapshots.get(key, AggregateSnapshot()) for key in missing}
+    assert any(snapshot.count for snapshot in loaded.values())
+
+    restarted.load_states(loaded)  # no fingerprints: stored states stay uncovered
+    uncovered = restarted.lookup_keys(resolved)
+    stored_keys = {key for key, snapshot in loaded.items() if snapshot.count}
+    assert {key for key, _ in uncovered} >= {
+        row.key for row in resolved.pending if row.key in stored_keys
+    }
+
+    covered = UsageRater(index)
+    coverable = covered.coverable(loaded)
+    assert set(coverable) == stored_keys
+    covered.load_states(loaded, fingerprints_from(written, coverable))
+    stored_hashes = {(key, h) for key, h in owners_from(written)}
+    assert covered.lookup_keys(resolved) == {
+        (row.key, row.measurement.unique_hash)
+        for row in resolved.pending
+        if (row.key, row.measurement.unique_hash) in stored_hashes
+    }

@@ -7,7 +7,10 @@ Prints, for the same generated events:
 * a consume-only baseline (the same group consumer, batches committed, no work);
 * a naive per-event baseline (decode, resolve, one single-row insert and one
   synchronous commit per message, as the reference platform does), measured
-  on a sample because it is slow.
+  on a sample because it is slow;
+* event-to-commit latency (p50 / p99, Kafka timestamp to offset commit) at
+  half the measured throughput: a producer process paced at that rate feeds a
+  fresh topic while the usage consumer runs.
 
 Runs in a subprocess-free way but opens its own chdb directory: call it from
 a process that has not opened another chdb path (``events-worker bench``).
@@ -16,7 +19,10 @@ a process that has not opened another chdb path (``events-worker bench``).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +36,7 @@ from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.validation import decode_event
+from worker.ops.health import LoopHealth
 from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
@@ -49,10 +56,17 @@ class PipelineBenchResult:
     consume_only_per_s: float
     naive_per_s: float
     naive_sample: int
+    latency_rate: float
+    latency_events: int
+    latency_p50_ms: float
+    latency_p99_ms: float
 
 
 def run_pipeline_bench(
-    events: int = 1_000_000, customers: int = 10_000, naive_sample: int = 2_000
+    events: int = 1_000_000,
+    customers: int = 10_000,
+    naive_sample: int = 2_000,
+    latency_seconds: float = 30.0,
 ) -> PipelineBenchResult:
     """Run the benchmark (several minutes for 1M events) and return its figures."""
     catalog = build_catalog(customers=customers, line_items_per_customer=3)
@@ -72,8 +86,21 @@ def run_pipeline_bench(
         stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
         pipeline_rate = stats.messages / max(stats.busy_seconds, 1e-9)
         naive_rate = _naive(settings, catalog, naive_sample)
+        latency_rate = pipeline_rate / 2
+        latency_count = max(1_000, int(latency_rate * latency_seconds))
+        latencies = _latency_at(settings, catalog, catalog_file, latency_rate, latency_count)
+    p50, p99 = _percentiles(latencies)
     return PipelineBenchResult(
-        events, produce_rate, pipeline_rate, consume_rate, naive_rate, naive_sample
+        events,
+        produce_rate,
+        pipeline_rate,
+        consume_rate,
+        naive_rate,
+        naive_sample,
+        latency_rate,
+        len(latencies),
+        p50,
+        p99,
     )
 
 
@@ -88,7 +115,10 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         f"({result.pipeline_per_s / result.consume_only_per_s:.2f}x consume-only)\n"
         f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
         f"(sample of {result.naive_sample:,}; usage consumer is "
-        f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)"
+        f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"
+        f"  event-to-commit latency : p50 {result.latency_p50_ms:,.0f} ms, "
+        f"p99 {result.latency_p99_ms:,.0f} ms at {result.latency_rate:,.0f} events/s "
+        f"(half load; {result.latency_events:,} events, Kafka timestamp to offset commit)"
     )
 
 
@@ -182,3 +212,105 @@ def _naive(settings: WorkerSettings, catalog: dict[str, Any], sample: int) -> fl
         consumer.close()
         gateway.close()
     return done / max(time.perf_counter() - (started or time.perf_counter()), 1e-9)
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    if len(latencies) < 2:
+        return (latencies[0], latencies[0]) if latencies else (float("nan"), float("nan"))
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def _latency_at(
+    settings: WorkerSettings,
+    catalog: dict[str, Any],
+    catalog_file: Path,
+    rate: float,
+    count: int,
+) -> list[float]:
+    """Per-message commit latency (ms) with a producer paced at ``rate`` events/s.
+
+    The producer runs in its own process (so it does not share the consumer's
+    interpreter) on a fresh topic and store database, and starts only once the
+    consumer holds its partitions: the figures are steady-state, not the
+    first group join.
+    """
+    latency_settings = settings.model_copy(
+        update={
+            "events_topic": "bench-latency-events",
+            "usage_group": "bench-latency",
+            "store_url": settings.store_url + "?database=latency",
+        }
+    )
+    ensure_topics(latency_settings, worker_topics(latency_settings))
+    context = multiprocessing.get_context("spawn")
+    generated, go = context.Event(), context.Event()
+    producer = context.Process(
+        target=_paced_produce,
+        args=(
+            settings.kafka_bootstrap,
+            "bench-latency-events",
+            catalog,
+            count,
+            rate,
+            generated,
+            go,
+        ),
+        daemon=True,
+    )
+    producer.start()
+    if not generated.wait(600):
+        raise RuntimeError("bench: the paced producer did not start")
+    health = LoopHealth(latency_settings.health_stall_seconds)
+
+    def start_when_ready() -> None:
+        while not health.readiness().ok:
+            time.sleep(0.02)
+        go.set()
+
+    threading.Thread(target=start_when_ready, daemon=True).start()
+    stats = run_usage(
+        latency_settings,
+        catalog_file=str(catalog_file),
+        exit_when_idle_s=3.0,
+        health=health,
+        record_commit_latency=True,
+    )
+    producer.join(60)
+    if producer.exitcode != 0:
+        raise RuntimeError(f"bench: the paced producer failed ({producer.exitcode})")
+    return stats.commit_latencies_ms or []
+
+
+def _paced_produce(
+    bootstrap: str,
+    topic: str,
+    catalog: dict[str, Any],
+    count: int,
+    rate: float,
+    generated: Any,
+    go: Any,
+) -> None:
+    """Child process: produce ``count`` events at ``rate`` events/s once ``go`` is set."""
+    messages = [
+        (orjson.dumps(event), event_key(event).encode())
+        for event in generate_events(catalog, count, seed=23, duplicate_rate=0.01)
+    ]
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    generated.set()
+    go.wait()
+    started = time.perf_counter()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.perf_counter() - started) * rate) + 1)
+        while sent < due:
+            payload, key = messages[sent]
+            try:
+                producer.produce(topic, payload, key)
+                sent += 1
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+        time.sleep(0.002)
+    if producer.flush(120):
+        raise SystemExit(1)

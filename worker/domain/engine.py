@@ -3,13 +3,23 @@
 Pure and I/O free. The pipeline drives one batch in four steps::
 
     batch = rater.resolve(events)                  # catalog + meter + period + hash
-    rater.load_states(loader(rater.missing_states(batch)))   # first touch only
-    rater.remember(dedup_lookup(batch.dedup_keys()))          # one query per batch
+    snapshots = loader(rater.missing_states(batch))           # first touch only
+    rater.load_states(snapshots, fingerprints(rater.coverable(snapshots)))
+    rater.remember(dedup_lookup(rater.lookup_keys(batch)))    # one query per batch
     rows = rater.rate(batch, processed_at)         # incremental rating
 
-``loader`` and ``dedup_lookup`` are the store's ``GetLineItemUsage`` and batched
-``IsDuplicate``; tests pass dictionaries. State is keyed by
-(tenant, environment, line item, period) and owned by one partition's consumer.
+``loader``, ``fingerprints`` and ``dedup_lookup`` are the store's
+``GetLineItemUsage``, stored hash fingerprints and batched ``IsDuplicate``;
+tests pass dictionaries. State is keyed by (tenant, environment, line item,
+period) and owned by one partition's consumer.
+
+Dedup without a store round trip per event: a state is *covered* when the
+rater holds the 64-bit :func:`fingerprint` of every hash stored for it (a
+state that started empty, or whose stored fingerprints were loaded). For a
+covered state only hashes whose fingerprint is already present (a repeat, or a
+rare fingerprint collision) go to the store lookup; an absent fingerprint
+proves the hash was never stored. Uncovered states send every hash. Memory is
+bounded by ``max_fingerprints``: past it the largest states are uncovered.
 """
 
 from __future__ import annotations
@@ -32,12 +42,23 @@ StateKey = tuple[str, str, str, int]
 DedupKey = tuple[StateKey, str]
 """(state key, unique_hash)."""
 
+DEFAULT_MAX_FINGERPRINTS = 5_000_000
+"""Fingerprints held in memory at most (about 70 bytes each)."""
+
 _MAX_LAG_MS = 2**32 - 1
 _COUNTED = Outcome.COUNTED  # Enum attribute access costs ~100 ns in CPython 3.11
 _REPEATED_VALUE = Outcome.REPEATED_VALUE
 _ONE_US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+
+
+def fingerprint(unique_hash: str) -> int:
+    """64-bit fingerprint of a (hex) unique_hash: its first 16 hex digits as an integer.
+
+    The store computes the same value in SQL (see ``load_fingerprints``).
+    """
+    return int(unique_hash[:16], 16)
 
 
 class PendingRow(NamedTuple):
@@ -125,10 +146,21 @@ def to_processed_event(
 class UsageRater:
     """Holds rating state for the (line item, period) pairs a consumer owns."""
 
-    def __init__(self, index: CatalogIndex) -> None:
+    def __init__(
+        self, index: CatalogIndex, *, max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
+    ) -> None:
         self._index = index
         self._states: dict[StateKey, LineItemPeriodRating] = {}
         self._touched: set[StateKey] = set()
+        # Covered states -> fingerprints of every hash stored (or about to be) for them.
+        self._fingerprints: dict[StateKey, set[int]] = {}
+        self._fingerprint_count = 0
+        self._max_fingerprints = max_fingerprints
+
+    @property
+    def fingerprint_count(self) -> int:
+        """Fingerprints held for covered states (the dedup memory in use)."""
+        return self._fingerprint_count
 
     @property
     def index(self) -> CatalogIndex:
@@ -161,13 +193,60 @@ class UsageRater:
         """State keys of the batch not yet in memory (to load from the store)."""
         return {key for key in batch.state_keys() if key not in self._states}
 
-    def load_states(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> None:
-        """Install loaded aggregates; keys absent from ``snapshots`` start empty later."""
+    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
+        """Loaded keys with stored rows whose fingerprints fit the memory budget, smallest first.
+
+        Load their fingerprints and pass them to :meth:`load_states` to cover them.
+        """
+        room = self._max_fingerprints - self._fingerprint_count
+        chosen: list[StateKey] = []
+        stored = sorted(
+            (snapshot.count, key)
+            for key, snapshot in snapshots.items()
+            if snapshot.count > 0 and key not in self._states
+        )
+        for count, key in stored:
+            if count > room:
+                break
+            room -= count
+            chosen.append(key)
+        return chosen
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None:
+        """Install loaded aggregates; keys absent from ``snapshots`` start empty later.
+
+        A key whose snapshot is empty (nothing stored) is covered from the start;
+        one with stored rows is covered when ``stored_fingerprints`` holds the
+        fingerprints of all its stored hashes. Keys that start empty without a
+        snapshot are not covered (nothing proves the store has no rows for them).
+        """
         for key, snapshot in snapshots.items():
-            if key not in self._states:
-                binding = self._index.line_item(key[0], key[1], key[2])
-                if binding is not None:
-                    self._states[key] = _new_state(binding, snapshot)
+            if key in self._states:
+                continue
+            binding = self._index.line_item(key[0], key[1], key[2])
+            if binding is None:
+                continue
+            self._states[key] = _new_state(binding, snapshot)
+            if snapshot.count == 0:
+                self._cover(key, ())
+            elif stored_fingerprints is not None and key in stored_fingerprints:
+                self._cover(key, stored_fingerprints[key])
+        self._trim_fingerprints()
+
+    def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]:
+        """The dedup keys of ``batch`` only the store can answer (see module docstring)."""
+        covered = self._fingerprints
+        keys: set[DedupKey] = set()
+        for row in batch.pending:
+            unique_hash = row.measurement.unique_hash
+            known = covered.get(row.key)
+            if known is None or int(unique_hash[:16], 16) in known:
+                keys.add((row.key, unique_hash))
+        return keys
 
     def remember(self, owners: Mapping[DedupKey, str]) -> None:
         """Record stored unique hashes (-> the event id that counted them)."""
@@ -185,7 +264,8 @@ class UsageRater:
         rated = result.rated
         states = self._states
         touched = self._touched
-        counted = repeated = skipped = 0
+        covered = self._fingerprints
+        counted = repeated = skipped = added = 0
         for row in batch.pending:
             state = states.get(row.key)
             if state is None:
@@ -201,6 +281,13 @@ class UsageRater:
                 skipped += 1
                 continue
             rated.append((row, delta))
+            known = covered.get(row.key)
+            if known is not None:
+                before = len(known)
+                known.add(int(row.measurement.unique_hash[:16], 16))
+                added += len(known) - before
+        self._fingerprint_count += added
+        self._trim_fingerprints()
         result.outcomes.update(
             {
                 Outcome.COUNTED: counted,
@@ -223,6 +310,27 @@ class UsageRater:
         for key in keys:
             self._states.pop(key, None)
             self._touched.discard(key)
+            self._uncover(key)
+
+    def _cover(self, key: StateKey, fingerprints: Iterable[int]) -> None:
+        known = set(fingerprints)
+        self._uncover(key)
+        self._fingerprints[key] = known
+        self._fingerprint_count += len(known)
+
+    def _uncover(self, key: StateKey) -> None:
+        known = self._fingerprints.pop(key, None)
+        if known is not None:
+            self._fingerprint_count -= len(known)
+
+    def _trim_fingerprints(self) -> None:
+        """Over budget: uncover the largest states until a quarter of the budget is free."""
+        if self._fingerprint_count <= self._max_fingerprints:
+            return
+        target = self._max_fingerprints * 3 // 4
+        by_size = sorted(self._fingerprints, key=lambda key: len(self._fingerprints[key]))
+        while self._fingerprint_count > target and by_size:
+            self._uncover(by_size.pop())
 
 
 def _new_state(

@@ -45,6 +45,10 @@ class WorkerSettings(BaseSettings):
     batch_max_wait_ms: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_properties: int = Field(default=256, ge=1)
+    dedup_memory_hashes: int = Field(default=5_000_000, ge=0)
+    """Unique-hash fingerprints the usage consumer keeps in memory (about 70
+    bytes each) so that new events need no dedup query; past it the largest
+    (line item, period) states fall back to querying ClickHouse."""
     reprocess_rate_limit: float = Field(default=5000.0, gt=0)
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 

@@ -375,6 +375,49 @@ def find_hash_owners(
     }
 
 
+# The 64-bit fingerprint of worker.domain.engine.fingerprint: the first 16 hex
+# digits of the hash read as a big-endian integer. No FINAL: an unmerged copy
+# only repeats a fingerprint.
+_FINGERPRINTS_SQL = """
+SELECT sub_line_item_id, period_id,
+       groupUniqArray(reinterpretAsUInt64(reverse(unhex(substring(unique_hash, 1, 16)))))
+FROM events_processed
+WHERE tenant_id = {tenant:String}
+  AND environment_id = {environment:String}
+  AND sub_line_item_id IN {line_items:Array(String)}
+  AND (sub_line_item_id, period_id) IN (
+      SELECT k.1, k.2 FROM (SELECT arrayJoin({keys:Array(Tuple(String, UInt64))}) AS k))
+GROUP BY sub_line_item_id, period_id
+"""
+
+
+def load_fingerprints(
+    gateway: Gateway, tenant_id: str, environment_id: str, keys: Iterable[StateKey]
+) -> dict[StateKey, list[int]]:
+    """Fingerprints of every unique_hash stored for each (line item, period), in one query.
+
+    Keys with nothing stored map to an empty list. Every key must belong to
+    ``tenant_id`` / ``environment_id`` (ValueError).
+    """
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    _scoped(wanted, tenant_id, environment_id)
+    rows = gateway.query(
+        _FINGERPRINTS_SQL,
+        {
+            "tenant": tenant_id,
+            "environment": environment_id,
+            "line_items": sorted({key[2] for key in wanted}),
+            "keys": sorted((key[2], key[3]) for key in wanted),
+        },
+    )
+    found: dict[StateKey, list[int]] = {key: [] for key in wanted}
+    for line_item, period, fingerprints in rows:
+        found[(tenant_id, environment_id, line_item, int(period))] = [int(f) for f in fingerprints]
+    return found
+
+
 _SNAPSHOT_SQL = """
 SELECT sub_line_item_id, period_id,
        multiIf(step = 0, toDateTime(0, 'UTC'),

@@ -32,6 +32,7 @@ def run_usage(
     exit_when_idle_s: float | None = None,
     metrics: Metrics | None = None,
     health: LoopHealth | None = None,
+    record_commit_latency: bool = False,
 ) -> LoopStats:
     """Run the usage consumer until stopped (or idle); returns its counters.
 
@@ -39,7 +40,8 @@ def run_usage(
     Creates missing topics and applies pending migrations first. Raises
     ``CatalogError``/``StoreError``/``TopicSetupError`` with one-line messages
     for set-up problems. ``metrics`` and ``health`` are what a
-    :class:`~worker.ops.health.HealthServer` serves (fresh ones when omitted).
+    :class:`~worker.ops.health.HealthServer` serves (fresh ones when omitted);
+    ``record_commit_latency`` fills ``LoopStats.commit_latencies_ms`` (benchmarks).
     """
     metrics = metrics if metrics is not None else Metrics()
     if health is None:
@@ -72,6 +74,7 @@ def run_usage(
                 max_properties=settings.max_properties,
             ),
             metrics=metrics,
+            max_dedup_fingerprints=settings.dedup_memory_hashes,
         )
         consumer = UsageConsumer(
             clients,
@@ -81,6 +84,7 @@ def run_usage(
             catalog_updates=updates,
             metrics=metrics,
             health=health,
+            record_commit_latency=record_commit_latency,
         )
         consumer.run()
         return consumer.stats

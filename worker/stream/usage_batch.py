@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.engine import DedupKey, RatedBatch, StateKey, UsageRater
+from worker.domain.engine import (
+    DEFAULT_MAX_FINGERPRINTS,
+    DedupKey,
+    RatedBatch,
+    StateKey,
+    UsageRater,
+)
 from worker.domain.events import Event
 from worker.domain.metering import WindowSize
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
@@ -37,6 +43,7 @@ from worker.store.processed import (
     MatchColumnCache,
     find_hash_owners,
     insert_rated,
+    load_fingerprints,
     load_snapshots,
 )
 from worker.store.raw import insert_raw
@@ -131,6 +138,7 @@ class UsageBatchProcessor:
         limits: EventLimits,
         clock: Clock = _utc_now,
         metrics: Metrics | None = None,
+        max_dedup_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
     ) -> None:
         self._gateway = gateway
         self._metrics = metrics
@@ -138,7 +146,7 @@ class UsageBatchProcessor:
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
-        self._rater = UsageRater(index)
+        self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
 
     @property
@@ -179,7 +187,7 @@ class UsageBatchProcessor:
         batch.unresolved.update(reason for _, reason in resolved.unresolved)
         batch.missing_fields = resolved.missing_fields
         self._load_missing_states(rater.missing_states(resolved))
-        rater.remember(self._stored_owners(resolved.dedup_keys()))
+        rater.remember(self._stored_owners(rater.lookup_keys(resolved)))
         batch.rated = rater.rate(resolved, now)
         for row in resolved.pending:
             self._keys_by_partition.setdefault(by_event[id(row.event)], set()).add(row.key)
@@ -257,7 +265,10 @@ class UsageBatchProcessor:
             bucket = binding.meter.bucket_size if binding is not None else None
             requests[(key[0], key[1])][key] = bucket
         for (tenant, environment), scoped in requests.items():
-            self._rater.load_states(load_snapshots(self._gateway, tenant, environment, scoped))
+            snapshots = load_snapshots(self._gateway, tenant, environment, scoped)
+            coverable = self._rater.coverable(snapshots)
+            fingerprints = load_fingerprints(self._gateway, tenant, environment, coverable)
+            self._rater.load_states(snapshots, fingerprints)
 
     def _stored_owners(self, keys: set[DedupKey]) -> dict[DedupKey, str]:
         scoped: dict[tuple[str, str], list[DedupKey]] = defaultdict(list)

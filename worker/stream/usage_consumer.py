@@ -87,6 +87,9 @@ class LoopStats:
     first_batch_at: float | None = None
     """Clock reading when the first batch was collected (throughput window start)."""
     last_commit_at: float | None = None
+    commit_latencies_ms: list[float] | None = None
+    """When recording (benchmarks): per message, wall milliseconds from its
+    Kafka timestamp to the commit of its offset."""
 
     @property
     def busy_seconds(self) -> float:
@@ -112,6 +115,7 @@ class UsageConsumer:
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         health: LoopHealth | None = None,
+        record_commit_latency: bool = False,
     ) -> None:
         self._settings = settings
         self._processor = processor
@@ -130,7 +134,7 @@ class UsageConsumer:
         # Messages that arrived while paused: handled by the next batch, never skipped.
         self._carried: list[SourceMessage] = []
         self._last_activity = clock()
-        self.stats = LoopStats()
+        self.stats = LoopStats(commit_latencies_ms=[] if record_commit_latency else None)
         self._writes = 0
         self._metrics = metrics if metrics is not None else Metrics()
         self._health = (
@@ -243,6 +247,11 @@ class UsageConsumer:
         finally:
             self._in_flight = False
         self._processor.committed(prepared)
+        if self.stats.commit_latencies_ms is not None:
+            now_ms = time.time() * 1000
+            self.stats.commit_latencies_ms.extend(
+                now_ms - m.timestamp_ms for m in messages if m.timestamp_ms is not None
+            )
         self._health.batch_finished(committed=True)
         self._last_activity = self.stats.last_commit_at = self._clock()
         self.stats.batches += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ import pytest
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import PERIOD, T0, event, row
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
-from worker.domain.engine import DedupKey, StateKey
+from worker.domain.engine import DedupKey, StateKey, fingerprint
 from worker.domain.invoice import summarize
 from worker.domain.metering import AggregationType, WindowSize
 from worker.domain.windows import window_start
@@ -21,6 +22,7 @@ from worker.store.processed import (
     get_period_feature_totals,
     insert_processed,
     line_item_totals,
+    load_fingerprints,
     load_snapshots,
 )
 from worker.store.raw import insert_raw
@@ -246,3 +248,31 @@ def test_properties_beyond_64_bit_integers_are_stored(migrated: StoreUnderTest) 
     assert migrated.gateway.query("SELECT properties FROM events") == [
         ('{"n":1180591620717411303424,"s":"ü"}',)
     ]
+
+
+def test_load_fingerprints_matches_the_domain_fingerprint_per_key(
+    migrated: StoreUnderTest,
+) -> None:
+    gateway = migrated.gateway
+    hashes = {f"e{i}": hashlib.sha256(f"e{i}".encode()).hexdigest() for i in range(40)}
+    stored = [
+        row(event_id, line_item=f"li_{n % 2}", unique_hash=unique_hash)
+        for n, (event_id, unique_hash) in enumerate(hashes.items())
+    ]
+    other_tenant = [row("x", tenant="t2", unique_hash=hashes["e0"], line_item="li_0")]
+    insert_processed(gateway, stored, dedup_token=None)
+    insert_processed(gateway, stored[:5], dedup_token=None)  # an unmerged second copy
+    insert_processed(gateway, other_tenant, dedup_token=None)
+    li_0, li_1, empty = (
+        ("t1", "prod", "li_0", PERIOD),
+        ("t1", "prod", "li_1", PERIOD),
+        ("t1", "prod", "li_0", PERIOD + 1),
+    )
+    found = load_fingerprints(gateway, "t1", "prod", [li_0, li_1, empty])
+    assert {key: sorted(values) for key, values in found.items()} == {
+        li_0: sorted(fingerprint(h) for n, h in enumerate(hashes.values()) if n % 2 == 0),
+        li_1: sorted(fingerprint(h) for n, h in enumerate(hashes.values()) if n % 2 == 1),
+        empty: [],
+    }
+    with pytest.raises(ValueError, match="outside tenant"):
+        load_fingerprints(gateway, "t1", "prod", [("t2", "prod", "li_0", PERIOD)])
