@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run the benchmarks and print figures")
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument("--customers", type=int, default=10_000)
-    bench.add_argument("--pipeline-events", type=int, default=200_000)
+    bench.add_argument("--pipeline-events", type=int, default=1_000_000)
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -471,17 +471,13 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench
+    from worker.benchmarks.reprocess import print_reprocess_bench
     from worker.benchmarks.store import print_store_bench
 
     print_domain_bench(events=args.events, customers=args.customers)
-    pipeline_events = min(args.events, args.pipeline_events)
-    if pipeline_events < args.events:
-        print(
-            f"pipeline limited to {pipeline_events:,} events (--pipeline-events): the batched "
-            "dedup lookup slows as events_processed grows (see README, Benchmarks)"
-        )
-    print_pipeline_bench(events=pipeline_events, customers=args.customers)
+    print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
     print_store_bench()
+    print_reprocess_bench()
     return 0
 
 

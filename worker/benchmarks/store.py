@@ -31,7 +31,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.benchmarks.child import run_child
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import RatedBatch, StateKey, UsageRater
@@ -67,7 +67,6 @@ MONTH = timedelta(days=31)
 #: Raw events with ``k % UNPROCESSED_EVERY == 0`` have no processed row.
 UNPROCESSED_EVERY = 100
 _TIMEOUT_S = 900.0
-_CHILD_TIMEOUT_S = 3600.0
 _START_US = (SAMPLE_START - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 _PERIOD_ID = _START_US // 1000
 
@@ -119,25 +118,14 @@ def run_store_bench(
     hour). ``progress`` lets the child report its steps on stderr. Raises
     ``RuntimeError`` when the child fails or is stopped.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "worker.benchmarks.store",
+    args = [
         f"--insert-rows={insert_rows}",
         f"--batch-size={batch_size}",
         f"--table-rows={table_rows}",
     ]
     if not progress:
-        command.append("--quiet")
-    try:
-        done = subprocess.run(
-            command, stdout=subprocess.PIPE, text=True, check=False, timeout=_CHILD_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"store benchmark took over {_CHILD_TIMEOUT_S:g} s; stopped") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"store benchmark failed (exit status {done.returncode})")
-    return StoreBenchResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+        args.append("--quiet")
+    return StoreBenchResult(**run_child("worker.benchmarks.store", args))
 
 
 def print_store_bench(
@@ -229,7 +217,7 @@ def measure(
 
     say(f"generating {table_rows:,} processed rows and {table_rows:,} raw events in SQL")
     started = time.perf_counter()
-    _generate_tables(gateway, table_rows)
+    generate_tables(gateway, table_rows)
     generate_s = time.perf_counter() - started
 
     say("find_hash_owners")
@@ -373,18 +361,23 @@ def _step_us(table_rows: int) -> int:
     return max(1, (MONTH // timedelta(microseconds=1)) // table_rows)
 
 
-def _generate_tables(gateway: Gateway, table_rows: int) -> None:
+def generate_tables(
+    gateway: Gateway, table_rows: int, *, unprocessed_every: int = UNPROCESSED_EVERY
+) -> None:
+    """``table_rows`` raw events of one tenant over a month, in SQL; every raw event
+    but each ``unprocessed_every``-th has a processed row."""
     params = {
         "tenant": TENANT,
         "environment": ENVIRONMENT,
         "period": _PERIOD_ID,
         "customers": CUSTOMERS,
-        "every": UNPROCESSED_EVERY,
+        "every": unprocessed_every,
         "start": _START_US,
         "step": _step_us(table_rows),
         "rows": table_rows,
     }
-    gateway.execute(_GENERATE_PROCESSED, params)
+    processed_rows = table_rows - (table_rows + unprocessed_every - 1) // unprocessed_every
+    gateway.execute(_GENERATE_PROCESSED, {**params, "rows": processed_rows})
     gateway.execute(_GENERATE_RAW, params)
 
 

@@ -134,35 +134,40 @@ WHERE tenant_id = {tenant:String}
   AND ({external_customer:String} = '' OR external_customer_id = {external_customer:String})
   AND ({event_name:String} = '' OR event_name = {event_name:String})"""
 
-# The cursor: after (after_ts, after_id), or after every event at after_ts when strict.
+# The cursor: after (after_ts, after_id), or after every event at after_ts when
+# strict. Written as plain comparisons (no tuple, no if()) so that ClickHouse
+# reads the time-ordered ``by_time`` projections (schema migration 4).
 _AFTER = """
-  AND if({strict:UInt8} = 1, timestamp > {after_ts:DateTime64(6, 'UTC')},
-         (timestamp, id) > ({after_ts:DateTime64(6, 'UTC')}, {after_id:String}))"""
+  AND timestamp >= {after_ts:DateTime64(6, 'UTC')}
+  AND (timestamp > {after_ts:DateTime64(6, 'UTC')}
+       OR ({strict:UInt8} = 0 AND id > {after_id:String}))"""
 
-# How far the next slice reaches: the timestamp of the `scan`-th raw event after
-# the cursor (duplicates only move the bound, so no FINAL).
+# How far the next slice reaches: the timestamp of the `scan`-th raw event from
+# the cursor on (copies of an event only move the bound, so no FINAL).
 _SLICE_BOUND_SQL = "".join(
     (
         "SELECT max(timestamp), count() FROM (SELECT timestamp FROM events",
         _SCOPE,
         """
   AND timestamp >= {start:DateTime64(6, 'UTC')}
-  AND timestamp < {end:DateTime64(6, 'UTC')}""",
-        _AFTER,
-        """
-ORDER BY timestamp ASC, id ASC
+  AND timestamp < {end:DateTime64(6, 'UTC')}
+  AND timestamp >= {after_ts:DateTime64(6, 'UTC')}
+  AND (timestamp > {after_ts:DateTime64(6, 'UTC')} OR {strict:UInt8} = 0)
+ORDER BY timestamp ASC
 LIMIT {scan:UInt32})""",
     )
 )
 
 # Unprocessed events of one slice: the anti-join's right side covers only the
-# slice's time range, never the whole window.
+# slice's time range, never the whole window. No FINAL (it would bypass the
+# projections): unmerged copies of a raw event come out adjacent, newest
+# ``ingested_at`` first, and the caller keeps the first.
 _UNPROCESSED_SQL = "".join(
     (
         """
 SELECT id, tenant_id, environment_id, event_name, timestamp, properties, source,
        customer_id, external_customer_id, ingested_at
-FROM events FINAL""",
+FROM events""",
         _SCOPE,
         """
   AND timestamp >= {start:DateTime64(6, 'UTC')}
@@ -177,7 +182,7 @@ FROM events FINAL""",
         AND timestamp >= {after_ts:DateTime64(6, 'UTC')}
         AND timestamp >= {start:DateTime64(6, 'UTC')}
         AND timestamp <= {bound:DateTime64(6, 'UTC')})
-ORDER BY timestamp ASC, id ASC
+ORDER BY timestamp ASC, id ASC, ingested_at DESC
 LIMIT {limit:UInt32}
 """,
     )
@@ -195,8 +200,9 @@ def find_unprocessed_events(gateway: Gateway, params: FindUnprocessedEventsParam
     short. A processed row counts whatever its line item; matching is by event
     id within the same tenant, environment (and customer / event name when
     given). The range is examined in slices of :data:`SLICE_SCAN` raw events,
-    each a bounded anti-join, so the cost of a page does not grow with the
-    size of the whole window.
+    each a bounded anti-join on the time-ordered projections, so the cost of a
+    page depends neither on the size of the window nor on where the cursor is.
+    Unmerged copies of a raw event count once (the latest ingested).
     """
     # (start, "") precedes every event at ``start`` but one with id "" (never valid).
     after = params.after or EventIterator(params.start_time, "")
@@ -215,16 +221,33 @@ def find_unprocessed_events(gateway: Gateway, params: FindUnprocessedEventsParam
         bound, scanned = bound_rows[0] if bound_rows else (None, 0)
         if not scanned:
             break
-        rows = gateway.query(
-            _UNPROCESSED_SQL,
-            {**base, **cursor, "bound": bound, "limit": params.batch_size - len(found)},
-        )
-        found += [event_from_row(row) for row in rows]
-        if len(found) >= params.batch_size or scanned < SLICE_SCAN:
+        while True:  # more than one read only when copies of events filled a read
+            wanted = params.batch_size - len(found)
+            rows = gateway.query(
+                _UNPROCESSED_SQL, {**base, **cursor, "bound": bound, "limit": wanted}
+            )
+            found += _first_copies(rows)
+            if len(found) >= params.batch_size:
+                return found
+            if len(rows) < wanted:
+                break  # every event of the slice was examined
+            cursor = {"after_ts": rows[-1][4], "after_id": rows[-1][0], "strict": 0}
+        if scanned < SLICE_SCAN:
             break
-        # Every event up to `bound` was examined and fewer than `limit` were left.
         cursor = {"after_ts": bound, "after_id": "", "strict": 1}
     return found
+
+
+def _first_copies(rows: Sequence[Row]) -> list[Event]:
+    """Events of rows ordered by (timestamp, id), keeping the first row of each."""
+    events: list[Event] = []
+    previous: tuple[Any, Any] | None = None
+    for row in rows:
+        identity = (row[4], row[0])
+        if identity != previous:
+            events.append(event_from_row(row))
+            previous = identity
+    return events
 
 
 def event_from_row(row: Row | Sequence[Any]) -> Event:

@@ -265,3 +265,35 @@ def test_unprocessed_events_are_found_by_keyset_and_scoped_anti_join(
     # Unscoped by customer and name, u5 and u6 have processed rows (any line item).
     assert ids(everything) == ["u1", "u3", "u7", "u8"]
     assert everything[2].external_customer_id == "globex"
+
+
+@pytest.mark.parametrize("slice_scan", [2, 50_000])
+def test_unmerged_copies_of_raw_events_page_once_each(
+    migrated: StoreUnderTest, slice_scan: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five unmerged copies of every event (five inserts, distinct tokens): more
+    # copies than a page holds, so a read full of copies must not end a page early.
+    monkeypatch.setattr(events_reads, "SLICE_SCAN", slice_scan)
+    gateway = migrated.gateway
+    raw = [event(f"v{n}", timestamp=at(n // 2)) for n in range(9)]
+    gateway.execute("SYSTEM STOP MERGES events")  # merges lag behind inserts
+    for copy in range(5):
+        insert_raw(
+            gateway, raw, dedup_token=f"copy-{copy}", ingested_at=T0 + timedelta(seconds=copy)
+        )
+    insert_processed(gateway, [processed("v4", at(2))], dedup_token=None)
+    assert gateway.query("SELECT count() FROM events") == [(45,)]  # not merged yet
+    pages: list[list[str]] = []
+    latest_ingested: set[datetime | None] = set()
+    after = None
+    while True:
+        page = find_unprocessed_events(
+            gateway, FindUnprocessedEventsParams("t1", "prod", T0, END, batch_size=3, after=after)
+        )
+        pages.append(ids(page))
+        latest_ingested |= {item.ingested_at for item in page}
+        if len(page) < 3:
+            break
+        after = EventIterator.of(page[-1])
+    assert pages == [["v0", "v1", "v2"], ["v3", "v5", "v6"], ["v7", "v8"]]
+    assert latest_ingested == {T0 + timedelta(seconds=4)}
