@@ -63,10 +63,32 @@ _LOGGED_DEAD_LETTERS = 20  # per batch; the rest are counted in the batch line
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
-    """When to cut a batch: ``max_events`` messages or ``max_wait_s`` after its first."""
+    """When to cut a batch: at ``max_events`` messages, or once ``max_wait_s`` has
+    passed since the previous batch was cut and at least one message is held.
+
+    Under load a batch is cut as soon as the previous one is committed (with
+    whatever arrived meanwhile, up to ``max_events``); in light traffic at most
+    one batch per ``max_wait_s`` reaches ClickHouse (few, larger inserts).
+    """
 
     max_events: int = 20_000
     max_wait_s: float = 0.5
+
+
+_COLLECT_SLICE_S = 0.05  # consume() waits its whole timeout unless it fills the request
+
+
+def collect_wait(now: float, holding: bool, *, cut_at: float, idle_at: float) -> float | None:
+    """How long the next ``consume()`` of a batch being collected may wait; None = stop.
+
+    ``holding``: the batch has messages. It is cut at ``cut_at``; an empty one
+    gives up at ``idle_at`` (the loop then checks for idleness and comes back).
+    Waits are short slices so a batch is cut close to ``cut_at``.
+    """
+    until = cut_at if holding else idle_at
+    if now >= until:
+        return None
+    return min(_COLLECT_SLICE_S, until - now)
 
 
 class _Abandoned(Exception):
@@ -143,6 +165,7 @@ class UsageConsumer:
             else LoopHealth(settings.health_stall_seconds, metrics=self._metrics, clock=clock)
         )
         self._last_lag_at: float | None = None
+        self._last_cut = float("-inf")  # clock reading when the previous batch was cut
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch, commit and return (signal-safe)."""
@@ -187,13 +210,16 @@ class UsageConsumer:
     # -- the batch -----------------------------------------------------------------
 
     def _collect(self, consumer: Consumer) -> list[SourceMessage]:
+        """The next batch (see :class:`BatchPolicy`); empty after a quiet poll."""
         batch = [m for m in self._carried if (m.topic, m.partition) in self._assigned]
         self._carried = []
-        deadline: float | None = self._clock() + self._batch.max_wait_s if batch else None
+        started = self._clock()
+        cut_at = max(started, self._last_cut + self._batch.max_wait_s)
+        idle_at = started + _POLL_TIMEOUT_S
         while not self._stop and len(batch) < self._batch.max_events:
-            timeout = _POLL_TIMEOUT_S
-            if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - self._clock()))
+            timeout = collect_wait(self._clock(), bool(batch), cut_at=cut_at, idle_at=idle_at)
+            if timeout is None:
+                break
             raw = consumer.consume(self._batch.max_events - len(batch), timeout)
             self._health.beat()
             if self._abandon:  # partitions changed: drop what we hold of revoked ones
@@ -206,12 +232,8 @@ class UsageConsumer:
                     and (converted.topic, converted.partition) in self._assigned
                 ):
                     batch.append(converted)
-            if batch and deadline is None:
-                deadline = self._clock() + self._batch.max_wait_s
-            if not raw and not batch:
-                return batch
-            if deadline is not None and self._clock() >= deadline:
-                break
+        if batch:
+            self._last_cut = self._clock()
         return batch
 
     def _handle(self, consumer: Consumer, messages: list[SourceMessage]) -> None:

@@ -138,6 +138,24 @@ def test_more_than_15_places_is_refused_not_rounded(
     assert migrated.gateway.query("SELECT count() FROM events_processed") == [(0,)]
 
 
+def test_decimals_in_any_notation_are_stored_exactly(
+    migrated: StoreUnderTest, batches: list[RatedBatch]
+) -> None:
+    values = {
+        "qty_total": Decimal("12345678901234567890123.123456789012345"),
+        "qty_billable": Decimal("1E+3"),
+        "qty_free_applied": Decimal("0E-15"),
+        "tier_snapshot": Decimal("1E-15"),
+        "unit_cost": Decimal("1.000000E-9"),
+        "cost": Decimal("-0.000000001000000"),
+    }
+    pending, delta = batches[0].rated[0]
+    exotic = dataclasses.replace(batches[0], rated=[(pending, delta._replace(**values))])
+    insert_rated(migrated.gateway, exotic, dedup_token=None)
+    [stored] = migrated.gateway.query(f"SELECT {', '.join(values)} FROM events_processed")
+    assert stored == tuple(values.values())
+
+
 def test_an_empty_batch_inserts_nothing(migrated: StoreUnderTest) -> None:
     empty = RatedBatch(datetime.now(UTC))
     assert insert_rated(migrated.gateway, empty, dedup_token="t") == 0
