@@ -161,6 +161,18 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.dedup_fingerprints = Gauge(
+            _name("dedup_fingerprints"),
+            "Unique-hash fingerprints held in memory for the dedup check "
+            "(bounded by EW_DEDUP_MEMORY_HASHES).",
+            registry=registry,
+        )
+        self.dedup_store_lookups = Counter(
+            _name("dedup_store_lookups"),
+            "Unique hashes sent to the batched ClickHouse dedup lookup (repeats, and "
+            "every hash of states whose fingerprints are not in memory).",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             _name("dlq_messages"),
             "Messages produced to the dead-letter topic and acknowledged, by reason.",

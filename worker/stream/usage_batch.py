@@ -166,6 +166,8 @@ class UsageBatchProcessor:
         """Drop the rating state the partitions touched. Call after flush + commit."""
         for partition in partitions:
             self._rater.drop(self._keys_by_partition.pop(partition, set()))
+        if self._metrics is not None:
+            self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Decode, resolve, load state, dedup and rate; no writes. See module docstring."""
@@ -187,8 +189,12 @@ class UsageBatchProcessor:
         batch.unresolved.update(reason for _, reason in resolved.unresolved)
         batch.missing_fields = resolved.missing_fields
         self._load_missing_states(rater.missing_states(resolved))
-        rater.remember(self._stored_owners(rater.lookup_keys(resolved)))
+        lookup = rater.lookup_keys(resolved)
+        rater.remember(self._stored_owners(lookup))
         batch.rated = rater.rate(resolved, now)
+        if self._metrics is not None:
+            self._metrics.dedup_store_lookups.inc(len(lookup))
+            self._metrics.dedup_fingerprints.set(rater.fingerprint_count)
         for row in resolved.pending:
             self._keys_by_partition.setdefault(by_event[id(row.event)], set()).add(row.key)
         return batch

@@ -147,13 +147,16 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
         )
         started = time.time()
         runner.start()
-        ready_seen, live_always, assigned_seen = False, True, 0.0
+        ready_seen, live_always, assigned_seen, fingerprints_seen = False, True, 0.0, 0.0
         during: Samples = {}
         while runner.is_alive():
             ready_seen |= http_get(server.port, "/readyz")[0] == 200
             live_always &= http_get(server.port, "/healthz")[0] == 200
             during = scrape(server.port)
             assigned_seen = max(assigned_seen, value(during, "events_worker_assigned_partitions"))
+            fingerprints_seen = max(
+                fingerprints_seen, value(during, "events_worker_dedup_fingerprints")
+            )
             runner.join(0.2)
         after = scrape(server.port)
     assert result, "run_usage raised"
@@ -171,6 +174,9 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     gateway = open_gateway(settings.store_url)
     try:
         [(stored_rows,)] = gateway.query("SELECT count() FROM events_processed FINAL")
+        [(stored_hashes,)] = gateway.query(
+            "SELECT uniqExact(sub_line_item_id, period_id, unique_hash) FROM events_processed"
+        )
     finally:
         gateway.close()
     assert stored_rows > 0
@@ -188,6 +194,13 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     assert ("kind", "repeated_value") in {
         label for labels in values(after, "events_worker_duplicates_total") for label in labels
     }
+
+    # A fresh store: every state is covered, so only repeats go to ClickHouse,
+    # and the fingerprints held never exceed the hashes stored; all are dropped
+    # with the partitions at exit.
+    assert value(after, "events_worker_dedup_store_lookups_total") < stored_rows // 2
+    assert 0 < fingerprints_seen <= stored_hashes
+    assert value(after, "events_worker_dedup_fingerprints") == 0
 
     assert value(after, "events_worker_batch_messages_count") == stats.batches
     assert value(after, "events_worker_batch_messages_sum") == produced
