@@ -141,7 +141,10 @@ class NativeGateway:
             raise StoreError(f"columns for {table} have different lengths: {sorted(lengths)}")
         if not data or not data[0]:
             return 0
-        settings = {} if dedup_token is None else {"insert_deduplication_token": dedup_token}
+        # optimize_on_insert = 0: see worker.store.chdb_gateway.insert_settings.
+        settings: dict[str, Any] = {"optimize_on_insert": 0}
+        if dedup_token is not None:
+            settings["insert_deduplication_token"] = dedup_token
         # Identifiers were checked above; the token travels as a query setting.
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
         self._run(self._client, statement, None, data, columnar=True, settings=settings)
