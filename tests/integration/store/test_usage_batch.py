@@ -10,15 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import UsageRater
+from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS, UsageRater
 from worker.domain.invoice import LineItemTotal, summarize
 from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.processed import line_item_totals
+from worker.stream import usage_batch
 from worker.stream.usage_batch import SourceMessage, UsageBatchProcessor
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -82,16 +84,40 @@ def test_batches_written_to_clickhouse_add_up_to_the_invoice(migrated: StoreUnde
     assert stored_invoice(migrated) == expected_invoice(index, stream)
 
 
+@pytest.mark.parametrize(
+    ("read_chunk", "fingerprints"),
+    [
+        (usage_batch.STORE_READ_CHUNK, DEFAULT_MAX_FINGERPRINTS),
+        (3, DEFAULT_MAX_FINGERPRINTS),
+        (3, 0),
+    ],
+)
 def test_restart_replays_the_uncommitted_batch_without_double_counting(
     migrated: StoreUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+    read_chunk: int,
+    fingerprints: int,
 ) -> None:
+    # Tiny read chunks split the restart's state loads and dedup lookups into many
+    # reads; no fingerprint memory sends every hash to ClickHouse.
+    monkeypatch.setattr(usage_batch, "STORE_READ_CHUNK", read_chunk)
     index, document = catalog_index()
     stream = messages(document, 1500)
-    first = UsageBatchProcessor(migrated.gateway, index, limits=DEFAULT_LIMITS, clock=lambda: NOW)
+    first = UsageBatchProcessor(
+        migrated.gateway,
+        index,
+        limits=DEFAULT_LIMITS,
+        clock=lambda: NOW,
+        max_dedup_fingerprints=fingerprints,
+    )
     run(first, stream[:900], 300)  # batch 600..900 written but, say, never committed
 
     restarted = UsageBatchProcessor(
-        migrated.gateway, index, limits=DEFAULT_LIMITS, clock=lambda: NOW
+        migrated.gateway,
+        index,
+        limits=DEFAULT_LIMITS,
+        clock=lambda: NOW,
+        max_dedup_fingerprints=fingerprints,
     )
     run(restarted, stream[600:], 250)  # redelivered from the last committed offset
 
