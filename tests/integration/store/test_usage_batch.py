@@ -103,23 +103,18 @@ def test_restart_replays_the_uncommitted_batch_without_double_counting(
     monkeypatch.setattr(usage_batch, "STORE_READ_CHUNK", read_chunk)
     index, document = catalog_index()
     stream = messages(document, 1500)
-    first = UsageBatchProcessor(
-        migrated.gateway,
-        index,
-        limits=DEFAULT_LIMITS,
-        clock=lambda: NOW,
-        max_dedup_fingerprints=fingerprints,
-    )
-    run(first, stream[:900], 300)  # batch 600..900 written but, say, never committed
 
-    restarted = UsageBatchProcessor(
-        migrated.gateway,
-        index,
-        limits=DEFAULT_LIMITS,
-        clock=lambda: NOW,
-        max_dedup_fingerprints=fingerprints,
-    )
-    run(restarted, stream[600:], 250)  # redelivered from the last committed offset
+    def worker() -> UsageBatchProcessor:
+        return UsageBatchProcessor(
+            migrated.gateway,
+            index,
+            limits=DEFAULT_LIMITS,
+            clock=lambda: NOW,
+            max_dedup_fingerprints=fingerprints,
+        )
+
+    run(worker(), stream[:900], 300)  # batch 600..900 written but, say, never committed
+    run(worker(), stream[600:], 250)  # restarted: redelivered from the last committed offset
 
     assert stored_invoice(migrated) == expected_invoice(index, stream)
 
