@@ -244,6 +244,7 @@ class UsageRater:
         for row in batch.pending:
             unique_hash = row.measurement.unique_hash
             known = covered.get(row.key)
+            # fingerprint(unique_hash), inlined: this runs per row.
             if known is None or int(unique_hash[:16], 16) in known:
                 keys.add((row.key, unique_hash))
         return keys
@@ -284,7 +285,7 @@ class UsageRater:
             known = covered.get(row.key)
             if known is not None:
                 before = len(known)
-                known.add(int(row.measurement.unique_hash[:16], 16))
+                known.add(int(row.measurement.unique_hash[:16], 16))  # fingerprint()
                 added += len(known) - before
         self._fingerprint_count += added
         self._trim_fingerprints()
