@@ -260,8 +260,7 @@ def rated_columns(
     match comes from ``cache`` (a throw-away one when None: pass the writer's
     own to convert each match once, not once per batch); decimals become
     ``decimal128(38, 15)`` (more than 15 places is refused, as in
-    :func:`insert_processed`); times become
-    microseconds since the epoch.
+    :func:`insert_processed`); times become microseconds since the epoch.
     ``now`` fills events without ``ingested_at``.
     """
     import pyarrow as pa
@@ -378,20 +377,43 @@ def find_hash_owners(
     }
 
 
-# The 64-bit fingerprint of worker.domain.engine.fingerprint: the first 16 hex
-# digits of the hash read as a big-endian integer. No FINAL: an unmerged copy
-# only repeats a fingerprint.
-_FINGERPRINTS_SQL = """
-SELECT sub_line_item_id, period_id,
-       groupUniqArray(reinterpretAsUInt64(reverse(unhex(substring(unique_hash, 1, 16)))))
-FROM events_processed
+# Rows of the (line item, period) pairs of :func:`_state_key_params`; the
+# line item list lets the primary key skip to their ranges.
+_STATE_KEYS_WHERE = """
 WHERE tenant_id = {tenant:String}
   AND environment_id = {environment:String}
   AND sub_line_item_id IN {line_items:Array(String)}
   AND (sub_line_item_id, period_id) IN (
-      SELECT k.1, k.2 FROM (SELECT arrayJoin({keys:Array(Tuple(String, UInt64))}) AS k))
+      SELECT k.1, k.2 FROM (SELECT arrayJoin({keys:Array(Tuple(String, UInt64))}) AS k))"""
+
+
+def _state_key_params(
+    tenant_id: str, environment_id: str, keys: Iterable[StateKey]
+) -> dict[str, Any]:
+    keys = list(keys)
+    return {
+        "tenant": tenant_id,
+        "environment": environment_id,
+        "line_items": sorted({key[2] for key in keys}),
+        "keys": sorted((key[2], key[3]) for key in keys),
+    }
+
+
+# The 64-bit fingerprint of worker.domain.engine.fingerprint: the first 16 hex
+# digits of the hash read as a big-endian integer. No FINAL: an unmerged copy
+# only repeats a fingerprint.
+_FINGERPRINTS_SQL = "".join(
+    (
+        """
+SELECT sub_line_item_id, period_id,
+       groupUniqArray(reinterpretAsUInt64(reverse(unhex(substring(unique_hash, 1, 16)))))
+FROM events_processed""",
+        _STATE_KEYS_WHERE,
+        """
 GROUP BY sub_line_item_id, period_id
-"""
+""",
+    )
+)
 
 
 def load_fingerprints(
@@ -406,22 +428,16 @@ def load_fingerprints(
     if not wanted:
         return {}
     _scoped(wanted, tenant_id, environment_id)
-    rows = gateway.query(
-        _FINGERPRINTS_SQL,
-        {
-            "tenant": tenant_id,
-            "environment": environment_id,
-            "line_items": sorted({key[2] for key in wanted}),
-            "keys": sorted((key[2], key[3]) for key in wanted),
-        },
-    )
+    rows = gateway.query(_FINGERPRINTS_SQL, _state_key_params(tenant_id, environment_id, wanted))
     found: dict[StateKey, list[int]] = {key: [] for key in wanted}
     for line_item, period, fingerprints in rows:
         found[(tenant_id, environment_id, line_item, int(period))] = [int(f) for f in fingerprints]
     return found
 
 
-_SNAPSHOT_SQL = """
+_SNAPSHOT_SQL = "".join(
+    (
+        """
 SELECT sub_line_item_id, period_id,
        multiIf(step = 0, toDateTime(0, 'UTC'),
                step > 0, toDateTime(intDiv(toUnixTimestamp(timestamp), step) * step, 'UTC'),
@@ -434,15 +450,14 @@ FROM (
     SELECT sub_line_item_id, period_id, timestamp, id, qty_total,
            transform(sub_line_item_id, {bucket_items:Array(String)},
                      {bucket_steps:Array(Int64)}, toInt64(0)) AS step
-    FROM events_processed FINAL
-    WHERE tenant_id = {tenant:String}
-      AND environment_id = {environment:String}
-      AND sub_line_item_id IN {line_items:Array(String)}
-      AND (sub_line_item_id, period_id) IN (
-          SELECT k.1, k.2 FROM (SELECT arrayJoin({keys:Array(Tuple(String, UInt64))}) AS k))
+    FROM events_processed FINAL""",
+        _STATE_KEYS_WHERE,
+        """
 )
 GROUP BY sub_line_item_id, period_id, bucket
-"""
+""",
+    )
+)
 
 
 def load_snapshots(
@@ -472,10 +487,7 @@ def load_snapshots(
     rows = gateway.query(
         _SNAPSHOT_SQL,
         {
-            "tenant": tenant_id,
-            "environment": environment_id,
-            "line_items": sorted(buckets),
-            "keys": sorted((key[2], key[3]) for key in requests),
+            **_state_key_params(tenant_id, environment_id, requests),
             "bucket_items": bucketed,
             "bucket_steps": [buckets[item] for item in bucketed],
         },
