@@ -45,6 +45,7 @@ from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.gateway import open_gateway
 from worker.store.processed import insert_processed
 from worker.store.schema import migrate
+from worker.stream.consumer_support import group_consumer_config
 from worker.stream.producer import event_key
 from worker.stream.run_usage import run_usage
 from worker.stream.topics import ensure_topics, worker_topics
@@ -151,16 +152,7 @@ def _produce(settings: WorkerSettings, catalog: dict[str, Any], count: int) -> f
 
 
 def _consume_only(settings: WorkerSettings, count: int) -> float:
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": "bench-consume-only",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.kafka_session_timeout_ms,
-            }
-        )
-    )
+    consumer = Consumer(group_consumer_config(settings, "bench-consume-only"))
     consumer.subscribe([settings.events_topic])
     seen = 0
     started: float | None = None
@@ -192,16 +184,7 @@ def _naive(settings: WorkerSettings, catalog: dict[str, Any], sample: int) -> fl
     gateway = open_gateway(settings.store_url + "?database=naive")
     migrate(gateway)
     rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": "bench-naive",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.kafka_session_timeout_ms,
-            }
-        )
-    )
+    consumer = Consumer(group_consumer_config(settings, "bench-naive"))
     consumer.subscribe([settings.events_topic])
     done = 0
     started: float | None = None
