@@ -213,9 +213,8 @@ class UsageConsumer:
         """The next batch (see :class:`BatchPolicy`); empty after a quiet poll."""
         batch = [m for m in self._carried if (m.topic, m.partition) in self._assigned]
         self._carried = []
-        started = self._clock()
-        cut_at = max(started, self._last_cut + self._batch.max_wait_s)
-        idle_at = started + _POLL_TIMEOUT_S
+        cut_at = self._last_cut + self._batch.max_wait_s
+        idle_at = self._clock() + _POLL_TIMEOUT_S
         while not self._stop and len(batch) < self._batch.max_events:
             timeout = collect_wait(self._clock(), bool(batch), cut_at=cut_at, idle_at=idle_at)
             if timeout is None:
