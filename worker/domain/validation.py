@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -57,11 +57,19 @@ class EventLimits:
 
 DEFAULT_LIMITS = EventLimits()
 
-_REQUIRED_STRINGS = ("tenant_id", "event_name")
-_OPTIONAL_STRINGS = ("id", "environment_id", "source", "customer_id", "external_customer_id")
-_KNOWN_FIELDS = frozenset(
-    (*_REQUIRED_STRINGS, *_OPTIONAL_STRINGS, "timestamp", "properties", "ingested_at")
+_STRING_FIELDS = (
+    "id",
+    "tenant_id",
+    "environment_id",
+    "event_name",
+    "source",
+    "customer_id",
+    "external_customer_id",
 )
+"""Identifier fields: JSON strings when present; in :class:`Event` field order."""
+_REQUIRED = frozenset(("tenant_id", "event_name"))
+_CHECK_ORDER = ("tenant_id", "event_name", *(n for n in _STRING_FIELDS if n not in _REQUIRED))
+_KNOWN_FIELDS = frozenset((*_STRING_FIELDS, "timestamp", "properties", "ingested_at"))
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?"
 )
@@ -75,6 +83,36 @@ def parse_timestamp(text: str) -> datetime:
     Sub-microsecond digits are truncated. Raises :class:`InvalidEvent` with
     ``INVALID_TIMESTAMP`` for anything else or outside [1970, 2200).
     """
+    if _is_plain_utc(text):
+        # The common producer form; fromisoformat reads it exactly as the general
+        # path below does, at a fifth of the cost (tests compare both paths).
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"{text!r}: {exc}") from None
+    else:
+        parsed = _parse_rfc3339(text)
+    if not _MIN_TIMESTAMP <= parsed < _MAX_TIMESTAMP:
+        raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"out of range: {text[:64]!r}")
+    return parsed
+
+
+def _is_plain_utc(text: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z`` in ASCII, digits unchecked."""
+    size = len(text)
+    return (
+        (size == 20 or ((size == 24 or size == 27) and text[19] == "."))
+        and text[-1] == "Z"
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+        and text.isascii()
+    )
+
+
+def _parse_rfc3339(text: str) -> datetime:
     match = _RFC3339.fullmatch(text) if len(text) <= 64 else None
     if match is None:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"not RFC 3339: {text[:64]!r}")
@@ -86,12 +124,9 @@ def parse_timestamp(text: str) -> datetime:
         iso += offset
     try:
         parsed = datetime.fromisoformat(iso)
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"{text[:64]!r}: {exc}") from None
-    if not _MIN_TIMESTAMP <= parsed < _MAX_TIMESTAMP:
-        raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"out of range: {text[:64]!r}")
-    return parsed
 
 
 def decode_event(
@@ -141,24 +176,26 @@ def event_from_document(
     unknown = document.keys() - _KNOWN_FIELDS
     if unknown:
         raise InvalidEvent(InvalidReason.UNKNOWN_FIELD, f"unknown fields: {sorted(unknown)[:5]}")
-    strings: dict[str, str] = {}
-    for name in _REQUIRED_STRINGS:
-        value = document.get(name)
-        if value is None or value == "":
-            raise InvalidEvent(InvalidReason.MISSING_FIELD, f"{name} is required")
-        strings[name] = _string_field(name, value, limits)
-    for name in _OPTIONAL_STRINGS:
-        value = document.get(name)
-        strings[name] = "" if value is None else _string_field(name, value, limits)
-    strings["event_name"] = strings["event_name"].strip()
-    if not strings["event_name"]:
+    get = document.get
+    fields = tuple(map(get, _STRING_FIELDS))
+    max_chars = limits.max_id_chars
+    for value in fields:
+        if value is not None and (not isinstance(value, str) or len(value) > max_chars):
+            _raise_string_error(document, limits)
+    event_id, tenant_id, environment_id, event_name, source, customer_id, external_id = (
+        value or "" for value in fields
+    )
+    if not tenant_id or not event_name:
+        _raise_string_error(document, limits)
+    event_name = event_name.strip()
+    if not event_name:
         raise InvalidEvent(InvalidReason.MISSING_FIELD, "event_name is blank")
-    if not strings["customer_id"] and not strings["external_customer_id"]:
+    if not customer_id and not external_id:
         raise InvalidEvent(
             InvalidReason.MISSING_FIELD, "external_customer_id or customer_id is required"
         )
 
-    properties = document.get("properties")
+    properties = get("properties")
     if properties is None:
         properties = {}
     elif not isinstance(properties, dict):
@@ -168,7 +205,7 @@ def event_from_document(
         )
     _check_properties(properties, limits)
 
-    raw_timestamp = document.get("timestamp")
+    raw_timestamp = get("timestamp")
     if raw_timestamp is None:
         timestamp = fallback_timestamp.astimezone(UTC)
     elif isinstance(raw_timestamp, str):
@@ -176,29 +213,38 @@ def event_from_document(
     else:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, "timestamp must be an RFC 3339 string")
 
+    # Positional: keyword construction of a slotted dataclass costs ~2x here.
     return Event(
-        id=strings["id"] or fallback_id,
-        tenant_id=strings["tenant_id"],
-        environment_id=strings["environment_id"],
-        event_name=strings["event_name"],
-        timestamp=timestamp,
-        properties=properties,
-        source=strings["source"],
-        customer_id=strings["customer_id"],
-        external_customer_id=strings["external_customer_id"],
+        event_id or fallback_id,
+        tenant_id,
+        environment_id,
+        event_name,
+        timestamp,
+        properties,
+        source,
+        customer_id,
+        external_id,
     )
 
 
-def _string_field(name: str, value: object, limits: EventLimits) -> str:
-    if not isinstance(value, str):
-        raise InvalidEvent(
-            InvalidReason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}"
-        )
-    if len(value) > limits.max_id_chars:
-        raise InvalidEvent(
-            InvalidReason.VALUE_TOO_LARGE, f"{name} longer than {limits.max_id_chars} characters"
-        )
-    return value
+def _raise_string_error(document: dict[str, Any], limits: EventLimits) -> NoReturn:
+    """Raise the first error among the string fields, required fields first."""
+    for name in _CHECK_ORDER:
+        value = document.get(name)
+        if name in _REQUIRED and (value is None or value == ""):
+            raise InvalidEvent(InvalidReason.MISSING_FIELD, f"{name} is required")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidEvent(
+                InvalidReason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}"
+            )
+        if len(value) > limits.max_id_chars:
+            raise InvalidEvent(
+                InvalidReason.VALUE_TOO_LARGE,
+                f"{name} longer than {limits.max_id_chars} characters",
+            )
+    raise AssertionError("no invalid string field")  # pragma: no cover
 
 
 def _check_properties(properties: dict[str, Any], limits: EventLimits) -> None:
