@@ -35,9 +35,12 @@ class AggregateSnapshot:
 
 
 class Aggregate(Protocol):
-    """Mutable aggregate state; ``add`` applies one (deduplicated) event."""
+    """Mutable aggregate state; ``add`` applies one (deduplicated) event.
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None: ...
+    ``add`` returns ``quantity()`` after the event (one call on the hot path).
+    """
+
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal: ...
 
     def quantity(self) -> Decimal: ...
 
@@ -50,8 +53,9 @@ class SumAggregate:
     def __init__(self, snapshot: AggregateSnapshot) -> None:
         self._total = snapshot.total
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None:
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         self._total += value
+        return self._total
 
     def quantity(self) -> Decimal:
         return self._total
@@ -66,9 +70,10 @@ class AverageAggregate:
         self._total = snapshot.total
         self._count = snapshot.count
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None:
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         self._total += value
         self._count += 1
+        return self.quantity()
 
     def quantity(self) -> Decimal:
         return quantize(div(self._total, Decimal(self._count))) if self._count else ZERO
@@ -82,9 +87,10 @@ class MaxAggregate:
     def __init__(self, snapshot: AggregateSnapshot) -> None:
         self._maximum = snapshot.maximum
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None:
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         if value > self._maximum:
             self._maximum = value
+        return self._maximum
 
     def quantity(self) -> Decimal:
         return self._maximum
@@ -100,7 +106,7 @@ class BucketedMaxAggregate:
         self._maxima = dict(snapshot.bucket_maxima)
         self._sum = sum(self._maxima.values(), ZERO)
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None:
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         bucket = window_start(ts, self._bucket_size)
         previous = self._maxima.get(bucket)
         if previous is None:
@@ -109,6 +115,7 @@ class BucketedMaxAggregate:
         elif value > previous:
             self._maxima[bucket] = value
             self._sum += value - previous
+        return self._sum
 
     def quantity(self) -> Decimal:
         return self._sum
@@ -128,11 +135,12 @@ class LatestAggregate:
             self._key = (ts, event_id)
             self._value = value
 
-    def add(self, value: Decimal, ts: datetime, event_id: str) -> None:
+    def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         key = (ts, event_id)
         if self._key is None or key > self._key:
             self._key = key
             self._value = value
+        return self._value
 
     def quantity(self) -> Decimal:
         return self._value

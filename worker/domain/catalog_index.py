@@ -117,10 +117,11 @@ class _Route(NamedTuple):
 
     valid_from: datetime
     valid_until: datetime
-    customer_id: str | None
     matches: tuple[Match, ...]
     filtered: bool
     no_match_reason: UnresolvedReason
+    resolution: Resolution
+    """The answer when no meter filter applies (shared, built once per route)."""
 
 
 class Resolution(NamedTuple):
@@ -206,19 +207,18 @@ class CatalogIndex:
             if len(self._routes) >= _MAX_ROUTES:
                 self._routes.clear()
             self._routes[key] = route
-        if route.customer_id is None:
-            return Resolution("", unresolved=UnresolvedReason.UNKNOWN_CUSTOMER)
-        matches = route.matches
-        if route.filtered:
-            matches = tuple(m for m in matches if m.binding.meter.matches(event))
+        if not route.filtered:
+            return route.resolution
+        matches = tuple(m for m in route.matches if m.binding.meter.matches(event))
         if matches:
-            return Resolution(route.customer_id, matches)
-        return Resolution(route.customer_id, unresolved=route.no_match_reason)
+            return Resolution(route.resolution.customer_id, matches)
+        return Resolution(route.resolution.customer_id, unresolved=route.no_match_reason)
 
     def _route(self, event: Event) -> _Route:
         customer_id = self.customer_id_for(event)
         if customer_id is None:
-            return _Route(*_ALWAYS, None, (), False, UnresolvedReason.UNKNOWN_CUSTOMER)
+            unknown = UnresolvedReason.UNKNOWN_CUSTOMER
+            return _Route(*_ALWAYS, (), False, unknown, Resolution("", unresolved=unknown))
         ts = event.timestamp
         tenant, environment = event.tenant_id, event.environment_id
         edges: list[datetime] = []
@@ -242,7 +242,12 @@ class CatalogIndex:
             else UnresolvedReason.NO_ACTIVE_SUBSCRIPTION
         )
         filtered = any(match.binding.meter.filters for match in matches)
-        return _Route(valid_from, valid_until, customer_id, tuple(matches), filtered, reason)
+        resolution = (
+            Resolution(customer_id, tuple(matches))
+            if matches
+            else Resolution(customer_id, unresolved=reason)
+        )
+        return _Route(valid_from, valid_until, tuple(matches), filtered, reason, resolution)
 
     def _add_document(
         self,

@@ -137,23 +137,31 @@ class LineItemPeriodRating:
             self._repeat_rows.add(event_id)
             return RatedDelta(_REPEATED_VALUE, tier_snapshot=self._billable)
         self._known[measurement.unique_hash] = event_id
-        self._aggregate.add(measurement.quantity, ts, event_id)
-
         # Aggregates of quantized measurements are already quantized.
-        quantity = self._aggregate.quantity()
-        free = min(quantity, self._free_units)
+        quantity = self._aggregate.add(measurement.quantity, ts, event_id)
+        free_units = self._free_units
+        free = quantity if quantity < free_units else free_units
         billable = quantity - free
-        rated = self._price.rate(billable) if billable != self._billable else self._rated
-        qty_billable = billable - self._billable
+        previous = self._billable
+        if billable == previous:
+            # All free (or a quantity that did not move): no cost, no unit cost.
+            delta = RatedDelta(
+                _COUNTED, measurement.quantity, free - self._free, ZERO, ZERO, ZERO, billable
+            )
+            self._free = free
+            return delta
+        rated = self._price.rate(billable)
+        qty_billable = billable - previous
         cost = rated - self._rated
+        # Positional: keyword construction of a NamedTuple costs ~60% more.
         delta = RatedDelta(
             _COUNTED,
-            qty_total=measurement.quantity,
-            qty_free_applied=free - self._free,
-            qty_billable=qty_billable,
-            cost=cost,
-            unit_cost=quantize(div(cost, qty_billable)) if qty_billable else ZERO,
-            tier_snapshot=billable,
+            measurement.quantity,
+            free - self._free,
+            qty_billable,
+            cost,
+            quantize(div(cost, qty_billable)),
+            billable,
         )
         self._free, self._billable, self._rated = free, billable, rated
         return delta
