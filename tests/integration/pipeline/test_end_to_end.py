@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
-from tests.integration.pipeline.test_usage_consumer import dead_letter_reasons, settings_for
 from tests.integration.support import ChdbTarget
+from tests.integration.workers import dead_letter_headers, produce, settings_for, write_catalog
 from tests.unit.test_rating_invariant import q15, reference_rate
 from worker.cli import main
 from worker.domain.catalog import parse_documents
@@ -79,6 +78,9 @@ BAD_MESSAGES: list[tuple[bytes | None, str]] = [
     (b'{"tenant_id": "t1", "pad": "' + b"x" * 300_000 + b'"}', "message_too_large"),
     (None, "empty_message"),
 ]
+BAD_MESSAGES_KEYED: list[tuple[bytes | None, bytes]] = [
+    (value, b"bad") for value, _ in BAD_MESSAGES
+]
 
 
 def catalogs() -> list[dict[str, Any]]:
@@ -99,21 +101,6 @@ def stream(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # a customer the catalog does not know (yet): stored raw, left for reprocessing
     unknown = dict(events[0], id="early-1", external_customer_id="cust-unknown")
     return [*events, unknown, dict(unknown, id="early-2")]
-
-
-def produce(settings: WorkerSettings, events: list[dict[str, Any]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
-    for event in events:
-        key = f"{event['tenant_id']}:{event['environment_id']}:{event['external_customer_id']}"
-        while True:
-            try:
-                producer.produce(settings.events_topic, orjson.dumps(event), key.encode())
-                break
-            except BufferError:
-                producer.poll(0.1)
-    for value, _ in BAD_MESSAGES:
-        producer.produce(settings.events_topic, value, b"bad")
-    assert producer.flush(60) == 0
 
 
 # -- the reference ----------------------------------------------------------------
@@ -228,15 +215,14 @@ def test_fifty_thousand_events_end_to_end_equal_the_reference_invoice(
     tmp_path: Path,
 ) -> None:
     documents = catalogs()
-    catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps(documents))
+    catalog_file = write_catalog(tmp_path, documents)
     events = stream(documents)
     store = f"chdb://{chdb_path}?database={chdb_database.database}"
     settings = settings_for(kafka_bootstrap, store, unique_name).model_copy(
         update={"batch_max_events": 10_000, "batch_max_wait_ms": 500}
     )
     ensure_topics(settings, worker_topics(settings))
-    produce(settings, events)
+    produce(settings, events, BAD_MESSAGES_KEYED, linger_ms=20, flush_timeout_s=60.0)
 
     stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
 
@@ -246,7 +232,8 @@ def test_fifty_thousand_events_end_to_end_equal_the_reference_invoice(
     assert sum(len(lines) for lines in expected.values()) > 50
     for tenant, lines in expected.items():
         assert sorted(query_line_items(settings, tenant), key=_key) == sorted(lines, key=_key)
-    assert dead_letter_reasons(settings, len(BAD_MESSAGES)) == sorted(r for _, r in BAD_MESSAGES)
+    letters = dead_letter_headers(settings, len(BAD_MESSAGES))
+    assert sorted(h["reason"].decode() for h in letters) == sorted(r for _, r in BAD_MESSAGES)
     distinct_ids = {(e["tenant_id"], e["id"]) for e in events}
     raw = _raw_ids(settings)
     assert raw == distinct_ids  # stored raw, unresolved ones included, each once

@@ -23,8 +23,14 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.pipeline.test_usage_consumer import MALFORMED, produce, settings_for
 from tests.integration.support import ChdbTarget
+from tests.integration.workers import (
+    MALFORMED,
+    MALFORMED_MESSAGES,
+    produce,
+    settings_for,
+    write_catalog,
+)
 from worker.domain.catalog import load_catalog_file
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.validation import EventLimits
@@ -118,8 +124,7 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     json_logs: Callable[[WorkerSettings], io.StringIO],
 ) -> None:
     catalog = build_catalog(customers=12, line_items_per_customer=4)
-    catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps(catalog))
+    catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 3000, seed=11, duplicate_rate=0.05))
     documents += unknown_customer_events()
     settings = settings_for(
@@ -127,7 +132,7 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     ).model_copy(update={"kafka_extra": {"sasl.username": "svc", "sasl.password": SASL_PASSWORD}})
     logs = json_logs(settings)
     ensure_topics(settings, worker_topics(settings))
-    produce(settings, documents)
+    produce(settings, documents, MALFORMED_MESSAGES)
 
     metrics = Metrics()
     health = LoopHealth(60.0, metrics=metrics)
@@ -280,14 +285,13 @@ def test_healthz_fails_while_the_loop_stalls_and_recovers(
     tmp_path: Path,
 ) -> None:
     catalog = build_catalog(customers=4, line_items_per_customer=2)
-    catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps(catalog))
+    catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 200, seed=3))
     settings = settings_for(
         kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
     )
     ensure_topics(settings, worker_topics(settings))
-    produce(settings, documents)
+    produce(settings, documents, MALFORMED_MESSAGES)
 
     gateway = open_gateway(settings.store_url)
     metrics = Metrics()

@@ -8,15 +8,21 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pipeline.test_usage_consumer import expected_invoice, produce, settings_for
 from tests.integration.support import ChdbTarget
+from tests.integration.workers import (
+    MALFORMED_MESSAGES,
+    expected_invoice,
+    produce,
+    settings_for,
+    stored_totals,
+    write_catalog,
+)
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.validation import DEFAULT_LIMITS
@@ -24,7 +30,6 @@ from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.errors import StoreError
 from worker.store.gateway import Gateway, Params, Row, open_gateway
-from worker.store.processed import line_item_totals
 from worker.store.schema import migrate
 from worker.stream.consumer_support import RetryPolicy
 from worker.stream.dlq import DeadLetterProducer
@@ -86,7 +91,7 @@ def setup(
     tmp_path: Path,
 ) -> tuple[WorkerSettings, dict[str, Any], CatalogIndex]:
     catalog = build_catalog(customers=12, line_items_per_customer=4)
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    write_catalog(tmp_path, catalog)
     settings = settings_for(
         kafka_bootstrap, f"chdb://{chdb_path}?database={db.database}", unique_name
     )
@@ -95,14 +100,6 @@ def setup(
     migrate(gateway)
     gateway.close()
     return settings, catalog, CatalogIndex(parse_documents(catalog))
-
-
-def stored(settings: WorkerSettings) -> list[Any]:
-    gateway = open_gateway(settings.store_url)
-    try:
-        return list(line_item_totals(gateway, "t1", "prod"))
-    finally:
-        gateway.close()
 
 
 def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
@@ -121,20 +118,20 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
     helper = threading.Thread(target=second.run)
     try:
         runner.start()
-        produce(settings, chunks.pop(0))
+        produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
         wait_for(lambda: first.stats.batches > 0)  # the first worker holds state for everyone
         helper.start()
         while second.stats.batches == 0 and chunks:  # stream on until the second one works
-            produce(settings, chunks.pop(0))
+            produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
             time.sleep(0.5)
         for _ in range(3):  # both share the stream for a while
             if chunks:
-                produce(settings, chunks.pop(0))
+                produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
             time.sleep(0.5)
         second.stop()  # ... then the second one leaves mid-stream
         helper.join(60)
         while chunks:  # the first one takes every partition back, with the others' history
-            produce(settings, chunks.pop(0))
+            produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
             time.sleep(0.2)
         runner.join(120)
     finally:
@@ -143,7 +140,7 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
         gateway.close()
     assert not runner.is_alive() and not helper.is_alive()
     assert first.stats.rebalances >= 3 and second.stats.messages > 0
-    assert stored(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(index, documents)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -163,13 +160,13 @@ def test_store_outage_pauses_retries_and_loses_nothing(
     documents = list(generate_events(catalog, 6000, seed=32, duplicate_rate=0.05))
     flaky = FlakyGateway(open_gateway(settings.store_url))
     consumer = make_consumer(settings, flaky, index, idle_s=3.0)
-    produce(settings, documents[:2000])
+    produce(settings, documents[:2000], MALFORMED_MESSAGES)
     runner = threading.Thread(target=consumer.run)
     runner.start()
     try:
         wait_for(lambda: consumer.stats.batches > 0)
         flaky.down.set()  # ClickHouse goes away
-        produce(settings, documents[2000:])
+        produce(settings, documents[2000:], MALFORMED_MESSAGES)
         wait_for(lambda: consumer.stats.retries > 0)  # a batch is stuck on the store
         committed_before = consumer.stats.messages
         time.sleep(8)
@@ -181,4 +178,4 @@ def test_store_outage_pauses_retries_and_loses_nothing(
         flaky.inner.close()
     assert not runner.is_alive()
     assert flaky.failures > 0 and consumer.stats.retries > 0
-    assert stored(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(index, documents)

@@ -9,30 +9,33 @@ changes nothing; events that never resolve are re-published once per request.
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from tests.integration.pipeline.test_usage_consumer import expected_invoice, settings_for
 from tests.integration.support import ChdbTarget
+from tests.integration.workers import (
+    catalog_without,
+    dead_letter_headers,
+    decoded,
+    expected_invoice,
+    never_priced,
+    produce,
+    settings_for,
+    stored_totals,
+    write_catalog,
+)
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import UsageRater
-from worker.domain.events import Event
-from worker.domain.validation import decode_event
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.events_reads import find_unprocessed_events
 from worker.store.gateway import open_gateway
 from worker.store.params import FindUnprocessedEventsParams
-from worker.store.processed import line_item_totals
 from worker.store.reprocess_state import RequestState, load_progress
 from worker.stream.reprocess_request import ReprocessRequest, publish_request
 from worker.stream.reprocess_run import run_reprocess
@@ -45,48 +48,12 @@ LATE_CUSTOMER = "cust-5"
 GHOST = "ghost-1"
 
 
-def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    """``catalog`` minus one customer and its subscriptions."""
-    reduced = copy.deepcopy(catalog)
-    reduced["customers"] = [c for c in reduced["customers"] if c["id"] != customer_id]
-    reduced["subscriptions"] = [
-        s for s in reduced["subscriptions"] if s["customer_id"] != customer_id
-    ]
-    return reduced
-
-
 def ghost_events(documents: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """Events of a customer that will never exist (they never resolve)."""
     return [
         {**document, "id": f"ghost-{n}", "external_customer_id": GHOST}
         for n, document in enumerate(documents[::7][:count])
     ]
-
-
-def decoded(documents: list[dict[str, Any]]) -> dict[str, Event]:
-    """Distinct events by id, decoded as the worker decodes them."""
-    now = datetime(2026, 3, 1, tzinfo=UTC)
-    events: dict[str, Event] = {}
-    for document in documents:
-        event = decode_event(orjson.dumps(document), fallback_id="x", fallback_timestamp=now)
-        events.setdefault(event.id, event)
-    return events
-
-
-def never_priced(catalog: dict[str, Any], events: dict[str, Event]) -> set[str]:
-    """Ids of events an independent rating against ``catalog`` gives no row."""
-    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    rated = rater.rate(rater.resolve(list(events.values())), datetime(2026, 3, 1, tzinfo=UTC))
-    return set(events) - {row.event.id for row in rated.rows}
-
-
-def produce_events(settings: WorkerSettings, documents: list[dict[str, Any]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-    for document in documents:
-        key = f"{document['tenant_id']}:{document['environment_id']}:"
-        key += document["external_customer_id"]
-        producer.produce(settings.events_topic, orjson.dumps(document), key.encode())
-    assert producer.flush(30) == 0
 
 
 def unprocessed_ids(settings: WorkerSettings) -> set[str]:
@@ -103,39 +70,6 @@ def unprocessed_ids(settings: WorkerSettings) -> set[str]:
         }
     finally:
         gateway.close()
-
-
-def stored_invoice(settings: WorkerSettings) -> list[Any]:
-    gateway = open_gateway(settings.store_url)
-    try:
-        return line_item_totals(gateway, "t1", "prod")
-    finally:
-        gateway.close()
-
-
-def dead_letters(settings: WorkerSettings, expected: int) -> list[tuple[str, bytes]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "dlq-reader",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.assign(
-        [TopicPartition(settings.dlq_topic, p, 0) for p in range(settings.topic_partitions)]
-    )
-    letters: list[tuple[str, bytes]] = []
-    try:
-        for _ in range(20):
-            for message in consumer.consume(100, 0.5):
-                if message.error() is None:
-                    headers = dict(message.headers() or [])
-                    letters.append((headers["reason"].decode(), headers["source_topic"]))
-            if len(letters) >= expected:
-                break
-    finally:
-        consumer.close()
-    return letters
 
 
 def request(request_id: str, start: datetime = WINDOW_START) -> ReprocessRequest:
@@ -157,16 +91,15 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     tmp_path: Path,
 ) -> None:
     full = build_catalog(customers=6, line_items_per_customer=3)
-    initial_file, full_file = tmp_path / "initial.json", tmp_path / "full.json"
-    initial_file.write_text(json.dumps(catalog_without(full, "cus_5")))
-    full_file.write_text(json.dumps(full))
+    initial_file = write_catalog(tmp_path, catalog_without(full, "cus_5"), "initial.json")
+    full_file = write_catalog(tmp_path, full, "full.json")
     documents = list(generate_events(full, 1500, seed=5, duplicate_rate=0.03))
     ghosts = ghost_events(documents, 40)
     settings = settings_for(
         kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
     ).model_copy(update={"reprocess_group": unique_name("reprocess")})
     ensure_topics(settings, worker_topics(settings))
-    produce_events(settings, documents + ghosts)
+    produce(settings, documents + ghosts)
 
     # 1. The late customer's events (and the ghost's) are stored raw, unprocessed,
     #    with the events that match no line item at all (e.g. filtered regions).
@@ -196,7 +129,7 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
 
     run_usage(settings, catalog_file=str(full_file), exit_when_idle_s=2.0)
     index = CatalogIndex(parse_documents(full))
-    invoice = stored_invoice(settings)
+    invoice = stored_totals(settings)
     assert invoice == expected_invoice(index, documents + ghosts)
     assert unprocessed_ids(settings) == unresolved_forever
 
@@ -213,7 +146,7 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     assert stats.requests_rejected == 1
     assert stats.republished == len(still_unresolved) < len(unresolved_before)
     run_usage(settings, catalog_file=str(full_file), exit_when_idle_s=2.0)
-    assert stored_invoice(settings) == invoice
+    assert stored_totals(settings) == invoice
 
     gateway = open_gateway(settings.store_url)
     try:
@@ -230,7 +163,8 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     assert (second.state, second.republished) == (RequestState.COMPLETED, len(still_unresolved))
     assert rejected.state is RequestState.REJECTED and "environment_id" in rejected.error
     topic = settings.reprocess_topic.encode()
-    assert sorted(dead_letters(settings, 2)) == [
+    letters = dead_letter_headers(settings, 2)
+    assert sorted((h["reason"].decode(), h["source_topic"]) for h in letters) == [
         ("missing_field", topic),
         ("request_id_reused", topic),
     ]

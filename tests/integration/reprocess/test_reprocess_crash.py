@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,34 +21,28 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.integration.pipeline.test_crash_safety import (
-    CLI,
-    _stderr,
+from tests.integration.workers import (
+    catalog_without,
+    decoded,
+    expected_invoice,
+    never_priced,
     produce,
+    run_cli,
+    settings_from_env,
+    start_cli,
+    stderr_tail,
     stored_invoice,
     worker_env,
+    write_catalog,
 )
-from tests.integration.pipeline.test_usage_consumer import expected_invoice
-from tests.integration.reprocess.test_reprocess import catalog_without, decoded, never_priced
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.reprocess_consumer import HEADER_REQUEST_ID
 from worker.stream.topics import ensure_topics, worker_topics
 
 PAGE = 100
 PARTITIONS = 3
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*CLI, *args], env=env, capture_output=True, timeout=120)
-
-
-def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
 
 
 class RepublishedReader:
@@ -95,30 +88,22 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
 ) -> None:
     full = build_catalog(customers=4, line_items_per_customer=3)
     initial = catalog_without(catalog_without(full, "cus_2"), "cus_3")
-    initial_file, full_file = tmp_path / "initial.json", tmp_path / "full.json"
-    initial_file.write_text(json.dumps(initial))
-    full_file.write_text(json.dumps(full))
+    initial_file = write_catalog(tmp_path, initial, "initial.json")
+    full_file = write_catalog(tmp_path, full, "full.json")
     documents = list(generate_events(full, 3000, seed=8, duplicate_rate=0.02))
     env = worker_env(kafka_bootstrap, unique_name)
     env.update({"EW_REPROCESS_GROUP": unique_name("rep"), "EW_REPROCESS_RATE_LIMIT": "300"})
     store = f"chdb://{tmp_path / 'clickhouse'}"
-    settings = WorkerSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        events_topic=env["EW_EVENTS_TOPIC"],
-        dlq_topic=env["EW_DLQ_TOPIC"],
-        catalog_topic=env["EW_CATALOG_TOPIC"],
-        reprocess_topic=env["EW_REPROCESS_TOPIC"],
-        topic_partitions=PARTITIONS,
-    )
+    settings = settings_from_env(env, PARTITIONS)
     ensure_topics(settings, worker_topics(settings))
-    produce(env, documents)
+    produce(settings, documents)
     events = decoded(documents)
     unprocessed = never_priced(initial, events)
     assert len(unprocessed) > 10 * PAGE
 
     usage = ["run", "usage", "--store", store, "--exit-when-idle", "2"]
-    first_usage = start(env, *usage, "--catalog", str(initial_file))
-    assert first_usage.wait(120) == 0, _stderr(first_usage)
+    first_usage = start_cli(env, *usage, "--catalog", str(initial_file))
+    assert first_usage.wait(120) == 0, stderr_tail(first_usage)
 
     requested = run_cli(
         env,
@@ -133,17 +118,17 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
     reader = RepublishedReader(env)
     try:
         reprocess = ["run", "reprocess", "--store", store, "--exit-when-idle", "3"]
-        worker = start(env, *reprocess)
+        worker = start_cli(env, *reprocess)
         deadline = time.monotonic() + 60
         while reader.read(0.5) < 3 * PAGE and time.monotonic() < deadline:
-            assert worker.poll() is None, _stderr(worker)
+            assert worker.poll() is None, stderr_tail(worker)
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
         seen_at_kill = reader.read(0.5)
         assert 3 * PAGE <= seen_at_kill < len(unprocessed)
 
-        restarted = start(env, *reprocess)
-        assert restarted.wait(120) == 0, _stderr(restarted)
+        restarted = start_cli(env, *reprocess)
+        assert restarted.wait(120) == 0, stderr_tail(restarted)
         reader.read(2.0)
     finally:
         reader.close()
@@ -163,8 +148,8 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
     for _, key, event_id in reader.messages:
         assert key == events[event_id].partition_key
 
-    last_usage = start(env, *usage, "--catalog", str(full_file))
-    assert last_usage.wait(120) == 0, _stderr(last_usage)
+    last_usage = start_cli(env, *usage, "--catalog", str(full_file))
+    assert last_usage.wait(120) == 0, stderr_tail(last_usage)
     index = CatalogIndex(parse_documents(full))
     expected = [total.to_json() for total in expected_invoice(index, documents)]
     assert stored_invoice(env, store) == expected

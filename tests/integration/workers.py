@@ -1,0 +1,269 @@
+"""Helpers shared by the pipeline and reprocess integration tests.
+
+Settings, producing, reading dead letters, the reference invoice, worker
+subprocesses. Test modules import from here (never from each other).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from worker.domain.catalog import parse_documents
+from worker.domain.catalog_index import CatalogIndex
+from worker.domain.engine import UsageRater
+from worker.domain.events import Event
+from worker.domain.invoice import LineItemTotal, summarize
+from worker.domain.validation import decode_event
+from worker.ops.settings import WorkerSettings
+from worker.store.gateway import open_gateway
+from worker.store.processed import line_item_totals
+
+#: The worker's command line, run with this interpreter.
+CLI = [sys.executable, "-m", "worker.cli"]
+#: When the reference rating runs; fallback timestamp of decoded events.
+RATED_AT = datetime(2026, 3, 1, tzinfo=UTC)
+
+#: Malformed messages (value, dead-letter reason).
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"{not json", "invalid_json"),
+    (b"\xff\xfe\x00garbage", "invalid_encoding"),
+    (b"[1, 2]", "not_an_object"),
+    (b'{"event_name": "x", "external_customer_id": "c"}', "missing_field"),
+    (b'{"tenant_id": 5, "event_name": "x", "external_customer_id": "c"}', "wrong_type"),
+    (
+        b'{"tenant_id": "t1", "event_name": "x", "external_customer_id": "c", "oops": 1}',
+        "unknown_field",
+    ),
+]
+#: `MALFORMED` as raw (value, key) messages for `produce`.
+MALFORMED_MESSAGES: list[tuple[bytes, bytes]] = [(value, b"bad") for value, _ in MALFORMED]
+
+
+# -- settings ------------------------------------------------------------------
+
+
+def settings_for(
+    bootstrap: str, store_url: str, unique_name: Callable[[str], str]
+) -> WorkerSettings:
+    """Settings of an in-process worker on fresh topics and a fresh consumer group."""
+    return WorkerSettings(
+        kafka_bootstrap=bootstrap,
+        kafka_session_timeout_ms=6000,
+        store_url=store_url,
+        events_topic=unique_name("events"),
+        dlq_topic=unique_name("dlq"),
+        catalog_topic=unique_name("catalog"),
+        reprocess_topic=unique_name("reprocess"),
+        usage_group=unique_name("usage"),
+        topic_partitions=3,
+        batch_max_events=700,
+        batch_max_wait_ms=200,
+    )
+
+
+def worker_env(bootstrap: str, unique_name: Callable[[str], str]) -> dict[str, str]:
+    """The environment of a worker subprocess on fresh topics and a fresh consumer group."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "EW_KAFKA_BOOTSTRAP": bootstrap,
+            "EW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "EW_EVENTS_TOPIC": unique_name("events"),
+            "EW_DLQ_TOPIC": unique_name("dlq"),
+            "EW_CATALOG_TOPIC": unique_name("catalog"),
+            "EW_REPROCESS_TOPIC": unique_name("reprocess"),
+            "EW_USAGE_GROUP": unique_name("usage"),
+            "EW_TOPIC_PARTITIONS": "3",
+            "EW_BATCH_MAX_EVENTS": "400",
+            "EW_BATCH_MAX_WAIT_MS": "100",
+            "EW_LOG_LEVEL": "WARNING",
+            "EW_HTTP_PORT": "0",  # ephemeral: never collide with another run on this machine
+        }
+    )
+    return env
+
+
+def settings_from_env(env: Mapping[str, str], partitions: int) -> WorkerSettings:
+    """Settings naming the broker and topics of `worker_env` (to create the topics here)."""
+    return WorkerSettings(
+        kafka_bootstrap=env["EW_KAFKA_BOOTSTRAP"],
+        events_topic=env["EW_EVENTS_TOPIC"],
+        dlq_topic=env["EW_DLQ_TOPIC"],
+        catalog_topic=env["EW_CATALOG_TOPIC"],
+        reprocess_topic=env["EW_REPROCESS_TOPIC"],
+        topic_partitions=partitions,
+    )
+
+
+def write_catalog(
+    directory: Path, catalog: dict[str, Any] | list[dict[str, Any]], name: str = "catalog.json"
+) -> Path:
+    """Write `catalog` (one document or several) as JSON to `directory / name`."""
+    path = directory / name
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+# -- Kafka ---------------------------------------------------------------------
+
+
+def produce(
+    settings: WorkerSettings,
+    documents: Iterable[Mapping[str, Any]],
+    extra: Sequence[tuple[bytes | None, bytes]] = (),
+    *,
+    linger_ms: int = 5,
+    flush_timeout_s: float = 30.0,
+) -> None:
+    """Produce `documents` to the events topic, then the raw (value, key) messages `extra`.
+
+    Documents are keyed ``tenant:environment:external_customer_id`` as the
+    worker keys them. A full local queue is waited out (polling); every
+    message must be delivered.
+    """
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": linger_ms})
+    failures: list[KafkaError] = []
+
+    def report(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    def send(value: bytes | None, key: bytes) -> None:
+        while True:
+            try:
+                producer.produce(settings.events_topic, value, key, on_delivery=report)
+                return
+            except BufferError:
+                producer.poll(0.1)
+
+    for document in documents:
+        tenant, environment = document["tenant_id"], document["environment_id"]
+        key = f"{tenant}:{environment}:{document['external_customer_id']}"
+        send(orjson.dumps(document), key.encode())
+    for value, key_bytes in extra:
+        send(value, key_bytes)
+    assert producer.flush(flush_timeout_s) == 0
+    assert not failures, failures
+
+
+def dead_letter_headers(
+    settings: WorkerSettings, expected: int, *, rounds: int = 40
+) -> list[dict[str, bytes]]:
+    """The headers of the dead letters, read from the start of the DLQ topic.
+
+    Reads until `expected` dead letters arrived or `rounds` polls of up to
+    0.5 s each passed; headers without a value are left out.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "dlq-reader",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign(
+        [TopicPartition(settings.dlq_topic, p, 0) for p in range(settings.topic_partitions)]
+    )
+    letters: list[dict[str, bytes]] = []
+    try:
+        for _ in range(rounds):
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None:
+                    headers = dict(message.headers() or [])
+                    letters.append({k: v for k, v in headers.items() if isinstance(v, bytes)})
+            if len(letters) >= expected:
+                break
+    finally:
+        consumer.close()
+    return letters
+
+
+# -- the reference -------------------------------------------------------------
+
+
+def decoded(documents: Iterable[Mapping[str, Any]]) -> dict[str, Event]:
+    """Distinct events by id (first copy wins), decoded as the worker decodes them."""
+    events: dict[str, Event] = {}
+    for document in documents:
+        event = decode_event(orjson.dumps(document), fallback_id="x", fallback_timestamp=RATED_AT)
+        events.setdefault(event.id, event)
+    return events
+
+
+def expected_invoice(
+    index: CatalogIndex, documents: Iterable[Mapping[str, Any]]
+) -> list[LineItemTotal]:
+    """An independent in-memory rating of the distinct `documents`, summed per line item."""
+    rater = UsageRater(index)
+    events = list(decoded(documents).values())
+    return list(summarize(rater.rate(rater.resolve(events), RATED_AT).rows))
+
+
+def never_priced(catalog: dict[str, Any], events: Mapping[str, Event]) -> set[str]:
+    """Ids of events an independent rating against ``catalog`` gives no row."""
+    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
+    rated = rater.rate(rater.resolve(list(events.values())), RATED_AT)
+    return set(events) - {row.event.id for row in rated.rows}
+
+
+def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]:
+    """``catalog`` minus one customer and its subscriptions."""
+    reduced = copy.deepcopy(catalog)
+    reduced["customers"] = [c for c in reduced["customers"] if c["id"] != customer_id]
+    reduced["subscriptions"] = [
+        s for s in reduced["subscriptions"] if s["customer_id"] != customer_id
+    ]
+    return reduced
+
+
+def stored_totals(settings: WorkerSettings) -> list[LineItemTotal]:
+    """The line item totals of t1/prod in the store of `settings`."""
+    gateway = open_gateway(settings.store_url)
+    try:
+        return line_item_totals(gateway, "t1", "prod")
+    finally:
+        gateway.close()
+
+
+# -- worker subprocesses -------------------------------------------------------
+
+
+def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """Start `events-worker args...` in the background; stderr is kept for `stderr_tail`."""
+    return subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def run_cli(
+    env: dict[str, str], *args: str, check: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `events-worker args...` to its end (at most 120 s), capturing its output."""
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, check=check, timeout=120)
+
+
+def stderr_tail(process: subprocess.Popen[bytes]) -> str:
+    """The last 3000 characters a finished `start_cli` process wrote to stderr."""
+    return process.stderr.read().decode(errors="replace")[-3000:] if process.stderr else ""
+
+
+def stored_invoice(env: dict[str, str], store: str) -> list[dict[str, Any]]:
+    """The t1/prod line items of `store`, read with `events-worker query line-items --json`."""
+    result = run_cli(
+        env,
+        *("query", "line-items", "--tenant", "t1", "--environment", "prod"),
+        *("--store", store, "--json"),
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]
