@@ -9,7 +9,6 @@ exact fractions over the *distinct* events, independent of the rater.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +17,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.reference import q15, reference_rate
 from worker.domain.aggregates import new_aggregate
 from worker.domain.events import Event
 from worker.domain.metering import AggregationType, Meter, WindowSize, measure
@@ -26,51 +26,6 @@ from worker.domain.rating import LineItemPeriodRating, Outcome
 
 PERIOD_START = datetime(2026, 3, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 4, 1, tzinfo=UTC)
-Q15 = Decimal("1e-15")
-
-
-def q15(value: Fraction | Decimal | int) -> Decimal:
-    """Reference quantizer: exact fraction -> 15 places, half away from zero."""
-    fraction = Fraction(value)
-    sign = -1 if fraction < 0 else 1
-    scaled = abs(fraction) * 10**15
-    whole = math.floor(scaled)
-    if scaled - whole >= Fraction(1, 2):
-        whole += 1
-    return (Decimal(sign * whole) * Q15).quantize(Q15)
-
-
-def reference_rate(price: PriceTable, quantity: Decimal) -> Decimal:
-    q = Fraction(quantity)
-    if q <= 0:
-        return Decimal(0)
-    if price.model is BillingModel.FLAT_FEE:
-        return q15(Fraction(price.amount) * q)
-    if price.model is BillingModel.PACKAGE:
-        packages = q / Fraction(price.package_size)
-        count = (
-            math.ceil(packages)
-            if price.package_rounding is PackageRounding.UP
-            else math.floor(packages)
-        )
-        return q15(Fraction(price.amount) * count)
-    tiers = price.tiers
-    if price.tier_mode is TierMode.VOLUME:
-        for tier in tiers:
-            if tier.up_to is None or q <= tier.up_to:
-                return q15(Fraction(tier.unit_amount) * q + Fraction(tier.flat_amount))
-        return q15(Fraction(tiers[-1].unit_amount) * q + Fraction(tiers[-1].flat_amount))
-    total, remaining, lower = Fraction(0), q, Fraction(0)
-    for tier in tiers:
-        width = remaining if tier.up_to is None else Fraction(tier.up_to) - lower
-        taken = min(remaining, width)
-        if taken > 0:
-            total += Fraction(tier.unit_amount) * taken + Fraction(tier.flat_amount)
-            remaining -= taken
-        if tier.up_to is not None:
-            lower = Fraction(tier.up_to)
-    total += Fraction(tiers[-1].unit_amount) * remaining
-    return q15(total)
 
 
 @dataclass(frozen=True)

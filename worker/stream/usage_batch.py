@@ -202,8 +202,11 @@ class UsageBatchProcessor:
         if self._metrics is not None:
             self._metrics.dedup_store_lookups.inc(len(lookup))
             self._metrics.dedup_fingerprints.set(rater.fingerprint_count)
+        touched: defaultdict[PartitionKey, set[StateKey]] = defaultdict(set)
         for row in resolved.pending:
-            self._keys_by_partition.setdefault(by_event[id(row.event)], set()).add(row.key)
+            touched[by_event[id(row.event)]].add(row.key)
+        for partition, keys in touched.items():
+            self._keys_by_partition.setdefault(partition, set()).update(keys)
         return batch
 
     def write(self, batch: PreparedBatch) -> None:

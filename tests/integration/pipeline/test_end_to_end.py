@@ -28,7 +28,7 @@ import orjson
 
 from tests.integration.support import ChdbTarget
 from tests.integration.workers import dead_letter_headers, produce, settings_for, write_catalog
-from tests.unit.test_rating_invariant import q15, reference_rate
+from tests.reference import q15, reference_rate
 from worker.cli import main
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
