@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS
+
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
 REDACTED = "***"
 
@@ -45,7 +47,7 @@ class WorkerSettings(BaseSettings):
     batch_max_wait_ms: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_properties: int = Field(default=256, ge=1)
-    dedup_memory_hashes: int = Field(default=5_000_000, ge=0)
+    dedup_memory_hashes: int = Field(default=DEFAULT_MAX_FINGERPRINTS, ge=0)
     """Unique-hash fingerprints the usage consumer keeps in memory (about 70
     bytes each) so that new events need no dedup query; past it the largest
     (line item, period) states fall back to querying ClickHouse."""
