@@ -13,11 +13,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
@@ -28,6 +29,8 @@ from worker.domain.validation import decode_event
 from worker.ops.settings import WorkerSettings
 from worker.store.gateway import open_gateway
 from worker.store.processed import line_item_totals
+from worker.stream.delivery import DeliveryTracker, produce_or_wait
+from worker.stream.producer import event_key
 
 #: The worker's command line, run with this interpreter.
 CLI = [sys.executable, "-m", "worker.cli"]
@@ -120,7 +123,7 @@ def write_catalog(
 
 def produce(
     settings: WorkerSettings,
-    documents: Iterable[Mapping[str, Any]],
+    documents: Iterable[dict[str, Any]],
     extra: Sequence[tuple[bytes | None, bytes]] = (),
     *,
     linger_ms: int = 5,
@@ -128,33 +131,17 @@ def produce(
 ) -> None:
     """Produce `documents` to the events topic, then the raw (value, key) messages `extra`.
 
-    Documents are keyed ``tenant:environment:external_customer_id`` as the
-    worker keys them. A full local queue is waited out (polling); every
+    Documents are keyed by :func:`~worker.stream.producer.event_key`, as the
+    ``produce`` command keys them. A full local queue is waited out; every
     message must be delivered.
     """
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": linger_ms})
-    failures: list[KafkaError] = []
-
-    def report(error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            failures.append(error)
-
-    def send(value: bytes | None, key: bytes) -> None:
-        while True:
-            try:
-                producer.produce(settings.events_topic, value, key, on_delivery=report)
-                return
-            except BufferError:
-                producer.poll(0.1)
-
-    for document in documents:
-        tenant, environment = document["tenant_id"], document["environment_id"]
-        key = f"{tenant}:{environment}:{document['external_customer_id']}"
-        send(orjson.dumps(document), key.encode())
-    for value, key_bytes in extra:
-        send(value, key_bytes)
+    tracker = DeliveryTracker()
+    keyed = ((orjson.dumps(document), event_key(document).encode()) for document in documents)
+    for value, key in chain(keyed, extra):
+        produce_or_wait(producer, tracker, settings.events_topic, value=value, key=key)
     assert producer.flush(flush_timeout_s) == 0
-    assert not failures, failures
+    assert tracker.failed == 0 and tracker.delivered == tracker.sent, tracker.errors
 
 
 def dead_letter_headers(

@@ -46,6 +46,7 @@ from worker.store.gateway import open_gateway
 from worker.store.processed import insert_processed
 from worker.store.schema import migrate
 from worker.stream.consumer_support import group_consumer_config
+from worker.stream.delivery import DeliveryTracker, produce_or_wait
 from worker.stream.producer import event_key
 from worker.stream.run_usage import run_usage
 from worker.stream.topics import ensure_topics, worker_topics
@@ -137,17 +138,13 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
 
 def _produce(settings: WorkerSettings, catalog: dict[str, Any], count: int) -> float:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
+    tracker = DeliveryTracker()
     started = time.perf_counter()
     for event in generate_events(catalog, count, duplicate_rate=0.01):
         payload, key = orjson.dumps(event), event_key(event).encode()
-        while True:
-            try:
-                producer.produce(settings.events_topic, payload, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(120):
-        raise RuntimeError("bench: events not delivered")
+        produce_or_wait(producer, tracker, settings.events_topic, value=payload, key=key)
+    if producer.flush(120) or tracker.failed:
+        raise RuntimeError(f"bench: events not delivered: {tracker.errors}")
     return count / (time.perf_counter() - started)
 
 
@@ -292,20 +289,16 @@ def _paced_produce(
         for event in generate_events(catalog, count, seed=23, duplicate_rate=0.01)
     ]
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    tracker = DeliveryTracker()
     generated.set()
     go.wait()
     started = time.perf_counter()
-    sent = 0
-    while sent < count:
+    while tracker.sent < count:
         due = min(count, int((time.perf_counter() - started) * rate) + 1)
-        while sent < due:
-            payload, key = messages[sent]
-            try:
-                producer.produce(topic, payload, key)
-                sent += 1
-            except BufferError:
-                producer.poll(0.01)
+        while tracker.sent < due:
+            payload, key = messages[tracker.sent]
+            produce_or_wait(producer, tracker, topic, value=payload, key=key)
         producer.poll(0)
         time.sleep(0.002)
-    if producer.flush(120):
+    if producer.flush(120) or tracker.failed:
         raise SystemExit(1)
