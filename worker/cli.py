@@ -469,15 +469,18 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.benchmarks.child import scratch_root
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench
     from worker.benchmarks.reprocess import print_reprocess_bench
     from worker.benchmarks.store import print_store_bench
 
-    print_domain_bench(events=args.events, customers=args.customers)
-    print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
-    print_store_bench()
-    print_reprocess_bench()
+    # One scratch root, deleted after the last benchmark: see worker.benchmarks.child.
+    with scratch_root():
+        print_domain_bench(events=args.events, customers=args.customers)
+        print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
+        print_store_bench()
+        print_reprocess_bench()
     return 0
 
 

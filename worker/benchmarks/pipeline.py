@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from worker.benchmarks.child import scratch_directory
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
@@ -76,7 +76,7 @@ def run_pipeline_bench(
 ) -> PipelineBenchResult:
     """Run the benchmark (several minutes for 1M events) and return its figures."""
     catalog = build_catalog(customers=customers, line_items_per_customer=3)
-    with tempfile.TemporaryDirectory(prefix="ew-bench-") as tmp, LocalTansuBroker() as broker:
+    with scratch_directory("pipeline-") as tmp, LocalTansuBroker() as broker:
         catalog_file = Path(tmp) / "catalog.json"
         catalog_file.write_text(json.dumps(catalog))
         settings = WorkerSettings(

@@ -19,12 +19,11 @@ import dataclasses
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 
-from worker.benchmarks.child import run_child
+from worker.benchmarks.child import run_child, scratch_directory
 from worker.benchmarks.store import ENVIRONMENT, MONTH, TENANT, generate_tables
 from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"  [reprocess bench] {message}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="ew-reprocess-bench-") as directory:
+    with scratch_directory("reprocess-") as directory:
         store_url = f"chdb://{directory}?database=bench"
         gateway = open_gateway(store_url, timeout_s=_TIMEOUT_S)
         try:

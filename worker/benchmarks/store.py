@@ -19,7 +19,12 @@ three times with different keys (no result cache is involved) and the median
 is reported.
 
 chdb opens one data directory per process, so :func:`run_store_bench` runs
-the measurement in a child process on a temporary directory, deleted after.
+the measurement in a child process on a scratch directory
+(:func:`~worker.benchmarks.child.scratch_directory`). Each insert phase gets a
+fresh ``events_processed`` (the previous one is renamed and its merges
+stopped) rather than a truncated one: truncating deletes thousands of part
+files, which slows the next phase's file creation on this VM (see
+:mod:`worker.benchmarks.child`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.benchmarks.child import run_child
+from worker.benchmarks.child import run_child, scratch_directory
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import RatedBatch, StateKey, UsageRater
@@ -133,7 +137,7 @@ def print_store_bench(
 ) -> StoreBenchResult:
     """Run the benchmark (see :func:`run_store_bench`) and print its figures."""
     print(
-        f"store: chdb, temporary directory, {table_rows:,}-row tables (takes a few minutes)",
+        f"store: chdb, scratch directory, {table_rows:,}-row tables (takes a few minutes)",
         flush=True,
     )
     result = run_store_bench(insert_rows=insert_rows, batch_size=batch_size, table_rows=table_rows)
@@ -200,11 +204,11 @@ def measure(
         build_started = time.thread_time()
         rated_columns(batch, datetime.now(UTC), cache)
         builds.append(time.thread_time() - build_started)
-    gateway.execute(f"TRUNCATE TABLE {PROCESSED_TABLE}")
+    _set_aside(gateway, "sequential")
     say("insert_rated, build overlapping write")
     overlapped_s = _overlapped_insert(gateway, batches, cache)
     inserted = sum(len(batch.rated) for batch in batches)
-    gateway.execute(f"TRUNCATE TABLE {PROCESSED_TABLE}")
+    _set_aside(gateway, "overlapped")
     say("insert_processed (row objects), for comparison")
     some = batches[:20]
     started = time.perf_counter()
@@ -213,7 +217,7 @@ def measure(
     row_objects_rows_per_s = sum(len(b.rated) for b in some) / (time.perf_counter() - started)
     batch_count = len(batches)
     del batches, some
-    gateway.execute(f"TRUNCATE TABLE {PROCESSED_TABLE}")
+    _set_aside(gateway, "row_objects")
 
     say(f"generating {table_rows:,} processed rows and {table_rows:,} raw events in SQL")
     started = time.perf_counter()
@@ -254,6 +258,14 @@ def measure(
         unprocessed_page=1000,
         unprocessed_ms=unprocessed_ms,
     )
+
+
+def _set_aside(gateway: Gateway, phase: str) -> None:
+    """Rename ``events_processed`` (merges stopped) and create an empty one like it."""
+    kept = f"{PROCESSED_TABLE}_{phase}"
+    gateway.execute(f"RENAME TABLE {PROCESSED_TABLE} TO {kept}")
+    gateway.execute(f"SYSTEM STOP MERGES {kept}")
+    gateway.execute(f"CREATE TABLE {PROCESSED_TABLE} AS {kept}")
 
 
 def rated_batches(
@@ -457,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-rows", type=int, default=10_000_000)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ew-store-bench-") as directory:
+    with scratch_directory("store-") as directory:
         gateway = open_gateway(f"chdb://{directory}?database=bench", timeout_s=_TIMEOUT_S)
         try:
             migrate(gateway)
