@@ -7,7 +7,7 @@ the uncommitted batch; the invoice must equal an uninterrupted run's.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +23,7 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import DedupKey, StateKey, UsageRater, fingerprint
 from worker.domain.events import Event, ProcessedEvent
 from worker.domain.invoice import LineItemTotal, summarize
+from worker.domain.metering import AggregationType
 from worker.domain.validation import decode_event
 from worker.domain.windows import window_start
 from worker.samples.synthetic import build_catalog, generate_events
@@ -201,6 +202,7 @@ def run_through_store(
     stream: list[list[Event]],
     *,
     max_fingerprints: int,
+    max_remembered_owners: int = 0,
     crash_after: Collection[int] = (),
     asked: list[int] | None = None,
 ) -> list[ProcessedEvent]:
@@ -212,7 +214,13 @@ def run_through_store(
     """
     written: list[ProcessedEvent] = []
     pending_crashes = set(crash_after)
-    rater = UsageRater(index, max_fingerprints=max_fingerprints)
+
+    def new_rater() -> UsageRater:
+        return UsageRater(
+            index, max_fingerprints=max_fingerprints, max_remembered_owners=max_remembered_owners
+        )
+
+    rater = new_rater()
     n = 0
     while n < len(stream):
         resolved = rater.resolve(stream[n])
@@ -231,21 +239,22 @@ def run_through_store(
         assert rater.fingerprint_count <= max_fingerprints
         if n in pending_crashes:
             pending_crashes.discard(n)
-            rater = UsageRater(index, max_fingerprints=max_fingerprints)
+            rater = new_rater()
             continue
-        rater.forget_hashes()
+        rater.committed()
         n += 1
     return written
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     max_fingerprints=st.sampled_from([0, 7, 60, 400, 10**6]),
+    max_remembered_owners=st.sampled_from([0, 150, 10**6]),
     crash_after=st.sets(st.integers(0, 11), max_size=4),
     seed=st.integers(0, 3),
 )
 def test_store_lookup_flow_gives_the_uninterrupted_invoice(
-    max_fingerprints: int, crash_after: set[int], seed: int
+    max_fingerprints: int, max_remembered_owners: int, crash_after: set[int], seed: int
 ) -> None:
     index = CatalogIndex(parse_documents(catalog_documents()))
     document = catalog_documents()[0]
@@ -256,11 +265,20 @@ def test_store_lookup_flow_gives_the_uninterrupted_invoice(
     stream = [stream_events[i : i + 100] for i in range(0, len(stream_events), 100)]
     expected = invoice(rate_all(UsageRater(index), stream))
     written = run_through_store(
-        index, stream, max_fingerprints=max_fingerprints, crash_after=crash_after
+        index,
+        stream,
+        max_fingerprints=max_fingerprints,
+        max_remembered_owners=max_remembered_owners,
+        crash_after=crash_after,
     )
     assert invoice(written) == expected
     # Replaying everything afterwards (a fresh group from offset 0) adds nothing.
-    replayed = run_through_store(index, stream + stream, max_fingerprints=max_fingerprints)
+    replayed = run_through_store(
+        index,
+        stream + stream,
+        max_fingerprints=max_fingerprints,
+        max_remembered_owners=max_remembered_owners,
+    )
     assert invoice(replayed) == expected
 
 
@@ -274,8 +292,9 @@ def test_covered_states_ask_the_store_only_about_repeats() -> None:
     stream = batches_of(unique)
     asked: list[int] = []
     run_through_store(index, stream + stream[:1], max_fingerprints=10**6, asked=asked)
-    # Only hashes stored by an earlier batch are asked about (COUNT_UNIQUE values
-    # repeat by design); the redelivered first batch is asked about in full.
+    # Owners forgotten at every commit: only hashes stored by an earlier batch are
+    # asked about (COUNT_UNIQUE values repeat by design); the redelivered first
+    # batch is asked about in full.
     resolver = UsageRater(index)
     seen: set[DedupKey] = set()
     repeats = []
@@ -298,6 +317,71 @@ def test_covered_states_ask_the_store_only_about_repeats() -> None:
         known_states |= {key[0] for key in keys}
     assert asked_uncovered == expected
     assert sum(expected) > len(unique) // 2
+
+    # Owners remembered across commits: what this rater counted is answered in
+    # memory, the redelivered first batch included. Covered states then ask
+    # nothing; uncovered ones still ask about every hash they have not seen.
+    redelivered = stream + stream[:1]
+    remembering = {}
+    for max_fingerprints in (10**6, 0):
+        remembering[max_fingerprints] = []
+        run_through_store(
+            index,
+            redelivered,
+            max_fingerprints=max_fingerprints,
+            max_remembered_owners=10**6,
+            asked=remembering[max_fingerprints],
+        )
+    assert remembering[10**6] == [0] * len(redelivered)
+    seen_keys: set[DedupKey] = set()
+    seen_states: set[StateKey] = set()
+    unseen_in_seen_states = []
+    for batch in redelivered:
+        keys = resolver.resolve(batch).dedup_keys()
+        unseen_in_seen_states.append(
+            len({key for key in keys if key[0] in seen_states and key not in seen_keys})
+        )
+        seen_keys |= keys
+        seen_states |= {key[0] for key in keys}
+    assert remembering[0] == unseen_in_seen_states
+    assert remembering[0][-1] == 0
+
+
+def test_remembered_owners_are_forgotten_past_their_budget() -> None:
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    stream = batches_of(events(1000))
+    first = stream[0]
+    keys = UsageRater(index).resolve(first).dedup_keys()
+    by_value = {key for key in keys if _aggregation(index, key[0]) is AggregationType.COUNT_UNIQUE}
+    assert by_value and by_value != keys
+
+    rater = UsageRater(index, max_remembered_owners=len(first) * 2)
+    rate_all(rater, [first])
+    rater.committed()
+    assert rater.lookup_keys(rater.resolve(first)) == set()  # within budget: all remembered
+    rate_all(rater, stream[1:3])
+    rater.committed()  # over budget: event hashes forgotten, COUNT_UNIQUE values kept
+    assert rater.lookup_keys(rater.resolve(first)) == keys - by_value
+
+    # A budget whose quarter holds the smallest COUNT_UNIQUE state (each of its
+    # rows remembers at most one hash or repeat) but whose half the values exceed.
+    value_states = {key for key, _ in by_value}
+    pending = UsageRater(index).resolve(first).pending
+    rows_per_state = Counter(row.key for row in pending if row.key in value_states)
+    budget = 4 * min(rows_per_state.values()) + 3
+    assert sum(rows_per_state.values()) > budget // 2
+    tiny = UsageRater(index, max_remembered_owners=budget)
+    rate_all(tiny, [first])
+    tiny.committed()  # values alone fill more than half: the largest states forget
+    remembered = keys - tiny.lookup_keys(tiny.resolve(first))
+    assert remembered < by_value
+    assert 0 < len(remembered) <= budget // 4  # the smallest states keep theirs
+
+
+def _aggregation(index: CatalogIndex, key: StateKey) -> AggregationType:
+    binding = index.line_item(key[0], key[1], key[2])
+    assert binding is not None
+    return binding.meter.aggregation
 
 
 def test_states_loaded_with_stored_rows_are_covered_by_their_fingerprints() -> None:

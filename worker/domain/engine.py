@@ -20,6 +20,17 @@ covered state only hashes whose fingerprint is already present (a repeat, or a
 rare fingerprint collision) go to the store lookup; an absent fingerprint
 proves the hash was never stored. Uncovered states send every hash. Memory is
 bounded by ``max_fingerprints``: past it the largest states are uncovered.
+
+Owners stay remembered after a commit (the hashes this rater counted or
+looked up, with the event id that counted each), so a repeat of a recent
+event - a client retry, a redelivery - is answered in memory instead of by
+the store. They are exact for as long as the rater owns the state: every
+row of a (line item, period) is written through its one owner. Their memory
+is bounded by ``max_remembered_owners``: past it, the next commit forgets the
+owners of event hashes (retries come soon or not at all) and keeps those of
+COUNT_UNIQUE values (values recur all period long); when these alone fill
+more than half of the budget, the largest states forget theirs until they
+fill a quarter.
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from typing import NamedTuple
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
 from worker.domain.events import Event, ProcessedEvent
-from worker.domain.metering import Measurement, measure
+from worker.domain.metering import AggregationType, Measurement, measure
 from worker.domain.rating import LineItemPeriodRating, Outcome, RatedDelta
 
 StateKey = tuple[str, str, str, int]
@@ -45,7 +56,11 @@ DedupKey = tuple[StateKey, str]
 DEFAULT_MAX_FINGERPRINTS = 5_000_000
 """Fingerprints held in memory at most (about 70 bytes each)."""
 
+DEFAULT_MAX_REMEMBERED_OWNERS = 200_000
+"""Hash owners kept in memory across commits at most (about 250 bytes each)."""
+
 _MAX_LAG_MS = 2**32 - 1
+_COUNT_UNIQUE = AggregationType.COUNT_UNIQUE
 _COUNTED = Outcome.COUNTED  # Enum attribute access costs ~100 ns in CPython 3.11
 _REPEATED_VALUE = Outcome.REPEATED_VALUE
 _ONE_US = timedelta(microseconds=1)
@@ -147,7 +162,11 @@ class UsageRater:
     """Holds rating state for the (line item, period) pairs a consumer owns."""
 
     def __init__(
-        self, index: CatalogIndex, *, max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS
+        self,
+        index: CatalogIndex,
+        *,
+        max_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
+        max_remembered_owners: int = DEFAULT_MAX_REMEMBERED_OWNERS,
     ) -> None:
         self._index = index
         self._states: dict[StateKey, LineItemPeriodRating] = {}
@@ -156,6 +175,10 @@ class UsageRater:
         self._fingerprints: dict[StateKey, set[int]] = {}
         self._fingerprint_count = 0
         self._max_fingerprints = max_fingerprints
+        # Owners (and repeat-row ids) remembered in the touched states, counted
+        # from above: dropped states still count until the next forgetting.
+        self._remembered = 0
+        self._max_remembered = max_remembered_owners
 
     @property
     def fingerprint_count(self) -> int:
@@ -240,13 +263,16 @@ class UsageRater:
     def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]:
         """The dedup keys of ``batch`` only the store can answer (see module docstring)."""
         covered = self._fingerprints
+        states = self._states
         keys: set[DedupKey] = set()
         for row in batch.pending:
             unique_hash = row.measurement.unique_hash
             known = covered.get(row.key)
             # fingerprint(unique_hash), inlined: this runs per row.
             if known is None or int(unique_hash[:16], 16) in known:
-                keys.add((row.key, unique_hash))
+                state = states.get(row.key)
+                if state is None or not state.knows(unique_hash):
+                    keys.add((row.key, unique_hash))
         return keys
 
     def remember(self, owners: Mapping[DedupKey, str]) -> None:
@@ -258,6 +284,8 @@ class UsageRater:
             state = self._states.get(key)
             if state is not None:
                 state.remember(hashes)
+                self._touched.add(key)
+                self._remembered += len(hashes)
 
     def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch:
         """Rate pending rows in order; redeliveries (ALREADY_PROCESSED) yield no row."""
@@ -288,6 +316,7 @@ class UsageRater:
                 known.add(int(row.measurement.unique_hash[:16], 16))  # fingerprint()
                 added += len(known) - before
         self._fingerprint_count += added
+        self._remembered += counted + repeated
         self._trim_fingerprints()
         result.outcomes.update(
             {
@@ -298,8 +327,39 @@ class UsageRater:
         )
         return result
 
+    def committed(self) -> None:
+        """Call once the rated rows are durable and their offsets committed.
+
+        Keeps the remembered owners while at most ``max_remembered_owners``
+        are held; past that, forgets some or all (see the module docstring:
+        the store has them all).
+        """
+        if self._remembered <= self._max_remembered:
+            return
+        kept: list[tuple[int, StateKey]] = []
+        for key in list(self._touched):
+            state = self._states.get(key)
+            binding = self._index.line_item(key[0], key[1], key[2])
+            if state is None:
+                self._touched.discard(key)
+            elif binding is not None and binding.meter.aggregation is _COUNT_UNIQUE:
+                kept.append((state.remembered, key))
+            else:
+                state.forget_hashes()
+                self._touched.discard(key)
+        total = sum(size for size, _ in kept)
+        if total > self._max_remembered // 2:
+            kept.sort()
+            while kept and total > self._max_remembered // 4:
+                size, key = kept.pop()
+                self._states[key].forget_hashes()
+                self._touched.discard(key)
+                total -= size
+        self._remembered = total
+
     def forget_hashes(self) -> None:
-        """Drop remembered hashes (they are durable in the store once committed)."""
+        """Drop remembered owners (only once they are durable in the store)."""
+        self._remembered = 0
         for key in self._touched:
             state = self._states.get(key)
             if state is not None:

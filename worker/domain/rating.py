@@ -114,6 +114,11 @@ class LineItemPeriodRating:
     def knows(self, unique_hash: str) -> bool:
         return unique_hash in self._known
 
+    @property
+    def remembered(self) -> int:
+        """Hashes and repeat-row event ids held (the memory :meth:`forget_hashes` frees)."""
+        return len(self._known) + len(self._repeat_rows)
+
     def remember(self, owners: Mapping[str, str]) -> None:
         """Record stored hashes (unique_hash -> counting event id) from a dedup query."""
         for unique_hash, event_id in owners.items():

@@ -250,7 +250,7 @@ class UsageBatchProcessor:
 
     def committed(self, batch: PreparedBatch) -> None:
         """Call after the batch's offsets are committed: its hashes are now durable."""
-        self._rater.forget_hashes()
+        self._rater.committed()
 
     def _decode(self, message: SourceMessage, now: datetime, batch: PreparedBatch) -> Event | None:
         if message.value is None:
