@@ -1,12 +1,13 @@
 """The usage rater: events -> priced rows, batch by batch, with per-line-item state.
 
-Pure and I/O free. The pipeline drives one batch in four steps::
+Pure and I/O free. The pipeline drives one batch in these steps::
 
     batch = rater.resolve(events)                  # catalog + meter + period + hash
     snapshots = loader(rater.missing_states(batch))           # first touch only
     rater.load_states(snapshots, fingerprints(rater.coverable(snapshots)))
     rater.remember(dedup_lookup(rater.lookup_keys(batch)))    # one query per batch
     rows = rater.rate(batch, processed_at)         # incremental rating
+    rater.committed()                # once the rows are durable and committed
 
 ``loader``, ``fingerprints`` and ``dedup_lookup`` are the store's
 ``GetLineItemUsage``, stored hash fingerprints and batched ``IsDuplicate``;
