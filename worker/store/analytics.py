@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from worker.domain.events import Event, ProcessedEvent
-from worker.store.events_reads import decode_properties
+from worker.domain.events import ProcessedEvent
+from worker.store.events_reads import event_from_row
 from worker.store.gateway import Gateway, Row
 from worker.store.params import (
     AnalyticsGroup,
@@ -95,17 +95,10 @@ def get_processed_events(gateway: Gateway, params: GetProcessedEventsParams) -> 
 
 
 def _processed_from_row(row: Row) -> ProcessedEvent:
+    """A :class:`ProcessedEvent` from the raw event columns (see
+    :func:`~worker.store.events_reads.event_from_row`) followed by the pricing ones."""
+    event = event_from_row(row[:10])
     (
-        event_id,
-        tenant_id,
-        environment_id,
-        event_name,
-        timestamp,
-        properties,
-        source,
-        customer_id,
-        external_customer_id,
-        ingested_at,
         subscription_id,
         sub_line_item_id,
         price_id,
@@ -124,22 +117,10 @@ def _processed_from_row(row: Row) -> ProcessedEvent:
         sign,
         processed_at,
         final_lag_ms,
-    ) = row
-    event = Event(
-        id=event_id,
-        tenant_id=tenant_id,
-        environment_id=environment_id,
-        event_name=event_name,
-        timestamp=timestamp.astimezone(UTC),
-        properties=decode_properties(properties),
-        source=source,
-        customer_id=customer_id,
-        external_customer_id=external_customer_id,
-        ingested_at=ingested_at.astimezone(UTC),
-    )
+    ) = row[10:]
     return ProcessedEvent(
         event=event,
-        customer_id=customer_id,
+        customer_id=event.customer_id,
         subscription_id=subscription_id,
         sub_line_item_id=sub_line_item_id,
         price_id=price_id,
