@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the ClickHouse schema")
     _store(migrate)
+    migrate.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="lay the schema out on this cluster: ON CLUSTER DDL, Replicated tables "
+        "behind Distributed ones (default: EW_CLICKHOUSE_CLUSTER, else one server)",
+    )
+    migrate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the DDL a new database would get, connect to nothing",
+    )
     migrate.set_defaults(handler=_migrate)
 
     run = commands.add_parser("run", help="run a consumer")
@@ -120,10 +131,21 @@ def _store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", help="chdb:///dir or clickhouse://...")
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def _idle(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exit-when-idle",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="exit 0 once caught up, committed and idle this long",
     )
@@ -141,19 +163,28 @@ def _store_errors() -> Iterator[None]:
 
 
 def _migrate(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.store.gateway import open_gateway
-    from worker.store.schema import LATEST_VERSION, migrate
+    from worker.store.gateway import open_gateway, parse_store_url
+    from worker.store.schema import LATEST_VERSION, migrate, migration_sql
 
+    cluster = settings.cluster_layout
     with _store_errors():
+        if args.dry_run:
+            database = parse_store_url(settings.store_url).database
+            where = f"cluster {cluster.name}" if cluster is not None else "one server"
+            print(f"-- schema version {LATEST_VERSION} of database {database}, {where}\n")
+            for statement in migration_sql(database, cluster):
+                print(f"{statement.strip()};\n")
+            return 0
         gateway = open_gateway(settings.store_url)
         try:
-            applied = migrate(gateway)
+            applied = migrate(gateway, cluster=cluster)
         finally:
             gateway.close()
     done = ", ".join(str(version) for version in applied) if applied else "nothing (up to date)"
+    layout = f" on cluster {cluster.name}" if cluster is not None else ""
     print(
-        f"schema of {gateway.url} (database {gateway.database}) at version {LATEST_VERSION}; "
-        f"applied: {done}"
+        f"schema of {gateway.url} (database {gateway.database}){layout} at version "
+        f"{LATEST_VERSION}; applied: {done}"
     )
     return 0
 
@@ -181,7 +212,7 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
     from worker.store.schema import require_schema
 
     with _store_errors():
-        gateway = open_gateway(settings.store_url)
+        gateway = open_gateway(settings.store_url, create=False)
         try:
             require_schema(gateway)
             totals = line_item_totals(
@@ -426,7 +457,7 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
     from worker.store.schema import require_schema
 
     with _store_errors():
-        gateway = open_gateway(settings.store_url)
+        gateway = open_gateway(settings.store_url, create=False)
         try:
             require_schema(gateway)
             progress = load_progress(gateway, args.request_id)
@@ -491,6 +522,8 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         overrides["kafka_bootstrap"] = args.bootstrap
     if getattr(args, "store", None):
         overrides["store_url"] = args.store
+    if getattr(args, "cluster", None):
+        overrides["clickhouse_cluster"] = args.cluster
     try:
         return WorkerSettings(**overrides)
     except SettingsError as exc:

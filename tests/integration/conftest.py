@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 
 from tests.integration.support import (
+    CHDB_TEST_CLUSTER,
     CLICKHOUSE_ENV,
     KAFKA_ENV,
     ChdbTarget,
     ClickHouseTarget,
     NativeTarget,
+    chdb_cluster_config,
     clickhouse_kinds,
     client_config,
     docker_unavailable_reason,
@@ -72,26 +74,41 @@ def kafka_producer_config(kafka_client_config: dict[str, Any]) -> dict[str, Any]
 
 
 @pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's one chdb data directory (store URL: `chdb://<path>?database=...`)."""
-    return tmp_path_factory.mktemp("chdb") / "data"
+def _chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+    """The session's chdb directory and its one connection, opened first.
+
+    The first connection to a directory decides its configuration (later ones
+    ignore theirs): this one brings the one-shard cluster `CHDB_TEST_CLUSTER`
+    on which the cluster layout of the schema is tested.
+    """
+    import chdb
+
+    root = tmp_path_factory.mktemp("chdb")
+    config = root / "config.xml"
+    config.write_text(chdb_cluster_config(CHDB_TEST_CLUSTER))
+    path = root / "data"
+    connection = chdb.connect(f"file:{path}?config-file={config}")
+    try:
+        yield path, connection
+    finally:
+        connection.close()
 
 
 @pytest.fixture(scope="session")
-def chdb_connection(chdb_path: Path) -> Iterator[Any]:
+def chdb_path(_chdb_session: tuple[Path, Any]) -> Path:
+    """The session's one chdb data directory (store URL: `chdb://<path>?database=...`)."""
+    return _chdb_session[0]
+
+
+@pytest.fixture(scope="session")
+def chdb_connection(_chdb_session: tuple[Path, Any]) -> Any:
     """The session's one embedded ClickHouse (chdb) connection.
 
     chdb allows one open directory per process: every chdb use in the test
     session goes through this directory (never the global `chdb.query()`);
     store gateways open their own connection to the same directory.
     """
-    import chdb
-
-    connection = chdb.connect(str(chdb_path))
-    try:
-        yield connection
-    finally:
-        connection.close()
+    return _chdb_session[1]
 
 
 @pytest.fixture

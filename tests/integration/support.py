@@ -28,6 +28,27 @@ SESSION_TIMEOUT_MS = 6000
 CONSUMER_ONLY_KEYS = frozenset({"session.timeout.ms", "heartbeat.interval.ms", "group.id"})
 #: Upper bound for one ClickHouse statement in tests (server-side setting).
 QUERY_TIMEOUT_S = 60
+#: The server's cluster (remote_servers name) on which to also test the clustered
+#: schema (Replicated + Distributed tables, ON CLUSTER DDL) of `EW_TEST_CLICKHOUSE_URL`.
+CLICKHOUSE_CLUSTER_ENV = "EW_TEST_CLICKHOUSE_CLUSTER"
+#: The one-shard cluster of the session's chdb (see `chdb_cluster_config`).
+CHDB_TEST_CLUSTER = "ew_test"
+
+
+def chdb_cluster_config(cluster: str) -> str:
+    """A ClickHouse config file defining `cluster` as one shard: this process.
+
+    chdb listens on no port; declaring the shard's port as its own `tcp_port`
+    makes ClickHouse treat the shard as local, so Distributed tables over
+    `cluster` read and write this process's tables without any network.
+    """
+    return f"""<clickhouse>
+  <tcp_port>9000</tcp_port>
+  <remote_servers>
+    <{cluster}><shard><replica><host>localhost</host><port>9000</port></replica></shard></{cluster}>
+  </remote_servers>
+</clickhouse>
+"""
 
 
 # -- Kafka -------------------------------------------------------------------

@@ -34,6 +34,20 @@ def test_invalid_settings_are_one_line_user_errors(monkeypatch: pytest.MonkeyPat
         settings_from(build_parser().parse_args(["demo"]))
 
 
+def test_cluster_comes_from_the_environment_or_the_migrate_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert WorkerSettings().cluster_layout is None
+    monkeypatch.setenv("EW_CLICKHOUSE_CLUSTER", "from_env")
+    layout = WorkerSettings().cluster_layout
+    assert layout is not None and (layout.name, layout.replicated) == ("from_env", True)
+    flagged = settings_from(build_parser().parse_args(["migrate", "--cluster", "from_flag"]))
+    assert flagged.cluster_layout is not None and flagged.cluster_layout.name == "from_flag"
+    monkeypatch.setenv("EW_CLICKHOUSE_CLUSTER", "prod'; DROP TABLE events")
+    with pytest.raises(UserError, match=r"EW_CLICKHOUSE_CLUSTER: .*invalid cluster name"):
+        settings_from(build_parser().parse_args(["run", "usage"]))
+
+
 def test_secrets_are_redacted_from_loggable_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "EW_KAFKA_EXTRA", '{"sasl.password": "hunter2", "ssl.key.password": "k", "acks": "all"}'
@@ -56,3 +70,13 @@ def test_secrets_are_redacted_from_loggable_settings(monkeypatch: pytest.MonkeyP
 )
 def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "inf", "soon"])
+def test_exit_when_idle_must_be_a_finite_non_negative_number(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "usage", "--exit-when-idle", seconds])
+    assert exited.value.code == 2
+    assert "--exit-when-idle" in capsys.readouterr().err

@@ -15,6 +15,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS
+from worker.store.ddl import ClusterLayout
+from worker.store.errors import StoreError
 
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
 REDACTED = "***"
@@ -29,6 +31,9 @@ class WorkerSettings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
     kafka_extra: dict[str, Any] = Field(default_factory=dict, repr=False)
     store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
+    clickhouse_cluster: str | None = None
+    """Lay the schema out on this ClickHouse cluster (``remote_servers`` name):
+    Replicated tables behind Distributed ones, ON CLUSTER DDL. ``None``: one server."""
     http_port: int = Field(default=9108, ge=0, le=65_535)
     log_level: str = "INFO"
     health_stall_seconds: float = Field(default=60.0, gt=0)
@@ -71,6 +76,21 @@ class WorkerSettings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
         return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _check_cluster(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ClusterLayout(value)
+            except StoreError as exc:
+                raise ValueError(str(exc)) from None
+        return value or None
+
+    @property
+    def cluster_layout(self) -> ClusterLayout | None:
+        """The schema layout :func:`~worker.store.schema.migrate` applies."""
+        return ClusterLayout(self.clickhouse_cluster) if self.clickhouse_cluster else None
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for a client: bootstrap, extras, then ``overrides``."""

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.domain.events import ProcessedEvent
+from worker.store.ddl import SHARD_LOCAL_SUBQUERIES
 from worker.store.events_reads import event_from_row
 from worker.store.gateway import Gateway, Row
 from worker.store.params import (
@@ -202,7 +203,9 @@ def get_usage_analytics(
 # come from one GROUPING SETS query. Property filters select event ids from the
 # raw events of the same tenant, environment and window (the priced rows keep
 # the properties only as text).
-_DETAILED_SQL = """
+_DETAILED_SQL = "".join(
+    (
+        """
 SELECT feature_key, source_key, window_start, grouping(window_start) AS is_total,
        if(min(meter_id) = max(meter_id), min(meter_id), ''),
        if(min(event_name) = max(event_name), min(event_name), ''),
@@ -242,7 +245,10 @@ FROM (
                          {filters:Array(Tuple(String, Array(String)))})))
 )
 GROUP BY GROUPING SETS ((feature_key, source_key), (feature_key, source_key, window_start))
-"""
+""",
+        SHARD_LOCAL_SUBQUERIES,
+    )
+)
 
 
 def get_detailed_usage_analytics(

@@ -39,9 +39,19 @@ def first_line(message: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def one_line(message: str, limit: int = 600) -> str:
+    """The whole message on one line (for errors whose detail follows the first line)."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def translate(code: int | None, message: str, where: str) -> StoreError:
-    """Map a ClickHouse error (code + message) to a :class:`StoreError` for ``where``."""
-    detail = first_line(message)
+    """Map a ClickHouse error (code + message) to a :class:`StoreError` for ``where``.
+
+    Without a ClickHouse code (an error of the client library itself, such as
+    a binding's argument check) the whole message is kept, on one line.
+    """
+    detail = first_line(message) if code is not None else one_line(message)
     if code in (UNKNOWN_TABLE, UNKNOWN_DATABASE):
         return SchemaMissingError(f"schema missing in {where} ({detail}): {MIGRATE_HINT}")
     if code == AUTHENTICATION_FAILED:

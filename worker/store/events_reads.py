@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from worker.domain.events import Event
+from worker.store.ddl import SHARD_LOCAL_SUBQUERIES
 from worker.store.gateway import Gateway, Row
 from worker.store.params import (
     EventIterator,
@@ -161,7 +162,8 @@ LIMIT {scan:UInt32})""",
 # Unprocessed events of one slice: the anti-join's right side covers only the
 # slice's time range, never the whole window. No FINAL (it would bypass the
 # projections): unmerged copies of a raw event come out adjacent, newest
-# ``ingested_at`` first, and the caller keeps the first.
+# ``ingested_at`` first, and the caller keeps the first. On a cluster the
+# anti-join runs on each shard (see SHARD_LOCAL_SUBQUERIES).
 _UNPROCESSED_SQL = "".join(
     (
         """
@@ -183,9 +185,9 @@ FROM events""",
         AND timestamp >= {start:DateTime64(6, 'UTC')}
         AND timestamp <= {bound:DateTime64(6, 'UTC')})
 ORDER BY timestamp ASC, id ASC, ingested_at DESC
-LIMIT {limit:UInt32}
-""",
-    )
+LIMIT {limit:UInt32}""",
+        SHARD_LOCAL_SUBQUERIES,
+    ),
 )
 
 #: Raw events examined per slice (a slice is one bounded anti-join).

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from worker.ops.settings import redact_url
-from worker.store.errors import StoreError
+from worker.store.errors import MIGRATE_HINT, SchemaMissingError, StoreError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_TIMEOUT_S = 30.0
@@ -180,16 +180,21 @@ def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
     raise _bad_url(url, f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme")
 
 
-def open_gateway(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Gateway:
+def open_gateway(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, create: bool = True) -> Gateway:
     """Open the gateway for ``url``; raise :class:`StoreError` if it cannot be reached.
 
     Blocks at most about ``timeout_s`` (connect + ping). The caller owns the
-    gateway and must :meth:`~Gateway.close` it.
+    gateway and must :meth:`~Gateway.close` it. ``create=False`` (readers)
+    refuses a ``chdb://`` directory that does not exist instead of creating it.
     """
     location = parse_store_url(url)
     if isinstance(location, ChdbLocation):
         from worker.store.chdb_gateway import ChdbGateway
 
+        if not create and not location.path.is_dir():
+            raise SchemaMissingError(
+                f"no chdb store at {location.path}: check the path, or {MIGRATE_HINT}"
+            )
         return ChdbGateway.open(location, url=redact_url(url), timeout_s=timeout_s)
     from worker.store.native_gateway import NativeGateway
 

@@ -141,8 +141,8 @@ class NativeGateway:
             raise StoreError(f"columns for {table} have different lengths: {sorted(lengths)}")
         if not data or not data[0]:
             return 0
-        # optimize_on_insert = 0: see worker.store.chdb_gateway.insert_settings.
-        settings: dict[str, Any] = {"optimize_on_insert": 0}
+        # See worker.store.chdb_gateway.insert_settings.
+        settings: dict[str, Any] = {"optimize_on_insert": 0, "insert_distributed_sync": 1}
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
         # Identifiers were checked above; the token travels as a query setting.

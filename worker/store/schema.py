@@ -18,9 +18,10 @@ Design of the two tables (DESIGN.md §5):
   FINAL may skip cross-partition merging. Bloom filter on ``unique_hash`` for
   the batched dedup lookup. Amounts are Decimal(38, 15): 23 integer digits.
 
-Both keep ``non_replicated_deduplication_window`` so that an insert repeated
-with the same ``insert_deduplication_token`` is dropped (the on-cluster form
-uses Replicated engines, which deduplicate by themselves).
+Both keep a deduplication window so that an insert repeated with the same
+``insert_deduplication_token`` is dropped. ``migrate --cluster NAME`` lays the
+same tables out on a cluster: Replicated local tables behind Distributed ones
+(:mod:`worker.store.ddl`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worker.store.errors import MIGRATE_HINT, SchemaMissingError
+from worker.store.ddl import (
+    AlterTable,
+    ClusterLayout,
+    CreateTable,
+    Statement,
+    create_database,
+    render,
+)
+from worker.store.errors import MIGRATE_HINT, SchemaMissingError, StoreError
 from worker.store.gateway import Gateway
-
-#: Insert blocks remembered per table for token deduplication.
-DEDUP_WINDOW = 10_000
 
 _EVENT_COLUMNS = """
     tenant_id String,
@@ -46,18 +52,26 @@ _EVENT_COLUMNS = """
     ingested_at DateTime64(6, 'UTC'),
     properties String"""
 
-_EVENTS = f"""
-CREATE TABLE IF NOT EXISTS events ({_EVENT_COLUMNS},
-    INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4
-)
-ENGINE = ReplacingMergeTree(ingested_at)
-PARTITION BY toYYYYMM(timestamp)
-ORDER BY (tenant_id, environment_id, external_customer_id, timestamp, id)
-SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
-"""
+#: Both event tables: an event's raw row and its processed rows on one shard.
+_EVENT_SHARD_KEY = "cityHash64(tenant_id, environment_id, id)"
 
-_EVENTS_PROCESSED = f"""
-CREATE TABLE IF NOT EXISTS events_processed ({_EVENT_COLUMNS},
+_EVENTS = CreateTable(
+    name="events",
+    body=_EVENT_COLUMNS
+    + """,
+    INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4""",
+    engine="ReplacingMergeTree",
+    version_column="ingested_at",
+    clauses="PARTITION BY toYYYYMM(timestamp)\n"
+    "ORDER BY (tenant_id, environment_id, external_customer_id, timestamp, id)",
+    shard_key=_EVENT_SHARD_KEY,
+    token_dedup=True,
+)
+
+_EVENTS_PROCESSED = CreateTable(
+    name="events_processed",
+    body=_EVENT_COLUMNS
+    + """,
     subscription_id String,
     sub_line_item_id String,
     price_id String,
@@ -77,23 +91,26 @@ CREATE TABLE IF NOT EXISTS events_processed ({_EVENT_COLUMNS},
     processed_at DateTime64(6, 'UTC'),
     final_lag_ms UInt32,
     INDEX idx_unique_hash unique_hash TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_event_id id TYPE bloom_filter(0.01) GRANULARITY 4
+    INDEX idx_event_id id TYPE bloom_filter(0.01) GRANULARITY 4""",
+    engine="ReplacingMergeTree",
+    version_column="version",
+    clauses="PARTITION BY toYYYYMM(toDateTime(intDiv(period_id, 1000), 'UTC'))\n"
+    "ORDER BY (tenant_id, environment_id, sub_line_item_id, period_id, id)",
+    shard_key=_EVENT_SHARD_KEY,
+    token_dedup=True,
 )
-ENGINE = ReplacingMergeTree(version)
-PARTITION BY toYYYYMM(toDateTime(intDiv(period_id, 1000), 'UTC'))
-ORDER BY (tenant_id, environment_id, sub_line_item_id, period_id, id)
-SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
-"""
 
-_SCHEMA_VERSION = """
-CREATE TABLE IF NOT EXISTS schema_version (
+_SCHEMA_VERSION = CreateTable(
+    name="schema_version",
+    body="""
     version UInt32,
     description String,
-    applied_at DateTime64(6, 'UTC')
+    applied_at DateTime64(6, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="applied_at",
+    clauses="ORDER BY version",
+    shard_key="version",
 )
-ENGINE = ReplacingMergeTree(applied_at)
-ORDER BY version
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +119,7 @@ class Migration:
 
     version: int
     description: str
-    statements: tuple[str, ...]
+    statements: tuple[Statement, ...]
 
 
 # Migration 2: the read side's property columns (DESIGN.md §3, §7). The writer
@@ -115,20 +132,21 @@ class Migration:
 # Rows stored before this migration have empty maps (no property matches them).
 # A minmax index on events_processed.timestamp bounds the unprocessed anti-join
 # and the analytics reads to the parts of their time window.
-_EVENTS_PROPERTY_MAPS = """
-ALTER TABLE events
+_EVENTS_PROPERTY_MAPS = AlterTable(
+    "events",
+    """
     ADD COLUMN IF NOT EXISTS canonical_json String EPHEMERAL,
     ADD COLUMN IF NOT EXISTS numeric_json String EPHEMERAL,
     ADD COLUMN IF NOT EXISTS canonical_properties Map(String, String)
         DEFAULT CAST(JSONExtractKeysAndValues(canonical_json, 'String'), 'Map(String, String)'),
     ADD COLUMN IF NOT EXISTS numeric_properties Map(String, Decimal(38, 15))
         DEFAULT CAST(JSONExtractKeysAndValues(numeric_json, 'Decimal(38, 15)'),
-                     'Map(String, Decimal(38, 15))')
-"""
-_PROCESSED_TIMESTAMP_INDEX = """
-ALTER TABLE events_processed
-    ADD INDEX IF NOT EXISTS idx_timestamp timestamp TYPE minmax GRANULARITY 1
-"""
+                     'Map(String, Decimal(38, 15))')""",
+    structure=True,
+)
+_PROCESSED_TIMESTAMP_INDEX = AlterTable(
+    "events_processed", "ADD INDEX IF NOT EXISTS idx_timestamp timestamp TYPE minmax GRANULARITY 1"
+)
 
 # Migration 3: the reprocess consumer's durable progress (DESIGN.md §6), one
 # logical row per request id. Every save inserts a new version of the row;
@@ -136,8 +154,9 @@ ALTER TABLE events_processed
 # grows by one per save of a request (the saver reads the previous one first),
 # ``updated_at`` is informational. No insert-token deduplication: every save
 # is a new state.
-_REPROCESS_REQUESTS = """
-CREATE TABLE IF NOT EXISTS reprocess_requests (
+_REPROCESS_REQUESTS = CreateTable(
+    name="reprocess_requests",
+    body="""
     request_id String,
     tenant_id String,
     environment_id String,
@@ -151,11 +170,12 @@ CREATE TABLE IF NOT EXISTS reprocess_requests (
     error String,
     created_at DateTime64(6, 'UTC'),
     updated_at DateTime64(6, 'UTC'),
-    version UInt64
+    version UInt64""",
+    engine="ReplacingMergeTree",
+    version_column="version",
+    clauses="ORDER BY request_id",
+    shard_key="cityHash64(request_id)",
 )
-ENGINE = ReplacingMergeTree(version)
-ORDER BY request_id
-"""
 
 # Migration 4: time-ordered projections for FindUnprocessedEvents (DESIGN.md §6).
 # Both tables are ordered for their main reads (raw by customer, processed by
@@ -165,21 +185,15 @@ ORDER BY request_id
 # rows. ClickHouse picks a projection by itself for reads without FINAL.
 # ReplacingMergeTree merges must rebuild projections (ClickHouse >= 24.8).
 # MATERIALIZE runs in the background for rows stored before this migration.
-_BY_TIME_PROJECTION_MODE = """
-ALTER TABLE {table} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'
-"""
-_EVENTS_BY_TIME = """
-ALTER TABLE events ADD PROJECTION IF NOT EXISTS by_time (
+_BY_TIME_PROJECTION_MODE = "MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'"
+_EVENTS_BY_TIME = """ADD PROJECTION IF NOT EXISTS by_time (
     SELECT id, tenant_id, environment_id, event_name, timestamp, properties, source,
            customer_id, external_customer_id, ingested_at
-    ORDER BY tenant_id, environment_id, timestamp, id)
-"""
-_PROCESSED_BY_TIME = """
-ALTER TABLE events_processed ADD PROJECTION IF NOT EXISTS by_time (
+    ORDER BY tenant_id, environment_id, timestamp, id)"""
+_PROCESSED_BY_TIME = """ADD PROJECTION IF NOT EXISTS by_time (
     SELECT tenant_id, environment_id, timestamp, id, external_customer_id, event_name
-    ORDER BY tenant_id, environment_id, timestamp, id)
-"""
-_MATERIALIZE_BY_TIME = "ALTER TABLE {table} MATERIALIZE PROJECTION by_time"
+    ORDER BY tenant_id, environment_id, timestamp, id)"""
+_MATERIALIZE_BY_TIME = "MATERIALIZE PROJECTION by_time"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events and events_processed", (_EVENTS, _EVENTS_PROCESSED)),
@@ -193,12 +207,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "time-ordered by_time projections of events and events_processed",
         (
-            _BY_TIME_PROJECTION_MODE.format(table="events"),
-            _BY_TIME_PROJECTION_MODE.format(table="events_processed"),
-            _EVENTS_BY_TIME,
-            _PROCESSED_BY_TIME,
-            _MATERIALIZE_BY_TIME.format(table="events"),
-            _MATERIALIZE_BY_TIME.format(table="events_processed"),
+            AlterTable("events", _BY_TIME_PROJECTION_MODE),
+            AlterTable("events_processed", _BY_TIME_PROJECTION_MODE),
+            AlterTable("events", _EVENTS_BY_TIME),
+            AlterTable("events_processed", _PROCESSED_BY_TIME),
+            AlterTable("events", _MATERIALIZE_BY_TIME),
+            AlterTable("events_processed", _MATERIALIZE_BY_TIME),
         ),
     ),
 )
@@ -214,24 +228,45 @@ def current_version(gateway: Gateway) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def migrate(gateway: Gateway, *, cluster: str | None = None) -> list[int]:
+def migration_sql(database: str, cluster: ClusterLayout | None = None) -> list[str]:
+    """Every statement a migration of an empty ``database`` runs, in order (``--dry-run``)."""
+    statements: list[str] = []
+    if cluster is not None:
+        create = create_database(database, cluster)
+        statements += [create] if create is not None else []
+    statements += render(_SCHEMA_VERSION, database, cluster)
+    for migration in MIGRATIONS:
+        for statement in migration.statements:
+            statements += render(statement, database, cluster)
+    return statements
+
+
+def migrate(gateway: Gateway, *, cluster: ClusterLayout | None = None) -> list[int]:
     """Create or upgrade the schema of ``gateway.database``; return the versions applied.
 
-    Idempotent: a second run applies nothing. Blocking (DDL). ``cluster`` is
-    the seam for ``migrate --cluster NAME`` (ON CLUSTER DDL, Replicated engines,
-    Distributed tables), not implemented yet.
+    Idempotent: a second run applies nothing. Blocking (DDL). With ``cluster``
+    the tables are laid out on that cluster (see :mod:`worker.store.ddl`);
+    raises :class:`StoreError` when the database already holds the other
+    layout, so a worker started without (or with) the cluster setting never
+    adds single-server tables to a clustered schema, or the reverse.
     """
-    if cluster is not None:
-        raise NotImplementedError("migrate --cluster is not implemented yet")
     gateway.ensure_database()
-    gateway.execute(_SCHEMA_VERSION)
+    database = gateway.database
+    _check_layout(gateway, cluster)
+    if cluster is not None:
+        create = create_database(database, cluster)
+        if create is not None:
+            gateway.execute(create)
+    for sql in render(_SCHEMA_VERSION, database, cluster):
+        gateway.execute(sql)
     applied_before = current_version(gateway)
     applied: list[int] = []
     for migration in MIGRATIONS:
         if migration.version <= applied_before:
             continue
         for statement in migration.statements:
-            gateway.execute(statement)
+            for sql in render(statement, database, cluster):
+                gateway.execute(sql)
         gateway.insert(
             "schema_version",
             {
@@ -242,6 +277,27 @@ def migrate(gateway: Gateway, *, cluster: str | None = None) -> list[int]:
         )
         applied.append(migration.version)
     return applied
+
+
+def _check_layout(gateway: Gateway, cluster: ClusterLayout | None) -> None:
+    rows = gateway.query(
+        "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'schema_version'",
+        {"db": gateway.database},
+    )
+    if not rows:
+        return
+    clustered = rows[0][0] == "Distributed"
+    if clustered and cluster is None:
+        raise StoreError(
+            f"the schema of {gateway.url} (database {gateway.database}) is laid out on a "
+            "cluster (Distributed tables): pass --cluster NAME or set EW_CLICKHOUSE_CLUSTER"
+        )
+    if cluster is not None and not clustered:
+        raise StoreError(
+            f"the schema of {gateway.url} (database {gateway.database}) is a single-server "
+            f"schema: it cannot be migrated onto cluster {cluster.name!r}; drop "
+            "--cluster / EW_CLICKHOUSE_CLUSTER, or migrate into a new database"
+        )
 
 
 def require_schema(gateway: Gateway) -> None:

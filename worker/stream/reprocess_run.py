@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from worker.ops.health import LoopHealth, StoreProbe
+from worker.ops.logging import with_kafka_logger
 from worker.ops.settings import WorkerSettings
 from worker.store.gateway import open_gateway
 from worker.store.schema import migrate
@@ -30,15 +31,16 @@ def run_reprocess(
     Creates missing topics and applies pending migrations first. Raises
     ``StoreError``/``TopicSetupError`` with one-line messages for set-up problems.
     """
-    ensure_topics(settings, worker_topics(settings))
+    clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
+    ensure_topics(clients, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     try:
-        migrate(gateway)
+        migrate(gateway, cluster=settings.cluster_layout)
         consumer = ReprocessConsumer(
-            settings,
+            clients,
             gateway,
-            DeadLetterProducer(settings),
-            EventRepublisher(settings),
+            DeadLetterProducer(clients),
+            EventRepublisher(clients),
             exit_when_idle_s=exit_when_idle_s,
             metrics=metrics,
             health=health,

@@ -47,13 +47,13 @@ def run_usage(
     if health is None:
         health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
     log.info("starting the usage consumer", extra={"settings": settings.redacted()})
-    ensure_topics(settings, worker_topics(settings))
     clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
+    ensure_topics(clients, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     source: CatalogTopicSource | None = None
     try:
         health.watch_store(StoreProbe(gateway.ping))
-        migrate(gateway)
+        migrate(gateway, cluster=settings.cluster_layout)
         updates: Callable[[], CatalogIndex | None] | None = None
         if catalog_file is not None:
             index = CatalogIndex(load_catalog_file(catalog_file))

@@ -88,7 +88,13 @@ def ensure_topics(
             raise ValueError(f"topic {name!r}: need a name and partitions >= 1")
     deadline = time.monotonic() + timeout_s
     admin = AdminClient(settings.kafka_config())
-    present = _partition_counts(admin, deadline)
+    try:
+        present = _partition_counts(admin, deadline)
+    except TopicSetupError as exc:
+        raise TopicSetupError(
+            f"{exc} from {settings.kafka_bootstrap}: check that the broker is up, "
+            "--bootstrap / EW_KAFKA_BOOTSTRAP, and the SASL/SSL properties in EW_KAFKA_EXTRA"
+        ) from None
     missing = {n: p for n, p in names_with_partitions.items() if n not in present}
     existing = tuple(n for n in names_with_partitions if n in present)
     fewer = {
@@ -141,7 +147,9 @@ def _partition_counts(admin: AdminClient, deadline: float) -> dict[str, int]:
     try:
         metadata = admin.list_topics(timeout=_remaining(deadline))
     except KafkaException as exc:
-        raise TopicSetupError(f"cannot read cluster metadata: {exc.args[0]}") from None
+        error = exc.args[0]
+        detail = error.str() if isinstance(error, KafkaError) else str(error)
+        raise TopicSetupError(f"cannot read cluster metadata ({detail})") from None
     return {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,33 @@ def test_migrate_then_query_line_items_json(
     assert len(table) == 3 and "li_2" in table[2]
 
 
+def test_migrate_dry_run_prints_the_ddl_that_migrate_runs(
+    store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--dry-run", "--store", store.url]) == 0
+    script = capsys.readouterr().out
+    assert store.gateway.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String}",
+        {"db": store.gateway.database},
+    ) == [(0,)]  # a dry run touches nothing
+    for statement in script.split(";\n"):
+        sql = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
+        if sql.strip():
+            store.gateway.execute(sql)
+    printed = _schema(store)
+    assert main(["migrate", "--store", store.url]) == 0
+    assert "applied: 1, 2, 3, 4" in capsys.readouterr().out  # no version rows: all again
+    assert _schema(store) == printed  # ... and nothing differs from the printed DDL
+
+
+def _schema(store: StoreUnderTest) -> list[tuple[str, str]]:
+    return store.gateway.query(
+        "SELECT name, create_table_query FROM system.tables WHERE database = {db:String} "
+        "ORDER BY name",
+        {"db": store.gateway.database},
+    )
+
+
 def test_query_before_migrate_says_what_to_do(
     store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -51,3 +79,15 @@ def test_bad_store_url_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) ->
     assert main(["migrate", "--store", "mysql://localhost/db"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid store URL" in err
+
+
+def test_readers_never_create_a_missing_chdb_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo"
+    argv = ["query", "line-items", "--tenant", "t", "--environment", "e"]
+    assert main([*argv, "--store", f"chdb://{missing}"]) == 2
+    assert main(["reprocess", "status", "r1", "--store", f"chdb://{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and f"no chdb store at {missing}" in err
+    assert not missing.exists()

@@ -276,7 +276,8 @@ def test_unmerged_copies_of_raw_events_page_once_each(
     monkeypatch.setattr(events_reads, "SLICE_SCAN", slice_scan)
     gateway = migrated.gateway
     raw = [event(f"v{n}", timestamp=at(n // 2)) for n in range(9)]
-    gateway.execute("SYSTEM STOP MERGES events")  # merges lag behind inserts
+    # Merges lag behind inserts.
+    gateway.execute(f"SYSTEM STOP MERGES {migrated.rows_table('events')}")
     for copy in range(5):
         insert_raw(
             gateway, raw, dedup_token=f"copy-{copy}", ingested_at=T0 + timedelta(seconds=copy)

@@ -95,7 +95,7 @@ def test_stores_the_same_rows_as_insert_processed(
     for n, batch in enumerate(batches):
         insert_processed(gateway, batch.rows, dedup_token=f"slow-{n}")
     slow = gateway.query(ALL_ROWS)
-    gateway.execute("TRUNCATE TABLE events_processed")
+    gateway.execute(f"TRUNCATE TABLE {migrated.rows_table('events_processed')}")
     cache = MatchColumnCache()
     for n, batch in enumerate(batches):
         inserted = insert_rated(gateway, batch, dedup_token=f"fast-{n}", cache=cache)

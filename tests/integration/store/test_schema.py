@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
-from worker.store.errors import SchemaMissingError
+from tests.integration.support import CHDB_TEST_CLUSTER
+from worker.domain.events import Event
+from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout
+from worker.store.errors import SchemaMissingError, StoreError
+from worker.store.raw import insert_raw
 from worker.store.schema import LATEST_VERSION, current_version, migrate, require_schema
 
 
@@ -32,6 +39,63 @@ def test_readers_require_the_schema(store: StoreUnderTest) -> None:
         require_schema(store.gateway)
 
 
-def test_cluster_is_a_seam_not_yet_built(store: StoreUnderTest) -> None:
-    with pytest.raises(NotImplementedError):
-        migrate(store.gateway, cluster="main")
+def _tables(store: StoreUnderTest) -> list[tuple[str, str]]:
+    return store.gateway.query(
+        "SELECT name, engine FROM system.tables WHERE database = {db:String} ORDER BY name",
+        {"db": store.gateway.database},
+    )
+
+
+@pytest.fixture
+def test_cluster(store: StoreUnderTest) -> ClusterLayout:
+    """The non-replicated cluster layout on chdb's one-shard test cluster."""
+    if store.kind != "chdb":
+        pytest.skip("the non-replicated cluster layout is checked on chdb's test cluster")
+    return ClusterLayout(CHDB_TEST_CLUSTER, replicated=False)
+
+
+def test_cluster_layout_puts_distributed_tables_in_front(
+    store: StoreUnderTest, test_cluster: ClusterLayout
+) -> None:
+    assert migrate(store.gateway, cluster=test_cluster) == list(range(1, LATEST_VERSION + 1))
+    assert migrate(store.gateway, cluster=test_cluster) == []
+    names = ["events", "events_processed", "reprocess_requests", "schema_version"]
+    assert _tables(store) == sorted(
+        [(name, "Distributed") for name in names]
+        + [(name + LOCAL_SUFFIX, "ReplacingMergeTree") for name in names]
+    )
+    assert current_version(store.gateway) == LATEST_VERSION
+    require_schema(store.gateway)
+
+
+def test_rows_written_through_the_cluster_tables_land_in_the_local_ones(
+    store: StoreUnderTest, test_cluster: ClusterLayout
+) -> None:
+    migrate(store.gateway, cluster=test_cluster)
+    event = Event(
+        id="e1",
+        tenant_id="t1",
+        environment_id="prod",
+        event_name="api_call",
+        external_customer_id="acme",
+        timestamp=datetime(2026, 1, 5, tzinfo=UTC),
+        properties={"region": "eu", "calls": 3},
+    )
+    for _ in range(2):  # the same token twice: one copy
+        insert_raw(store.gateway, [event], dedup_token="raw:1")
+    local = store.gateway.query(
+        "SELECT id, canonical_properties, numeric_properties FROM events" + LOCAL_SUFFIX
+    )
+    assert [(id_, dict(canonical), dict(numeric)) for id_, canonical, numeric in local] == [
+        ("e1", {"region": "eu", "calls": "3"}, {"calls": Decimal(3)})
+    ]
+
+
+def test_layouts_never_mix(store: StoreUnderTest, test_cluster: ClusterLayout) -> None:
+    migrate(store.gateway)
+    with pytest.raises(StoreError, match="single-server schema"):
+        migrate(store.gateway, cluster=test_cluster)
+    store.gateway.execute("DROP TABLE schema_version")
+    migrate(store.gateway, cluster=test_cluster)  # sees no schema: a fresh cluster layout
+    with pytest.raises(StoreError, match="pass --cluster NAME or set EW_CLICKHOUSE_CLUSTER"):
+        migrate(store.gateway)
