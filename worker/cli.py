@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("file", metavar="FILE.jsonl")
     _bootstrap(produce)
     produce.add_argument("--topic", default=None, help="topic (default: events)")
+    produce.add_argument(
+        "--strict",
+        action="store_true",
+        help="produce nothing if any line cannot be keyed (default: send such lines "
+        "without a key; the worker dead-letters them)",
+    )
     produce.set_defaults(handler=_produce)
 
     catalog = commands.add_parser("catalog", help="catalog operations")
@@ -255,10 +261,11 @@ _SHOWN_LINE_PROBLEMS = 20
 
 
 def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    """Check the whole file, then produce it keyed; exit 1 if any message failed.
+    """Produce a JSONL file keyed; exit 1 if any message failed.
 
-    A line that cannot be keyed is a usage error (exit 2) and nothing is
-    produced; see `worker.stream.producer` for the contract.
+    A line that cannot be keyed is reported and sent without a key (the worker
+    dead-letters it with its reason); with ``--strict`` it is a usage error
+    (exit 2) and nothing is produced. See `worker.stream.producer`.
     """
     from worker.stream.producer import check_file, produce_file
     from worker.stream.topics import TopicSetupError, ensure_topics
@@ -268,12 +275,13 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
         good, problems = check_file(args.file)
     except OSError as exc:
         raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    if problems:
-        for problem in problems[:_SHOWN_LINE_PROBLEMS]:
-            print(f"events-worker: {args.file}: {problem}", file=sys.stderr)
-        hidden = len(problems) - _SHOWN_LINE_PROBLEMS
-        if hidden > 0:
-            print(f"events-worker: {args.file}: ... and {hidden} more", file=sys.stderr)
+    outcome = "" if args.strict else ": sent without a key, the worker will dead-letter it"
+    for problem in problems[:_SHOWN_LINE_PROBLEMS]:
+        print(f"events-worker: {args.file}: {problem}{outcome}", file=sys.stderr)
+    hidden = len(problems) - _SHOWN_LINE_PROBLEMS
+    if hidden > 0:
+        print(f"events-worker: {args.file}: ... and {hidden} more", file=sys.stderr)
+    if problems and args.strict:
         raise UserError(
             f"{args.file}: {len(problems)} of {len(problems) + good} lines cannot be keyed "
             "(need a JSON object with string tenant_id and external_customer_id or "

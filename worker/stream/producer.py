@@ -10,9 +10,11 @@ Contract (documented in ``--help`` and the README):
   being ``external_customer_id`` or else ``customer_id`` - the same string as
   :attr:`worker.domain.events.Event.partition_key`. A line that cannot be
   keyed (not JSON, not an object, no string ``tenant_id``, no string customer
-  id, non-string ``environment_id``) is a *file* error: the whole file is
-  checked first and, if any line is bad, nothing is produced (so a fixed file
-  can simply be produced again without duplicates).
+  id, non-string ``environment_id``) is not a valid event either: it is
+  produced without a key, the worker dead-letters it with its reason, and the
+  command reports it (nothing is lost, nothing is silently skipped). With
+  ``--strict`` the command checks the whole file first and produces nothing if
+  any line cannot be keyed (see ``worker.cli``).
 * Delivery-checked: idempotent producer, ``acks=all``; after a flush with a
   timeout, every message has a delivery report or counts as failed.
 """
@@ -81,6 +83,8 @@ class ProduceResult:
     failed: int
     elapsed_s: float
     errors: tuple[str, ...] = ()
+    unkeyed: int = 0
+    """Lines sent without a key because they cannot be keyed (the worker dead-letters them)."""
 
     @property
     def rate_per_s(self) -> float:
@@ -88,9 +92,14 @@ class ProduceResult:
 
     def summary(self) -> str:
         """One line for humans: counts, time and rate."""
+        unkeyed = (
+            f"; {self.unkeyed} of them without a key (invalid: the worker dead-letters them)"
+            if self.unkeyed
+            else ""
+        )
         return (
             f"produced {self.produced} messages to {self.topic}, failed {self.failed} "
-            f"({self.elapsed_s:.2f}s, {self.rate_per_s:,.0f} msgs/s)"
+            f"({self.elapsed_s:.2f}s, {self.rate_per_s:,.0f} msgs/s){unkeyed}"
         )
 
 
@@ -155,11 +164,11 @@ def produce_file(
     *,
     flush_timeout_s: float = 60.0,
 ) -> ProduceResult:
-    """Produce every line of an already checked file (:func:`check_file`) to ``topic``.
+    """Produce every non-blank line of a JSONL file to ``topic``, keyed when it can be.
 
     Blocking: returns after a flush bounded by ``flush_timeout_s``; messages
     without a delivery report then count as failed. Lines that cannot be keyed
-    are skipped here (callers check first). Not idempotent across calls:
+    go without a key (counted in ``unkeyed``). Not idempotent across calls:
     producing a file twice puts its events on the topic twice (the worker
     deduplicates events with an ``id``). Raises ``OSError`` for an unreadable
     file and :class:`~worker.stream.delivery.DeliveryError` when the local
@@ -170,11 +179,17 @@ def produce_file(
     producer = Producer(config)
     started = time.monotonic()
     queue_timeout_s = float(config.get("message.timeout.ms", 30_000)) / 1000.0
+    unkeyed = 0
     for _, key, line in iter_keyed_lines(path):
         if isinstance(key, LineProblem):
-            continue
+            unkeyed += 1
         produce_or_wait(
-            producer, tracker, topic, value=line, key=key, queue_full_timeout_s=queue_timeout_s
+            producer,
+            tracker,
+            topic,
+            value=line,
+            key=None if isinstance(key, LineProblem) else key,
+            queue_full_timeout_s=queue_timeout_s,
         )
         producer.poll(0)
     unacknowledged = producer.flush(flush_timeout_s)
@@ -189,4 +204,5 @@ def produce_file(
         failed=failed,
         elapsed_s=elapsed,
         errors=tuple(errors),
+        unkeyed=unkeyed,
     )

@@ -63,7 +63,39 @@ def test_produce_keys_every_line_and_keeps_bytes(
     assert len(set().union(*partitions_of_key.values())) > 1  # and the customers spread out
 
 
-def test_unkeyable_lines_fail_the_file_and_produce_nothing(
+MIXED = (
+    b'{"tenant_id":"t","customer_id":"c","event_name":"e"}\n'
+    b"[1,2]\n"
+    b'{"tenant_id":"t","event_name":"e"}\n'
+    b"not json\n"
+    b"\xff\xfe binary \x00 garbage\n"
+)
+
+
+def test_unkeyable_lines_go_without_a_key_and_are_reported(
+    cli_env: WorkerSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(MIXED)
+
+    assert main(["produce", str(path)]) == 0
+
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"produced 5 messages to {cli_env.events_topic}, failed 0")
+    assert captured.out.rstrip().endswith(
+        "; 4 of them without a key (invalid: the worker dead-letters them)"
+    )
+    err = captured.err.splitlines()
+    assert [line.split(": ")[2] for line in err] == ["line 2", "line 3", "line 4", "line 5"]
+    assert all(line.endswith("sent without a key, the worker will dead-letter it") for line in err)
+    messages = read_topic(cli_env.kafka_bootstrap, cli_env.events_topic, 5)
+    keys = {message.value(): message.key() for message in messages}
+    assert keys == {
+        line: (b"t::c" if n == 0 else None) for n, line in enumerate(MIXED.splitlines())
+    }
+
+
+def test_strict_refuses_a_file_with_unkeyable_lines_and_produces_nothing(
     cli_env: WorkerSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bad.jsonl"
@@ -74,7 +106,7 @@ def test_unkeyable_lines_fail_the_file_and_produce_nothing(
         "not json\n"
     )
 
-    assert main(["produce", str(path), "--topic", cli_env.events_topic]) == 2
+    assert main(["produce", str(path), "--strict", "--topic", cli_env.events_topic]) == 2
 
     captured = capsys.readouterr()
     assert captured.out == ""
