@@ -599,3 +599,27 @@ def test_fast_timestamp_path_is_taken_for_the_common_forms() -> None:
         assert validation._is_plain_utc(text), text
     for text in ("2026-01-03t04:05:06Z", "2026-01-03T04:05:06.12Z", "2026-01-03T04:05:06+00:00"):
         assert not validation._is_plain_utc(text), text
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (b"[1, 2]", "top level is an array, not an object"),
+        (b'"an event"', "top level is a string, not an object"),
+        (b"4.5", "top level is a number, not an object"),
+        (b"true", "top level is a boolean, not an object"),
+        (b"null", "top level is null, not an object"),
+        (
+            b'{"tenant_id": ["t"], "event_name": "e", "customer_id": "c"}',
+            "tenant_id must be a string, got an array",
+        ),
+        (
+            b'{"tenant_id": "t", "event_name": 5, "customer_id": "c"}',
+            "event_name must be a string, got a number",
+        ),
+    ],
+)
+def test_type_errors_name_json_types(payload: bytes, detail: str) -> None:
+    with pytest.raises(InvalidEvent) as raised:
+        decode_event(payload, fallback_id="f", fallback_timestamp=FALLBACK_TS)
+    assert raised.value.detail == detail

@@ -158,11 +158,28 @@ def decode_event(
         raise InvalidEvent(InvalidReason.INVALID_JSON, str(exc)[:200]) from None
     if not isinstance(document, dict):
         raise InvalidEvent(
-            InvalidReason.NOT_AN_OBJECT, f"top level is {type(document).__name__}, not an object"
+            InvalidReason.NOT_AN_OBJECT, f"top level is {json_type(document)}, not an object"
         )
     return event_from_document(
         document, fallback_id=fallback_id, fallback_timestamp=fallback_timestamp, limits=limits
     )
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, with its article (for error messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def event_from_document(
@@ -237,7 +254,7 @@ def _raise_string_error(document: dict[str, Any], limits: EventLimits) -> NoRetu
             continue
         if not isinstance(value, str):
             raise InvalidEvent(
-                InvalidReason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}"
+                InvalidReason.WRONG_TYPE, f"{name} must be a string, got {json_type(value)}"
             )
         if len(value) > limits.max_id_chars:
             raise InvalidEvent(

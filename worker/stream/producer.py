@@ -29,6 +29,7 @@ from typing import Any, Final
 import orjson
 from confluent_kafka import Producer
 
+from worker.domain.validation import json_type
 from worker.ops.settings import WorkerSettings
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
 
@@ -106,7 +107,7 @@ class ProduceResult:
 def event_key(document: object) -> str:
     """The partition key of one decoded event line; raises ``ValueError`` saying why not."""
     if not isinstance(document, dict):
-        raise ValueError(f"not a JSON object (a {type(document).__name__})")
+        raise ValueError(f"not a JSON object ({json_type(document)})")
     tenant = document.get("tenant_id")
     if not isinstance(tenant, str) or not tenant:
         raise ValueError("tenant_id must be a non-empty string")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,8 @@ def test_event_key_is_the_events_partition_key(document: dict[str, str], key: st
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ([1, 2], "not a JSON object"),
-        ("text", "not a JSON object"),
+        ([1, 2], "not a JSON object (an array)"),
+        ("text", "not a JSON object (a string)"),
         ({"customer_id": "c"}, "tenant_id"),
         ({"tenant_id": 7, "customer_id": "c"}, "tenant_id"),
         ({"tenant_id": "t"}, "external_customer_id or customer_id is required"),
@@ -64,7 +65,7 @@ def test_event_key_is_the_events_partition_key(document: dict[str, str], key: st
     ],
 )
 def test_event_key_refuses_unkeyable_lines(document: object, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
         event_key(document)
 
 
