@@ -88,13 +88,7 @@ def ensure_topics(
             raise ValueError(f"topic {name!r}: need a name and partitions >= 1")
     deadline = time.monotonic() + timeout_s
     admin = AdminClient(settings.kafka_config())
-    try:
-        present = _partition_counts(admin, deadline)
-    except TopicSetupError as exc:
-        raise TopicSetupError(
-            f"{exc} from {settings.kafka_bootstrap}: check that the broker is up, "
-            "--bootstrap / EW_KAFKA_BOOTSTRAP, and the SASL/SSL properties in EW_KAFKA_EXTRA"
-        ) from None
+    present = _partition_counts(admin, settings.kafka_bootstrap, deadline)
     missing = {n: p for n, p in names_with_partitions.items() if n not in present}
     existing = tuple(n for n in names_with_partitions if n in present)
     fewer = {
@@ -128,7 +122,7 @@ def ensure_topics(
             if still_refused:
                 raise TopicSetupError(f"broker refused to create topics {sorted(still_refused)}")
             without_config = sorted(refused)
-        _wait_visible(admin, missing, deadline, timeout_s)
+        _wait_visible(admin, settings.kafka_bootstrap, missing, deadline, timeout_s)
         log.info("created topics %s", sorted(missing))
     return TopicsReport(
         created=tuple(missing),
@@ -142,14 +136,18 @@ def _remaining(deadline: float) -> float:
     return max(0.1, deadline - time.monotonic())
 
 
-def _partition_counts(admin: AdminClient, deadline: float) -> dict[str, int]:
-    """``{topic: partitions}`` of every healthy topic in the cluster metadata."""
+def _partition_counts(admin: AdminClient, bootstrap: str, deadline: float) -> dict[str, int]:
+    """``{topic: partitions}`` of every healthy topic in the cluster metadata of ``bootstrap``."""
     try:
         metadata = admin.list_topics(timeout=_remaining(deadline))
     except KafkaException as exc:
         error = exc.args[0]
         detail = error.str() if isinstance(error, KafkaError) else str(error)
-        raise TopicSetupError(f"cannot read cluster metadata ({detail})") from None
+        raise TopicSetupError(
+            f"cannot read cluster metadata ({detail}) from {bootstrap}: check that the broker "
+            "is up, --bootstrap / EW_KAFKA_BOOTSTRAP, and the SASL/SSL properties in "
+            "EW_KAFKA_EXTRA"
+        ) from None
     return {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()
@@ -194,11 +192,11 @@ def _create(
 
 
 def _wait_visible(
-    admin: AdminClient, topics: Mapping[str, int], deadline: float, timeout_s: float
+    admin: AdminClient, bootstrap: str, topics: Mapping[str, int], deadline: float, timeout_s: float
 ) -> None:
     """Block until metadata shows every topic of ``topics``; raise after ``deadline``."""
     while True:
-        present = _partition_counts(admin, deadline)
+        present = _partition_counts(admin, bootstrap, deadline)
         absent = sorted(name for name in topics if name not in present)
         if not absent:
             return
