@@ -106,11 +106,12 @@ def render(statement: Statement, database: str, cluster: ClusterLayout | None) -
     return rendered
 
 
-def create_database(database: str, cluster: ClusterLayout) -> str | None:
-    """The ON CLUSTER ``CREATE DATABASE`` of a replicated layout (None otherwise)."""
-    if not cluster.replicated:
-        return None
-    return f"CREATE DATABASE IF NOT EXISTS {database}{_on_cluster(cluster)}"
+def create_database(database: str, cluster: ClusterLayout | None) -> list[str]:
+    """The ON CLUSTER ``CREATE DATABASE`` of a replicated layout (nothing otherwise:
+    the gateway creates the database on the server it connects to)."""
+    if cluster is None or not cluster.replicated:
+        return []
+    return [f"CREATE DATABASE IF NOT EXISTS {database}{_on_cluster(cluster)}"]
 
 
 def _create_single(table: CreateTable) -> str:

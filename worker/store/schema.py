@@ -230,11 +230,7 @@ def current_version(gateway: Gateway) -> int:
 
 def migration_sql(database: str, cluster: ClusterLayout | None = None) -> list[str]:
     """Every statement a migration of an empty ``database`` runs, in order (``--dry-run``)."""
-    statements: list[str] = []
-    if cluster is not None:
-        create = create_database(database, cluster)
-        statements += [create] if create is not None else []
-    statements += render(_SCHEMA_VERSION, database, cluster)
+    statements = _setup_sql(database, cluster)
     for migration in MIGRATIONS:
         for statement in migration.statements:
             statements += render(statement, database, cluster)
@@ -253,11 +249,7 @@ def migrate(gateway: Gateway, *, cluster: ClusterLayout | None = None) -> list[i
     gateway.ensure_database()
     database = gateway.database
     _check_layout(gateway, cluster)
-    if cluster is not None:
-        create = create_database(database, cluster)
-        if create is not None:
-            gateway.execute(create)
-    for sql in render(_SCHEMA_VERSION, database, cluster):
+    for sql in _setup_sql(database, cluster):
         gateway.execute(sql)
     applied_before = current_version(gateway)
     applied: list[int] = []
@@ -277,6 +269,11 @@ def migrate(gateway: Gateway, *, cluster: ClusterLayout | None = None) -> list[i
         )
         applied.append(migration.version)
     return applied
+
+
+def _setup_sql(database: str, cluster: ClusterLayout | None) -> list[str]:
+    """What every migration run executes first: the database, the version table."""
+    return create_database(database, cluster) + render(_SCHEMA_VERSION, database, cluster)
 
 
 def _check_layout(gateway: Gateway, cluster: ClusterLayout | None) -> None:
