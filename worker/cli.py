@@ -256,32 +256,31 @@ def _period_text(period_id: int) -> str:
 
 #: Exit status when the broker did not acknowledge everything (not a usage error).
 EXIT_DELIVERY_FAILED = 1
+
+
 #: How many unkeyable lines `produce` lists before summarising the rest.
-_SHOWN_LINE_PROBLEMS = 20
-
-
 def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """Produce a JSONL file keyed; exit 1 if any message failed.
 
     A line that cannot be keyed is reported and sent without a key (the worker
-    dead-letters it with its reason); with ``--strict`` it is a usage error
-    (exit 2) and nothing is produced. See `worker.stream.producer`.
+    dead-letters it with its reason); with ``--strict`` the file is checked
+    first and such a line is a usage error (exit 2): nothing is produced. See
+    `worker.stream.producer`.
     """
     from worker.stream.producer import check_file, produce_file
     from worker.stream.topics import TopicSetupError, ensure_topics
 
     topic = args.topic or settings.events_topic
     try:
-        good, problems = check_file(args.file)
+        if args.strict:
+            good, problems = check_file(args.file)
+        else:
+            with open(args.file, "rb"):  # readable, before touching the broker
+                pass
     except OSError as exc:
         raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    outcome = "" if args.strict else ": sent without a key, the worker will dead-letter it"
-    for problem in problems[:_SHOWN_LINE_PROBLEMS]:
-        print(f"events-worker: {args.file}: {problem}{outcome}", file=sys.stderr)
-    hidden = len(problems) - _SHOWN_LINE_PROBLEMS
-    if hidden > 0:
-        print(f"events-worker: {args.file}: ... and {hidden} more", file=sys.stderr)
-    if problems and args.strict:
+    if args.strict and problems:
+        _report_line_problems(args.file, problems, len(problems), outcome="")
         raise UserError(
             f"{args.file}: {len(problems)} of {len(problems) + good} lines cannot be keyed "
             "(need a JSON object with string tenant_id and external_customer_id or "
@@ -293,10 +292,31 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     except TopicSetupError as exc:
         print(f"events-worker: {exc}", file=sys.stderr)
         return EXIT_DELIVERY_FAILED
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
+    _report_line_problems(
+        args.file,
+        result.problems,
+        result.unkeyed,
+        outcome=": sent without a key, the worker will dead-letter it",
+    )
     for error in result.errors:
         print(f"events-worker: delivery failed: {error}", file=sys.stderr)
     print(result.summary())
     return EXIT_DELIVERY_FAILED if result.failed else 0
+
+
+def _report_line_problems(
+    path: str, problems: Sequence[object], total: int, *, outcome: str
+) -> None:
+    """Name the first lines that cannot be keyed on stderr, then how many more there are."""
+    from worker.stream.producer import REPORTED_PROBLEMS
+
+    shown = problems[:REPORTED_PROBLEMS]
+    for problem in shown:
+        print(f"events-worker: {path}: {problem}{outcome}", file=sys.stderr)
+    if total > len(shown):
+        print(f"events-worker: {path}: ... and {total - len(shown)} more", file=sys.stderr)
 
 
 def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:

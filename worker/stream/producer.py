@@ -34,6 +34,7 @@ from worker.ops.settings import WorkerSettings
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
 
 __all__ = [
+    "REPORTED_PROBLEMS",
     "LineProblem",
     "ProduceResult",
     "check_file",
@@ -52,6 +53,8 @@ _TUNING: Final[dict[str, Any]] = {
     "queue.buffering.max.messages": 200_000,
     "message.timeout.ms": 30_000,
 }
+#: Lines that cannot be keyed a :class:`ProduceResult` names (it counts them all).
+REPORTED_PROBLEMS: Final = 20
 #: Delivery guarantees; these win over ``EW_KAFKA_EXTRA``.
 _GUARANTEES: Final[dict[str, Any]] = {"acks": "all", "enable.idempotence": True}
 
@@ -86,6 +89,8 @@ class ProduceResult:
     errors: tuple[str, ...] = ()
     unkeyed: int = 0
     """Lines sent without a key because they cannot be keyed (the worker dead-letters them)."""
+    problems: tuple[LineProblem, ...] = ()
+    """The first :data:`REPORTED_PROBLEMS` of those lines, with what is wrong."""
 
     @property
     def rate_per_s(self) -> float:
@@ -169,7 +174,8 @@ def produce_file(
 
     Blocking: returns after a flush bounded by ``flush_timeout_s``; messages
     without a delivery report then count as failed. Lines that cannot be keyed
-    go without a key (counted in ``unkeyed``). Not idempotent across calls:
+    go without a key (counted in ``unkeyed``, the first ones named in
+    ``problems``). Not idempotent across calls:
     producing a file twice puts its events on the topic twice (the worker
     deduplicates events with an ``id``). Raises ``OSError`` for an unreadable
     file and :class:`~worker.stream.delivery.DeliveryError` when the local
@@ -181,9 +187,12 @@ def produce_file(
     started = time.monotonic()
     queue_timeout_s = float(config.get("message.timeout.ms", 30_000)) / 1000.0
     unkeyed = 0
+    problems: list[LineProblem] = []
     for _, key, line in iter_keyed_lines(path):
         if isinstance(key, LineProblem):
             unkeyed += 1
+            if len(problems) < REPORTED_PROBLEMS:
+                problems.append(key)
         produce_or_wait(
             producer,
             tracker,
@@ -206,4 +215,5 @@ def produce_file(
         elapsed_s=elapsed,
         errors=tuple(errors),
         unkeyed=unkeyed,
+        problems=tuple(problems),
     )
