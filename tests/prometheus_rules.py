@@ -9,6 +9,7 @@ here evaluate the rules as written in the manifest.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,10 @@ def tool(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} not found on PATH: {INSTALL_HINT}")
     return found
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``promtool args...`` (at most 120 s) and capture its output."""
+    return subprocess.run(
+        [tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )

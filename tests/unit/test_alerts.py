@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.prometheus_rules import alert_names, rule_groups, tool, write_rule_file
+from tests.prometheus_rules import alert_names, promtool, rule_groups, tool, write_rule_file
 from worker.ops.metrics import Metrics
 
 TESTS = Path(__file__).resolve().parent / "promtool" / "alerts_test.yaml"
@@ -34,13 +34,7 @@ LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="[^"]*"')
 def promtool_test(tmp_path: Path, groups: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     write_rule_file(tmp_path / "rules.yaml", groups)
     shutil.copy(TESTS, tmp_path / TESTS.name)
-    return subprocess.run(
-        [tool("promtool"), "test", "rules", TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return promtool("test", "rules", TESTS.name, cwd=tmp_path)
 
 
 def promtool_cases() -> list[dict[str, Any]]:
@@ -50,12 +44,7 @@ def promtool_cases() -> list[dict[str, Any]]:
 
 def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
     rules = write_rule_file(tmp_path / "rules.yaml", rule_groups())
-    result = subprocess.run(
-        [tool("promtool"), "check", "rules", str(rules)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = promtool("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(alert_names())} rules found" in result.stdout
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.prometheus_rules import tool, write_rule_file
+from tests.prometheus_rules import promtool, write_rule_file
 from tests.unit.manifest_checks import (
     DEPLOY,
     K8S,
@@ -241,9 +240,7 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
         for i, expr in enumerate(exprs)
     ]
     path = write_rule_file(tmp_path / "queries.yaml", [{"name": "dashboard", "rules": rules}])
-    result = subprocess.run(
-        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
-    )
+    result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(exprs)} rules found" in result.stdout
 
