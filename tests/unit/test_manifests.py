@@ -253,3 +253,9 @@ def test_the_schema_readme_names_no_file_that_is_missing() -> None:
         yaml.safe_load((SCHEMAS / name).read_text())["kind"] == "CustomResourceDefinition"
         for name in named
     )
+
+
+def test_the_compose_prometheus_config_is_valid() -> None:
+    result = promtool("check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
