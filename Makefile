@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit lint demo bench clean
+.PHONY: setup test-tools test test-unit lint demo bench clean
 
 setup: $(STAMP)
 
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-test: setup
+# promtool and prometheus for the alert tests: Debian's `prometheus` package (needs root; CI
+# runs as root). `apt-get update` only when apt knows no candidate yet.
+test-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  apt-cache policy prometheus | grep -q 'Candidate: [0-9]' || apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
+test: setup test-tools
 	$(BIN)/python -m pytest -q
 
-test-unit: setup
+test-unit: setup test-tools
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: setup
