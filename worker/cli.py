@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", metavar="FILE")
     _bootstrap(publish)
     publish.set_defaults(handler=_catalog_publish)
+    check = catalog_commands.add_parser(
+        "check", help="validate a catalog file as the worker does (exit 0 valid, 2 invalid)"
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_catalog_check)
 
     reprocess_cmd = commands.add_parser("reprocess", help="reprocess requests")
     reprocess_commands = reprocess_cmd.add_subparsers(dest="reprocess_command", required=True)
@@ -343,6 +348,17 @@ def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
         print(f"events-worker: delivery failed: {error}", file=sys.stderr)
     print(result.summary())
     return EXIT_DELIVERY_FAILED if result.failed else 0
+
+
+def _catalog_check(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.catalog_check import check_catalog_file
+    from worker.domain.catalog import CatalogError
+
+    try:
+        check_catalog_file(args.file, settings, sys.stdout)
+    except CatalogError as exc:
+        raise UserError(str(exc)) from None
+    return 0
 
 
 def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:

@@ -274,6 +274,12 @@ class Metrics:
             "Catalog indexes built and put in use (the first load included).",
             registry=registry,
         )
+        self.catalog_rejected = Counter(
+            _name("catalog_rejected"),
+            "Catalog topic entity values rejected as invalid (dead-lettered; the "
+            "previous version of the entity stays in force).",
+            registry=registry,
+        )
         self.catalog_age = Gauge(
             _name("catalog_age_seconds"),
             "Seconds since the catalog index in use was built (-1 before the first).",

@@ -59,6 +59,13 @@ class WorkerSettings(BaseSettings):
     reprocess_rate_limit: float = Field(default=5000.0, gt=0)
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 
+    # -- safe by default (issue 15) ---------------------------------------------
+    allow_empty_catalog: bool = False
+    """Let ``run usage`` consume with a catalog that has no customers (every
+    event is then stored unpriced as ``unknown_customer``). Off: a catalog
+    file without customers stops the start; an empty catalog topic is waited
+    for (see :mod:`worker.stream.catalog_guard`)."""
+
     fault_crash_after_writes: int = Field(default=0, ge=0)
     """Fault injection for crash tests only: after this many batch writes the
     process exits hard (``os._exit``) before committing. 0 = never."""

@@ -1,0 +1,231 @@
+"""Issue 15 through the command line: a typo stops the worker before it consumes.
+
+Each mistake class: exit 2, exactly one stderr line naming the offending
+field or value, no traceback, nothing committed (no consumer-group offset,
+no store written). `catalog check` runs in-process (`cli.main`, no broker
+needed); `run usage` runs as a subprocess against the session's real broker
+and an embedded ClickHouse directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.catalog_cases import (
+    UNKNOWN_FIELDS,
+    UNKNOWN_VALUES,
+    UNRATABLE_PRICES,
+    document,
+    line_item,
+    price,
+    subscription,
+)
+from tests.integration.workers import (
+    produce,
+    run_cli,
+    settings_from_env,
+    worker_env,
+    write_catalog,
+)
+from worker.cli import main
+from worker.samples.synthetic import build_catalog, generate_events
+from worker.stream.topics import ensure_topics
+
+# -- catalog check: every mistake class ---------------------------------------
+
+
+def _check(tmp_path: Path, catalog: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    path = write_catalog(tmp_path, catalog)
+    code = main(["catalog", "check", str(path)])
+    captured = capsys.readouterr()
+    if code != 0:
+        assert captured.out == ""
+    return code, captured.err
+
+
+def _one_line(stderr: str) -> str:
+    assert stderr.count("\n") == 1 and stderr.endswith("\n"), stderr
+    assert "Traceback" not in stderr
+    assert stderr.startswith("events-worker: ")
+    return stderr
+
+
+@pytest.mark.parametrize(("catalog", "location", "entity"), UNKNOWN_FIELDS)
+def test_catalog_check_names_an_unknown_field(
+    catalog: dict[str, Any],
+    location: str,
+    entity: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = _check(tmp_path, catalog, capsys)
+    assert code == 2
+    line = _one_line(err)
+    assert f"{location} (" in line and entity in line
+    assert f"unknown field {location.rsplit('.', 1)[-1]!r}" in line
+
+
+@pytest.mark.parametrize(("catalog", "location", "value"), UNKNOWN_VALUES)
+def test_catalog_check_names_an_unknown_value_of_a_closed_set(
+    catalog: dict[str, Any],
+    location: str,
+    value: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = _check(tmp_path, catalog, capsys)
+    assert code == 2
+    assert f"{location} (" in _one_line(err) and f"unknown value {value!r}" in err
+
+
+@pytest.mark.parametrize(("fields", "message"), UNRATABLE_PRICES)
+def test_catalog_check_names_an_unratable_price(
+    fields: dict[str, Any], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _check(tmp_path, document(prices=[price(**fields)]), capsys)
+    assert code == 2
+    assert "price 'p_api'" in _one_line(err) and message in err
+
+
+def test_catalog_check_summarises_several_documents_with_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = [
+        build_catalog(customers=4, line_items_per_customer=2),
+        document("t2", subscriptions=[subscription(line_items=[line_item(), line_item("li_2")])]),
+    ]
+    path = write_catalog(tmp_path, catalog)
+    assert main(["catalog", "check", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"catalog {path} is valid: 2 tenant/environment documents"
+    assert out[1].startswith("  t1/prod: 4 customers, 4 subscriptions, 8 line items, ")
+    assert out[2].startswith("  t2/prod: 1 customers, 1 subscriptions, 2 line items, ")
+    assert out[3].startswith("  total: 5 customers, 5 subscriptions, 10 line items, ")
+
+
+def test_catalog_check_prints_counts_by_price_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = document(
+        "t2", subscriptions=[subscription(line_items=[line_item(), line_item("l2")])]
+    )
+    path = write_catalog(tmp_path, catalog)
+    assert main(["catalog", "check", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"catalog {path} is valid: 1 tenant/environment documents",
+        "  t2/prod: 1 customers, 1 subscriptions, 2 line items, 1 meters, 1 prices, "
+        "0 features (by price model: FLAT_FEE 2)",
+    ]
+
+
+def test_catalog_check_refuses_an_empty_catalog_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err = _check(tmp_path, [], capsys)
+    assert code == 2 and "has no customers" in _one_line(err)
+    assert "EW_ALLOW_EMPTY_CATALOG=true" in err
+    monkeypatch.setenv("EW_ALLOW_EMPTY_CATALOG", "true")
+    assert _check(tmp_path, [], capsys) == (0, "")
+
+
+# -- run usage: stops before consuming -----------------------------------------
+
+
+def _nothing_committed(env: dict[str, str], partitions: int) -> None:
+    consumer = Consumer(
+        {"bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"], "group.id": env["EW_USAGE_GROUP"]}
+    )
+    try:
+        topic = env["EW_EVENTS_TOPIC"]
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in offsets] == [-1001] * partitions  # OFFSET_INVALID: none
+
+
+@pytest.fixture
+def with_events(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> Callable[[], dict[str, str]]:
+    def make() -> dict[str, str]:
+        env = worker_env(kafka_bootstrap, unique_name)
+        settings = settings_from_env(env, partitions=3)
+        ensure_topics(settings, {settings.events_topic: 3})
+        produce(settings, generate_events(build_catalog(customers=3), 30, seed=5))
+        return env
+
+    return make
+
+
+def _bad_line_item() -> dict[str, Any]:
+    catalog = build_catalog(customers=3)
+    catalog["subscriptions"][1]["line_items"][0]["free_unit"] = "100"
+    return catalog
+
+
+def _bad_status() -> dict[str, Any]:
+    catalog = build_catalog(customers=3)
+    catalog["subscriptions"][2]["status"] = "actve"
+    return catalog
+
+
+def _bad_tiers() -> dict[str, Any]:
+    catalog = build_catalog(customers=3)
+    tiered = next(p for p in catalog["prices"] if p["billing_model"] == "TIERED")
+    tiered["tiers"] = list(reversed(tiered["tiers"]))
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("catalog", "named"),
+    [
+        pytest.param(_bad_line_item, "unknown field 'free_unit'", id="unknown-field"),
+        pytest.param(_bad_status, "unknown value 'actve'", id="unknown-status"),
+        pytest.param(_bad_tiers, "only the last tier may be unbounded", id="unratable-price"),
+        pytest.param(lambda: [], "has no customers", id="empty-catalog"),
+    ],
+)
+def test_run_usage_with_a_bad_catalog_file_stops_before_consuming(
+    catalog: Callable[[], Any],
+    named: str,
+    with_events: Callable[[], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    env = with_events()
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog()))
+    store = tmp_path / "store"
+    result = run_cli(
+        env, "run", "usage", "--store", f"chdb://{store}", "--catalog", str(path),
+        "--exit-when-idle", "1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert named in _one_line(result.stderr.decode())
+    assert result.stdout == b""
+    assert not store.exists()  # the store was not even opened
+    _nothing_committed(env, 3)
+
+
+def test_run_usage_on_an_empty_catalog_topic_does_not_consume_and_exits_2_when_idle(
+    with_events: Callable[[], dict[str, str]], tmp_path: Path
+) -> None:
+    env = with_events()
+    result = run_cli(
+        env, "run", "usage", "--store", f"chdb://{tmp_path / 'store'}", "--exit-when-idle", "1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    last = stderr.splitlines()[-1]
+    assert "Traceback" not in stderr
+    assert last.startswith("events-worker: catalog topic ") and "has no customers" in last
+    assert "gave up after 1s" in last
+    _nothing_committed(env, 3)
