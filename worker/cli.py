@@ -576,10 +576,27 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         raise UserError(f"invalid settings: {name} is not valid JSON") from None
     except ValidationError as exc:
         problems = "; ".join(
-            f"EW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            f"{_setting_name(error['loc'], overrides)}: "
+            f"{str(error['msg']).removeprefix('Value error, ')}"
             for error in exc.errors()
         )
         raise UserError(f"invalid settings: {problems}") from None
+
+
+#: Settings a command-line flag can set, and that flag.
+_FLAGS = {
+    "kafka_bootstrap": "--bootstrap",
+    "store_url": "--store",
+    "clickhouse_cluster": "--cluster",
+}
+
+
+def _setting_name(location: tuple[int | str, ...], overrides: dict[str, Any]) -> str:
+    """The flag or ``EW_*`` variable the user typed a bad value into."""
+    field = "_".join(str(part) for part in location)
+    if field in overrides and field in _FLAGS:
+        return _FLAGS[field]
+    return f"EW_{field.upper()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from worker.cli import UserError, build_parser, settings_from
@@ -11,7 +13,14 @@ from worker.ops.settings import WorkerSettings, redact_url
 def test_environment_variables_configure_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "broker-1:9092")
     monkeypatch.setenv("EW_KAFKA_SESSION_TIMEOUT_MS", "6000")
-    monkeypatch.setenv("EW_KAFKA_EXTRA", '{"security.protocol": "SASL_SSL"}')
+    # A complete SASL/PLAIN set: librdkafka refuses SASL_SSL without a usable mechanism.
+    sasl = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "u",
+        "sasl.password": "p",
+    }
+    monkeypatch.setenv("EW_KAFKA_EXTRA", json.dumps(sasl))
     settings = WorkerSettings()
     assert settings.kafka_bootstrap == "broker-1:9092"
     assert settings.kafka_session_timeout_ms == 6000

@@ -84,6 +84,27 @@ class WorkerSettings(BaseSettings):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        from worker.store.gateway import parse_store_url  # imports this module
+
+        try:
+            parse_store_url(value)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("kafka_extra")
+    @classmethod
+    def _check_extra_with_librdkafka(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from worker.ops.kafka_config_check import kafka_extra_problem
+
+        problem = kafka_extra_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("clickhouse_cluster")
     @classmethod
     def _check_cluster(cls, value: str | None) -> str | None:

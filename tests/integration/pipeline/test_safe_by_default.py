@@ -229,3 +229,97 @@ def test_run_usage_on_an_empty_catalog_topic_does_not_consume_and_exits_2_when_i
     assert last.startswith("events-worker: catalog topic ") and "has no customers" in last
     assert "gave up after 1s" in last
     _nothing_committed(env, 3)
+
+
+# -- configuration errors: every command ----------------------------------------
+
+#: One invocation of every command that builds settings (all of them).
+COMMANDS = [
+    pytest.param(["migrate"], id="migrate"),
+    pytest.param(["run", "usage", "--exit-when-idle", "1"], id="run-usage"),
+    pytest.param(["run", "reprocess", "--exit-when-idle", "1"], id="run-reprocess"),
+    pytest.param(["produce", "events.jsonl"], id="produce"),
+    pytest.param(["catalog", "publish", "catalog.json"], id="catalog-publish"),
+    pytest.param(["catalog", "check", "catalog.json"], id="catalog-check"),
+    pytest.param(
+        [
+            *("reprocess", "request", "--tenant", "t", "--environment", "e"),
+            *("--start", "2026-01-01", "--end", "2026-02-01"),
+        ],
+        id="reprocess-request",
+    ),
+    pytest.param(["reprocess", "status", "r1"], id="reprocess-status"),
+    pytest.param(["query", "line-items", "--tenant", "t", "--environment", "e"], id="query"),
+]
+
+#: (variable, value, what the one line must name).
+BAD_SETTINGS = [
+    pytest.param(
+        "EW_KAFKA_EXTRA",
+        '{"sesion.timeout.ms": 6000}',
+        "EW_KAFKA_EXTRA: librdkafka refuses it: "
+        'No such configuration property: "sesion.timeout.ms"',
+        id="extra-unknown-key",
+    ),
+    pytest.param(
+        "EW_KAFKA_EXTRA",
+        '{"security.protocol": "SASL_SSLX"}',
+        'Invalid value "SASL_SSLX" for configuration property "security.protocol"',
+        id="extra-bad-value",
+    ),
+    pytest.param(
+        "EW_KAFKA_EXTRA",
+        '{"fetch.max.bytes": 1}',
+        "`fetch.max.bytes` must be >= `message.max.bytes`",
+        id="extra-inconsistent-values",
+    ),
+    pytest.param(
+        "EW_STORE_URL",
+        "chdb:///tmp/ew-store?databse=billing",
+        "EW_STORE_URL: invalid store URL 'chdb:///tmp/ew-store?databse=billing' "
+        "(unknown parameter 'databse'; known: database)",
+        id="store-url-unknown-parameter",
+    ),
+    pytest.param(
+        "EW_STORE_URL",
+        "chdb:/./store",
+        "(write chdb:// (two slashes) before the path or host)",
+        id="store-url-one-slash",
+    ),
+    pytest.param(
+        "EW_STORE_URL",
+        "clickhouse://h:9000/db?secure=yes",
+        "secure must be one of 0, 1, false, true",
+        id="store-url-bad-secure",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(("variable", "value", "named"), BAD_SETTINGS)
+def test_a_bad_setting_stops_every_command_with_one_line(
+    command: list[str],
+    variable: str,
+    value: str,
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never reached
+    monkeypatch.setenv(variable, value)
+    assert main(command) == 2
+    captured = capsys.readouterr()
+    assert named in _one_line(captured.err)
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []  # no store, no data directory
+
+
+def test_a_store_flag_typo_names_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["migrate", "--store", f"chdb://{tmp_path}/s?databse=x"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("events-worker: invalid settings: --store: invalid store URL")
+    assert not (tmp_path / "s").exists()
