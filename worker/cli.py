@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap(usage)
     _store(usage)
     usage.add_argument("--catalog", metavar="FILE", help="catalog JSON file (else the topic)")
-    _idle(usage)
+    _idle(
+        usage,
+        "exit 0 once it owned partitions, caught up, committed and was idle this long; "
+        "exit 3 if it never received a partition, 2 if the catalog stayed empty",
+    )
     usage.set_defaults(handler=_run_usage)
     reprocess = consumers.add_parser("reprocess", help="serve reprocess requests")
     _bootstrap(reprocess)
@@ -153,13 +157,11 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _idle(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--exit-when-idle",
-        type=_seconds,
-        metavar="SECONDS",
-        help="exit 0 once caught up, committed and idle this long",
-    )
+def _idle(
+    parser: argparse.ArgumentParser,
+    help: str = "exit 0 once caught up, committed and idle this long",
+) -> None:
+    parser.add_argument("--exit-when-idle", type=_seconds, metavar="SECONDS", help=help)
 
 
 @contextmanager
@@ -373,12 +375,17 @@ def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
         ) from None
 
 
+#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
+EXIT_NEVER_ASSIGNED = 3
+
+
 def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.domain.catalog import CatalogError
     from worker.ops.health import LoopHealth
     from worker.ops.logging import configure_logging, secret_values
     from worker.ops.metrics import Metrics
     from worker.store.errors import StoreError
+    from worker.stream.consumer_support import NeverAssignedError
     from worker.stream.run_usage import run_usage
     from worker.stream.topics import TopicSetupError
 
@@ -399,6 +406,9 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
             )
     except (CatalogError, StoreError, TopicSetupError) as exc:
         raise UserError(str(exc)) from None
+    except NeverAssignedError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_NEVER_ASSIGNED
     print(
         f"usage consumer stopped: {stats.messages} messages, {stats.rows} rows, "
         f"{stats.dead_letters} dead letters in {stats.batches} batches",

@@ -40,6 +40,7 @@ from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
 from worker.stream.consumer_support import (
+    NeverAssignedError,
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
@@ -106,6 +107,8 @@ class LoopStats:
     retries: int = 0
     abandoned: int = 0
     rebalances: int = 0
+    owned_partitions: bool = False
+    """Whether any partition was ever assigned (the idle exit is honest only then)."""
     first_batch_at: float | None = None
     """Clock reading when the first batch was collected (throughput window start)."""
     last_commit_at: float | None = None
@@ -155,7 +158,7 @@ class UsageConsumer:
         self._assigned: set[tuple[str, int]] = set()
         # Messages that arrived while paused: handled by the next batch, never skipped.
         self._carried: list[SourceMessage] = []
-        self._last_activity = clock()
+        self._last_activity = self._started_at = clock()
         self.stats = LoopStats(commit_latencies_ms=[] if record_commit_latency else None)
         self._writes = 0
         self._metrics = metrics if metrics is not None else Metrics()
@@ -189,7 +192,7 @@ class UsageConsumer:
                     on_revoke=self._on_revoke,
                     on_lost=self._on_lost,
                 )
-                self._last_activity = self._clock()
+                self._last_activity = self._started_at = self._clock()
                 while not self._stop:
                     self._health.beat()
                     self._refresh_catalog()
@@ -198,6 +201,12 @@ class UsageConsumer:
                         self._handle(consumer, messages)
                     self._refresh_lag(consumer, after_commit=bool(messages))
                     if not messages and self._idle_long_enough():
+                        if not self.stats.owned_partitions:
+                            raise NeverAssignedError.of(
+                                self._settings.usage_group,
+                                self._settings.events_topic,
+                                self._clock() - self._started_at,
+                            )
                         log.info(
                             "idle for %.1fs with everything committed: exiting",
                             self._exit_when_idle_s,
@@ -440,6 +449,7 @@ class UsageConsumer:
         self._assigned |= keys
         self._processor.assign(keys)
         self.stats.rebalances += 1
+        self.stats.owned_partitions |= bool(keys)
         self._last_activity = self._clock()
         self._assignment_changed("assign")
         self._last_lag_at = None
@@ -552,9 +562,12 @@ class UsageConsumer:
     def _idle_long_enough(self) -> bool:
         return idle_long_enough(
             idle_s=self._exit_when_idle_s,
-            idle_for_s=self._clock() - self._last_activity,
+            # Never owned a partition: count from the start, since every
+            # (empty) assignment of a rebalance loop would reset the activity.
+            idle_for_s=self._clock()
+            - (self._last_activity if self.stats.owned_partitions else self._started_at),
             busy=self._in_flight or bool(self._carried),
-            assigned_once=bool(self.stats.rebalances),
+            assigned_once=self.stats.owned_partitions,
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 

@@ -10,6 +10,7 @@ and an embedded ClickHouse directory.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests.integration.workers import (
     produce,
     run_cli,
     settings_from_env,
+    start_cli,
     worker_env,
     write_catalog,
 )
@@ -323,3 +325,59 @@ def test_a_store_flag_typo_names_the_flag(
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("events-worker: invalid settings: --store: invalid store URL")
     assert not (tmp_path / "s").exists()
+
+
+# -- --exit-when-idle is honest --------------------------------------------------
+
+
+def test_exit_when_idle_without_ever_owning_a_partition_exits_3_with_the_reason(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    env = worker_env(kafka_bootstrap, unique_name)
+    # One partition, kept by its owner across the rebalance (sticky): the
+    # second worker of the group can never get one.
+    env["EW_TOPIC_PARTITIONS"] = "1"
+    env["EW_KAFKA_EXTRA"] = '{"partition.assignment.strategy": "cooperative-sticky"}'
+    settings = settings_from_env(env, partitions=1)
+    ensure_topics(settings, {settings.events_topic: 1})
+    catalog = build_catalog(customers=3)
+    catalog_file = write_catalog(tmp_path, catalog)
+    produce(settings, generate_events(catalog, 20, seed=3))
+    owner = start_cli(
+        env, "run", "usage", "--store", f"chdb://{tmp_path / 'a'}", "--catalog", str(catalog_file)
+    )
+    try:
+        _wait_for_commit(env, 20)  # the owner has the partition
+        second = run_cli(
+            {**env, "EW_KAFKA_SESSION_TIMEOUT_MS": "3000"},
+            "run", "usage", "--store", f"chdb://{tmp_path / 'b'}",
+            "--catalog", str(catalog_file), "--exit-when-idle", "1",
+        )  # fmt: skip
+    finally:
+        owner.terminate()
+        owner.wait(60)
+    assert second.returncode == 3, second.stderr.decode()[-2000:]
+    last = second.stderr.decode().splitlines()[-1]
+    assert "Traceback" not in second.stderr.decode()
+    assert last.startswith(
+        f"events-worker: never received a partition of {env['EW_EVENTS_TOPIC']} "
+        f"in group {env['EW_USAGE_GROUP']} within "
+    )
+    assert "nothing was consumed" in last
+
+
+def _wait_for_commit(env: dict[str, str], offset: int, timeout_s: float = 60) -> None:
+    """Block until the usage group committed `offset` on partition 0 (polling the broker)."""
+    consumer = Consumer(
+        {"bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"], "group.id": env["EW_USAGE_GROUP"]}
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            (committed,) = consumer.committed([TopicPartition(env["EW_EVENTS_TOPIC"], 0)], 5)
+            if committed.offset >= offset:
+                return
+            consumer.poll(0.5)  # waits between asks; nothing is subscribed
+        raise AssertionError(f"offset {offset} not committed within {timeout_s}s")
+    finally:
+        consumer.close()
