@@ -60,6 +60,12 @@ class WorkerSettings(BaseSettings):
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 
     # -- safe by default (issue 15) ---------------------------------------------
+    topic_replication_factor: int = Field(default=-1, ge=-1)
+    """Replication factor of the topics the worker creates; -1 (default): the
+    broker's ``default.replication.factor``. See docs/topics.md."""
+    create_topics: bool = True
+    """Create missing topics at start. ``false`` for clusters that forbid it:
+    a missing topic then stops the command with its name (docs/topics.md)."""
     allow_empty_catalog: bool = False
     """Let ``run usage`` consume with a catalog that has no customers (every
     event is then stored unpriced as ``unknown_customer``). Off: a catalog
@@ -82,6 +88,13 @@ class WorkerSettings(BaseSettings):
                 raise ValueError("EW_KAFKA_EXTRA must be a JSON object") from None
         if not isinstance(value, dict):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
+        return value
+
+    @field_validator("topic_replication_factor")
+    @classmethod
+    def _check_replication_factor(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the broker's default.replication.factor) or >= 1")
         return value
 
     @field_validator("store_url")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.catalog_cases import (
     UNKNOWN_FIELDS,
@@ -294,6 +295,18 @@ BAD_SETTINGS = [
         "secure must be one of 0, 1, false, true",
         id="store-url-bad-secure",
     ),
+    pytest.param(
+        "EW_TOPIC_REPLICATION_FACTOR",
+        "0",
+        "EW_TOPIC_REPLICATION_FACTOR: must be -1 (the broker's default.replication.factor) or >= 1",
+        id="replication-factor-zero",
+    ),
+    pytest.param(
+        "EW_CREATE_TOPICS",
+        "maybe",
+        "EW_CREATE_TOPICS: Input should be a valid boolean",
+        id="create",
+    ),
 ]
 
 
@@ -381,3 +394,47 @@ def _wait_for_commit(env: dict[str, str], offset: int, timeout_s: float = 60) ->
         raise AssertionError(f"offset {offset} not committed within {timeout_s}s")
     finally:
         consumer.close()
+
+
+# -- topics for real clusters ------------------------------------------------------
+
+
+def _topic_replicas(bootstrap: str, topic: str) -> list[int] | None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    metadata = admin.list_topics(timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return None
+    return [len(p.replicas) for _, p in sorted(metadata.partitions.items())]
+
+
+def test_with_topic_creation_off_a_missing_topic_stops_run_usage_and_nothing_is_created(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    env = {**worker_env(kafka_bootstrap, unique_name), "EW_CREATE_TOPICS": "false"}
+    catalog_file = write_catalog(tmp_path, build_catalog(customers=2))
+    result = run_cli(
+        env, "run", "usage", "--store", f"chdb://{tmp_path / 's'}", "--catalog",
+        str(catalog_file), "--exit-when-idle", "1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = _one_line(result.stderr.decode())
+    assert env["EW_EVENTS_TOPIC"] in line and env["EW_CATALOG_TOPIC"] in line
+    assert "do not exist and EW_CREATE_TOPICS is false" in line
+    assert _topic_replicas(kafka_bootstrap, env["EW_EVENTS_TOPIC"]) is None
+
+
+def test_topics_get_the_configured_partitions_and_replication_factor(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    env = {
+        **worker_env(kafka_bootstrap, unique_name),
+        "EW_TOPIC_PARTITIONS": "2",
+        "EW_TOPIC_REPLICATION_FACTOR": "3",  # tansu records any factor (one node serves all)
+    }
+    catalog_file = write_catalog(tmp_path, build_catalog(customers=2))
+    assert run_cli(env, "catalog", "publish", str(catalog_file)).returncode == 0
+    assert _topic_replicas(kafka_bootstrap, env["EW_CATALOG_TOPIC"]) == [3, 3]
+    env["EW_TOPIC_REPLICATION_FACTOR"] = "-1"  # the default: the broker's (1 here)
+    env["EW_CATALOG_TOPIC"] = unique_name("catalog")
+    assert run_cli(env, "catalog", "publish", str(catalog_file)).returncode == 0
+    assert _topic_replicas(kafka_bootstrap, env["EW_CATALOG_TOPIC"]) == [1, 1]
