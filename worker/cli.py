@@ -274,6 +274,7 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     first and such a line is a usage error (exit 2): nothing is produced. See
     `worker.stream.producer`.
     """
+    settings = _quiet_kafka(settings)
     from worker.stream.producer import check_file, produce_file
     from worker.stream.topics import TopicSetupError, ensure_topics
 
@@ -313,6 +314,14 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return EXIT_DELIVERY_FAILED if result.failed else 0
 
 
+def _quiet_kafka(settings: WorkerSettings) -> WorkerSettings:
+    """Short commands: librdkafka's connection noise becomes one line of ours (and one
+    when the broker is back); the command gives up after its own bounded timeouts."""
+    from worker.ops.kafka_reachability import for_command_line
+
+    return for_command_line(settings)
+
+
 def _report_line_problems(
     path: str, problems: Sequence[object], total: int, *, outcome: str
 ) -> None:
@@ -328,6 +337,7 @@ def _report_line_problems(
 
 def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """Validate a catalog file strictly, then publish its entities as upserts."""
+    settings = _quiet_kafka(settings)
     from worker.domain.catalog import CatalogError, load_catalog_file
     from worker.stream.catalog_source import CatalogPublisher, entity_messages
     from worker.stream.topics import TopicSetupError, ensure_topics
@@ -438,6 +448,7 @@ def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
                 exit_when_idle_s=args.exit_when_idle,
                 metrics=metrics.reprocess,
                 health=health,
+                on_reachability=metrics.kafka_reachability_changed,
             )
     except (StoreError, TopicSetupError) as exc:
         raise UserError(str(exc)) from None
@@ -469,6 +480,7 @@ def _request_time(flag: str, text: str) -> Any:
 
 def _reprocess_request(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """Publish one reprocess request to the control topic; print its id."""
+    settings = _quiet_kafka(settings)
     from worker.stream.delivery import DeliveryError
     from worker.stream.reprocess_request import ReprocessRequest, new_request_id, publish_request
     from worker.stream.topics import TopicSetupError, ensure_topics

@@ -55,7 +55,8 @@ def run_usage(
         file_index = CatalogIndex(load_catalog_file(catalog_file))
         if not settings.allow_empty_catalog:
             refuse_empty_file(file_index, catalog_file)
-    clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
+    # librdkafka lines into our JSON logs, its connection noise folded into ours
+    clients = with_kafka_logger(settings, on_reachability=metrics.kafka_reachability_changed)
     ensure_topics(clients, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     source: CatalogTopicSource | None = None
