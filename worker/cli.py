@@ -126,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     _store(line_items)
     line_items.set_defaults(handler=_query_line_items)
 
+    broker = commands.add_parser(
+        "broker", help="run the local tansu broker in the foreground (local runs only)"
+    )
+    broker.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="port on 127.0.0.1 (default: the port of EW_KAFKA_BOOTSTRAP, 9092)",
+    )
+    broker.set_defaults(handler=_broker)
+
     demo = commands.add_parser(
         "demo", help="run the pipeline on a local broker and embedded ClickHouse, print invoices"
     )
@@ -555,6 +566,19 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
     ):
         if document[key] is not None:
             print(f"{key}: {document[key]}")
+    return 0
+
+
+def _broker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.broker_command import BrokerCommandError, default_port, run_broker
+
+    port = args.port if args.port is not None else default_port(settings)
+    if not 1 <= port <= 65_535:
+        raise UserError(f"--port: {port} is not a TCP port (1..65535)")
+    try:
+        run_broker(port, sys.stdout)
+    except BrokerCommandError as exc:
+        raise UserError(str(exc)) from None
     return 0
 
 
