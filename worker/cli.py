@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     line_items.add_argument("--tenant", required=True)
     line_items.add_argument("--environment", required=True)
     line_items.add_argument("--customer-id")
+    line_items.add_argument("--external-customer-id", help="the customer's external id")
     line_items.add_argument("--subscription-id")
     line_items.add_argument("--json", action="store_true", help="one JSON object per line")
     _store(line_items)
@@ -136,6 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="port on 127.0.0.1 (default: the port of EW_KAFKA_BOOTSTRAP, 9092)",
     )
     broker.set_defaults(handler=_broker)
+
+    unprocessed = query_commands.add_parser(
+        "unprocessed", help="raw events stored without processed rows (what reprocess re-drives)"
+    )
+    unprocessed.add_argument("--tenant", required=True)
+    unprocessed.add_argument("--environment", required=True)
+    unprocessed.add_argument("--start", metavar="ISO", help="from this time (default: all)")
+    unprocessed.add_argument("--end", metavar="ISO", help="before this time (default: all)")
+    unprocessed.add_argument("--external-customer-id")
+    unprocessed.add_argument("--event-name")
+    unprocessed.add_argument(
+        "--catalog", metavar="FILE", help="name each event's reason under this catalog"
+    )
+    unprocessed.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N events (default 100)"
+    )
+    unprocessed.add_argument("--json", action="store_true", help="one JSON object per line")
+    _store(unprocessed)
+    unprocessed.set_defaults(handler=_query_unprocessed)
 
     demo = commands.add_parser(
         "demo", help="run the pipeline on a local broker and embedded ClickHouse, print invoices"
@@ -245,6 +265,7 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
                 args.environment,
                 customer_id=args.customer_id,
                 subscription_id=args.subscription_id,
+                external_customer_id=args.external_customer_id,
             )
         finally:
             gateway.close()
@@ -263,6 +284,45 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
         print("  ".join(padded).rstrip())
     if not objects:
         print("(no priced usage)")
+    return 0
+
+
+def _query_unprocessed(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.domain.catalog import CatalogError, load_catalog_file
+    from worker.domain.catalog_index import CatalogIndex
+    from worker.query_unprocessed import (
+        EARLIEST,
+        LATEST,
+        UnprocessedQuery,
+        print_unprocessed,
+        unprocessed_events,
+    )
+    from worker.store.gateway import open_gateway
+    from worker.store.schema import require_schema
+
+    if not 1 <= args.limit <= 100_000:
+        raise UserError(f"--limit: {args.limit} is not in 1..100000")
+    try:
+        index = CatalogIndex(load_catalog_file(args.catalog)) if args.catalog else None
+        query = UnprocessedQuery(
+            tenant_id=args.tenant,
+            environment_id=args.environment,
+            start=_request_time("--start", args.start) if args.start else EARLIEST,
+            end=_request_time("--end", args.end) if args.end else LATEST,
+            external_customer_id=args.external_customer_id or "",
+            event_name=args.event_name or "",
+            limit=args.limit,
+        )
+        with _store_errors():
+            gateway = open_gateway(settings.store_url, create=False)
+            try:
+                require_schema(gateway)
+                events = unprocessed_events(gateway, query)
+            finally:
+                gateway.close()
+    except (CatalogError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print_unprocessed(events, index, sys.stdout, as_json=args.json)
     return 0
 
 
@@ -435,6 +495,14 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
         f"{stats.dead_letters} dead letters in {stats.batches} batches",
         file=sys.stderr,
     )
+    if stats.unpriced:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(stats.unpriced.items()))
+        print(
+            f"unpriced events (stored raw): {reasons}; once the catalog has them, price them "
+            "with `events-worker reprocess request --tenant T --environment E --start ISO "
+            "--end ISO` (list them: `events-worker query unprocessed`)",
+            file=sys.stderr,
+        )
     return 0
 
 

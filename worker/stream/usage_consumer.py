@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
@@ -107,6 +107,8 @@ class LoopStats:
     retries: int = 0
     abandoned: int = 0
     rebalances: int = 0
+    unpriced: dict[str, int] = field(default_factory=dict)
+    """Events stored raw without processed rows, by reason (``UnresolvedReason``)."""
     owned_partitions: bool = False
     """Whether any partition was ever assigned (the idle exit is honest only then)."""
     first_batch_at: float | None = None
@@ -288,6 +290,8 @@ class UsageConsumer:
         self.stats.messages += prepared.messages
         self.stats.rows += prepared.row_count
         self.stats.dead_letters += len(prepared.dead_letters)
+        for reason, count in prepared.unresolved.items():
+            self.stats.unpriced[str(reason)] = self.stats.unpriced.get(str(reason), 0) + count
         self._record(prepared, durations)
 
     def _stage(
