@@ -157,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     _store(unprocessed)
     unprocessed.set_defaults(handler=_query_unprocessed)
 
+    dlq = commands.add_parser("dlq", help="dead letters: list them, re-drive some")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="every dead letter with its reason")
+    dlq_list.add_argument("--reason", help="only dead letters with this reason")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    _bootstrap(dlq_list)
+    dlq_list.set_defaults(handler=_dlq_list)
+    dlq_redrive = dlq_commands.add_parser(
+        "redrive", help="re-publish selected dead letters to their source topic"
+    )
+    dlq_redrive.add_argument(
+        "--at", action="append", default=[], metavar="P:O", help="DLQ partition:offset (repeat)"
+    )
+    dlq_redrive.add_argument("--reason", help="every dead letter with this reason")
+    dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
+    _bootstrap(dlq_redrive)
+    dlq_redrive.set_defaults(handler=_dlq_redrive)
+
     demo = commands.add_parser(
         "demo", help="run the pipeline on a local broker and embedded ClickHouse, print invoices"
     )
@@ -647,6 +665,52 @@ def _broker(args: argparse.Namespace, settings: WorkerSettings) -> int:
         run_broker(port, sys.stdout)
     except BrokerCommandError as exc:
         raise UserError(str(exc)) from None
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.dlq_command import print_letters
+    from worker.stream.dlq import HEADER_REASON
+    from worker.stream.dlq_tools import DlqToolError, read_dead_letters
+
+    settings = _quiet_kafka(settings)
+    try:
+        letters = read_dead_letters(settings)
+    except DlqToolError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    if args.reason:
+        letters = [letter for letter in letters if letter.header(HEADER_REASON) == args.reason]
+    print_letters(letters, sys.stdout, as_json=args.json, topic=settings.dlq_topic)
+    return 0
+
+
+def _dlq_redrive(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.dlq_command import SelectionError, parse_positions, select
+    from worker.stream.dlq_tools import DlqToolError, read_dead_letters, redrive
+
+    try:
+        positions = parse_positions(args.at)
+        select([], positions=positions, reason=args.reason, everything=args.all)
+    except SelectionError as exc:
+        raise UserError(str(exc)) from None
+    settings = _quiet_kafka(settings)
+    try:
+        chosen = select(
+            read_dead_letters(settings),
+            positions=positions,
+            reason=args.reason,
+            everything=args.all,
+        )
+        missing = positions - {(letter.partition, letter.offset) for letter in chosen}
+        if missing:
+            shown = ", ".join(f"{p}:{o}" for p, o in sorted(missing))
+            raise UserError(f"--at: no dead letter at {shown} in {settings.dlq_topic}")
+        sent = redrive(settings, chosen)
+    except DlqToolError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    print(f"re-drove {sent} dead letters from {settings.dlq_topic}")
     return 0
 
 

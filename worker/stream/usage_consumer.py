@@ -332,7 +332,9 @@ class UsageConsumer:
         for letter in prepared.dead_letters[:_LOGGED_DEAD_LETTERS]:  # once, when acknowledged
             message = letter.message
             log.warning(
-                "dead letter",
+                "dead letter: %s (%s)",
+                letter.reason,
+                letter.error[:200],
                 extra={
                     "topic": message.topic,
                     "partition": message.partition,
