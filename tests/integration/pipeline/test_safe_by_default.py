@@ -438,3 +438,57 @@ def test_topics_get_the_configured_partitions_and_replication_factor(
     env["EW_CATALOG_TOPIC"] = unique_name("catalog")
     assert run_cli(env, "catalog", "publish", str(catalog_file)).returncode == 0
     assert _topic_replicas(kafka_bootstrap, env["EW_CATALOG_TOPIC"]) == [1, 1]
+
+
+# -- an empty catalog topic: not ready, said periodically, consumed once filled -----
+
+
+def test_an_empty_catalog_topic_is_waited_for_with_readyz_saying_why(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from worker.domain.catalog import load_catalog_file
+    from worker.ops.health import LoopHealth
+    from worker.stream.catalog_guard import wait_for_entities
+    from worker.stream.catalog_source import CatalogPublisher, CatalogTopicSource
+
+    settings = settings_from_env(worker_env(kafka_bootstrap, unique_name), partitions=1)
+    ensure_topics(settings, {settings.catalog_topic: 1})
+    health = LoopHealth(60.0)
+    source = CatalogTopicSource(settings, idle_gap_s=0.3, debounce_s=0.2)
+    waited: list[Any] = []
+    try:
+        empty = source.load(timeout_s=15)
+        assert empty.customer_count == 0
+        waiter = threading.Thread(
+            target=lambda: waited.append(
+                wait_for_entities(
+                    source, empty, health=health, give_up_after_s=None, poll_s=0.2, log_every_s=0.2
+                )
+            )
+        )
+        with caplog.at_level("WARNING", logger="worker.stream.catalog_guard"):
+            waiter.start()
+            while len(caplog.records) < 2:  # the cause, said again while waiting
+                waiter.join(0.1)
+                assert waiter.is_alive()
+            readiness = health.readiness()
+            assert not readiness.ok
+            assert readiness.detail.startswith(f"catalog topic {settings.catalog_topic} has no ")
+            publisher = CatalogPublisher(settings)
+            publisher.upsert_documents(
+                load_catalog_file(str(write_catalog(tmp_path, build_catalog(customers=2))))
+            )
+            assert publisher.flush(10).failed == 0
+            waiter.join(30)
+        assert not waiter.is_alive()
+        (index,) = waited
+        assert index.customer_count == 2
+        assert health.readiness().detail == "no partitions assigned"  # past the catalog check
+        assert all("has no customers" in r.getMessage() for r in caplog.records)
+    finally:
+        source.close()
