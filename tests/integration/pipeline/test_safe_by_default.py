@@ -9,6 +9,7 @@ and an embedded ClickHouse directory.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -170,19 +171,19 @@ def with_events(
 
 
 def _bad_line_item() -> dict[str, Any]:
-    catalog = build_catalog(customers=3)
+    catalog = copy.deepcopy(build_catalog(customers=3))  # it shares the sample price dicts
     catalog["subscriptions"][1]["line_items"][0]["free_unit"] = "100"
     return catalog
 
 
 def _bad_status() -> dict[str, Any]:
-    catalog = build_catalog(customers=3)
+    catalog = copy.deepcopy(build_catalog(customers=3))  # it shares the sample price dicts
     catalog["subscriptions"][2]["status"] = "actve"
     return catalog
 
 
 def _bad_tiers() -> dict[str, Any]:
-    catalog = build_catalog(customers=3)
+    catalog = copy.deepcopy(build_catalog(customers=3))  # it shares the sample price dicts
     tiered = next(p for p in catalog["prices"] if p["billing_model"] == "TIERED")
     tiered["tiers"] = list(reversed(tiered["tiers"]))
     return catalog
