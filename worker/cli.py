@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap(usage)
     _store(usage)
     usage.add_argument("--catalog", metavar="FILE", help="catalog JSON file (else the topic)")
-    _idle(usage)
+    _idle(
+        usage,
+        "exit 0 once it owned partitions, caught up, committed and was idle this long; "
+        "exit 3 if it never received a partition, 2 if the catalog stayed empty",
+    )
     usage.set_defaults(handler=_run_usage)
     reprocess = consumers.add_parser("reprocess", help="serve reprocess requests")
     _bootstrap(reprocess)
@@ -84,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", metavar="FILE")
     _bootstrap(publish)
     publish.set_defaults(handler=_catalog_publish)
+    check = catalog_commands.add_parser(
+        "check", help="validate a catalog file as the worker does (exit 0 valid, 2 invalid)"
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_catalog_check)
 
     reprocess_cmd = commands.add_parser("reprocess", help="reprocess requests")
     reprocess_commands = reprocess_cmd.add_subparsers(dest="reprocess_command", required=True)
@@ -112,10 +121,59 @@ def build_parser() -> argparse.ArgumentParser:
     line_items.add_argument("--tenant", required=True)
     line_items.add_argument("--environment", required=True)
     line_items.add_argument("--customer-id")
+    line_items.add_argument("--external-customer-id", help="the customer's external id")
     line_items.add_argument("--subscription-id")
     line_items.add_argument("--json", action="store_true", help="one JSON object per line")
     _store(line_items)
     line_items.set_defaults(handler=_query_line_items)
+
+    broker = commands.add_parser(
+        "broker", help="run the local tansu broker in the foreground (local runs only)"
+    )
+    broker.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="port on 127.0.0.1 (default: the port of EW_KAFKA_BOOTSTRAP, 9092)",
+    )
+    broker.set_defaults(handler=_broker)
+
+    unprocessed = query_commands.add_parser(
+        "unprocessed", help="raw events stored without processed rows (what reprocess re-drives)"
+    )
+    unprocessed.add_argument("--tenant", required=True)
+    unprocessed.add_argument("--environment", required=True)
+    unprocessed.add_argument("--start", metavar="ISO", help="from this time (default: all)")
+    unprocessed.add_argument("--end", metavar="ISO", help="before this time (default: all)")
+    unprocessed.add_argument("--external-customer-id")
+    unprocessed.add_argument("--event-name")
+    unprocessed.add_argument(
+        "--catalog", metavar="FILE", help="name each event's reason under this catalog"
+    )
+    unprocessed.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N events (default 100)"
+    )
+    unprocessed.add_argument("--json", action="store_true", help="one JSON object per line")
+    _store(unprocessed)
+    unprocessed.set_defaults(handler=_query_unprocessed)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list them, re-drive some")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="every dead letter with its reason")
+    dlq_list.add_argument("--reason", help="only dead letters with this reason")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    _bootstrap(dlq_list)
+    dlq_list.set_defaults(handler=_dlq_list)
+    dlq_redrive = dlq_commands.add_parser(
+        "redrive", help="re-publish selected dead letters to their source topic"
+    )
+    dlq_redrive.add_argument(
+        "--at", action="append", default=[], metavar="P:O", help="DLQ partition:offset (repeat)"
+    )
+    dlq_redrive.add_argument("--reason", help="every dead letter with this reason")
+    dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
+    _bootstrap(dlq_redrive)
+    dlq_redrive.set_defaults(handler=_dlq_redrive)
 
     demo = commands.add_parser(
         "demo", help="run the pipeline on a local broker and embedded ClickHouse, print invoices"
@@ -148,13 +206,11 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _idle(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--exit-when-idle",
-        type=_seconds,
-        metavar="SECONDS",
-        help="exit 0 once caught up, committed and idle this long",
-    )
+def _idle(
+    parser: argparse.ArgumentParser,
+    help: str = "exit 0 once caught up, committed and idle this long",
+) -> None:
+    parser.add_argument("--exit-when-idle", type=_seconds, metavar="SECONDS", help=help)
 
 
 @contextmanager
@@ -227,6 +283,7 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
                 args.environment,
                 customer_id=args.customer_id,
                 subscription_id=args.subscription_id,
+                external_customer_id=args.external_customer_id,
             )
         finally:
             gateway.close()
@@ -245,6 +302,45 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
         print("  ".join(padded).rstrip())
     if not objects:
         print("(no priced usage)")
+    return 0
+
+
+def _query_unprocessed(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.domain.catalog import CatalogError, load_catalog_file
+    from worker.domain.catalog_index import CatalogIndex
+    from worker.query_unprocessed import (
+        EARLIEST,
+        LATEST,
+        UnprocessedQuery,
+        print_unprocessed,
+        unprocessed_events,
+    )
+    from worker.store.gateway import open_gateway
+    from worker.store.schema import require_schema
+
+    if not 1 <= args.limit <= 100_000:
+        raise UserError(f"--limit: {args.limit} is not in 1..100000")
+    try:
+        index = CatalogIndex(load_catalog_file(args.catalog)) if args.catalog else None
+        query = UnprocessedQuery(
+            tenant_id=args.tenant,
+            environment_id=args.environment,
+            start=_request_time("--start", args.start) if args.start else EARLIEST,
+            end=_request_time("--end", args.end) if args.end else LATEST,
+            external_customer_id=args.external_customer_id or "",
+            event_name=args.event_name or "",
+            limit=args.limit,
+        )
+        with _store_errors():
+            gateway = open_gateway(settings.store_url, create=False)
+            try:
+                require_schema(gateway)
+                events = unprocessed_events(gateway, query)
+            finally:
+                gateway.close()
+    except (CatalogError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print_unprocessed(events, index, sys.stdout, as_json=args.json)
     return 0
 
 
@@ -267,6 +363,7 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     first and such a line is a usage error (exit 2): nothing is produced. See
     `worker.stream.producer`.
     """
+    settings = _quiet_kafka(settings)
     from worker.stream.producer import check_file, produce_file
     from worker.stream.topics import TopicSetupError, ensure_topics
 
@@ -306,6 +403,14 @@ def _produce(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return EXIT_DELIVERY_FAILED if result.failed else 0
 
 
+def _quiet_kafka(settings: WorkerSettings) -> WorkerSettings:
+    """Short commands: librdkafka's connection noise becomes one line of ours (and one
+    when the broker is back); the command gives up after its own bounded timeouts."""
+    from worker.ops.kafka_reachability import for_command_line
+
+    return for_command_line(settings)
+
+
 def _report_line_problems(
     path: str, problems: Sequence[object], total: int, *, outcome: str
 ) -> None:
@@ -321,6 +426,7 @@ def _report_line_problems(
 
 def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """Validate a catalog file strictly, then publish its entities as upserts."""
+    settings = _quiet_kafka(settings)
     from worker.domain.catalog import CatalogError, load_catalog_file
     from worker.stream.catalog_source import CatalogPublisher, entity_messages
     from worker.stream.topics import TopicSetupError, ensure_topics
@@ -345,6 +451,17 @@ def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return EXIT_DELIVERY_FAILED if result.failed else 0
 
 
+def _catalog_check(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.catalog_check import check_catalog_file
+    from worker.domain.catalog import CatalogError
+
+    try:
+        check_catalog_file(args.file, settings, sys.stdout)
+    except CatalogError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
 def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
     """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_PORT`` (use as a context)."""
     from worker.ops.health import HealthServer
@@ -357,12 +474,17 @@ def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
         ) from None
 
 
+#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
+EXIT_NEVER_ASSIGNED = 3
+
+
 def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.domain.catalog import CatalogError
     from worker.ops.health import LoopHealth
     from worker.ops.logging import configure_logging, secret_values
     from worker.ops.metrics import Metrics
     from worker.store.errors import StoreError
+    from worker.stream.consumer_support import NeverAssignedError
     from worker.stream.run_usage import run_usage
     from worker.stream.topics import TopicSetupError
 
@@ -383,11 +505,22 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
             )
     except (CatalogError, StoreError, TopicSetupError) as exc:
         raise UserError(str(exc)) from None
+    except NeverAssignedError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_NEVER_ASSIGNED
     print(
         f"usage consumer stopped: {stats.messages} messages, {stats.rows} rows, "
         f"{stats.dead_letters} dead letters in {stats.batches} batches",
         file=sys.stderr,
     )
+    if stats.unpriced:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(stats.unpriced.items()))
+        print(
+            f"unpriced events (stored raw): {reasons}; once the catalog has them, price them "
+            "with `events-worker reprocess request --tenant T --environment E --start ISO "
+            "--end ISO` (list them: `events-worker query unprocessed`)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -412,6 +545,7 @@ def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
                 exit_when_idle_s=args.exit_when_idle,
                 metrics=metrics.reprocess,
                 health=health,
+                on_reachability=metrics.kafka_reachability_changed,
             )
     except (StoreError, TopicSetupError) as exc:
         raise UserError(str(exc)) from None
@@ -443,6 +577,7 @@ def _request_time(flag: str, text: str) -> Any:
 
 def _reprocess_request(args: argparse.Namespace, settings: WorkerSettings) -> int:
     """Publish one reprocess request to the control topic; print its id."""
+    settings = _quiet_kafka(settings)
     from worker.stream.delivery import DeliveryError
     from worker.stream.reprocess_request import ReprocessRequest, new_request_id, publish_request
     from worker.stream.topics import TopicSetupError, ensure_topics
@@ -520,6 +655,65 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
     return 0
 
 
+def _broker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.broker_command import BrokerCommandError, default_port, run_broker
+
+    port = args.port if args.port is not None else default_port(settings)
+    if not 1 <= port <= 65_535:
+        raise UserError(f"--port: {port} is not a TCP port (1..65535)")
+    try:
+        run_broker(port, sys.stdout)
+    except BrokerCommandError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.dlq_command import print_letters
+    from worker.stream.dlq import HEADER_REASON
+    from worker.stream.dlq_tools import DlqToolError, read_dead_letters
+
+    settings = _quiet_kafka(settings)
+    try:
+        letters = read_dead_letters(settings)
+    except DlqToolError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    if args.reason:
+        letters = [letter for letter in letters if letter.header(HEADER_REASON) == args.reason]
+    print_letters(letters, sys.stdout, as_json=args.json, topic=settings.dlq_topic)
+    return 0
+
+
+def _dlq_redrive(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.dlq_command import SelectionError, parse_positions, select
+    from worker.stream.dlq_tools import DlqToolError, read_dead_letters, redrive
+
+    try:
+        positions = parse_positions(args.at)
+        select([], positions=positions, reason=args.reason, everything=args.all)
+    except SelectionError as exc:
+        raise UserError(str(exc)) from None
+    settings = _quiet_kafka(settings)
+    try:
+        chosen = select(
+            read_dead_letters(settings),
+            positions=positions,
+            reason=args.reason,
+            everything=args.all,
+        )
+        missing = positions - {(letter.partition, letter.offset) for letter in chosen}
+        if missing:
+            shown = ", ".join(f"{p}:{o}" for p, o in sorted(missing))
+            raise UserError(f"--at: no dead letter at {shown} in {settings.dlq_topic}")
+        sent = redrive(settings, chosen)
+    except DlqToolError as exc:
+        print(f"events-worker: {exc}", file=sys.stderr)
+        return EXIT_DELIVERY_FAILED
+    print(f"re-drove {sent} dead letters from {settings.dlq_topic}")
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.demo import run_demo
 
@@ -560,10 +754,27 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         raise UserError(f"invalid settings: {name} is not valid JSON") from None
     except ValidationError as exc:
         problems = "; ".join(
-            f"EW_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            f"{_setting_name(error['loc'], overrides)}: "
+            f"{str(error['msg']).removeprefix('Value error, ')}"
             for error in exc.errors()
         )
         raise UserError(f"invalid settings: {problems}") from None
+
+
+#: Settings a command-line flag can set, and that flag.
+_FLAGS = {
+    "kafka_bootstrap": "--bootstrap",
+    "store_url": "--store",
+    "clickhouse_cluster": "--cluster",
+}
+
+
+def _setting_name(location: tuple[int | str, ...], overrides: dict[str, Any]) -> str:
+    """The flag or ``EW_*`` variable the user typed a bad value into."""
+    field = "_".join(str(part) for part in location)
+    if field in overrides and field in _FLAGS:
+        return _FLAGS[field]
+    return f"EW_{field.upper()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

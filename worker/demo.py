@@ -96,6 +96,16 @@ def run_demo(out: TextIO = sys.stdout, *, events_per_tenant: int = 50_000) -> De
         f"{summary.dead_letters} dead letters.\n"
         f"consumer lag at exit: {summary.events - summary.consumed:,} messages "
         f"(everything produced was consumed and committed).\n"
+        f"\nThe {len(MALFORMED)} dead letters are deliberate: the demo also sent a line that "
+        "is not JSON, one whose tenant_id is a number and one of binary bytes. Each went to "
+        "events.dlq with its reason (the `dead letter: <reason> (...)` warnings above), "
+        "none stopped a partition.\n"
+        "\nLook further (the demo's broker is gone, its store stays):\n"
+        f"  events-worker query line-items --store '{DEMO_STORE}' --tenant acme-cloud "
+        "--environment prod --external-customer-id cust-0\n"
+        f"  events-worker query unprocessed --store '{DEMO_STORE}' --tenant acme-cloud "
+        "--environment prod\n"
+        "  and the README's first run (events-worker broker, produce, run usage, dlq list).\n"
     )
     return summary
 

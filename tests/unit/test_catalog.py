@@ -11,9 +11,20 @@ from typing import Any
 import pydantic
 import pytest
 
+from tests.catalog_cases import (
+    UNKNOWN_FIELDS,
+    UNKNOWN_VALUES,
+    UNRATABLE_PRICES,
+)
+from tests.catalog_cases import document as _document
+from tests.catalog_cases import line_item as _line_item
+from tests.catalog_cases import meter as _meter
+from tests.catalog_cases import price as _price
+from tests.catalog_cases import subscription as _subscription
 from worker.domain.catalog import (
     CatalogError,
     PriceDoc,
+    TierDoc,
     load_catalog_file,
     parse_documents,
 )
@@ -47,81 +58,6 @@ DESIGN_EXAMPLE = """
                                     "start_date": "2026-01-01T00:00:00Z", "end_date": null,
                                     "free_units": "100"}]}]}
 """  # noqa: E501
-
-
-# --- builders -------------------------------------------------------------------------------
-
-
-def _meter(meter_id: str = "m_api", event_name: str = "api_call", **extra: Any) -> dict[str, Any]:
-    meter: dict[str, Any] = {
-        "id": meter_id,
-        "event_name": event_name,
-        "aggregation": {"type": "SUM", "field": "calls"},
-        "filters": [{"key": "region", "values": ["us", "eu"]}],
-    }
-    meter.update(extra)
-    return meter
-
-
-def _price(price_id: str = "p_api", meter_id: str | None = "m_api", **extra: Any) -> dict[str, Any]:
-    price: dict[str, Any] = {
-        "id": price_id,
-        "meter_id": meter_id,
-        "currency": "usd",
-        "billing_model": "FLAT_FEE",
-        "amount": "0.01",
-    }
-    price.update(extra)
-    return price
-
-
-def _line_item(item_id: str = "li_1", price_id: str = "p_api", **extra: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": item_id, "price_id": price_id}
-    item.update(extra)
-    return item
-
-
-def _subscription(
-    subscription_id: str = "sub_1",
-    customer_id: str = "cus_1",
-    line_items: list[dict[str, Any]] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    subscription: dict[str, Any] = {
-        "id": subscription_id,
-        "customer_id": customer_id,
-        "status": "active",
-        "start_date": "2026-01-01T00:00:00Z",
-        "billing_anchor": "2026-01-01T00:00:00Z",
-        "billing_period": "MONTHLY",
-        "timezone": "UTC",
-        "line_items": line_items if line_items is not None else [_line_item()],
-    }
-    subscription.update(extra)
-    return subscription
-
-
-def _document(
-    tenant_id: str = "t1",
-    environment_id: str = "prod",
-    *,
-    customers: list[dict[str, Any]] | None = None,
-    meters: list[dict[str, Any]] | None = None,
-    features: list[dict[str, Any]] | None = None,
-    prices: list[dict[str, Any]] | None = None,
-    subscriptions: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "environment_id": environment_id,
-        "customers": customers
-        if customers is not None
-        else [{"id": "cus_1", "external_id": "acme"}],
-        "meters": meters if meters is not None else [_meter()],
-        "features": features if features is not None else [],
-        "prices": prices if prices is not None else [_price()],
-        "subscriptions": subscriptions if subscriptions is not None else [_subscription()],
-    }
 
 
 def _index(*documents: dict[str, Any]) -> CatalogIndex:
@@ -456,45 +392,41 @@ def _price_doc(**fields: Any) -> PriceDoc:
     return PriceDoc.model_validate(_price(**fields))
 
 
+@pytest.mark.parametrize(("fields", "message"), UNRATABLE_PRICES)
+def test_unratable_price_is_a_located_catalog_error(fields: dict[str, Any], message: str) -> None:
+    error = str(_parse_error(_document(prices=[_price(**fields)])))
+    assert "price 'p_api'" in error
+    assert message in error
+    assert "\n" not in error
+
+
 @pytest.mark.parametrize(
     "fields",
     [
-        pytest.param({"billing_model": "FLAT_FEE", "amount": None}, id="flat-fee-without-amount"),
+        pytest.param({"billing_model": BillingModel.FLAT_FEE}, id="flat-fee-without-amount"),
         pytest.param(
-            {"billing_model": "PACKAGE", "amount": None, "transform_quantity": {"divide_by": 10}},
-            id="package-without-amount",
-        ),
-        pytest.param(
-            {"billing_model": "PACKAGE", "amount": "5", "transform_quantity": None},
+            {"billing_model": BillingModel.PACKAGE, "amount": Decimal(5)},
             id="package-without-transform",
         ),
         pytest.param(
-            {"billing_model": "PACKAGE", "amount": "5", "transform_quantity": {"divide_by": 0}},
-            id="package-divide-by-zero",
-        ),
-        pytest.param({"billing_model": "TIERED", "tiers": None}, id="tiered-without-tiers"),
-        pytest.param({"billing_model": "TIERED", "tiers": []}, id="tiered-empty-tiers"),
-        pytest.param(
-            {"billing_model": "TIERED", "tiers": [{"up_to": "10"}, {"up_to": "10"}]},
-            id="tiered-equal-up-to",
-        ),
-        pytest.param(
-            {"billing_model": "TIERED", "tiers": [{"up_to": "10"}, {"up_to": "5"}]},
+            {
+                "billing_model": BillingModel.TIERED,
+                "tiers": [
+                    TierDoc.model_construct(up_to=Decimal(10), unit_amount=Decimal(1)),
+                    TierDoc.model_construct(up_to=Decimal(5), unit_amount=Decimal(1)),
+                ],
+            },
             id="tiered-decreasing-up-to",
-        ),
-        pytest.param(
-            {"billing_model": "TIERED", "tiers": [{"up_to": None}, {"up_to": "10"}]},
-            id="tiered-null-up-to-not-last",
-        ),
-        pytest.param(
-            {"billing_model": "TIERED", "tiers": [{"up_to": "0"}, {"up_to": None}]},
-            id="tiered-zero-up-to",
         ),
     ],
 )
-def test_compile_price_rejects_unrateable_prices(fields: dict[str, Any]) -> None:
+def test_compile_price_still_refuses_an_unvalidated_unratable_price(
+    fields: dict[str, Any],
+) -> None:
+    # compile_price is the second line of defence for documents built without validation.
+    doc = PriceDoc.model_construct(id="p_api", currency="usd", **fields)
     with pytest.raises(PriceError, match="p_api"):
-        compile_price(_price_doc(**fields))
+        compile_price(doc)
 
 
 def test_compile_flat_fee() -> None:
@@ -526,14 +458,6 @@ def test_compile_tiered_defaults_to_volume_mode() -> None:
     )
     assert table.tier_mode is TierMode.VOLUME
     assert [tier.up_to for tier in table.tiers] == [Decimal(10), None]
-
-
-def test_unrateable_price_is_recorded_in_index_problems_not_raised() -> None:
-    index = _index(_document(prices=[_price(amount=None)]))
-    assert any("p_api" in problem for problem in index.problems)
-    # Its line item is skipped, so the subscription has nothing to match.
-    resolution = index.resolve(_event())
-    assert resolution.unresolved is UnresolvedReason.NO_MATCHING_LINE_ITEM
 
 
 def test_clean_catalog_has_no_problems() -> None:
@@ -897,3 +821,54 @@ def test_binding_carries_free_units_and_price() -> None:
     assert match.binding.price.amount == Decimal("0.01")
     assert match.binding.tenant_id == "t1"
     assert match.binding.environment_id == "prod"
+
+
+# --- strictness: unknown fields and closed sets (issue 15) ----------------------------------
+
+
+@pytest.mark.parametrize(("document", "location", "entity"), UNKNOWN_FIELDS)
+def test_unknown_field_is_a_located_error(
+    document: dict[str, Any], location: str, entity: str
+) -> None:
+    error = str(_parse_error(document))
+    field = location.rsplit(".", 1)[-1]
+    assert f"{location} (" in error
+    assert entity in error
+    assert f"unknown field {field!r}: fix its spelling or remove it" in error
+
+
+@pytest.mark.parametrize(("document", "location", "value"), UNKNOWN_VALUES)
+def test_unknown_value_of_a_closed_set_is_a_located_error(
+    document: dict[str, Any], location: str, value: str
+) -> None:
+    error = str(_parse_error(document))
+    assert f"{location} (" in error
+    assert f"unknown value {value!r}, expected one of" in error
+
+
+@pytest.mark.parametrize("status", ["active", "Trialing ", "cancelled", "canceled", "paused"])
+def test_known_statuses_are_accepted_case_insensitively(status: str) -> None:
+    (document,) = parse_documents(_document(subscriptions=[_subscription(status=status)]))
+    assert document.subscriptions[0].status == status.strip().lower()
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "message"),
+    [
+        pytest.param({"type": "SUM"}, "SUM needs a 'field'", id="sum-without-field"),
+        pytest.param(
+            {"type": "SUM_WITH_MULTIPLIER", "field": "x"},
+            "SUM_WITH_MULTIPLIER needs a 'multiplier'",
+            id="multiplier-missing",
+        ),
+    ],
+)
+def test_unmeasurable_meter_is_a_located_error(aggregation: dict[str, Any], message: str) -> None:
+    error = str(_parse_error(_document(meters=[_meter(aggregation=aggregation)])))
+    assert "meters.0.aggregation (meter 'm_api'" in error
+    assert message in error
+
+
+def test_count_meter_needs_no_field() -> None:
+    (document,) = parse_documents(_document(meters=[_meter(aggregation={"type": "COUNT"})]))
+    assert document.meters[0].aggregation.field is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from worker.cli import UserError, build_parser, settings_from
@@ -11,7 +13,14 @@ from worker.ops.settings import WorkerSettings, redact_url
 def test_environment_variables_configure_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "broker-1:9092")
     monkeypatch.setenv("EW_KAFKA_SESSION_TIMEOUT_MS", "6000")
-    monkeypatch.setenv("EW_KAFKA_EXTRA", '{"security.protocol": "SASL_SSL"}')
+    # A complete SASL/PLAIN set: librdkafka refuses SASL_SSL without a usable mechanism.
+    sasl = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "u",
+        "sasl.password": "p",
+    }
+    monkeypatch.setenv("EW_KAFKA_EXTRA", json.dumps(sasl))
     settings = WorkerSettings()
     assert settings.kafka_bootstrap == "broker-1:9092"
     assert settings.kafka_session_timeout_ms == 6000
@@ -80,3 +89,31 @@ def test_exit_when_idle_must_be_a_finite_non_negative_number(
         build_parser().parse_args(["run", "usage", "--exit-when-idle", seconds])
     assert exited.value.code == 2
     assert "--exit-when-idle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "expected"),
+    [
+        pytest.param(None, 6000, id="default-is-local"),
+        pytest.param("localhost:9092,127.0.0.1:9093", 6000, id="all-loopback"),
+        pytest.param("127.0.0.1:9092,kafka-1:9092", 45000, id="one-remote"),
+        pytest.param("kafka-1.prod:9092", 45000, id="remote"),
+    ],
+)
+def test_session_timeout_defaults_to_a_local_value_only_for_loopback_brokers(
+    bootstrap: str | None, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EW_KAFKA_SESSION_TIMEOUT_MS", raising=False)
+    if bootstrap is None:
+        monkeypatch.delenv("EW_KAFKA_BOOTSTRAP", raising=False)
+    else:
+        monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", bootstrap)
+    assert WorkerSettings().kafka_session_timeout_ms == expected
+
+
+def test_an_explicit_session_timeout_wins_on_a_local_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    monkeypatch.setenv("EW_KAFKA_SESSION_TIMEOUT_MS", "45000")
+    assert WorkerSettings().kafka_session_timeout_ms == 45000

@@ -3,7 +3,14 @@
 A catalog document holds one tenant/environment's customers, meters, features,
 prices and subscriptions (with their line items). Documents are parsed into
 frozen pydantic models; malformed input raises :class:`CatalogError` with a
-readable, located message. Cross references are checked by
+readable, located message naming the entity (type and id) and the field.
+
+The format is strict (DESIGN.md §8): an unknown field anywhere is an error (a
+``free_unit`` typo must never silently drop free units), statuses, billing
+models, tier modes, periods, aggregation types and rounding modes are closed
+sets, and a price that cannot be rated (tiers out of order, a missing amount,
+bad package settings) is rejected here, where it is written, rather than
+skipped at run time. Cross references are checked by
 :func:`reference_problems` (the file loader is strict; the topic source
 tolerates entities that arrive out of order).
 """
@@ -20,10 +27,12 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from worker.domain.metering import AggregationType, WindowSize
@@ -57,8 +66,32 @@ NonNegative = Annotated[Decimal, AfterValidator(_non_negative)]
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+def _status_text(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+#: Subscription statuses (a closed set); only some of them bill usage (see
+#: :class:`~worker.domain.catalog_index.SubscriptionTerms`).
+SubscriptionStatus = Annotated[
+    Literal[
+        "active",
+        "trialing",
+        "cancelled",
+        "canceled",
+        "paused",
+        "past_due",
+        "unpaid",
+        "incomplete",
+        "incomplete_expired",
+        "draft",
+    ],
+    BeforeValidator(_status_text),
+]
+
+
 class _Doc(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # forbid: an unknown field is a typo until proven otherwise (module docstring).
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class CustomerDoc(_Doc):
@@ -71,6 +104,14 @@ class AggregationDoc(_Doc):
     field: str | None = None
     multiplier: Amount | None = None
     bucket_size: WindowSize | None = None
+
+    @model_validator(mode="after")
+    def _measurable(self) -> AggregationDoc:
+        if self.type is not AggregationType.COUNT and not self.field:
+            raise ValueError(f"{self.type.value} needs a 'field' to read the quantity from")
+        if self.type is AggregationType.SUM_WITH_MULTIPLIER and self.multiplier is None:
+            raise ValueError("SUM_WITH_MULTIPLIER needs a 'multiplier'")
+        return self
 
 
 class FilterDoc(_Doc):
@@ -100,7 +141,7 @@ class FeatureDoc(_Doc):
 
 class TierDoc(_Doc):
     up_to: NonNegative | None = None
-    unit_amount: Amount = Decimal(0)
+    unit_amount: Amount  # required: a tier without a price must not become free
     flat_amount: Amount = Decimal(0)
 
 
@@ -119,6 +160,29 @@ class PriceDoc(_Doc):
     transform_quantity: TransformQuantityDoc | None = None
     tiers: list[TierDoc] | None = None
 
+    @model_validator(mode="after")
+    def _ratable(self) -> PriceDoc:
+        """The checks of :class:`~worker.domain.pricing.PriceTable`, with the field named."""
+        model = self.billing_model
+        if model is BillingModel.TIERED:
+            _check_tiers(self.tiers or [])
+            for name in ("amount", "transform_quantity"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' is not used by TIERED prices (set it to null)")
+            return self
+        if self.amount is None:
+            raise ValueError(f"'amount' is required for {model.value} prices")
+        if self.tiers is not None or self.tier_mode is not None:
+            raise ValueError(f"'tiers' and 'tier_mode' are only for TIERED prices, not {model}")
+        if model is BillingModel.PACKAGE:
+            if self.transform_quantity is None:
+                raise ValueError("'transform_quantity' with 'divide_by' is required for PACKAGE")
+            if self.transform_quantity.divide_by <= 0:
+                raise ValueError("'transform_quantity.divide_by' must be > 0")
+        elif self.transform_quantity is not None:
+            raise ValueError("'transform_quantity' is only for PACKAGE prices (set it to null)")
+        return self
+
 
 class LineItemDoc(_Doc):
     id: Identifier
@@ -133,7 +197,7 @@ class LineItemDoc(_Doc):
 class SubscriptionDoc(_Doc):
     id: Identifier
     customer_id: Identifier
-    status: str = "active"
+    status: SubscriptionStatus = "active"
     start_date: UtcDatetime
     end_date: UtcDatetime | None = None
     cancelled_at: UtcDatetime | None = None
@@ -165,6 +229,26 @@ class CatalogDocument(_Doc):
     subscriptions: list[SubscriptionDoc] = Field(default_factory=list)
 
 
+def _check_tiers(tiers: list[TierDoc]) -> None:
+    if not tiers:
+        raise ValueError("TIERED needs at least one tier in 'tiers'")
+    previous = Decimal(0)
+    for position, tier in enumerate(tiers):
+        if tier.up_to is None:
+            if position != len(tiers) - 1:
+                raise ValueError(
+                    f"tiers.{position}.up_to: only the last tier may be unbounded (null)"
+                )
+            continue
+        if tier.up_to <= previous:
+            raise ValueError(
+                f"tiers.{position}.up_to: {tier.up_to} must be greater than "
+                f"{'0' if position == 0 else f'the previous tier up_to {previous}'} "
+                "(tiers in increasing up_to order)"
+            )
+        previous = tier.up_to
+
+
 def parse_documents(data: Any) -> list[CatalogDocument]:
     """Parse decoded JSON: one catalog document or a list of them."""
     items = data if isinstance(data, list) else [data]
@@ -174,7 +258,7 @@ def parse_documents(data: Any) -> list[CatalogDocument]:
             documents.append(CatalogDocument.model_validate(item))
         except ValidationError as exc:
             raise CatalogError(
-                _describe(exc, position if isinstance(data, list) else None)
+                _describe(exc, item, position if isinstance(data, list) else None)
             ) from None
     return documents
 
@@ -250,11 +334,73 @@ def _duplicates(ids: Iterable[str]) -> list[str]:
     return repeated
 
 
-def _describe(error: ValidationError, position: int | None) -> str:
-    where = f"document {position}: " if position is not None else ""
+#: How entity lists are named in messages (list field -> entity type).
+_ENTITY_LISTS = {
+    "customers": "customer",
+    "meters": "meter",
+    "features": "feature",
+    "prices": "price",
+    "subscriptions": "subscription",
+    "line_items": "line item",
+}
+
+
+def locate(data: Any, loc: tuple[int | str, ...], *, root: str = "") -> str:
+    """Name the entity a validation error location points into: ``price 'p_api'``.
+
+    ``data`` is the raw JSON the location indexes; ``root`` names it when it is
+    itself an entity (the catalog topic validates one entity at a time).
+    """
+    names = [root] if root else []
+    if isinstance(data, dict) and not root:
+        scope = f"{data.get('tenant_id')}/{data.get('environment_id', '')}"
+        names.append(f"tenant/environment {scope}")
+    node = data
+    for step, following in zip(loc, (*loc[1:], None), strict=False):
+        node = _child(node, step)
+        if step in _ENTITY_LISTS and isinstance(following, int):
+            entity = _child(node, following)
+            identifier = entity.get("id") if isinstance(entity, dict) else None
+            label = repr(identifier) if isinstance(identifier, str) else f"#{following}"
+            names.append(f"{_ENTITY_LISTS[str(step)]} {label}")
+    return ", ".join(reversed(names)) if names else "(catalog)"
+
+
+def _child(node: Any, step: int | str) -> Any:
+    if isinstance(node, dict) and isinstance(step, str):
+        return node.get(step)
+    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        return node[step]
+    return None
+
+
+def explain(item: Any) -> str:
+    """One pydantic error as a sentence: what is wrong and what to do."""
+    kind, field = item["type"], str(item["loc"][-1]) if item["loc"] else ""
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}: fix its spelling or remove it"
+    if kind in ("enum", "literal_error"):
+        expected = item.get("ctx", {}).get("expected", "")
+        return f"{field!r}: unknown value {item['input']!r}, expected one of {expected}"
+    if kind == "missing":
+        return f"{field!r} is required"
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return f"{field!r}: {message}" if field and not isinstance(item["loc"][-1], int) else message
+
+
+def describe_errors(error: ValidationError, data: Any, *, prefix: str = "", root: str = "") -> str:
+    """A validation error as one line: every problem (up to 10) located and explained."""
     lines = []
     for item in error.errors()[:10]:
-        location = ".".join(str(part) for part in item["loc"]) or "(document)"
-        lines.append(f"{where}{location}: {item['msg']}")
+        location = ".".join(str(part) for part in item["loc"]) or (
+            "(value)" if root else "(document)"
+        )
+        entity = locate(data, item["loc"], root=root)
+        lines.append(f"{prefix}{location} ({entity}): {explain(item)}")
     more = f" (+{error.error_count() - 10} more)" if error.error_count() > 10 else ""
-    return "invalid catalog: " + "; ".join(lines) + more
+    return "; ".join(lines) + more
+
+
+def _describe(error: ValidationError, data: Any, position: int | None) -> str:
+    where = f"document {position}: " if position is not None else ""
+    return "invalid catalog: " + describe_errors(error, data, prefix=where)

@@ -12,8 +12,10 @@ lock is needed for a consistent-enough view.
   idle consumer with nothing to do is always live. The restart that follows is
   safe: nothing uncommitted is lost (DESIGN §5).
 * ``/readyz`` answers 200 when partitions are assigned, the catalog is loaded
-  and the store answers a ping (bounded by a short timeout, cached a few
-  seconds so probes never queue behind each other).
+  (and not empty, unless allowed) and the store answers a ping (bounded by a
+  short timeout, cached a few seconds so probes never queue behind each
+  other). Rejected catalog entities do not make it unready (a bad entity must
+  not stop the fleet) but its answer names how many and the latest.
 * ``/metrics`` is the Prometheus text format of the process's
   :class:`~worker.ops.metrics.Metrics`.
 """
@@ -117,6 +119,9 @@ class LoopHealth:
         self._backlog = 0
         self._assigned = 0
         self._catalog_loaded = not needs_catalog
+        self._catalog_waiting: str | None = None
+        self._catalog_rejected = 0
+        self._latest_rejection = ""
         self._store: StoreProbe | None = None
 
     # -- written by the loop ----------------------------------------------------
@@ -153,6 +158,16 @@ class LoopHealth:
 
     def catalog_loaded(self) -> None:
         self._catalog_loaded = True
+        self._catalog_waiting = None
+
+    def catalog_waiting(self, reason: str) -> None:
+        """The catalog is loaded but unusable (e.g. empty): not ready, with ``reason``."""
+        self._catalog_waiting = reason
+
+    def catalog_rejected(self, detail: str) -> None:
+        """One catalog entity value was rejected (``detail``: its key and reason)."""
+        self._catalog_rejected += 1
+        self._latest_rejection = detail
 
     def watch_store(self, probe: StoreProbe | None) -> None:
         self._store = probe
@@ -175,13 +190,22 @@ class LoopHealth:
         return Status(True, "making progress")
 
     def readiness(self) -> Status:
+        if self._catalog_waiting is not None:
+            return Status(False, self._catalog_waiting)
         if not self._catalog_loaded:
             return Status(False, "catalog not loaded")
         if self._assigned <= 0:
             return Status(False, "no partitions assigned")
         if self._store is None:
             return Status(False, "store not opened")
-        return self._store.check()
+        status = self._store.check()
+        if self._catalog_rejected:
+            detail = (
+                f"{status.detail}; catalog: {self._catalog_rejected} entity values rejected "
+                f"(dead-lettered, previous versions kept), latest {self._latest_rejection}"
+            )
+            return Status(status.ok, detail[:1000])
+        return status
 
 
 class HealthServer:

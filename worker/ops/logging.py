@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from worker.ops.kafka_reachability import (
+    KAFKA_LOGGER,
+    BrokerReachability,
+    log_report,
+    with_reachability,
+)
 from worker.ops.settings import _SECRET_KEY, REDACTED, WorkerSettings
 
-#: The logger librdkafka's lines are sent to (``logger`` client property).
-KAFKA_LOGGER = "librdkafka"
+__all__ = ["KAFKA_LOGGER", "configure_logging", "secret_values", "with_kafka_logger"]
 
 _HANDLER_NAME = "events-worker-json"
 
@@ -135,13 +140,20 @@ def configure_logging(
     return handler
 
 
-def with_kafka_logger(settings: WorkerSettings) -> WorkerSettings:
+def with_kafka_logger(
+    settings: WorkerSettings, *, on_reachability: Callable[[bool], None] | None = None
+) -> WorkerSettings:
     """``settings`` whose Kafka clients send librdkafka's log lines to :data:`KAFKA_LOGGER`.
 
     confluent-kafka takes a ``logger`` client property; the lines are then
     served by the client's own ``poll``/``consume``/``flush`` calls and carry
-    the librdkafka facility in the message. Log the original settings'
-    ``redacted()``, not this copy (it holds a logger object).
+    the librdkafka facility in the message. Connection noise is folded into
+    two lines of our own (unreachable, back: see
+    :mod:`worker.ops.kafka_reachability`); ``on_reachability(down)`` is told
+    of each change (metrics). Log the original settings' ``redacted()``, not
+    this copy (it holds a logger and callbacks).
     """
-    extra = {**settings.kafka_extra, "logger": logging.getLogger(KAFKA_LOGGER)}
-    return settings.model_copy(update={"kafka_extra": extra})
+    reachability = BrokerReachability(
+        settings.kafka_bootstrap, log_report, on_change=on_reachability
+    )
+    return with_reachability(settings, reachability)

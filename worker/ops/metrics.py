@@ -274,6 +274,26 @@ class Metrics:
             "Catalog indexes built and put in use (the first load included).",
             registry=registry,
         )
+        # -- Kafka reachability ------------------------------------------------
+        self.kafka_unreachable = Counter(
+            _name("kafka_unreachable"),
+            "Times every Kafka broker became unreachable (librdkafka's connection lines "
+            "are folded into one log line per change).",
+            registry=registry,
+        )
+        self.kafka_reachable = Gauge(
+            _name("kafka_reachable"),
+            "1 while a Kafka broker answers (0 after all became unreachable, until one is back).",
+            registry=registry,
+        )
+        self.kafka_reachable.set(1)
+
+        self.catalog_rejected = Counter(
+            _name("catalog_rejected"),
+            "Catalog topic entity values rejected as invalid (dead-lettered; the "
+            "previous version of the entity stays in force).",
+            registry=registry,
+        )
         self.catalog_age = Gauge(
             _name("catalog_age_seconds"),
             "Seconds since the catalog index in use was built (-1 before the first).",
@@ -305,6 +325,12 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+    def kafka_reachability_changed(self, down: bool) -> None:
+        """Every broker became unreachable (``down``), or one is back."""
+        if down:
+            self.kafka_unreachable.inc()
+        self.kafka_reachable.set(0 if down else 1)
 
     def catalog_in_use(self, index: CatalogIndex) -> None:
         """A catalog index was built and is now used for rating."""

@@ -11,12 +11,24 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS
 from worker.store.ddl import ClusterLayout
 from worker.store.errors import StoreError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+#: Session timeout of local runs (loopback brokers): joins in seconds, not ~22 s.
+LOCAL_SESSION_TIMEOUT_MS = 6_000
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _all_loopback(bootstrap: str) -> bool:
+    """Whether every ``host:port`` of a bootstrap list is on this machine."""
+    hosts = [entry.strip().rsplit(":", 1)[0] for entry in bootstrap.split(",") if entry.strip()]
+    return bool(hosts) and all(host in _LOOPBACK_HOSTS for host in hosts)
+
 
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
 REDACTED = "***"
@@ -27,8 +39,10 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EW_", frozen=True, extra="ignore")
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_bootstrap: str = DEFAULT_BOOTSTRAP
     kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    """45 s, or :data:`LOCAL_SESSION_TIMEOUT_MS` when unset and every bootstrap
+    host is loopback (tansu makes a group's first join wait half of it)."""
     kafka_extra: dict[str, Any] = Field(default_factory=dict, repr=False)
     store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
     clickhouse_cluster: str | None = None
@@ -59,6 +73,19 @@ class WorkerSettings(BaseSettings):
     reprocess_rate_limit: float = Field(default=5000.0, gt=0)
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 
+    # -- safe by default (issue 15) ---------------------------------------------
+    topic_replication_factor: int = Field(default=-1, ge=-1)
+    """Replication factor of the topics the worker creates; -1 (default): the
+    broker's ``default.replication.factor``. See docs/topics.md."""
+    create_topics: bool = True
+    """Create missing topics at start. ``false`` for clusters that forbid it:
+    a missing topic then stops the command with its name (docs/topics.md)."""
+    allow_empty_catalog: bool = False
+    """Let ``run usage`` consume with a catalog that has no customers (every
+    event is then stored unpriced as ``unknown_customer``). Off: a catalog
+    file without customers stops the start; an empty catalog topic is waited
+    for (see :mod:`worker.stream.catalog_guard`)."""
+
     fault_crash_after_writes: int = Field(default=0, ge=0)
     """Fault injection for crash tests only: after this many batch writes the
     process exits hard (``os._exit``) before committing. 0 = never."""
@@ -75,6 +102,45 @@ class WorkerSettings(BaseSettings):
                 raise ValueError("EW_KAFKA_EXTRA must be a JSON object") from None
         if not isinstance(value, dict):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_session_timeout(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("kafka_session_timeout_ms") is None
+            and _all_loopback(str(data.get("kafka_bootstrap", DEFAULT_BOOTSTRAP)))
+        ):
+            return {**data, "kafka_session_timeout_ms": LOCAL_SESSION_TIMEOUT_MS}
+        return data
+
+    @field_validator("topic_replication_factor")
+    @classmethod
+    def _check_replication_factor(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the broker's default.replication.factor) or >= 1")
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        from worker.store.gateway import parse_store_url  # imports this module
+
+        try:
+            parse_store_url(value)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("kafka_extra")
+    @classmethod
+    def _check_extra_with_librdkafka(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from worker.ops.kafka_config_check import kafka_extra_problem
+
+        problem = kafka_extra_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("clickhouse_cluster")

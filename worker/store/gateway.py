@@ -148,14 +148,39 @@ def _bad_url(url: str, why: str) -> StoreError:
     )
 
 
+#: Query parameters each scheme understands; any other one is a typo (``?databse=``).
+_URL_PARAMETERS: dict[str, frozenset[str]] = {
+    "chdb": frozenset({"database"}),
+    "clickhouse": frozenset({"secure"}),
+    "clickhouses": frozenset({"secure"}),
+}
+_SECURE_VALUES = frozenset({"0", "1", "false", "true"})
+
+
 def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
-    """Parse a store URL; raise :class:`StoreError` naming the expected forms."""
+    """Parse a store URL; raise :class:`StoreError` naming the expected forms.
+
+    Strict: a scheme without ``//``, an unknown query parameter or a bad
+    ``secure`` value is an error, never silently ignored.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise _bad_url(url, str(exc)) from None
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.scheme in _URL_PARAMETERS:
+        if not url.startswith(f"{parts.scheme}://"):
+            # chdb:/./store would silently mean /store.
+            raise _bad_url(url, f"write {parts.scheme}:// (two slashes) before the path or host")
+        unknown = sorted(
+            set(parse_qs(parts.query, keep_blank_values=True)) - _URL_PARAMETERS[parts.scheme]
+        )
+        if unknown:
+            known = ", ".join(sorted(_URL_PARAMETERS[parts.scheme])) or "none"
+            raise _bad_url(url, f"unknown parameter {unknown[0]!r}; known: {known}")
+        if query.get("secure", "0") not in _SECURE_VALUES:
+            raise _bad_url(url, "secure must be one of 0, 1, false, true")
     if parts.scheme == "chdb":
         if parts.netloc not in ("", ".", "localhost"):
             raise _bad_url(url, "chdb takes a path, not a host")

@@ -533,6 +533,11 @@ WHERE tenant_id = {tenant:String}
   AND environment_id = {environment:String}
   AND ({customer:String} = '' OR customer_id = {customer:String})
   AND ({subscription:String} = '' OR subscription_id = {subscription:String})
+  AND ({external:String} = '' OR customer_id IN (
+        SELECT customer_id FROM events_processed
+        WHERE tenant_id = {tenant:String}
+          AND environment_id = {environment:String}
+          AND external_customer_id = {external:String}))
 GROUP BY subscription_id, sub_line_item_id, period_id
 ORDER BY subscription_id, sub_line_item_id, period_id
 """
@@ -545,8 +550,12 @@ def line_item_totals(
     *,
     customer_id: str | None = None,
     subscription_id: str | None = None,
+    external_customer_id: str | None = None,
 ) -> list[LineItemTotal]:
     """Deduplicated totals per (subscription, line item, period), sorted by those keys.
+
+    ``external_customer_id`` selects the customer(s) that priced events named
+    by that external id (their events sent with ``customer_id`` included).
 
     ``qty_total`` = sum(qty_free_applied) + sum(qty_billable) (telescoping rows,
     DESIGN.md §4), ``cost`` = sum(cost) unrounded, ``event_count`` = rows.
@@ -558,6 +567,7 @@ def line_item_totals(
             "environment": environment_id,
             "customer": customer_id or "",
             "subscription": subscription_id or "",
+            "external": external_customer_id or "",
         },
     )
     return [

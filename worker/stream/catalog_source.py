@@ -10,7 +10,13 @@ Wire format, one message per entity:
 * value: the entity as a JSON object in the §8 shape of that entity
   (decimals as strings); a null value (tombstone) deletes the entity.
 
-The latest value per key wins, which is exactly what compaction keeps.
+The latest value per key wins, which is exactly what compaction keeps, with
+one exception: a value that fails validation (bad JSON, an unknown field, an
+unknown status, an unratable price, ...) is *rejected*: the previous version
+of that entity stays in force, the rejection is listed in ``problems`` and
+handed to the ``on_rejected`` callback (the usage worker dead-letters it to
+``events.dlq`` with its reason, counts it in a metric and reports it on
+``/readyz``). A bad entity never stops the fleet.
 :class:`CatalogPublisher` writes entities; :class:`CatalogTopicSource`
 reads the whole topic into a :class:`~worker.domain.catalog_index.CatalogIndex`
 and then follows it.
@@ -44,6 +50,7 @@ from worker.domain.catalog import (
     MeterDoc,
     PriceDoc,
     SubscriptionDoc,
+    describe_errors,
     reference_problems,
 )
 from worker.domain.catalog_index import CatalogIndex
@@ -51,6 +58,7 @@ from worker.ops.settings import WorkerSettings
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
 
 __all__ = [
+    "REJECTED_REASON",
     "CatalogLoadTimeout",
     "CatalogPublisher",
     "CatalogTopicSource",
@@ -88,6 +96,10 @@ _FIELDS: Final[dict[EntityType, str]] = {
     EntityType.PRICE: "prices",
     EntityType.SUBSCRIPTION: "subscriptions",
 }
+#: Dead-letter reason of a catalog entity value that failed validation.
+REJECTED_REASON: Final = "invalid_catalog_entity"
+#: Called with each rejected catalog message and the one-line reason.
+RejectionHandler = Callable[[Message, str], None]
 #: Longest a single ``consume`` call may block (signals are seen between calls).
 _CONSUME_SLICE_S: Final = 0.5
 
@@ -247,12 +259,15 @@ class CatalogTopicSource:
     arrived for ``idle_gap_s`` (tansu reports watermarks lower than the true
     end, so watermarks alone would stop early).
 
-    Invalid entity values (bad JSON, wrong shape, a key that does not parse)
-    are skipped, and a later invalid value for a key removes that key's
-    previous value; every such case is listed in ``problems`` and in the
-    built index's ``problems``, as are dangling references (a subscription of
-    an unknown customer, a line item of an unknown price, ...): the index
-    tolerates them, events for those entities stay unresolved.
+    Invalid entity values (bad JSON, wrong shape, unknown fields or values,
+    unratable prices, a key that does not parse) are rejected: the key's
+    previous valid value, if any, stays in force; ``on_rejected`` is called
+    with the message and the reason (from the reading thread, once per
+    message read); every such key is listed in ``problems`` and in the built
+    index's ``problems`` until a valid value or a tombstone replaces it.
+    Dangling references (a subscription of an unknown customer, a line item
+    of an unknown price, ...) are listed too: entities may arrive out of
+    order, so the index tolerates them and events for them stay unresolved.
     """
 
     def __init__(
@@ -264,6 +279,7 @@ class CatalogTopicSource:
         debounce_s: float = 0.5,
         max_staleness_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_rejected: RejectionHandler | None = None,
     ) -> None:
         """Configure; no network I/O until :meth:`load`.
 
@@ -281,7 +297,10 @@ class CatalogTopicSource:
         self._entities: dict[bytes, _Entity] = {}
         self._bad_keys: dict[bytes, str] = {}
         self._state = _FollowState()
+        self._on_rejected = on_rejected
         self.messages_read = 0
+        self.rejected = 0
+        """Entity values rejected since start (each message counted once)."""
 
     # -- reading ---------------------------------------------------------------
 
@@ -457,14 +476,20 @@ class CatalogTopicSource:
             log.warning("catalog message without key at offset %s ignored", message.offset())
             return
         value = message.value()
-        self._entities.pop(key, None)
         self._bad_keys.pop(key, None)
         if value is None:
-            return  # tombstone: deleted
+            self._entities.pop(key, None)  # tombstone: deleted
+            return
         try:
             self._entities[key] = _parse_entity(key, value)
         except ValueError as exc:
-            self._bad_keys[key] = str(exc)
+            kept = "previous version kept" if key in self._entities else "no previous version"
+            reason = f"rejected ({kept}): {exc}"
+            self._bad_keys[key] = reason
+            self.rejected += 1
+            log.warning("catalog entity %s %s", key.decode(errors="replace"), reason)
+            if self._on_rejected is not None:
+                self._on_rejected(message, reason)
 
     def _build(self) -> CatalogIndex:
         grouped: dict[tuple[str, str], dict[str, list[Any]]] = {}
@@ -497,11 +522,16 @@ def _parse_entity(key: bytes, value: bytes) -> _Entity:
     if not tenant or not entity_id:
         raise ValueError("key has an empty tenant or id")
     try:
-        model = _MODELS[entity_type].model_validate_json(value)
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid {entity_type.value}: value is not JSON: {exc}") from None
+    try:
+        model = _MODELS[entity_type].model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(value)"
-        raise ValueError(f"invalid {entity_type.value}: {where}: {first['msg']}") from None
+        root = f"{entity_type.value} {entity_id!r} of {tenant}/{environment}"
+        raise ValueError(
+            f"invalid {entity_type.value}: {describe_errors(exc, data, root=root)}"
+        ) from None
     if getattr(model, "id", None) != entity_id:
         raise ValueError(f"value id {getattr(model, 'id', None)!r} differs from key id")
     return _Entity(entity_type, tenant, environment, model)

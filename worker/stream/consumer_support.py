@@ -55,6 +55,22 @@ def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, 
     )
 
 
+class NeverAssignedError(RuntimeError):
+    """``--exit-when-idle`` passed without the worker ever owning a partition.
+
+    "Idle with everything committed" would be a lie: nothing was read. The
+    message says which group and topic, and what to check.
+    """
+
+    @classmethod
+    def of(cls, group: str, topic: str, waited_s: float) -> NeverAssignedError:
+        return cls(
+            f"never received a partition of {topic} in group {group} within {waited_s:.0f}s: "
+            "other members hold them all (more workers than partitions?) or the group join "
+            "did not finish; nothing was consumed"
+        )
+
+
 def idle_long_enough(
     *,
     idle_s: float | None,

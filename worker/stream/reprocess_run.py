@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from worker.ops.health import LoopHealth, StoreProbe
@@ -23,6 +24,7 @@ def run_reprocess(
     exit_when_idle_s: float | None = None,
     metrics: ReprocessMetrics | None = None,
     health: LoopHealth | None = None,
+    on_reachability: Callable[[bool], None] | None = None,
 ) -> ReprocessStats:
     """Serve reprocess requests until stopped (or idle); returns the run's counters.
 
@@ -31,7 +33,8 @@ def run_reprocess(
     Creates missing topics and applies pending migrations first. Raises
     ``StoreError``/``TopicSetupError`` with one-line messages for set-up problems.
     """
-    clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
+    # librdkafka lines into our JSON logs, its connection noise folded into ours
+    clients = with_kafka_logger(settings, on_reachability=on_reachability)
     ensure_topics(clients, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     try:

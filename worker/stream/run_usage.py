@@ -16,6 +16,7 @@ from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.gateway import open_gateway
 from worker.store.schema import migrate
+from worker.stream.catalog_guard import refuse_empty_file, rejection_handler, wait_for_entities
 from worker.stream.catalog_source import CatalogTopicSource
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.topics import ensure_topics, worker_topics
@@ -39,7 +40,9 @@ def run_usage(
     bytes -> Event -> resolved line items -> priced rows -> ClickHouse -> commit.
     Creates missing topics and applies pending migrations first. Raises
     ``CatalogError``/``StoreError``/``TopicSetupError`` with one-line messages
-    for set-up problems. ``metrics`` and ``health`` are what a
+    for set-up problems. An empty catalog is refused (file) or waited out
+    (topic) unless ``settings.allow_empty_catalog``: see
+    :mod:`worker.stream.catalog_guard`. ``metrics`` and ``health`` are what a
     :class:`~worker.ops.health.HealthServer` serves (fresh ones when omitted);
     ``record_commit_latency`` fills ``LoopStats.commit_latencies_ms`` (benchmarks).
     """
@@ -47,7 +50,13 @@ def run_usage(
     if health is None:
         health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
     log.info("starting the usage consumer", extra={"settings": settings.redacted()})
-    clients = with_kafka_logger(settings)  # librdkafka lines into our JSON logs
+    file_index: CatalogIndex | None = None
+    if catalog_file is not None:  # a typo in the file stops the start before any I/O
+        file_index = CatalogIndex(load_catalog_file(catalog_file))
+        if not settings.allow_empty_catalog:
+            refuse_empty_file(file_index, catalog_file)
+    # librdkafka lines into our JSON logs, its connection noise folded into ours
+    clients = with_kafka_logger(settings, on_reachability=metrics.kafka_reachability_changed)
     ensure_topics(clients, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     source: CatalogTopicSource | None = None
@@ -55,11 +64,16 @@ def run_usage(
         health.watch_store(StoreProbe(gateway.ping))
         migrate(gateway, cluster=settings.cluster_layout)
         updates: Callable[[], CatalogIndex | None] | None = None
-        if catalog_file is not None:
-            index = CatalogIndex(load_catalog_file(catalog_file))
+        if file_index is not None:
+            index = file_index
         else:
-            source = CatalogTopicSource(clients)
+            rejected = rejection_handler(DeadLetterProducer(clients), metrics, health)
+            source = CatalogTopicSource(clients, on_rejected=rejected)
             index = source.load()
+            if not settings.allow_empty_catalog:
+                index = wait_for_entities(
+                    source, index, health=health, give_up_after_s=exit_when_idle_s
+                )
             updates = partial(source.poll_updates, 0.0)  # non-blocking, between batches
         for problem in index.problems[:20]:
             log.warning("catalog: %s", problem)

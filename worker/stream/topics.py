@@ -5,6 +5,9 @@ has no CreatePartitions or AlterConfigs, and DeleteRecords crashes it, so
 nothing here alters or deletes an existing topic. The catalog topic
 (``settings.catalog_topic``) is created with ``cleanup.policy=compact``; a
 broker that refuses the config gets the topic without it and a warning.
+Topics get ``settings.topic_replication_factor`` replicas (-1: the broker's
+default); with ``settings.create_topics`` false nothing is created and a
+missing topic raises :class:`TopicSetupError` naming it.
 """
 
 from __future__ import annotations
@@ -104,11 +107,18 @@ def ensure_topics(
             names_with_partitions[name],
         )
     without_config: list[str] = []
+    if missing and not settings.create_topics:
+        raise TopicSetupError(
+            f"topics {', '.join(sorted(missing))} do not exist and EW_CREATE_TOPICS is false: "
+            "create them (partitions, replication, a compacted catalog topic: docs/topics.md) "
+            "or let the worker do it"
+        )
     if missing:
         with_config = {
             name: dict(COMPACT_CONFIG) if name == settings.catalog_topic else {} for name in missing
         }
-        refused = _create(admin, missing, with_config, deadline)
+        replication = settings.topic_replication_factor
+        refused = _create(admin, missing, with_config, deadline, replication)
         if refused:
             for name in refused:
                 log.warning(
@@ -117,7 +127,11 @@ def ensure_topics(
                     name,
                 )
             still_refused = _create(
-                admin, {n: missing[n] for n in refused}, {n: {} for n in refused}, deadline
+                admin,
+                {n: missing[n] for n in refused},
+                {n: {} for n in refused},
+                deadline,
+                replication,
             )
             if still_refused:
                 raise TopicSetupError(f"broker refused to create topics {sorted(still_refused)}")
@@ -160,6 +174,7 @@ def _create(
     topics: Mapping[str, int],
     configs: Mapping[str, dict[str, str]],
     deadline: float,
+    replication_factor: int,
 ) -> list[str]:
     """Create ``topics``; return the names whose configs the broker refused.
 
@@ -168,7 +183,12 @@ def _create(
     timeout = _remaining(deadline)
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=partitions, replication_factor=1, config=configs[name])
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                config=configs[name],
+            )
             for name, partitions in topics.items()
         ],
         operation_timeout=timeout,
@@ -185,7 +205,12 @@ def _create(
             if configs[name] and error.code() in _CONFIG_REJECTED:
                 refused.append(name)
                 continue
-            raise TopicSetupError(f"cannot create topic {name}: {error.str()}") from None
+            hint = (
+                " (EW_TOPIC_REPLICATION_FACTOR)"
+                if error.code() == KafkaError.INVALID_REPLICATION_FACTOR
+                else ""
+            )
+            raise TopicSetupError(f"cannot create topic {name}: {error.str()}{hint}") from None
         except TimeoutError:
             raise TopicSetupError(f"creating topic {name} did not finish in time") from None
     return refused

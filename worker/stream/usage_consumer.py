@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
@@ -40,6 +40,7 @@ from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
 from worker.stream.consumer_support import (
+    NeverAssignedError,
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
@@ -106,6 +107,10 @@ class LoopStats:
     retries: int = 0
     abandoned: int = 0
     rebalances: int = 0
+    unpriced: dict[str, int] = field(default_factory=dict)
+    """Events stored raw without processed rows, by reason (``UnresolvedReason``)."""
+    owned_partitions: bool = False
+    """Whether any partition was ever assigned (the idle exit is honest only then)."""
     first_batch_at: float | None = None
     """Clock reading when the first batch was collected (throughput window start)."""
     last_commit_at: float | None = None
@@ -155,7 +160,7 @@ class UsageConsumer:
         self._assigned: set[tuple[str, int]] = set()
         # Messages that arrived while paused: handled by the next batch, never skipped.
         self._carried: list[SourceMessage] = []
-        self._last_activity = clock()
+        self._last_activity = self._started_at = clock()
         self.stats = LoopStats(commit_latencies_ms=[] if record_commit_latency else None)
         self._writes = 0
         self._metrics = metrics if metrics is not None else Metrics()
@@ -189,7 +194,7 @@ class UsageConsumer:
                     on_revoke=self._on_revoke,
                     on_lost=self._on_lost,
                 )
-                self._last_activity = self._clock()
+                self._last_activity = self._started_at = self._clock()
                 while not self._stop:
                     self._health.beat()
                     self._refresh_catalog()
@@ -198,6 +203,12 @@ class UsageConsumer:
                         self._handle(consumer, messages)
                     self._refresh_lag(consumer, after_commit=bool(messages))
                     if not messages and self._idle_long_enough():
+                        if not self.stats.owned_partitions:
+                            raise NeverAssignedError.of(
+                                self._settings.usage_group,
+                                self._settings.events_topic,
+                                self._clock() - self._started_at,
+                            )
                         log.info(
                             "idle for %.1fs with everything committed: exiting",
                             self._exit_when_idle_s,
@@ -279,6 +290,8 @@ class UsageConsumer:
         self.stats.messages += prepared.messages
         self.stats.rows += prepared.row_count
         self.stats.dead_letters += len(prepared.dead_letters)
+        for reason, count in prepared.unresolved.items():
+            self.stats.unpriced[str(reason)] = self.stats.unpriced.get(str(reason), 0) + count
         self._record(prepared, durations)
 
     def _stage(
@@ -319,7 +332,9 @@ class UsageConsumer:
         for letter in prepared.dead_letters[:_LOGGED_DEAD_LETTERS]:  # once, when acknowledged
             message = letter.message
             log.warning(
-                "dead letter",
+                "dead letter: %s (%s)",
+                letter.reason,
+                letter.error[:200],
                 extra={
                     "topic": message.topic,
                     "partition": message.partition,
@@ -440,6 +455,7 @@ class UsageConsumer:
         self._assigned |= keys
         self._processor.assign(keys)
         self.stats.rebalances += 1
+        self.stats.owned_partitions |= bool(keys)
         self._last_activity = self._clock()
         self._assignment_changed("assign")
         self._last_lag_at = None
@@ -552,9 +568,12 @@ class UsageConsumer:
     def _idle_long_enough(self) -> bool:
         return idle_long_enough(
             idle_s=self._exit_when_idle_s,
-            idle_for_s=self._clock() - self._last_activity,
+            # Never owned a partition: count from the start, since every
+            # (empty) assignment of a rebalance loop would reset the activity.
+            idle_for_s=self._clock()
+            - (self._last_activity if self.stats.owned_partitions else self._started_at),
             busy=self._in_flight or bool(self._carried),
-            assigned_once=bool(self.stats.rebalances),
+            assigned_once=self.stats.owned_partitions,
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 

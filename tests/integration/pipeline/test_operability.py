@@ -248,7 +248,8 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     assert len(batches) == stats.batches
     assert sum(line["messages"] for line in batches) == produced
     assert all({"durations_ms", "offsets", "rows", "level", "timestamp"} <= set(b) for b in batches)
-    dead = [line for line in lines if line["event"] == "dead letter"]
+    dead = [line for line in lines if line["event"].startswith("dead letter: ")]
+    assert all(line["event"].startswith(f"dead letter: {line['reason']} (") for line in dead)
     assert sorted(line["reason"] for line in dead) == sorted(reason for _, reason in MALFORMED)
     assert all({"topic", "partition", "offset", "tenant"} <= set(line) for line in dead)
     assert any(line.get("logger") == "librdkafka" for line in lines)  # bridged, as JSON

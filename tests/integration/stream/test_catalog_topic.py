@@ -123,7 +123,7 @@ def test_published_file_loads_into_an_equivalent_index_and_follows_updates(
     assert index.resolve(_event("cust-new")).unresolved is UnresolvedReason.UNKNOWN_CUSTOMER
 
 
-def test_invalid_entity_values_are_reported_and_skipped(
+def test_invalid_entity_values_are_rejected_and_previous_versions_kept(
     cli_env: WorkerSettings, source: CatalogTopicSource
 ) -> None:
     ensure_topics(cli_env, {cli_env.catalog_topic: 2}, timeout_s=10)
@@ -145,7 +145,9 @@ def test_invalid_entity_values_are_reported_and_skipped(
     index = source.load(timeout_s=15)
 
     assert source.messages_read == len(records)
-    assert index.customer_count == 1  # c1 only: c2 and c3 invalid, c4 deleted
+    # c1, and c3 in its previous valid version; c2 invalid, c4 deleted.
+    assert index.customer_count == 2
+    assert source.rejected == 3
     problems = sorted(source.problems)
     assert [p.split(": ")[0] for p in problems] == [
         "customer:t1:prod:c2",
@@ -153,6 +155,9 @@ def test_invalid_entity_values_are_reported_and_skipped(
         "gadget:t1:prod:g1",
     ]
     assert "unknown entity type 'gadget'" in problems[2]
+    assert "rejected (previous version kept)" in problems[1]
+    assert "customer 'c3' of t1/prod" in problems[1] and "external_id" in problems[1]
+    assert "rejected (no previous version)" in problems[0]
     assert set(problems) <= set(index.problems)
 
     # Followed: a fixed value for c3 clears its problem; a tombstone removes c1.
@@ -214,3 +219,56 @@ def test_invalid_catalog_file_is_one_line_exit_2_and_publishes_nothing(
     path.write_bytes(orjson.dumps(document))
     assert main(["catalog", "publish", str(path)]) == 2
     assert "':' is not allowed" in capsys.readouterr().err
+
+
+def test_a_rejected_entity_is_dead_lettered_with_its_reason_and_the_previous_one_stays(
+    cli_env: WorkerSettings,
+) -> None:
+    from tests.integration.stream.conftest import read_topic
+    from worker.ops.health import LoopHealth, StoreProbe
+    from worker.ops.metrics import Metrics
+    from worker.stream.catalog_guard import rejection_handler
+    from worker.stream.dlq import DeadLetterProducer
+
+    ensure_topics(cli_env, {cli_env.catalog_topic: 1, cli_env.dlq_topic: 1}, timeout_s=10)
+    good = load_catalog_file(SAMPLE_CATALOG)
+    publisher = CatalogPublisher(cli_env)
+    publisher.upsert_documents(good)
+    assert publisher.flush(10).failed == 0
+    price = next(p for p in good[0].prices if p.billing_model == "TIERED")
+    bad_value = price.model_dump(mode="json")
+    bad_value["tiers"] = list(reversed(bad_value["tiers"]))  # unbounded tier first
+    bad_key = f"price:{good[0].tenant_id}:prod:{price.id}".encode()
+    producer = Producer({"bootstrap.servers": cli_env.kafka_bootstrap})
+    producer.produce(cli_env.catalog_topic, key=bad_key, value=orjson.dumps(bad_value))
+    assert producer.flush(10) == 0
+
+    metrics = Metrics()
+    health = LoopHealth(60.0, metrics=metrics)
+    handler = rejection_handler(DeadLetterProducer(cli_env), metrics, health)
+    source = CatalogTopicSource(cli_env, idle_gap_s=0.3, on_rejected=handler)
+    try:
+        index = source.load(timeout_s=15)
+    finally:
+        source.close()
+
+    # The previous version of the price stays in force: same pricing as the file.
+    expected = CatalogIndex(good)
+    for customer in ("cust-0", "cust-1", "cust-2", "cust-3"):
+        event = _event(customer)
+        assert _line_items(index, event) == _line_items(expected, event)
+    assert index.line_item_count == expected.line_item_count
+    assert metrics.catalog_rejected._value.get() == 1
+    (letter,) = read_topic(cli_env.kafka_bootstrap, cli_env.dlq_topic, 1)
+    headers = dict(letter.headers() or [])
+    assert letter.key() == bad_key and letter.value() == orjson.dumps(bad_value)
+    assert headers["reason"] == b"invalid_catalog_entity"
+    assert b"only the last tier may be unbounded" in headers["error"]
+    assert b"previous version kept" in headers["error"]
+    health.catalog_loaded()
+    health.set_assigned(1)
+    health.watch_store(StoreProbe(lambda: None))
+    readiness = health.readiness()
+    assert readiness.ok  # a bad entity never stops the fleet
+    rejected = "1 entity values rejected (dead-lettered, previous versions kept)"
+    assert f"{rejected}, latest {bad_key.decode()}" in readiness.detail

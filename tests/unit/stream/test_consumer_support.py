@@ -52,9 +52,11 @@ def test_sigterm_inside_the_context_calls_stop_and_handlers_are_restored() -> No
 
 def test_group_consumer_commits_explicitly_and_keeps_extra_settings() -> None:
     settings = WorkerSettings(
-        kafka_bootstrap="b:9092", kafka_session_timeout_ms=6000, kafka_extra={"fetch.max.bytes": 1}
+        kafka_bootstrap="b:9092",
+        kafka_session_timeout_ms=6000,
+        kafka_extra={"fetch.max.bytes": 2_000_000},
     )
     config = group_consumer_config(settings, "g")
     assert config["group.id"] == "g" and config["bootstrap.servers"] == "b:9092"
     assert config["enable.auto.commit"] is False and config["enable.auto.offset.store"] is False
-    assert config["session.timeout.ms"] == 6000 and config["fetch.max.bytes"] == 1
+    assert config["session.timeout.ms"] == 6000 and config["fetch.max.bytes"] == 2_000_000
