@@ -16,8 +16,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.deploy_readme import README, command, shell_lines, topic_specs
 from tests.unit.manifest_checks import DEPLOY, K8S, load, problems, render
+from worker.cli import main
+from worker.samples.synthetic import build_catalog
 
 
 def config_map() -> dict[str, str]:
@@ -101,3 +105,21 @@ def test_every_dashboard_panel_is_explained() -> None:
     section = README.read_text().split("### The dashboard's panels", 1)[1]
     explained = set(re.findall(r"^\| ([^|]+?) \|", section, re.MULTILINE)) - {"panel"}
     assert explained == {panel["title"] for panel in dashboard["panels"]}
+
+
+def test_the_catalog_check_command_passes_a_valid_file_and_stops_a_broken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = command("events-worker catalog check").split("#")[0].split()
+    assert words[:3] == ["events-worker", "catalog", "check"]
+    monkeypatch.chdir(tmp_path)
+    catalog = build_catalog(customers=3, line_items_per_customer=2)
+    (tmp_path / words[3]).write_text(json.dumps(catalog))
+    assert main(words[1:]) == 0
+    capsys.readouterr()
+
+    catalog["prices"][0]["unit_amout"] = "0.01"  # a typo must never change a bill
+    (tmp_path / words[3]).write_text(json.dumps(catalog))
+    assert main(words[1:]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "unit_amout" in err

@@ -6,6 +6,7 @@ keyed by customer and spread over a billing month. Same seed, same output.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,9 +183,11 @@ def build_catalog(
         "tenant_id": tenant_id,
         "environment_id": environment_id,
         "customers": customer_docs,
-        "meters": _METERS,
-        "features": _FEATURES,
-        "prices": _PRICES,
+        # Copies: a caller that edits its catalog (a test planting a typo) must
+        # not change every later catalog of the process.
+        "meters": copy.deepcopy(_METERS),
+        "features": copy.deepcopy(_FEATURES),
+        "prices": copy.deepcopy(_PRICES),
         "subscriptions": subscriptions,
     }
 
