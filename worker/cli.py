@@ -346,14 +346,16 @@ def _catalog_publish(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
-    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_PORT`` (use as a context)."""
+    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_HOST``:``EW_HTTP_PORT``
+    (use as a context)."""
     from worker.ops.health import HealthServer
 
     try:
-        return HealthServer(metrics, health, port=settings.http_port)
+        return HealthServer(metrics, health, port=settings.http_port, host=settings.http_host)
     except OSError as exc:
         raise UserError(
-            f"cannot serve /metrics on port {settings.http_port} (EW_HTTP_PORT): {exc.strerror}"
+            f"cannot serve /metrics on {settings.http_host}:{settings.http_port} "
+            f"(EW_HTTP_HOST, EW_HTTP_PORT): {exc.strerror or exc}"
         ) from None
 
 

@@ -112,7 +112,9 @@ def test_one_server_has_no_local_or_distributed_tables() -> None:
     assert not any("ON CLUSTER" in sql for sql in statements)
 
 
-@pytest.mark.parametrize("name", ["", "prod'; DROP TABLE events; --", "a b", "x" * 129])
+@pytest.mark.parametrize(
+    "name", ["", "prod'; DROP TABLE events; --", "a b", "x" * 129, "prod\n", "prod\r\n"]
+)
 def test_cluster_names_cannot_inject_sql(name: str) -> None:
     with pytest.raises(StoreError, match="invalid cluster name"):
         ClusterLayout(name)

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from worker.ops.settings import _SECRET_KEY, REDACTED, WorkerSettings
+from worker.ops.settings import REDACTED, WorkerSettings, is_secret_key
 
 #: The logger librdkafka's lines are sent to (``logger`` client property).
 KAFKA_LOGGER = "librdkafka"
@@ -36,7 +36,7 @@ def secret_values(settings: WorkerSettings) -> list[str]:
     secrets = [
         str(value)
         for key, value in settings.kafka_extra.items()
-        if _SECRET_KEY.search(key) and value not in (None, "")
+        if is_secret_key(key) and value not in (None, "")
     ]
     try:
         password = urlsplit(settings.store_url).password

@@ -40,7 +40,7 @@ DEDUP_WINDOW = 10_000
 #: no effect on one server.
 SHARD_LOCAL_SUBQUERIES = "\nSETTINGS distributed_product_mode = 'local'\n"
 
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class ClusterLayout:
     the non-replicated form for the connected server only."""
 
     def __post_init__(self) -> None:
-        if not _CLUSTER_NAME.match(self.name):
+        if not _CLUSTER_NAME.fullmatch(self.name):
             raise StoreError(
                 f"invalid cluster name {self.name!r}: use at most 128 of A-Z a-z 0-9 _ . -"
             )
