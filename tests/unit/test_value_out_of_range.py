@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 from tests.reference import q15, reference_rate
 from worker.domain.aggregates import new_aggregate
+from worker.domain.catalog import parse_documents
+from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.events import Event
+from worker.domain.invoice import summarize
 from worker.domain.metering import AggregationType, Meter, measure
 from worker.domain.money import exact
 from worker.domain.pricing import BillingModel, PriceTable, Tier, TierMode
@@ -122,10 +125,8 @@ def test_refused_events_leave_no_trace_and_are_refused_only_when_they_must_be(
         assert sum((d.cost for _, d in replayed if d is not None), Decimal(0)) == invoice
 
 
-def test_the_rater_lists_refused_rows_and_rates_the_rest() -> None:
-    from worker.domain.catalog import parse_documents
-    from worker.domain.catalog_index import CatalogIndex
-
+def flat_fee_rater(amount: str) -> UsageRater:
+    """A rater for one customer with one SUM line item at ``amount`` per call."""
     catalog = {
         "tenant_id": "t1",
         "environment_id": "prod",
@@ -135,7 +136,7 @@ def test_the_rater_lists_refused_rows_and_rates_the_rest() -> None:
         ],
         "prices": [
             {"id": "p", "meter_id": "m", "currency": "usd", "billing_model": "FLAT_FEE",
-             "amount": "1000000"}
+             "amount": amount}
         ],
         "subscriptions": [
             {"id": "s1", "customer_id": "c1", "status": "active",
@@ -144,55 +145,11 @@ def test_the_rater_lists_refused_rows_and_rates_the_rest() -> None:
              "line_items": [{"id": "li", "price_id": "p", "meter_id": "m"}]}
         ],
     }  # fmt: skip
-    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    events = [
-        Event(
-            id=f"e{i}",
-            tenant_id="t1",
-            environment_id="prod",
-            event_name="api",
-            timestamp=datetime(2026, 3, 2, i, tzinfo=UTC),
-            external_customer_id="acme",
-            properties={"calls": calls},
-        )
-        for i, calls in enumerate([5, 9 * 10**17, 7])
-    ]
-    rated = rater.rate(rater.resolve(events), datetime(2026, 3, 3, tzinfo=UTC))
-    assert [(row.event.id, delta.cost) for row, delta in rated.rated] == [
-        ("e0", Decimal(5_000_000)),
-        ("e2", Decimal(7_000_000)),
-    ]
-    assert [(row.event.id, row.key[2]) for row, _ in rated.refused] == [("e1", "li")]
-    assert "line item li" in rated.refused[0][1]
+    return UsageRater(CatalogIndex(parse_documents(catalog)))
 
 
-def test_rows_above_1e13_still_sum_exactly_to_the_invoice() -> None:
-    """The rater is exact without the caller setting a decimal context."""
-    from worker.domain.catalog import parse_documents
-    from worker.domain.catalog_index import CatalogIndex
-    from worker.domain.invoice import summarize
-
-    catalog = {
-        "tenant_id": "t1",
-        "environment_id": "prod",
-        "customers": [{"id": "c1", "external_id": "acme"}],
-        "meters": [
-            {"id": "m", "event_name": "api", "aggregation": {"type": "SUM", "field": "calls"}}
-        ],
-        "prices": [
-            {"id": "p", "meter_id": "m", "currency": "usd", "billing_model": "FLAT_FEE",
-             "amount": "0.123456789012345"}
-        ],
-        "subscriptions": [
-            {"id": "s1", "customer_id": "c1", "status": "active",
-             "start_date": "2026-01-01T00:00:00Z", "billing_anchor": "2026-01-01T00:00:00Z",
-             "billing_period": "MONTHLY",
-             "line_items": [{"id": "li", "price_id": "p", "meter_id": "m"}]}
-        ],
-    }  # fmt: skip
-    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    calls = [10**14 + 1, 3, 10**15 + 7]
-    events = [
+def api_calls(calls: list[int]) -> list[Event]:
+    return [
         Event(
             id=f"e{i}",
             tenant_id="t1",
@@ -204,7 +161,27 @@ def test_rows_above_1e13_still_sum_exactly_to_the_invoice() -> None:
         )
         for i, value in enumerate(calls)
     ]
-    rows = rater.rate(rater.resolve(events), datetime(2026, 3, 3, tzinfo=UTC)).rows
+
+
+RATED_AT = datetime(2026, 3, 3, tzinfo=UTC)
+
+
+def test_the_rater_lists_refused_rows_and_rates_the_rest() -> None:
+    rater = flat_fee_rater("1000000")
+    rated = rater.rate(rater.resolve(api_calls([5, 9 * 10**17, 7])), RATED_AT)
+    assert [(row.event.id, delta.cost) for row, delta in rated.rated] == [
+        ("e0", Decimal(5_000_000)),
+        ("e2", Decimal(7_000_000)),
+    ]
+    assert [(row.event.id, row.key[2]) for row, _ in rated.refused] == [("e1", "li")]
+    assert "line item li" in rated.refused[0][1]
+
+
+def test_rows_above_1e13_still_sum_exactly_to_the_invoice() -> None:
+    """The rater is exact without the caller setting a decimal context."""
+    rater = flat_fee_rater("0.123456789012345")
+    calls = [10**14 + 1, 3, 10**15 + 7]
+    rows = rater.rate(rater.resolve(api_calls(calls)), RATED_AT).rows
     price = PriceTable("p", "usd", BillingModel.FLAT_FEE, amount=Decimal("0.123456789012345"))
     # 1100000000000011 x 0.123456789012345 = 135802467913580.858024679135795 (15 places)
     assert reference_rate(price, Decimal(sum(calls))) == Decimal("135802467913580.858024679135795")
