@@ -100,8 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--request-id", metavar="ID", help="request id (default: a new uuid4)")
     _bootstrap(request)
     request.set_defaults(handler=_reprocess_request)
-    status = reprocess_commands.add_parser("status", help="progress of a reprocess request")
+    status = reprocess_commands.add_parser(
+        "status", help="progress of a reprocess request of one tenant and environment"
+    )
     status.add_argument("request_id", metavar="REQUEST_ID")
+    status.add_argument("--tenant", required=True)
+    status.add_argument("--environment", required=True)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     _store(status)
     status.set_defaults(handler=_reprocess_status)
@@ -490,13 +494,14 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
         gateway = open_gateway(settings.store_url, create=False)
         try:
             require_schema(gateway)
-            progress = load_progress(gateway, args.request_id)
+            progress = load_progress(gateway, args.tenant, args.environment, args.request_id)
         finally:
             gateway.close()
     if progress is None:
         print(
-            f"events-worker: reprocess request {args.request_id} not found "
-            "(not picked up by a reprocess consumer yet, or unknown)",
+            f"events-worker: reprocess request {args.request_id} of {args.tenant}/"
+            f"{args.environment} not found (not picked up by a reprocess consumer yet, "
+            "or unknown)",
             file=sys.stderr,
         )
         return EXIT_NOT_FOUND

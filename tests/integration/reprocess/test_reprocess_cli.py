@@ -44,7 +44,8 @@ def test_status_prints_saved_progress_and_exits_1_for_an_unknown_id(
     store = f"chdb://{chdb_path}?database={chdb_database.database}"
     assert main(["migrate", "--store", store]) == 0
     capsys.readouterr()
-    assert main(["reprocess", "status", "nope", "--store", store]) == 1
+    scope = ["--tenant", "t1", "--environment", "prod"]
+    assert main(["reprocess", "status", "nope", *scope, "--store", store]) == 1
     assert "not found" in capsys.readouterr().err
 
     now = datetime(2026, 2, 1, tzinfo=UTC)
@@ -74,10 +75,15 @@ def test_status_prints_saved_progress_and_exits_1_for_an_unknown_id(
     finally:
         gateway.close()
 
-    assert main(["reprocess", "status", "r1", "--json", "--store", store]) == 0
+    assert main(["reprocess", "status", "r1", *scope, "--json", "--store", store]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["state"], shown["found"], shown["republished"]) == ("running", 10, 10)
     assert shown["cursor_timestamp"] == "2026-01-05T01:02:03.000004Z"
     assert shown["cursor_id"] == "e9"
-    assert main(["reprocess", "status", "r1", "--store", store]) == 0
+    assert main(["reprocess", "status", "r1", *scope, "--store", store]) == 0
     assert "state: running" in capsys.readouterr().out.splitlines()
+    # Scoped: the same id is unknown to another tenant or environment.
+    assert main(["reprocess", "status", "r1", "--tenant", "t2", "--environment", "prod",
+                 "--store", store]) == 1  # fmt: skip
+    assert main(["reprocess", "status", "r1", "--tenant", "t1", "--environment", "dev",
+                 "--store", store]) == 1  # fmt: skip
