@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.store.gateway import Gateway
+from worker.store.schema import PROGRESS_COLUMNS
 
 REPROCESS_TABLE = "reprocess_progress"
 
@@ -91,22 +92,7 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_COLUMNS = (
-    "request_id",
-    "tenant_id",
-    "environment_id",
-    "request",
-    "state",
-    "cursor_timestamp",
-    "cursor_id",
-    "found",
-    "republished",
-    "pages",
-    "error",
-    "created_at",
-    "updated_at",
-    "version",
-)
+_COLUMNS = PROGRESS_COLUMNS
 _LOAD_SQL = """
 SELECT request_id, tenant_id, environment_id, request, state, cursor_timestamp, cursor_id,
        found, republished, pages, error, created_at, updated_at, version

@@ -200,7 +200,8 @@ _MATERIALIZE_BY_TIME = "MATERIALIZE PROJECTION by_time"
 # that two tenants may use the same request id and every read is scoped. The
 # rows of migration 3's table are copied over; that table is left in place
 # (unused) rather than dropped by a migration.
-_PROGRESS_COLUMNS = (
+#: Columns of a reprocess progress row (both tables), in insert order.
+PROGRESS_COLUMNS = (
     "request_id",
     "tenant_id",
     "environment_id",
@@ -250,7 +251,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "reprocess_progress: reprocess progress keyed by tenant, environment and request id",
         (
             _REPROCESS_PROGRESS,
-            CopyRows("reprocess_requests", "reprocess_progress", _PROGRESS_COLUMNS),
+            CopyRows("reprocess_requests", "reprocess_progress", PROGRESS_COLUMNS),
         ),
     ),
 )

@@ -15,9 +15,9 @@ from worker.store.errors import SchemaMissingError, StoreError
 from worker.store.raw import insert_raw
 from worker.store.reprocess_state import ReprocessProgress, RequestState, load_progress
 from worker.store.schema import (
-    _PROGRESS_COLUMNS,
     LATEST_VERSION,
     MIGRATIONS,
+    PROGRESS_COLUMNS,
     _setup_sql,
     current_version,
     migrate,
@@ -73,7 +73,7 @@ def test_migration_5_keeps_the_progress_saved_before_it(store: StoreUnderTest) -
         updated_at=NOW,
         version=2,
     )
-    columns = {name: [getattr(old, name)] for name in _PROGRESS_COLUMNS}
+    columns = {name: [getattr(old, name)] for name in PROGRESS_COLUMNS}
     columns["state"] = [old.state.value]
     gateway.insert("reprocess_requests", columns)
 
