@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,8 +83,21 @@ def test_status_prints_saved_progress_and_exits_1_for_an_unknown_id(
     assert shown["cursor_id"] == "e9"
     assert main(["reprocess", "status", "r1", *scope, "--store", store]) == 0
     assert "state: running" in capsys.readouterr().out.splitlines()
-    # Scoped: the same id is unknown to another tenant or environment.
-    assert main(["reprocess", "status", "r1", "--tenant", "t2", "--environment", "prod",
-                 "--store", store]) == 1  # fmt: skip
+    # Scoped: the same id is unknown to another tenant or environment ...
+    other = ["--tenant", "t2", "--environment", "prod"]
+    assert main(["reprocess", "status", "r1", *other, "--store", store]) == 1
     assert main(["reprocess", "status", "r1", "--tenant", "t1", "--environment", "dev",
                  "--store", store]) == 1  # fmt: skip
+    # ... and once another tenant uses it, each tenant sees its own request.
+    gateway = open_gateway(store)
+    try:
+        save_progress(gateway, replace(progress, tenant_id="t2", state=RequestState.COMPLETED))
+    finally:
+        gateway.close()
+    capsys.readouterr()
+    assert main(["reprocess", "status", "r1", *other, "--json", "--store", store]) == 0
+    theirs = json.loads(capsys.readouterr().out)
+    assert (theirs["tenant_id"], theirs["state"], theirs["found"]) == ("t2", "completed", 0)
+    assert main(["reprocess", "status", "r1", *scope, "--json", "--store", store]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert (ours["tenant_id"], ours["state"], ours["found"]) == ("t1", "running", 10)
