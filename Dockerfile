@@ -30,9 +30,11 @@ RUN /opt/venv/bin/python -m pip wheel --no-deps -w /wheels . \
 # --- final: slim runtime, venv only, non-root ---
 FROM python:3.11-slim
 
+# A container's probes and scrapes arrive on its own IP: listen beyond loopback.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    EW_HTTP_HOST=0.0.0.0
 
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \

@@ -28,8 +28,8 @@ test-unit: setup test-tools
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: setup
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
 	$(BIN)/mypy
 
 demo: setup

@@ -8,12 +8,15 @@ tests (the end-to-end invoice) compare the worker's results with these.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 
 from worker.domain.pricing import BillingModel, PackageRounding, PriceTable, TierMode
 
 Q15 = Decimal("1e-15")
+#: Wide enough for every value a Decimal(38, 15) column holds (the default
+#: context keeps 28 digits and would refuse to quantize 1e13 to 15 places).
+_EXACT = Context(prec=100)
 
 
 def q15(value: Fraction | Decimal | int) -> Decimal:
@@ -24,7 +27,7 @@ def q15(value: Fraction | Decimal | int) -> Decimal:
     whole = math.floor(scaled)
     if scaled - whole >= Fraction(1, 2):
         whole += 1
-    return (Decimal(sign * whole) * Q15).quantize(Q15)
+    return _EXACT.multiply(Decimal(sign * whole), Q15).quantize(Q15, context=_EXACT)
 
 
 def reference_rate(price: PriceTable, quantity: Decimal) -> Decimal:

@@ -109,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--request-id", metavar="ID", help="request id (default: a new uuid4)")
     _bootstrap(request)
     request.set_defaults(handler=_reprocess_request)
-    status = reprocess_commands.add_parser("status", help="progress of a reprocess request")
+    status = reprocess_commands.add_parser(
+        "status", help="progress of a reprocess request of one tenant and environment"
+    )
     status.add_argument("request_id", metavar="REQUEST_ID")
+    status.add_argument("--tenant", required=True)
+    status.add_argument("--environment", required=True)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     _store(status)
     status.set_defaults(handler=_reprocess_status)
@@ -463,14 +467,16 @@ def _catalog_check(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
-    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_PORT`` (use as a context)."""
+    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_HOST``:``EW_HTTP_PORT``
+    (use as a context)."""
     from worker.ops.health import HealthServer
 
     try:
-        return HealthServer(metrics, health, port=settings.http_port)
+        return HealthServer(metrics, health, port=settings.http_port, host=settings.http_host)
     except OSError as exc:
         raise UserError(
-            f"cannot serve /metrics on port {settings.http_port} (EW_HTTP_PORT): {exc.strerror}"
+            f"cannot serve /metrics on {settings.http_host}:{settings.http_port} "
+            f"(EW_HTTP_HOST, EW_HTTP_PORT): {exc.strerror or exc}"
         ) from None
 
 
@@ -623,13 +629,14 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
         gateway = open_gateway(settings.store_url, create=False)
         try:
             require_schema(gateway)
-            progress = load_progress(gateway, args.request_id)
+            progress = load_progress(gateway, args.tenant, args.environment, args.request_id)
         finally:
             gateway.close()
     if progress is None:
         print(
-            f"events-worker: reprocess request {args.request_id} not found "
-            "(not picked up by a reprocess consumer yet, or unknown)",
+            f"events-worker: reprocess request {args.request_id} of {args.tenant}/"
+            f"{args.environment} not found (not picked up by a reprocess consumer yet, "
+            "or unknown)",
             file=sys.stderr,
         )
         return EXIT_NOT_FOUND

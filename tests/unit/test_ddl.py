@@ -39,11 +39,24 @@ def _tables() -> list[CreateTable]:
     ]
 
 
-def test_every_clustered_statement_runs_on_the_whole_cluster() -> None:
+def test_every_clustered_ddl_statement_runs_on_the_whole_cluster() -> None:
     statements = migration_sql("billing", CLUSTER)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS billing ON CLUSTER 'prod_cluster'"
     for sql in statements:
-        assert " ON CLUSTER 'prod_cluster'" in sql, sql
+        if not sql.startswith("INSERT"):
+            assert " ON CLUSTER 'prod_cluster'" in sql, sql
+
+
+def test_data_copies_run_once_through_the_distributed_tables_synchronously() -> None:
+    copies = [sql for sql in migration_sql("billing", CLUSTER) if sql.startswith("INSERT")]
+    assert copies == [
+        "INSERT INTO billing.reprocess_progress (request_id, tenant_id, environment_id, "
+        "request, state, cursor_timestamp, cursor_id, found, republished, pages, error, "
+        "created_at, updated_at, version) SETTINGS insert_distributed_sync = 1 "
+        "SELECT request_id, tenant_id, environment_id, request, state, cursor_timestamp, "
+        "cursor_id, found, republished, pages, error, created_at, updated_at, version "
+        "FROM billing.reprocess_requests FINAL"
+    ]
 
 
 def test_each_table_is_a_replicated_local_table_behind_a_distributed_one() -> None:
@@ -112,7 +125,9 @@ def test_one_server_has_no_local_or_distributed_tables() -> None:
     assert not any("ON CLUSTER" in sql for sql in statements)
 
 
-@pytest.mark.parametrize("name", ["", "prod'; DROP TABLE events; --", "a b", "x" * 129])
+@pytest.mark.parametrize(
+    "name", ["", "prod'; DROP TABLE events; --", "a b", "x" * 129, "prod\n", "prod\r\n"]
+)
 def test_cluster_names_cannot_inject_sql(name: str) -> None:
     with pytest.raises(StoreError, match="invalid cluster name"):
         ClusterLayout(name)

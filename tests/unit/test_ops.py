@@ -133,12 +133,24 @@ def test_store_probe_times_out_and_caches() -> None:
     assert probe.check().ok
 
 
-def test_failing_store_is_not_ready() -> None:
+def test_failing_store_is_not_ready_and_its_error_text_stays_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def ping() -> None:
-        raise RuntimeError("connection refused")
+        raise RuntimeError("connection refused by db.internal:9000 for user svc")
 
-    status = StoreProbe(ping).check()
-    assert not status.ok and "connection refused" in status.detail
+    clock = FakeClock()
+    probe = StoreProbe(ping, cache_s=5.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="worker.ops.health"):
+        first = probe.check()
+        clock.now += 6
+        second = probe.check()
+    assert (first.ok, first.detail) == (False, "store does not answer")
+    assert second == first
+    logged = [r.getMessage() for r in caplog.records if r.name == "worker.ops.health"]
+    assert logged == [
+        "readiness: the store does not answer: connection refused by db.internal:9000 for user svc"
+    ]
 
 
 # -- metrics ---------------------------------------------------------------------
@@ -223,6 +235,49 @@ def test_librdkafka_lines_are_bridged_into_the_json_logs(
     assert SASL_PASSWORD not in json_logs.getvalue()
 
 
+#: librdkafka properties (CONFIGURATION.md) whose values are secrets, whatever
+#: their names say: `sasl.oauthbearer.config` carries `clientSecret=...`.
+SECRET_KAFKA_PROPERTIES = (
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.kerberos.keytab",
+    "sasl.kerberos.kinit.cmd",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.certificate.pem",
+    "ssl.keystore.password",
+    "ssl.ca.pem",
+    "SASL.PASSWORD",
+)
+PUBLIC_KAFKA_PROPERTIES = (
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "ssl.ca.location",
+    "ssl.endpoint.identification.algorithm",
+    "client.id",
+)
+
+
+def test_every_secret_looking_librdkafka_property_is_redacted_and_scrubbed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extra = {key: f"value-of-{index}-xyz" for index, key in enumerate(SECRET_KAFKA_PROPERTIES)}
+    public = {key: f"public-{index}" for index, key in enumerate(PUBLIC_KAFKA_PROPERTIES)}
+    monkeypatch.setenv("EW_KAFKA_EXTRA", json.dumps(extra | public))
+    settings = WorkerSettings()
+    shown = settings.redacted()["kafka_extra"]
+    assert {key: shown[key] for key in extra} == dict.fromkeys(extra, "***")
+    assert {key: shown[key] for key in public} == public
+    assert set(secret_values(settings)) == set(extra.values())
+
+
 def test_secret_values_are_found_in_settings(secret_env: WorkerSettings) -> None:
     assert set(secret_values(secret_env)) == {SASL_PASSWORD, STORE_PASSWORD}
     assert SASL_PASSWORD not in repr(secret_env) and STORE_PASSWORD not in repr(secret_env)
@@ -251,25 +306,42 @@ def test_bad_log_level_is_a_one_line_user_error(
     assert "EW_LOG_LEVEL" in capsys.readouterr().err
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Undo the JSON logging a CLI run installs on the root logger."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
 def test_busy_http_port_is_a_one_line_user_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restored_logging: None
 ) -> None:
     import socket
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         monkeypatch.setenv("EW_HTTP_PORT", str(busy.getsockname()[1]))
-        try:
-            assert main(["run", "usage", "--bootstrap", "127.0.0.1:1"]) == 2
-        finally:
-            for handler in set(root.handlers) - set(handlers):
-                root.removeHandler(handler)
-            root.setLevel(level)
-            structlog.reset_defaults()
+        assert main(["run", "usage", "--bootstrap", "127.0.0.1:1"]) == 2
     assert "EW_HTTP_PORT" in capsys.readouterr().err
+
+
+def test_http_endpoints_listen_on_loopback_unless_told(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restored_logging: None
+) -> None:
+    assert WorkerSettings().http_host == "127.0.0.1"
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it fails.
+    monkeypatch.setenv("EW_HTTP_HOST", "192.0.2.1")
+    assert main(["run", "usage", "--bootstrap", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "EW_HTTP_HOST" in err and "192.0.2.1" in err
 
 
 def test_a_consumer_without_catalog_is_ready_without_one() -> None:

@@ -37,8 +37,11 @@ class AggregateSnapshot:
 class Aggregate(Protocol):
     """Mutable aggregate state; ``add`` applies one (deduplicated) event.
 
-    ``add`` returns ``quantity()`` after the event (one call on the hot path).
+    ``add`` returns ``quantity()`` after the event; ``peek`` returns the same
+    value without applying the event (the rater checks the outcome first).
     """
+
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal: ...
 
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal: ...
 
@@ -52,6 +55,9 @@ class SumAggregate:
 
     def __init__(self, snapshot: AggregateSnapshot) -> None:
         self._total = snapshot.total
+
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
+        return self._total + value
 
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         self._total += value
@@ -70,6 +76,9 @@ class AverageAggregate:
         self._total = snapshot.total
         self._count = snapshot.count
 
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
+        return quantize(div(self._total + value, Decimal(self._count + 1)))
+
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         self._total += value
         self._count += 1
@@ -86,6 +95,9 @@ class MaxAggregate:
 
     def __init__(self, snapshot: AggregateSnapshot) -> None:
         self._maximum = snapshot.maximum
+
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
+        return value if value > self._maximum else self._maximum
 
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         if value > self._maximum:
@@ -105,6 +117,12 @@ class BucketedMaxAggregate:
         self._bucket_size = bucket_size
         self._maxima = dict(snapshot.bucket_maxima)
         self._sum = sum(self._maxima.values(), ZERO)
+
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
+        previous = self._maxima.get(window_start(ts, self._bucket_size))
+        if previous is None:
+            return self._sum + value
+        return self._sum + value - previous if value > previous else self._sum
 
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         bucket = window_start(ts, self._bucket_size)
@@ -134,6 +152,10 @@ class LatestAggregate:
             ts, event_id, value = snapshot.latest
             self._key = (ts, event_id)
             self._value = value
+
+    def peek(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
+        key = (ts, event_id)
+        return value if self._key is None or key > self._key else self._value
 
     def add(self, value: Decimal, ts: datetime, event_id: str) -> Decimal:
         key = (ts, event_id)

@@ -143,14 +143,20 @@ class FeatureInfo:
 _CustomerKey = tuple[str, str, str]
 _BindingKey = tuple[str, str, str, str]
 _RouteKey = tuple[str, str, str, str, str]
-_MAX_ROUTES = 1_000_000
+DEFAULT_MAX_ROUTES = 100_000
+"""Routes memoised at most (least recently used evicted first). A route holds
+event-supplied ids (customer, event name) and its matches: a few hundred bytes
+for ordinary ids, and the ids are bounded by the message size limit."""
 _ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
 class CatalogIndex:
     """Immutable lookup structure over one or more catalog documents."""
 
-    def __init__(self, documents: Iterable[CatalogDocument]) -> None:
+    def __init__(
+        self, documents: Iterable[CatalogDocument], *, max_routes: int = DEFAULT_MAX_ROUTES
+    ) -> None:
+        self._max_routes = max(1, max_routes)
         self._customers: set[_CustomerKey] = set()
         self._by_external_id: dict[_CustomerKey, str] = {}
         self._bindings: dict[_BindingKey, tuple[LineItemBinding, ...]] = {}
@@ -174,6 +180,11 @@ class CatalogIndex:
     def customer_count(self) -> int:
         return len(self._customers)
 
+    @property
+    def memoised_routes(self) -> int:
+        """Routes held by the :meth:`resolve` memo (at most ``max_routes``)."""
+        return len(self._routes)
+
     def line_item(
         self, tenant_id: str, environment_id: str, line_item_id: str
     ) -> LineItemBinding | None:
@@ -191,7 +202,9 @@ class CatalogIndex:
 
         Memoised per (tenant, environment, customer ids, event name) for the
         time window in which the answer cannot change, so the common case is
-        one dict probe, two comparisons and the meter filters.
+        one dict probe, two comparisons and the meter filters. At most
+        ``max_routes`` are kept, least recently used evicted first: the keys
+        are event-supplied, so without a bound they could grow without one.
         """
         ts = event.timestamp
         key = (
@@ -201,12 +214,13 @@ class CatalogIndex:
             event.external_customer_id,
             event.event_name,
         )
-        route = self._routes.get(key)
+        routes = self._routes
+        route = routes.pop(key, None)  # re-inserted below: dict order is recency
         if route is None or not route.valid_from <= ts < route.valid_until:
             route = self._route(event)
-            if len(self._routes) >= _MAX_ROUTES:
-                self._routes.clear()
-            self._routes[key] = route
+            if len(routes) >= self._max_routes:
+                del routes[next(iter(routes))]  # the least recently used
+        routes[key] = route
         if not route.filtered:
             return route.resolution
         matches = tuple(m for m in route.matches if m.binding.meter.matches(event))

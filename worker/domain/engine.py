@@ -46,7 +46,8 @@ from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
 from worker.domain.events import Event, ProcessedEvent
 from worker.domain.metering import AggregationType, Measurement, measure
-from worker.domain.rating import LineItemPeriodRating, Outcome, RatedDelta
+from worker.domain.money import exact
+from worker.domain.rating import LineItemPeriodRating, Outcome, RatedDelta, ValueOutOfRange
 
 StateKey = tuple[str, str, str, int]
 """(tenant_id, environment_id, sub_line_item_id, period_id)."""
@@ -114,6 +115,9 @@ class RatedBatch:
     processed_at: datetime
     rated: list[tuple[PendingRow, RatedDelta]] = field(default_factory=list)
     outcomes: Counter[Outcome] = field(default_factory=Counter)
+    refused: list[tuple[PendingRow, str]] = field(default_factory=list)
+    """(event, line item) pairs not applied because their values would not fit
+    the stored columns, with the reason; the pipeline dead-letters their events."""
 
     @property
     def version(self) -> int:
@@ -194,6 +198,7 @@ class UsageRater:
         """Use a new catalog version for events resolved from now on."""
         self._index = index
 
+    @exact
     def resolve(self, events: Iterable[Event]) -> ResolvedBatch:
         """Resolve and measure events; no state is touched."""
         batch = ResolvedBatch()
@@ -236,6 +241,7 @@ class UsageRater:
             chosen.append(key)
         return chosen
 
+    @exact
     def load_states(
         self,
         snapshots: Mapping[StateKey, AggregateSnapshot],
@@ -288,8 +294,13 @@ class UsageRater:
                 self._touched.add(key)
                 self._remembered += len(hashes)
 
+    @exact
     def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch:
-        """Rate pending rows in order; redeliveries (ALREADY_PROCESSED) yield no row."""
+        """Rate pending rows in order; redeliveries (ALREADY_PROCESSED) yield no row.
+
+        Rows whose values would not fit the stored columns are left out and
+        listed in :attr:`RatedBatch.refused`; their states are unchanged.
+        """
         result = RatedBatch(processed_at)
         rated = result.rated
         states = self._states
@@ -301,7 +312,11 @@ class UsageRater:
             if state is None:
                 state = states[row.key] = _new_state(row.match.binding, None)
             touched.add(row.key)
-            delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
+            try:
+                delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
+            except ValueOutOfRange as exc:
+                result.refused.append((row, f"line item {row.key[2]}: {exc}"))
+                continue
             outcome = delta.outcome
             if outcome is _COUNTED:
                 counted += 1

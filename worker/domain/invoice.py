@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from worker.domain.events import ProcessedEvent
-from worker.domain.money import ZERO, format_decimal, quantize, round_invoice_amount
+from worker.domain.money import ZERO, exact, format_decimal, quantize, round_invoice_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,7 @@ class _Accumulator:
         self.count = 0
 
 
+@exact
 def summarize(rows: Iterable[ProcessedEvent]) -> list[LineItemTotal]:
     """Sum rows per (subscription, line item, period), sorted by those keys."""
     sums: dict[tuple[str, str, int], _Accumulator] = {}

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from worker.domain.aggregates import Aggregate
 from worker.domain.metering import Measurement
-from worker.domain.money import ZERO, div, quantize
+from worker.domain.money import STORED_LIMIT, ZERO, div, quantize
 from worker.domain.pricing import PriceTable
 
 
@@ -34,6 +34,18 @@ class Outcome(StrEnum):
     """COUNT_UNIQUE value already counted by another event: a zero row is written."""
     ALREADY_PROCESSED = "already_processed"
     """The same event was already rated for this line item and period: no row."""
+
+
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+"""Dead-letter reason of :class:`ValueOutOfRange`: the event is stored raw but
+not priced for that line item; retrying would fail the same way, so it never
+blocks a batch."""
+
+
+class ValueOutOfRange(ValueError):
+    """An event whose row, or the period total it would make, does not fit the
+    stored ``Decimal(38, 15)`` columns. The state is left as it was: the event
+    is not applied (the pipeline dead-letters it, ``value_out_of_range``)."""
 
 
 class RatedDelta(NamedTuple):
@@ -61,7 +73,10 @@ class LineItemPeriodRating:
     ``known_hashes`` maps unique_hash -> the event id that counted it; it must
     hold every hash already stored for this (line item, period) that may recur
     in the events about to be applied (the pipeline fills it with one batched
-    dedup query per batch, see :meth:`remember`). Not thread-safe.
+    dedup query per batch, see :meth:`remember`). Not thread-safe. Drive it
+    inside :func:`~worker.domain.money.exact` (as :class:`UsageRater` does):
+    under Python's default 28-digit context, amounts above 1e13 with 15
+    decimals would be rounded.
     """
 
     __slots__ = (
@@ -134,6 +149,8 @@ class LineItemPeriodRating:
 
         ``ALREADY_PROCESSED`` means the caller must not write a row;
         ``REPEATED_VALUE`` rows carry zero quantities and the current snapshot.
+        Raises :class:`ValueOutOfRange` (state unchanged) when the row or the
+        period's totals would not fit the stored columns.
         """
         owner = self._known.get(measurement.unique_hash)
         if owner is not None:
@@ -141,32 +158,44 @@ class LineItemPeriodRating:
                 return RatedDelta(_ALREADY_PROCESSED, tier_snapshot=self._billable)
             self._repeat_rows.add(event_id)
             return RatedDelta(_REPEATED_VALUE, tier_snapshot=self._billable)
-        self._known[measurement.unique_hash] = event_id
         # Aggregates of quantized measurements are already quantized.
-        quantity = self._aggregate.add(measurement.quantity, ts, event_id)
+        value = measurement.quantity
+        quantity = self._aggregate.peek(value, ts, event_id)
+        if not (quantity < STORED_LIMIT and value < STORED_LIMIT):
+            raise ValueOutOfRange(
+                f"quantity {value} makes the period quantity {quantity}, "
+                f"beyond the stored range (< 1e{STORED_LIMIT.adjusted()})"
+            )
         free_units = self._free_units
         free = quantity if quantity < free_units else free_units
         billable = quantity - free
         previous = self._billable
         if billable == previous:
             # All free (or a quantity that did not move): no cost, no unit cost.
-            delta = RatedDelta(
-                _COUNTED, measurement.quantity, free - self._free, ZERO, ZERO, ZERO, billable
-            )
+            delta = RatedDelta(_COUNTED, value, free - self._free, ZERO, ZERO, ZERO, billable)
+            self._commit(measurement.unique_hash, event_id, value, ts)
             self._free = free
             return delta
         rated = self._price.rate(billable)
         qty_billable = billable - previous
         cost = rated - self._rated
+        unit_cost = quantize(div(cost, qty_billable))
+        # Every other value of the row is bounded by these (quantities are >= 0,
+        # |cost| <= the larger of two period amounts, each already checked).
+        if not (-STORED_LIMIT < rated < STORED_LIMIT and -STORED_LIMIT < unit_cost < STORED_LIMIT):
+            raise ValueOutOfRange(
+                f"period amount {rated} (unit cost {unit_cost}) at billable quantity "
+                f"{billable}, beyond the stored range (< 1e{STORED_LIMIT.adjusted()})"
+            )
+        self._commit(measurement.unique_hash, event_id, value, ts)
         # Positional: keyword construction of a NamedTuple costs ~60% more.
         delta = RatedDelta(
-            _COUNTED,
-            measurement.quantity,
-            free - self._free,
-            qty_billable,
-            cost,
-            quantize(div(cost, qty_billable)),
-            billable,
+            _COUNTED, value, free - self._free, qty_billable, cost, unit_cost, billable
         )
         self._free, self._billable, self._rated = free, billable, rated
         return delta
+
+    def _commit(self, unique_hash: str, event_id: str, value: Decimal, ts: datetime) -> None:
+        """Count the event: its hash is now owned and the aggregate includes it."""
+        self._known[unique_hash] = event_id
+        self._aggregate.add(value, ts, event_id)

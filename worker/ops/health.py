@@ -71,6 +71,7 @@ class StoreProbe:
         self._cached: tuple[float, Status] | None = None
         self._running: threading.Thread | None = None
         self._result: Status | None = None
+        self._failing = False
 
     def check(self) -> Status:
         with self._lock:
@@ -93,8 +94,14 @@ class StoreProbe:
         try:
             self._ping()
             self._result = Status(True, "store answers")
+            self._failing = False
         except Exception as exc:  # any failure means: not ready
-            self._result = Status(False, f"store does not answer: {exc}")
+            # The probe's answer is public (unauthenticated HTTP): the error text,
+            # which can name hosts, users or SQL, goes to the log only, once per outage.
+            if not self._failing:
+                log.warning("readiness: the store does not answer: %s", exc)
+            self._failing = True
+            self._result = Status(False, "store does not answer")
 
 
 class LoopHealth:
@@ -217,7 +224,7 @@ class HealthServer:
     """
 
     def __init__(
-        self, metrics: Metrics, health: LoopHealth, *, port: int, host: str = "0.0.0.0"
+        self, metrics: Metrics, health: LoopHealth, *, port: int, host: str = "127.0.0.1"
     ) -> None:
         handler = _handler_class(metrics, health)
         self._server = ThreadingHTTPServer((host, port), handler)

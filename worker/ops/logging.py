@@ -29,7 +29,7 @@ from worker.ops.kafka_reachability import (
     log_report,
     with_reachability,
 )
-from worker.ops.settings import _SECRET_KEY, REDACTED, WorkerSettings
+from worker.ops.settings import REDACTED, WorkerSettings, is_secret_key
 
 __all__ = ["KAFKA_LOGGER", "configure_logging", "secret_values", "with_kafka_logger"]
 
@@ -41,7 +41,7 @@ def secret_values(settings: WorkerSettings) -> list[str]:
     secrets = [
         str(value)
         for key, value in settings.kafka_extra.items()
-        if _SECRET_KEY.search(key) and value not in (None, "")
+        if is_secret_key(key) and value not in (None, "")
     ]
     try:
         password = urlsplit(settings.store_url).password

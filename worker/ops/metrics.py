@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from worker import __version__
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.events import Event
-from worker.domain.rating import Outcome
+from worker.domain.rating import VALUE_OUT_OF_RANGE, Outcome
 from worker.domain.validation import InvalidReason
 
 PREFIX = "events_worker"
@@ -33,8 +33,9 @@ PREFIX = "events_worker"
 STAGES = ("prepare", "write", "dead_letters", "commit")
 #: Tables the usage pipeline inserts into (``table`` label).
 TABLES = ("raw_events", "processed_events")
-#: Dead-letter reasons: every validation reason plus a message without a value.
-DLQ_REASONS = (*(reason.value for reason in InvalidReason), "empty_message")
+#: Dead-letter reasons: every validation reason, a message without a value, and
+#: a valid event whose priced values do not fit the stored columns.
+DLQ_REASONS = (*(reason.value for reason in InvalidReason), "empty_message", VALUE_OUT_OF_RANGE)
 #: Dedup outcomes that are duplicates (``kind`` label); ``counted`` is not one.
 DUPLICATE_KINDS = tuple(o.value for o in Outcome if o is not Outcome.COUNTED)
 #: Catalog entity kinds (``kind`` label).

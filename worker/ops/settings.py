@@ -30,8 +30,43 @@ def _all_loopback(bootstrap: str) -> bool:
     return bool(hosts) and all(host in _LOOPBACK_HOSTS for host in hosts)
 
 
-_SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"(password|secret|token|key|credential|jaas)", re.IGNORECASE)
+_SECRET_PREFIXES = ("sasl.", "ssl.")
+_PUBLIC_SECURITY_KEYS = frozenset(
+    {
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.kerberos.service.name",
+        "sasl.oauthbearer.method",
+        "ssl.endpoint.identification.algorithm",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.keystore.location",
+        "ssl.crl.location",
+        "ssl.cipher.suites",
+        "ssl.curves.list",
+        "ssl.sigalgs.list",
+        "enable.ssl.certificate.verification",
+    }
+)
 REDACTED = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a librdkafka property's value must never be shown.
+
+    Every ``sasl.*`` and ``ssl.*`` property is secret except a short list of
+    mechanism names, the user name (shown like a store URL's) and file
+    locations: ``sasl.oauthbearer.config``, for one, carries client secrets
+    without saying so in its name. Elsewhere, any key that names a password,
+    secret, token, key, credential or JAAS config.
+    """
+    name = key.strip().lower()
+    if name in _PUBLIC_SECURITY_KEYS:
+        return False
+    return name.startswith(_SECRET_PREFIXES) or _SECRET_KEY.search(name) is not None
 
 
 class WorkerSettings(BaseSettings):
@@ -49,6 +84,10 @@ class WorkerSettings(BaseSettings):
     """Lay the schema out on this ClickHouse cluster (``remote_servers`` name):
     Replicated tables behind Distributed ones, ON CLUSTER DDL. ``None``: one server."""
     http_port: int = Field(default=9108, ge=0, le=65_535)
+    http_host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    """Address ``/metrics``, ``/healthz`` and ``/readyz`` listen on. Loopback by
+    default; containers set ``0.0.0.0`` (the image and ``deploy/`` do) so that
+    Prometheus and the kubelet reach them."""
     log_level: str = "INFO"
     health_stall_seconds: float = Field(default=60.0, gt=0)
     """``/healthz`` fails when work waits and the loop has not iterated, or not
@@ -175,7 +214,7 @@ class WorkerSettings(BaseSettings):
 
 def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
     """Copy of ``values`` with secret-looking keys' values replaced."""
-    return {key: REDACTED if _SECRET_KEY.search(key) else value for key, value in values.items()}
+    return {key: REDACTED if is_secret_key(key) else value for key, value in values.items()}
 
 
 def redact_url(url: str) -> str:

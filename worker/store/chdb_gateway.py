@@ -30,7 +30,7 @@ from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
 from worker.store.gateway import ChdbLocation, Params, Row, check_identifier
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,256}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 
 
 class _SharedConnection:
@@ -123,7 +123,7 @@ def insert_settings(token: str | None) -> str:
     clause = " SETTINGS optimize_on_insert = 0, insert_distributed_sync = 1"
     if token is None:
         return clause
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise StoreError(
             "invalid insert_deduplication_token: use at most 256 of A-Z a-z 0-9 _ . : / @ + = -"
         )

@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from worker.ops.settings import redact_url
 from worker.store.errors import MIGRATE_HINT, SchemaMissingError, StoreError
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A plain identifier, matched whole (``fullmatch``: ``$`` would accept a trailing newline)."""
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_DATABASE = "default"
 
@@ -128,7 +129,7 @@ class NativeLocation:
 
 def check_identifier(name: str, what: str = "database name") -> str:
     """Return ``name`` if it is a plain identifier, else raise :class:`StoreError`."""
-    if not IDENTIFIER.match(name):
+    if not IDENTIFIER.fullmatch(name):
         raise StoreError(f"invalid {what} {name!r}: use letters, digits and _ only")
     return name
 

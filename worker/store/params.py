@@ -34,6 +34,14 @@ MAX_PAGE_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
 #: Largest page of :func:`~worker.store.analytics.get_processed_events`.
 MAX_PROCESSED_LIMIT = 10_000
+#: Read-side parameters a caller controls are bounded, so that no request can
+#: make a query (its parameters, its IN lists, its memory) grow without limit.
+MAX_FILTER_KEYS = 64
+MAX_FILTER_VALUES = 1_000
+"""Values per filter key; also the length of ``feature_ids`` and ``sources`` lists."""
+MAX_FILTER_TEXT = 1_024
+"""Characters of one filter key or value (event ids and names are far shorter)."""
+MAX_FILTER_GROUPS = 100
 
 # -- validation helpers ------------------------------------------------------
 
@@ -59,11 +67,25 @@ def _require_between(name: str, value: int, low: int, high: int) -> None:
 
 
 def _require_filters(name: str, filters: PropertyFilters) -> None:
+    if len(filters) > MAX_FILTER_KEYS:
+        raise ValueError(f"{name} has {len(filters)} keys; at most {MAX_FILTER_KEYS}")
     for key, values in filters.items():
         if not isinstance(key, str) or isinstance(values, str):
             raise ValueError(f"{name} must map property keys to lists of strings")
-        if not all(isinstance(value, str) for value in values):
-            raise ValueError(f"{name}[{key!r}] values must be strings (canonical form)")
+        _require_strings(f"{name}[{key[:64]!r}]", values)
+        if len(key) > MAX_FILTER_TEXT:
+            raise ValueError(f"{name} key {key[:64]!r}... is longer than {MAX_FILTER_TEXT}")
+
+
+def _require_strings(name: str, values: Sequence[str]) -> None:
+    """A list of at most :data:`MAX_FILTER_VALUES` strings of bounded length."""
+    if isinstance(values, str) or not all(isinstance(value, str) for value in values):
+        raise ValueError(f"{name} values must be strings (canonical form)")
+    if len(values) > MAX_FILTER_VALUES:
+        raise ValueError(f"{name} has {len(values)} values; at most {MAX_FILTER_VALUES}")
+    for value in values:
+        if len(value) > MAX_FILTER_TEXT:
+            raise ValueError(f"{name} value {value[:64]!r}... is longer than {MAX_FILTER_TEXT}")
 
 
 # -- usage -------------------------------------------------------------------
@@ -140,6 +162,10 @@ class UsageWithFiltersParams:
     filter_groups: Sequence[FilterGroup]
 
     def __post_init__(self) -> None:
+        if len(self.filter_groups) > MAX_FILTER_GROUPS:
+            raise ValueError(
+                f"{len(self.filter_groups)} filter groups; at most {MAX_FILTER_GROUPS}"
+            )
         ids = [group.id for group in self.filter_groups]
         if len(set(ids)) != len(ids):
             raise ValueError("filter group ids must be unique")
@@ -341,6 +367,8 @@ class UsageAnalyticsParams:
         _require_filters("property_filters", self.property_filters)
         if isinstance(self.feature_ids, str) or isinstance(self.sources, str):
             raise ValueError("feature_ids and sources are lists of strings")
+        _require_strings("feature_ids", self.feature_ids)
+        _require_strings("sources", self.sources)
 
 
 @dataclass(frozen=True, slots=True)

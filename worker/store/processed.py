@@ -29,7 +29,7 @@ from worker.domain.engine import DedupKey, PendingRow, RatedBatch, StateKey
 from worker.domain.events import ProcessedEvent
 from worker.domain.invoice import LineItemTotal
 from worker.domain.metering import WindowSize
-from worker.domain.money import ZERO
+from worker.domain.money import ZERO, exact
 from worker.domain.rating import RatedDelta
 from worker.store.errors import StoreError, first_line
 from worker.store.gateway import Gateway
@@ -543,6 +543,7 @@ ORDER BY subscription_id, sub_line_item_id, period_id
 """
 
 
+@exact
 def line_item_totals(
     gateway: Gateway,
     tenant_id: str,

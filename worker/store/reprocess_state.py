@@ -1,7 +1,10 @@
-"""Durable progress of reprocess requests (table ``reprocess_requests``, migration 3).
+"""Durable progress of reprocess requests (table ``reprocess_progress``, migration 5).
 
-One logical row per request id; each save appends a new version and reads use
-``FINAL``, so the latest save wins. The reprocess consumer saves after every
+One logical row per (tenant, environment, request id): two tenants may use the
+same request id, and every read is scoped by tenant and environment. Each save
+appends a new version and reads use ``FINAL``, so the latest save wins. A
+request rejected before its tenant was known (not JSON, no tenant) is kept
+under the empty tenant and environment. The reprocess consumer saves after every
 page it has re-published (and the broker acknowledged), so a killed worker
 resumes from the last saved cursor: at most one page is re-published twice.
 
@@ -16,8 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from worker.store.gateway import Gateway
+from worker.store.schema import PROGRESS_COLUMNS
 
-REPROCESS_TABLE = "reprocess_requests"
+REPROCESS_TABLE = "reprocess_progress"
 
 #: Cursor of a request that has not re-published anything yet.
 NO_CURSOR_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,33 +92,25 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_COLUMNS = (
-    "request_id",
-    "tenant_id",
-    "environment_id",
-    "request",
-    "state",
-    "cursor_timestamp",
-    "cursor_id",
-    "found",
-    "republished",
-    "pages",
-    "error",
-    "created_at",
-    "updated_at",
-    "version",
-)
+_COLUMNS = PROGRESS_COLUMNS
 _LOAD_SQL = """
 SELECT request_id, tenant_id, environment_id, request, state, cursor_timestamp, cursor_id,
        found, republished, pages, error, created_at, updated_at, version
-FROM reprocess_requests FINAL
-WHERE request_id = {request_id:String}
+FROM reprocess_progress FINAL
+WHERE tenant_id = {tenant_id:String} AND environment_id = {environment_id:String}
+  AND request_id = {request_id:String}
 """
 
 
-def load_progress(gateway: Gateway, request_id: str) -> ReprocessProgress | None:
-    """The latest saved progress of ``request_id``, or None when never saved."""
-    rows = gateway.query(_LOAD_SQL, {"request_id": request_id})
+def load_progress(
+    gateway: Gateway, tenant_id: str, environment_id: str, request_id: str
+) -> ReprocessProgress | None:
+    """The latest saved progress of ``request_id`` of that tenant and environment,
+    or None when never saved."""
+    rows = gateway.query(
+        _LOAD_SQL,
+        {"tenant_id": tenant_id, "environment_id": environment_id, "request_id": request_id},
+    )
     if not rows:
         return None
     row = dict(zip(_COLUMNS, rows[0], strict=True))

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from worker.store.ddl import (
     AlterTable,
     ClusterLayout,
+    CopyRows,
     CreateTable,
     Statement,
     create_database,
@@ -195,6 +196,36 @@ _PROCESSED_BY_TIME = """ADD PROJECTION IF NOT EXISTS by_time (
     ORDER BY tenant_id, environment_id, timestamp, id)"""
 _MATERIALIZE_BY_TIME = "MATERIALIZE PROJECTION by_time"
 
+# Migration 5: reprocess progress keyed by (tenant, environment, request id), so
+# that two tenants may use the same request id and every read is scoped. The
+# rows of migration 3's table are copied over; that table is left in place
+# (unused) rather than dropped by a migration.
+#: Columns of a reprocess progress row (both tables), in insert order.
+PROGRESS_COLUMNS = (
+    "request_id",
+    "tenant_id",
+    "environment_id",
+    "request",
+    "state",
+    "cursor_timestamp",
+    "cursor_id",
+    "found",
+    "republished",
+    "pages",
+    "error",
+    "created_at",
+    "updated_at",
+    "version",
+)
+_REPROCESS_PROGRESS = CreateTable(
+    name="reprocess_progress",
+    body=_REPROCESS_REQUESTS.body,
+    engine="ReplacingMergeTree",
+    version_column="version",
+    clauses="ORDER BY (tenant_id, environment_id, request_id)",
+    shard_key="cityHash64(tenant_id, environment_id, request_id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events and events_processed", (_EVENTS, _EVENTS_PROCESSED)),
     Migration(
@@ -213,6 +244,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             AlterTable("events_processed", _PROCESSED_BY_TIME),
             AlterTable("events", _MATERIALIZE_BY_TIME),
             AlterTable("events_processed", _MATERIALIZE_BY_TIME),
+        ),
+    ),
+    Migration(
+        5,
+        "reprocess_progress: reprocess progress keyed by tenant, environment and request id",
+        (
+            _REPROCESS_PROGRESS,
+            CopyRows("reprocess_requests", "reprocess_progress", PROGRESS_COLUMNS),
         ),
     ),
 )

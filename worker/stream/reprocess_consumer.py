@@ -6,9 +6,11 @@ message at a time:
 
 1. :func:`~worker.stream.reprocess_request.parse_request`; a bad message goes
    to the DLQ with its reason (acknowledged before the commit), and a request
-   id that already names a *different* request is rejected as
+   id that already names a *different* request of the same tenant and
+   environment is rejected as
    ``request_id_reused``.
-2. Its saved progress (``reprocess_requests``) is loaded: ``completed`` means
+2. Its saved progress (``reprocess_progress``, per tenant, environment and
+   request id) is loaded: ``completed`` means
    the request is ignored (only its control offset is committed).
 3. Otherwise pages of :func:`~worker.store.events_reads.find_unprocessed_events`
    are read by keyset ``(timestamp, id)`` from the saved cursor; each event is
@@ -332,7 +334,10 @@ class ReprocessConsumer:
             self._reject(consumer, message, exc)
             return
         progress = self._with_retry(
-            consumer, lambda: load_progress(self._gateway, request.request_id)
+            consumer,
+            lambda: load_progress(
+                self._gateway, request.tenant_id, request.environment_id, request.request_id
+            ),
         )
         canonical = request.canonical()
         if (
@@ -482,14 +487,17 @@ class ReprocessConsumer:
         request_id = problem.request_id
         if request_id is None or problem.reason is RejectReason.REQUEST_ID_REUSED:
             return
-        existing = self._with_retry(consumer, lambda: load_progress(self._gateway, request_id))
+        tenant, environment = problem.scope
+        existing = self._with_retry(
+            consumer, lambda: load_progress(self._gateway, tenant, environment, request_id)
+        )
         if existing is not None:
             return
         now = datetime.now(UTC)
         rejected = ReprocessProgress(
             request_id=request_id,
-            tenant_id="",
-            environment_id="",
+            tenant_id=tenant,
+            environment_id=environment,
             request=(message.value() or b"").decode("utf-8", "replace")[:10_000],
             state=RequestState.REJECTED,
             error=str(problem)[:1000],

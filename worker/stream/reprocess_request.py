@@ -69,12 +69,21 @@ class RejectReason(StrEnum):
 class InvalidRequest(ValueError):
     """A control message that cannot be served; ``reason`` is machine-readable."""
 
-    def __init__(self, reason: RejectReason, detail: str, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: RejectReason,
+        detail: str,
+        request_id: str | None = None,
+        scope: tuple[str, str] = ("", ""),
+    ) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
         #: The request id when the message had a usable one (for the status table).
         self.request_id = request_id
+        #: (tenant_id, environment_id) when the message named them as strings, else
+        #: empty: where the rejection is recorded for ``reprocess status``.
+        self.scope = scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +171,15 @@ def parse_request(payload: bytes | None) -> ReprocessRequest:
         raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_REQUEST_ID_CHARS else None
     )
 
+    tenant, environment = document.get("tenant_id"), document.get("environment_id")
+    scope = (
+        (tenant, environment)
+        if isinstance(tenant, str) and isinstance(environment, str)
+        else ("", "")
+    )
+
     def reject(reason: RejectReason, detail: str) -> InvalidRequest:
-        return InvalidRequest(reason, detail, request_id)
+        return InvalidRequest(reason, detail, request_id, scope)
 
     unknown = document.keys() - _KNOWN
     if unknown:

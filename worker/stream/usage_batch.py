@@ -36,6 +36,7 @@ from worker.domain.engine import (
 )
 from worker.domain.events import Event
 from worker.domain.metering import WindowSize
+from worker.domain.rating import VALUE_OUT_OF_RANGE
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 from worker.ops.metrics import Metrics
 from worker.store.errors import StoreError
@@ -180,14 +181,14 @@ class UsageBatchProcessor:
         """Decode, resolve, load state, dedup and rate; no writes. See module docstring."""
         batch = PreparedBatch(messages=len(messages))
         now = self._clock()
-        by_event: dict[int, PartitionKey] = {}
+        source: dict[int, SourceMessage] = {}
         for message in messages:
             partition = (message.topic, message.partition)
             batch.first_offsets.setdefault(partition, message.offset)
             batch.next_offsets[partition] = message.next_offset
             event = self._decode(message, now, batch)
             if event is not None:
-                by_event[id(event)] = partition
+                source[id(event)] = message
                 batch.events.append(event)
         # Resolve everything, then read the store, then rate: a failed read leaves
         # only idempotent changes (loaded snapshots, stored hashes) behind.
@@ -199,12 +200,15 @@ class UsageBatchProcessor:
         lookup = rater.lookup_keys(resolved)
         rater.remember(self._stored_owners(lookup))
         batch.rated = rater.rate(resolved, now)
+        for row, detail in batch.rated.refused:
+            batch.dead_letters.append(DeadLetter(source[id(row.event)], VALUE_OUT_OF_RANGE, detail))
         if self._metrics is not None:
             self._metrics.dedup_store_lookups.inc(len(lookup))
             self._metrics.dedup_fingerprints.set(rater.fingerprint_count)
         touched: defaultdict[PartitionKey, set[StateKey]] = defaultdict(set)
         for row in resolved.pending:
-            touched[by_event[id(row.event)]].add(row.key)
+            message = source[id(row.event)]
+            touched[(message.topic, message.partition)].add(row.key)
         for partition, keys in touched.items():
             self._keys_by_partition.setdefault(partition, set()).update(keys)
         return batch

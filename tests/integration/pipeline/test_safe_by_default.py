@@ -252,7 +252,10 @@ COMMANDS = [
         ],
         id="reprocess-request",
     ),
-    pytest.param(["reprocess", "status", "r1"], id="reprocess-status"),
+    pytest.param(
+        ["reprocess", "status", "r1", "--tenant", "t", "--environment", "e"],
+        id="reprocess-status",
+    ),
     pytest.param(["query", "line-items", "--tenant", "t", "--environment", "e"], id="query"),
 ]
 

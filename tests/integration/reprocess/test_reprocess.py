@@ -150,8 +150,10 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
 
     gateway = open_gateway(settings.store_url)
     try:
-        first, second = load_progress(gateway, "r1"), load_progress(gateway, "r2")
-        rejected = load_progress(gateway, "bad-1")
+        first = load_progress(gateway, "t1", "prod", "r1")
+        second = load_progress(gateway, "t1", "prod", "r2")
+        # No environment_id: the rejection is recorded without a scope.
+        rejected = load_progress(gateway, "", "", "bad-1")
     finally:
         gateway.close()
     assert first is not None and second is not None and rejected is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def test_status_prints_saved_progress_and_exits_1_for_an_unknown_id(
     store = f"chdb://{chdb_path}?database={chdb_database.database}"
     assert main(["migrate", "--store", store]) == 0
     capsys.readouterr()
-    assert main(["reprocess", "status", "nope", "--store", store]) == 1
+    scope = ["--tenant", "t1", "--environment", "prod"]
+    assert main(["reprocess", "status", "nope", *scope, "--store", store]) == 1
     assert "not found" in capsys.readouterr().err
 
     now = datetime(2026, 2, 1, tzinfo=UTC)
@@ -74,10 +76,28 @@ def test_status_prints_saved_progress_and_exits_1_for_an_unknown_id(
     finally:
         gateway.close()
 
-    assert main(["reprocess", "status", "r1", "--json", "--store", store]) == 0
+    assert main(["reprocess", "status", "r1", *scope, "--json", "--store", store]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["state"], shown["found"], shown["republished"]) == ("running", 10, 10)
     assert shown["cursor_timestamp"] == "2026-01-05T01:02:03.000004Z"
     assert shown["cursor_id"] == "e9"
-    assert main(["reprocess", "status", "r1", "--store", store]) == 0
+    assert main(["reprocess", "status", "r1", *scope, "--store", store]) == 0
     assert "state: running" in capsys.readouterr().out.splitlines()
+    # Scoped: the same id is unknown to another tenant or environment ...
+    other = ["--tenant", "t2", "--environment", "prod"]
+    assert main(["reprocess", "status", "r1", *other, "--store", store]) == 1
+    assert main(["reprocess", "status", "r1", "--tenant", "t1", "--environment", "dev",
+                 "--store", store]) == 1  # fmt: skip
+    # ... and once another tenant uses it, each tenant sees its own request.
+    gateway = open_gateway(store)
+    try:
+        save_progress(gateway, replace(progress, tenant_id="t2", state=RequestState.COMPLETED))
+    finally:
+        gateway.close()
+    capsys.readouterr()
+    assert main(["reprocess", "status", "r1", *other, "--json", "--store", store]) == 0
+    theirs = json.loads(capsys.readouterr().out)
+    assert (theirs["tenant_id"], theirs["state"], theirs["found"]) == ("t2", "completed", 0)
+    assert main(["reprocess", "status", "r1", *scope, "--json", "--store", store]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert (ours["tenant_id"], ours["state"], ours["found"]) == ("t1", "running", 10)

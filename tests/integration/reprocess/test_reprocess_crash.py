@@ -133,7 +133,10 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
     finally:
         reader.close()
 
-    status = run_cli(env, "reprocess", "status", request_id, "--store", store, "--json")
+    status = run_cli(
+        env, "reprocess", "status", request_id, "--tenant", "t1", "--environment", "prod",
+        "--store", store, "--json",
+    )  # fmt: skip
     assert status.returncode == 0, status.stderr
     progress = json.loads(status.stdout)
     assert progress["state"] == "completed"

@@ -87,7 +87,8 @@ def test_readers_never_create_a_missing_chdb_directory(
     missing = tmp_path / "typo"
     argv = ["query", "line-items", "--tenant", "t", "--environment", "e"]
     assert main([*argv, "--store", f"chdb://{missing}"]) == 2
-    assert main(["reprocess", "status", "r1", "--store", f"chdb://{missing}"]) == 2
+    scope = ["--tenant", "t", "--environment", "e"]
+    assert main(["reprocess", "status", "r1", *scope, "--store", f"chdb://{missing}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and f"no chdb store at {missing}" in err
     assert not missing.exists()

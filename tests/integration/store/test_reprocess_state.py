@@ -35,15 +35,22 @@ def test_the_newest_version_wins_whatever_the_save_order(migrated: StoreUnderTes
     done = second.advanced(state=RequestState.COMPLETED, pages=3)
     for progress in (done, first, second, first):  # late and repeated saves
         save_progress(migrated.gateway, progress)
-    loaded = load_progress(migrated.gateway, "r1")
+    loaded = load_progress(migrated.gateway, "t1", "prod", "r1")
     assert loaded == done
     assert loaded is not None and loaded.cursor_timestamp == CURSOR  # microseconds kept
 
 
-def test_requests_are_kept_apart(migrated: StoreUnderTest) -> None:
-    save_progress(migrated.gateway, _first("r1"))
-    save_progress(migrated.gateway, _first("r2", tenant="t2").advanced(found=5))
-    r1, r2 = load_progress(migrated.gateway, "r1"), load_progress(migrated.gateway, "r2")
+def test_requests_are_kept_apart_by_tenant_environment_and_id(migrated: StoreUnderTest) -> None:
+    gateway = migrated.gateway
+    save_progress(gateway, _first("r1"))
+    save_progress(gateway, _first("r2", tenant="t2").advanced(found=5))
+    # Another tenant reusing an id is another request, never a newer version of it.
+    save_progress(gateway, _first("r1", tenant="t2").advanced(found=7).advanced(found=8))
+    r1, r2 = load_progress(gateway, "t1", "prod", "r1"), load_progress(gateway, "t2", "prod", "r2")
     assert r1 is not None and (r1.tenant_id, r1.found) == ("t1", 0)
     assert r2 is not None and (r2.tenant_id, r2.found) == ("t2", 5)
-    assert load_progress(migrated.gateway, "never-saved") is None
+    other = load_progress(gateway, "t2", "prod", "r1")
+    assert other is not None and (other.tenant_id, other.found) == ("t2", 8)
+    assert load_progress(gateway, "t1", "prod", "r2") is None
+    assert load_progress(gateway, "t1", "dev", "r1") is None
+    assert load_progress(gateway, "t1", "prod", "never-saved") is None

@@ -10,10 +10,21 @@ import pytest
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.support import CHDB_TEST_CLUSTER
 from worker.domain.events import Event
-from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout
+from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout, render
 from worker.store.errors import SchemaMissingError, StoreError
 from worker.store.raw import insert_raw
-from worker.store.schema import LATEST_VERSION, current_version, migrate, require_schema
+from worker.store.reprocess_state import ReprocessProgress, RequestState, load_progress
+from worker.store.schema import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    PROGRESS_COLUMNS,
+    _setup_sql,
+    current_version,
+    migrate,
+    require_schema,
+)
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_migrate_twice_applies_once(store: StoreUnderTest) -> None:
@@ -28,10 +39,47 @@ def test_migrate_twice_applies_once(store: StoreUnderTest) -> None:
     assert tables == [
         ("events", "ReplacingMergeTree"),
         ("events_processed", "ReplacingMergeTree"),
+        ("reprocess_progress", "ReplacingMergeTree"),
         ("reprocess_requests", "ReplacingMergeTree"),
         ("schema_version", "ReplacingMergeTree"),
     ]
     require_schema(store.gateway)
+
+
+def test_migration_5_keeps_the_progress_saved_before_it(store: StoreUnderTest) -> None:
+    """Progress saved under migration 3's table (keyed by request id alone) is
+    found by tenant, environment and id once the schema is upgraded."""
+    gateway = store.gateway
+    gateway.ensure_database()
+    for sql in _setup_sql(gateway.database, None):
+        gateway.execute(sql)
+    for migration in MIGRATIONS[:4]:
+        for statement in migration.statements:
+            for sql in render(statement, gateway.database, None):
+                gateway.execute(sql)
+        gateway.insert(
+            "schema_version",
+            {"version": [migration.version], "description": ["x"], "applied_at": [NOW]},
+        )
+    old = ReprocessProgress(
+        request_id="r1",
+        tenant_id="t1",
+        environment_id="prod",
+        request="{}",
+        state=RequestState.RUNNING,
+        cursor_id="e7",
+        found=3,
+        created_at=NOW,
+        updated_at=NOW,
+        version=2,
+    )
+    columns = {name: [getattr(old, name)] for name in PROGRESS_COLUMNS}
+    columns["state"] = [old.state.value]
+    gateway.insert("reprocess_requests", columns)
+
+    assert migrate(gateway) == [5]
+    assert load_progress(gateway, "t1", "prod", "r1") == old
+    assert load_progress(gateway, "t2", "prod", "r1") is None
 
 
 def test_readers_require_the_schema(store: StoreUnderTest) -> None:
@@ -59,7 +107,13 @@ def test_cluster_layout_puts_distributed_tables_in_front(
 ) -> None:
     assert migrate(store.gateway, cluster=test_cluster) == list(range(1, LATEST_VERSION + 1))
     assert migrate(store.gateway, cluster=test_cluster) == []
-    names = ["events", "events_processed", "reprocess_requests", "schema_version"]
+    names = [
+        "events",
+        "events_processed",
+        "reprocess_progress",
+        "reprocess_requests",
+        "schema_version",
+    ]
     assert _tables(store) == sorted(
         [(name, "Distributed") for name in names]
         + [(name + LOCAL_SUFFIX, "ReplacingMergeTree") for name in names]
