@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker.domain.metering import AggregationType, WindowSize
+from worker.domain.metering import MAX_EVENT_QUANTITY, AggregationType, WindowSize
 from worker.domain.periods import BillingPeriodUnit
 from worker.domain.pricing import BillingModel, TierMode
 
@@ -48,15 +48,44 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: Price amounts (``amount``, ``unit_amount``, ``flat_amount``, a meter's
+#: ``multiplier``) are below this in magnitude; quantities (``up_to``,
+#: ``free_units``, ``divide_by``) below :data:`QUANTITY_LIMIT`, the per-event
+#: quantity limit. Stored values hold 23 integer digits and 15 decimals
+#: (``Decimal(38, 15)``): the bounds catch a mistyped price or tier (a few extra
+#: zeros) at load instead of letting it inflate every bill of a period, and
+#: keep ordinary period totals far from the stored range. What still crosses
+#: it (a huge quantity times a large price) is refused per event at rating
+#: time and dead-lettered (``value_out_of_range``), never stored wrong.
+AMOUNT_LIMIT = Decimal(10) ** 12
+QUANTITY_LIMIT = MAX_EVENT_QUANTITY
+#: Decimal places a catalog number may have: the stored scale. More would be
+#: rounded away silently when rated.
+MAX_PLACES = 15
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
 def _finite(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")
+    if abs(value) >= AMOUNT_LIMIT:
+        raise ValueError(f"must be below {AMOUNT_LIMIT:,.0f} in magnitude (a typo?)")
+    if _places(value) > MAX_PLACES:
+        raise ValueError(f"must have at most {MAX_PLACES} decimal places")
     return value
 
 
 def _non_negative(value: Decimal) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError("must be a finite number >= 0")
+    if value >= QUANTITY_LIMIT:
+        raise ValueError(f"must be below {QUANTITY_LIMIT:,.0f} (the per-event quantity limit)")
+    if _places(value) > MAX_PLACES:
+        raise ValueError(f"must have at most {MAX_PLACES} decimal places")
     return value
 
 
@@ -263,11 +292,28 @@ def parse_documents(data: Any) -> list[CatalogDocument]:
     return documents
 
 
-def load_catalog_file(path: str) -> list[CatalogDocument]:
-    """Read, parse and strictly check a catalog file; raises :class:`CatalogError`."""
+#: Largest catalog file read (bytes): the whole file is parsed in memory. A
+#: catalog beyond it belongs on the catalog topic, one entity per message.
+MAX_CATALOG_FILE_BYTES = 256 * 1024 * 1024
+
+
+def load_catalog_file(path: str, *, max_bytes: int | None = None) -> list[CatalogDocument]:
+    """Read, parse and strictly check a catalog file; raises :class:`CatalogError`.
+
+    Files over ``max_bytes`` (default :data:`MAX_CATALOG_FILE_BYTES`) are refused
+    before they are parsed.
+    """
+    max_bytes = MAX_CATALOG_FILE_BYTES if max_bytes is None else max_bytes
     try:
         with open(path, "rb") as handle:
-            data = orjson.loads(handle.read())
+            raw = handle.read(max_bytes + 1)
+            if len(raw) > max_bytes:
+                raise CatalogError(
+                    f"catalog file {path} is larger than {max_bytes} bytes, the limit of one "
+                    "catalog file: split it (by tenant or environment) and publish the parts "
+                    "to the catalog topic with events-worker catalog publish"
+                )
+            data = orjson.loads(raw)
     except OSError as exc:
         raise CatalogError(f"cannot read catalog file {path}: {exc.strerror}") from None
     except orjson.JSONDecodeError as exc:

@@ -180,12 +180,18 @@ class LineItemPeriodRating:
         qty_billable = billable - previous
         cost = rated - self._rated
         unit_cost = quantize(div(cost, qty_billable))
-        # Every other value of the row is bounded by these (quantities are >= 0,
-        # |cost| <= the larger of two period amounts, each already checked).
-        if not (-STORED_LIMIT < rated < STORED_LIMIT and -STORED_LIMIT < unit_cost < STORED_LIMIT):
+        # Quantities are >= 0 and bounded by the period quantity checked above;
+        # the cost is checked too: amounts may be negative (credits), so the
+        # difference of two in-range period amounts may not be.
+        if not (
+            -STORED_LIMIT < rated < STORED_LIMIT
+            and -STORED_LIMIT < cost < STORED_LIMIT
+            and -STORED_LIMIT < unit_cost < STORED_LIMIT
+        ):
             raise ValueOutOfRange(
-                f"period amount {rated} (unit cost {unit_cost}) at billable quantity "
-                f"{billable}, beyond the stored range (< 1e{STORED_LIMIT.adjusted()})"
+                f"period amount {rated} (row cost {cost}, unit cost {unit_cost}) at "
+                f"billable quantity {billable}, beyond the stored range "
+                f"(< 1e{STORED_LIMIT.adjusted()})"
             )
         self._commit(measurement.unique_hash, event_id, value, ts)
         # Positional: keyword construction of a NamedTuple costs ~60% more.
