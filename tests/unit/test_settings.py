@@ -80,3 +80,13 @@ def test_exit_when_idle_must_be_a_finite_non_negative_number(
         build_parser().parse_args(["run", "usage", "--exit-when-idle", seconds])
     assert exited.value.code == 2
     assert "--exit-when-idle" in capsys.readouterr().err
+
+
+def test_engine_is_python_unless_the_core_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args(["run", "usage"])
+    assert settings_from(args).engine == "python"
+    monkeypatch.setenv("EW_ENGINE", "core")
+    assert settings_from(args).engine == "core"
+    monkeypatch.setenv("EW_ENGINE", "rust")
+    with pytest.raises(UserError, match=r"EW_ENGINE: Input should be 'python' or 'core'"):
+        settings_from(args)
