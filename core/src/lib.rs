@@ -14,6 +14,7 @@ pub mod text;
 pub mod timestamp;
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
 use columns::StringColumn;
@@ -70,7 +71,8 @@ fn column_value<'a>(event: &'a RawEvent, name: &str) -> &'a str {
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
-    values: Vec<Option<Vec<u8>>>,
+    // Borrowed from the bytes objects: no copy, and no per-byte conversion.
+    values: Vec<Option<PyBackedBytes>>,
     topics: Vec<String>,
     partitions: Vec<i64>,
     offsets: Vec<i64>,
