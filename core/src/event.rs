@@ -5,6 +5,8 @@
 //! gets the same reason code. The detail text of a rejection is not produced
 //! here: the caller takes it from the reference for the (rare) dead letters.
 
+use std::borrow::Cow;
+
 use crate::decimal::{numeric_of_string, numeric_text, parse_py_decimal};
 use crate::json::{self, Value};
 use crate::text::{positional, py_strip, shortest_digits, write_json, FloatStyle};
@@ -107,11 +109,11 @@ const ORJSON_MAX_WRITE_DEPTH: usize = 255;
 
 /// Decode and validate one message value; see the module docs.
 ///
-/// `fallback_id` is used when the message has no `id`, `fallback_timestamp_us`
-/// when it has no `timestamp`.
+/// `fallback_id` makes the id of a message without one (called only then),
+/// `fallback_timestamp_us` is the timestamp of a message without one.
 pub fn decode_event(
     payload: &[u8],
-    fallback_id: &str,
+    fallback_id: impl FnOnce() -> String,
     fallback_timestamp_us: i64,
     limits: &Limits,
 ) -> Result<RawEvent, Reason> {
@@ -164,7 +166,7 @@ pub fn decode_event(
     let (canonical_json, numeric_json) = derived_properties(property_members);
     Ok(RawEvent {
         id: if event_id.is_empty() {
-            fallback_id.to_string()
+            fallback_id()
         } else {
             event_id.to_string()
         },
@@ -182,7 +184,7 @@ pub fn decode_event(
 }
 
 /// The first fault among the identifier fields, required ones first.
-fn string_error(document: &Value, limits: &Limits) -> Reason {
+fn string_error(document: &Value<'_>, limits: &Limits) -> Reason {
     for name in CHECK_ORDER {
         let value = document.get(name);
         let required = name == "tenant_id" || name == "event_name";
@@ -201,7 +203,7 @@ fn string_error(document: &Value, limits: &Limits) -> Reason {
     unreachable!("string_error is called only when a string field is invalid")
 }
 
-fn check_properties(members: &[(String, Value)], limits: &Limits) -> Result<(), Reason> {
+fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
@@ -220,7 +222,7 @@ fn check_properties(members: &[(String, Value)], limits: &Limits) -> Result<(), 
 
 /// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
 /// refuses the nesting.
-fn properties_text(properties: &Value) -> String {
+fn properties_text(properties: &Value<'_>) -> String {
     let style = if json::depth(properties) >= ORJSON_MAX_WRITE_DEPTH {
         FloatStyle::PythonRepr
     } else {
@@ -232,21 +234,23 @@ fn properties_text(properties: &Value) -> String {
 }
 
 /// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts.
-fn derived_properties(members: &[(String, Value)]) -> (String, String) {
-    let mut canonical: Vec<(&str, String)> = Vec::new();
+fn derived_properties(members: &[(Cow<'_, str>, Value<'_>)]) -> (String, String) {
+    let mut canonical: Vec<(&str, Cow<'_, str>)> = Vec::new();
     let mut numeric: Vec<(&str, String)> = Vec::new();
     for (key, value) in members {
-        let key = key.as_str();
+        let key = key.as_ref();
         match value {
             Value::Str(text) => {
-                canonical.push((key, text.clone()));
+                canonical.push((key, Cow::Borrowed(text.as_ref())));
                 if let Some(number) = numeric_of_string(text) {
                     numeric.push((key, number));
                 }
             }
-            Value::Bool(flag) => canonical.push((key, flag.to_string())),
+            Value::Bool(flag) => {
+                canonical.push((key, Cow::Borrowed(if *flag { "true" } else { "false" })))
+            }
             Value::Int(number) => {
-                canonical.push((key, number.to_string()));
+                canonical.push((key, Cow::Owned(number.to_string())));
                 if *number < 1_000_000_000_000_000_000 {
                     let text = if *number > 0 {
                         number.to_string()
@@ -270,7 +274,7 @@ fn derived_properties(members: &[(String, Value)]) -> (String, String) {
                     };
                     numeric.push((key, text));
                 }
-                canonical.push((key, digits));
+                canonical.push((key, Cow::Owned(digits)));
             }
             Value::Null | Value::Array(_) | Value::Object(_) => {}
         }
@@ -287,7 +291,7 @@ pub fn canonical_float(value: f64) -> String {
 }
 
 /// A JSON object of strings; a key repeated (impossible after decoding) is kept once.
-fn string_map(pairs: &[(&str, String)]) -> String {
+fn string_map<V: AsRef<str>>(pairs: &[(&str, V)]) -> String {
     let mut out = String::from("{");
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -295,7 +299,7 @@ fn string_map(pairs: &[(&str, String)]) -> String {
         }
         crate::text::write_json_string(&mut out, key);
         out.push(':');
-        crate::text::write_json_string(&mut out, value);
+        crate::text::write_json_string(&mut out, value.as_ref());
     }
     out.push('}');
     out
@@ -314,7 +318,7 @@ mod tests {
     };
 
     fn decode(text: &str) -> Result<RawEvent, Reason> {
-        decode_event(text.as_bytes(), "t-0-7", 42, &LIMITS)
+        decode_event(text.as_bytes(), || "t-0-7".to_string(), 42, &LIMITS)
     }
 
     #[test]
@@ -372,7 +376,7 @@ mod tests {
             assert_eq!(decode(text), Err(reason), "{text}");
         }
         assert_eq!(
-            decode_event(b"\xff", "x", 0, &LIMITS),
+            decode_event(b"\xff", String::new, 0, &LIMITS),
             Err(Reason::InvalidEncoding)
         );
     }

@@ -8,6 +8,7 @@
 //! error). Duplicate object keys keep the first key's position and the last
 //! value, as a Python dict does.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The text is not a JSON document the reference accepts.
@@ -20,33 +21,36 @@ pub const MAX_DEPTH: usize = 1024;
 /// Objects with more members than this get a hash index for duplicate keys.
 const LINEAR_KEY_SCAN: usize = 16;
 
-/// A decoded JSON value.
+/// A decoded JSON value; strings without escapes borrow from the input text.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     /// An integer literal within `[-2^63, 2^64)`.
     Int(i128),
     /// Any other number: a fraction, an exponent, or an integer out of that range.
     Float(f64),
-    Str(String),
-    Array(Vec<Value>),
+    Str(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
     /// Members in first-occurrence order; a repeated key replaced the value in place.
-    Object(Vec<(String, Value)>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
 }
 
-impl Value {
+impl<'a> Value<'a> {
     /// The member `key` of an object, if any.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
-            Value::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Value::Object(members) => members
+                .iter()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| v),
             _ => None,
         }
     }
 }
 
 /// Parse a whole document. `Err` carries no detail: the caller only needs the reason.
-pub fn parse(text: &str) -> Result<Value, InvalidJson> {
+pub fn parse(text: &str) -> Result<Value<'_>, InvalidJson> {
     let mut parser = Parser {
         bytes: text.as_bytes(),
         text,
@@ -67,7 +71,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -78,7 +82,7 @@ impl Parser<'_> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, InvalidJson> {
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
         match self.peek().ok_or(InvalidJson)? {
             b'{' => self.object(depth + 1),
             b'[' => self.array(depth + 1),
@@ -91,7 +95,7 @@ impl Parser<'_> {
         }
     }
 
-    fn literal(&mut self, word: &[u8], value: Value) -> Result<Value, InvalidJson> {
+    fn literal(&mut self, word: &[u8], value: Value<'a>) -> Result<Value<'a>, InvalidJson> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(value)
@@ -100,7 +104,7 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, InvalidJson> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
         if depth > MAX_DEPTH {
             return Err(InvalidJson);
         }
@@ -126,12 +130,12 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, InvalidJson> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
         if depth > MAX_DEPTH {
             return Err(InvalidJson);
         }
         self.pos += 1;
-        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
         let mut index: Option<HashMap<String, usize>> = None;
         self.skip_ws();
         if self.peek() == Some(b'}') {
@@ -164,9 +168,9 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String, InvalidJson> {
+    fn string(&mut self) -> Result<Cow<'a, str>, InvalidJson> {
         self.pos += 1; // the opening quote
-        let mut out = String::new();
+        let mut owned: Option<String> = None;
         loop {
             let start = self.pos;
             while let Some(&b) = self.bytes.get(self.pos) {
@@ -176,15 +180,23 @@ impl Parser<'_> {
                 self.pos += 1;
             }
             // Runs end at ASCII bytes, so they are whole UTF-8 sequences.
-            out.push_str(&self.text[start..self.pos]);
+            let run = &self.text[start..self.pos];
             match self.peek().ok_or(InvalidJson)? {
                 b'"' => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(match owned {
+                        None => Cow::Borrowed(run),
+                        Some(mut text) => {
+                            text.push_str(run);
+                            Cow::Owned(text)
+                        }
+                    });
                 }
                 b'\\' => {
                     self.pos += 1;
-                    self.escape(&mut out)?;
+                    let text = owned.get_or_insert_with(String::new);
+                    text.push_str(run);
+                    self.escape(text)?;
                 }
                 _ => return Err(InvalidJson), // a control character
             }
@@ -238,7 +250,7 @@ impl Parser<'_> {
         Ok(unit)
     }
 
-    fn number(&mut self) -> Result<Value, InvalidJson> {
+    fn number(&mut self) -> Result<Value<'a>, InvalidJson> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -294,14 +306,14 @@ impl Parser<'_> {
     }
 }
 
-fn insert_member(
-    members: &mut Vec<(String, Value)>,
+fn insert_member<'a>(
+    members: &mut Vec<(Cow<'a, str>, Value<'a>)>,
     index: &mut Option<HashMap<String, usize>>,
-    key: String,
-    value: Value,
+    key: Cow<'a, str>,
+    value: Value<'a>,
 ) {
     let existing = match index {
-        Some(map) => map.get(&key).copied(),
+        Some(map) => map.get(key.as_ref()).copied(),
         None => members.iter().position(|(k, _)| *k == key),
     };
     if let Some(at) = existing {
@@ -309,21 +321,21 @@ fn insert_member(
         return;
     }
     if let Some(map) = index {
-        map.insert(key.clone(), members.len());
+        map.insert(key.to_string(), members.len());
     } else if members.len() >= LINEAR_KEY_SCAN {
         let mut map: HashMap<String, usize> = members
             .iter()
             .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
+            .map(|(i, (k, _))| (k.to_string(), i))
             .collect();
-        map.insert(key.clone(), members.len());
+        map.insert(key.to_string(), members.len());
         *index = Some(map);
     }
     members.push((key, value));
 }
 
 /// Nesting depth of containers in `value` (a scalar is 0, `[]` is 1).
-pub fn depth(value: &Value) -> usize {
+pub fn depth(value: &Value<'_>) -> usize {
     match value {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
         Value::Object(members) => 1 + members.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
@@ -369,6 +381,7 @@ mod tests {
     #[test]
     fn strings_are_strict() {
         assert_eq!(parse(r#""\ud83d\ude00""#), Ok(Value::Str("😀".into())));
+        assert_eq!(parse(r#""a\"b""#), Ok(Value::Str("a\"b".into())));
         for bad in [
             r#""\ud800""#,
             r#""\udc00""#,

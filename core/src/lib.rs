@@ -115,12 +115,12 @@ fn decode_batch<'py>(
                 rejected.push((i, event::Reason::EmptyMessage.code()));
                 continue;
             };
-            let fallback_id = format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
+            let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
             let fallback_us = match timestamps_ms[i] {
                 Some(ms) if ms > 0 => ms * 1000,
                 _ => now_us,
             };
-            match decode_event(value, &fallback_id, fallback_us, &limits) {
+            match decode_event(value, fallback_id, fallback_us, &limits) {
                 Ok(event) => {
                     accepted.push(i);
                     events.push(event);

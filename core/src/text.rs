@@ -150,7 +150,7 @@ pub fn positional(digits: &str, exp: i32, point_zero: bool) -> String {
 }
 
 /// Write `value` as compact JSON (`separators=(",", ":")`) with the given float style.
-pub fn write_json(out: &mut String, value: &Value, style: FloatStyle) {
+pub fn write_json(out: &mut String, value: &Value<'_>, style: FloatStyle) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
