@@ -58,6 +58,7 @@ class PipelineBenchResult:
     produce_per_s: float
     pipeline_per_s: float
     consume_only_per_s: float
+    core_pipeline_per_s: float
     naive_per_s: float
     naive_sample: int
     latency_rate: float
@@ -91,6 +92,17 @@ def run_pipeline_bench(
         consume_rate = _consume_only(settings, events)
         stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
         pipeline_rate = stats.messages / max(stats.busy_seconds, 1e-9)
+        # The same events again with the core's raw columns (EW_ENGINE=core), in a
+        # group and database of their own (one chdb directory per process).
+        core_settings = settings.model_copy(
+            update={
+                "engine": "core",
+                "usage_group": f"{settings.usage_group}-core",
+                "store_url": f"chdb://{tmp}/clickhouse?database=core_bench",
+            }
+        )
+        core_stats = run_usage(core_settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
+        core_rate = core_stats.messages / max(core_stats.busy_seconds, 1e-9)
         naive_rate = _naive(settings, catalog, naive_sample)
         latency_rate = pipeline_rate / 2
         latency_count = max(1_000, int(latency_rate * latency_seconds))
@@ -104,6 +116,7 @@ def run_pipeline_bench(
         produce_rate,
         pipeline_rate,
         consume_rate,
+        core_rate,
         naive_rate,
         naive_sample,
         latency_rate,
@@ -124,6 +137,8 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         f"  consume-only baseline   : {result.consume_only_per_s:>10,.0f} events/s\n"
         f"  usage consumer (priced) : {result.pipeline_per_s:>10,.0f} events/s, all committed "
         f"({result.pipeline_per_s / result.consume_only_per_s:.2f}x consume-only)\n"
+        f"  same, EW_ENGINE=core    : {result.core_pipeline_per_s:>10,.0f} events/s, all committed "
+        "(raw rows from the compiled core's columns; rating still in Python)\n"
         f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
         f"(sample of {result.naive_sample:,}; usage consumer is "
         f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"
