@@ -7,9 +7,12 @@
 
 use std::borrow::Cow;
 
+use crate::columns::StringColumn;
 use crate::decimal::{numeric_of_string, numeric_text, parse_py_decimal};
 use crate::json::{self, Value};
-use crate::text::{positional, py_strip, shortest_digits, write_json, FloatStyle};
+use crate::text::{
+    positional, py_strip, shortest_digits, write_json, write_json_string, FloatStyle,
+};
 use crate::timestamp::parse_timestamp;
 
 /// Size limits (`validation.EventLimits`).
@@ -60,25 +63,56 @@ impl Reason {
     }
 }
 
-/// The columns of one `events` row (`ingested_at` is the batch's, not per row).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
-    pub id: String,
-    pub tenant_id: String,
-    pub environment_id: String,
+/// The columns of accepted events (`ingested_at` is the batch's, not per row).
+#[derive(Debug, Default)]
+pub struct RawColumns {
+    pub id: StringColumn,
+    pub tenant_id: StringColumn,
+    pub environment_id: StringColumn,
     /// Stripped of Python whitespace.
-    pub event_name: String,
-    pub source: String,
-    pub customer_id: String,
-    pub external_customer_id: String,
+    pub event_name: StringColumn,
+    pub source: StringColumn,
+    pub customer_id: StringColumn,
+    pub external_customer_id: StringColumn,
     /// Microseconds since the epoch, UTC.
-    pub timestamp_us: i64,
+    pub timestamp_us: Vec<i64>,
     /// The stored JSON text of `properties` (orjson's spelling).
-    pub properties: String,
+    pub properties: StringColumn,
     /// Canonical value per top-level property (`canonical_json`).
-    pub canonical_json: String,
+    pub canonical_json: StringColumn,
     /// Metered quantity per top-level property (`numeric_json`).
-    pub numeric_json: String,
+    pub numeric_json: StringColumn,
+}
+
+impl RawColumns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.timestamp_us.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamp_us.is_empty()
+    }
+
+    /// The string columns by their `events` column name.
+    pub fn string_columns(&self) -> [(&'static str, &StringColumn); 10] {
+        [
+            ("tenant_id", &self.tenant_id),
+            ("environment_id", &self.environment_id),
+            ("id", &self.id),
+            ("event_name", &self.event_name),
+            ("external_customer_id", &self.external_customer_id),
+            ("customer_id", &self.customer_id),
+            ("source", &self.source),
+            ("properties", &self.properties),
+            ("canonical_json", &self.canonical_json),
+            ("numeric_json", &self.numeric_json),
+        ]
+    }
 }
 
 /// Identifier fields in the reference's `_STRING_FIELDS` order.
@@ -110,13 +144,16 @@ const ORJSON_MAX_WRITE_DEPTH: usize = 255;
 /// Decode and validate one message value; see the module docs.
 ///
 /// `fallback_id` makes the id of a message without one (called only then),
-/// `fallback_timestamp_us` is the timestamp of a message without one.
+/// `fallback_timestamp_us` is the timestamp of a message without one. An
+/// accepted event is appended to `out` as one row; a rejected one leaves it as
+/// it was.
 pub fn decode_event(
     payload: &[u8],
     fallback_id: impl FnOnce() -> String,
     fallback_timestamp_us: i64,
     limits: &Limits,
-) -> Result<RawEvent, Reason> {
+    out: &mut RawColumns,
+) -> Result<(), Reason> {
     if payload.len() > limits.max_message_bytes {
         return Err(Reason::MessageTooLarge);
     }
@@ -163,24 +200,26 @@ pub fn decode_event(
         Some(Value::Str(text)) => parse_timestamp(text).map_err(|_| Reason::InvalidTimestamp)?,
         Some(_) => return Err(Reason::InvalidTimestamp),
     };
-    let (canonical_json, numeric_json) = derived_properties(property_members);
-    Ok(RawEvent {
-        id: if event_id.is_empty() {
-            fallback_id()
-        } else {
-            event_id.to_string()
-        },
-        tenant_id: tenant_id.to_string(),
-        environment_id: environment_id.to_string(),
-        event_name: event_name.to_string(),
-        source: source.to_string(),
-        customer_id: customer_id.to_string(),
-        external_customer_id: external_id.to_string(),
-        timestamp_us,
-        properties: properties_text(properties),
-        canonical_json,
-        numeric_json,
-    })
+    if event_id.is_empty() {
+        out.id.push(&fallback_id());
+    } else {
+        out.id.push(event_id);
+    }
+    out.tenant_id.push(tenant_id);
+    out.environment_id.push(environment_id);
+    out.event_name.push(event_name);
+    out.source.push(source);
+    out.customer_id.push(customer_id);
+    out.external_customer_id.push(external_id);
+    out.timestamp_us.push(timestamp_us);
+    out.properties
+        .push_with(|text| write_properties(text, properties));
+    derived_properties(
+        property_members,
+        &mut out.canonical_json,
+        &mut out.numeric_json,
+    );
+    Ok(())
 }
 
 /// The first fault among the identifier fields, required ones first.
@@ -222,64 +261,93 @@ fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> R
 
 /// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
 /// refuses the nesting.
-fn properties_text(properties: &Value<'_>) -> String {
+fn write_properties(out: &mut String, properties: &Value<'_>) {
     let style = if json::depth(properties) >= ORJSON_MAX_WRITE_DEPTH {
         FloatStyle::PythonRepr
     } else {
         FloatStyle::Orjson
     };
-    let mut out = String::new();
-    write_json(&mut out, properties, style);
-    out
+    write_json(out, properties, style);
 }
 
-/// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts.
-fn derived_properties(members: &[(Cow<'_, str>, Value<'_>)]) -> (String, String) {
-    let mut canonical: Vec<(&str, Cow<'_, str>)> = Vec::new();
-    let mut numeric: Vec<(&str, String)> = Vec::new();
+/// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts,
+/// appended to their columns as one row each.
+fn derived_properties(
+    members: &[(Cow<'_, str>, Value<'_>)],
+    canonical: &mut StringColumn,
+    numeric: &mut StringColumn,
+) {
+    let mut canonical_map = JsonStringMap::open(canonical);
+    let mut numeric_map = JsonStringMap::open(numeric);
     for (key, value) in members {
         let key = key.as_ref();
         match value {
             Value::Str(text) => {
-                canonical.push((key, Cow::Borrowed(text.as_ref())));
+                canonical_map.entry(key, text);
                 if let Some(number) = numeric_of_string(text) {
-                    numeric.push((key, number));
+                    numeric_map.entry(key, &number);
                 }
             }
-            Value::Bool(flag) => {
-                canonical.push((key, Cow::Borrowed(if *flag { "true" } else { "false" })))
-            }
+            Value::Bool(flag) => canonical_map.entry(key, if *flag { "true" } else { "false" }),
             Value::Int(number) => {
-                canonical.push((key, Cow::Owned(number.to_string())));
+                let text = number.to_string();
+                canonical_map.entry(key, &text);
                 if *number < 1_000_000_000_000_000_000 {
-                    let text = if *number > 0 {
-                        number.to_string()
-                    } else {
-                        "0".to_string()
-                    };
-                    numeric.push((key, text));
+                    numeric_map.entry(key, if *number > 0 { &text } else { "0" });
                 }
             }
             Value::Float(number) => {
                 let digits = canonical_float(*number);
+                canonical_map.entry(key, &digits);
                 if *number <= 0.0 {
-                    numeric.push((key, "0".to_string()));
+                    numeric_map.entry(key, "0");
                 } else if *number < 1e18 {
                     let fraction = digits.split_once('.').map_or(0, |(_, f)| f.len());
-                    let text = if fraction <= crate::decimal::SCALE {
-                        digits.clone()
+                    if fraction <= crate::decimal::SCALE {
+                        numeric_map.entry(key, &digits);
                     } else {
                         let parsed = parse_py_decimal(&digits).expect("float digits parse");
-                        numeric_text(&parsed).expect("below 10^18")
-                    };
-                    numeric.push((key, text));
+                        numeric_map.entry(key, &numeric_text(&parsed).expect("below 10^18"));
+                    }
                 }
-                canonical.push((key, Cow::Owned(digits)));
             }
             Value::Null | Value::Array(_) | Value::Object(_) => {}
         }
     }
-    (string_map(&canonical), string_map(&numeric))
+    canonical_map.close();
+    numeric_map.close();
+}
+
+/// A JSON object of strings written straight into a column's next row.
+struct JsonStringMap<'c> {
+    column: &'c mut StringColumn,
+    empty: bool,
+}
+
+impl<'c> JsonStringMap<'c> {
+    fn open(column: &'c mut StringColumn) -> Self {
+        column.text_mut().push('{');
+        JsonStringMap {
+            column,
+            empty: true,
+        }
+    }
+
+    fn entry(&mut self, key: &str, value: &str) {
+        let out = self.column.text_mut();
+        if !self.empty {
+            out.push(',');
+        }
+        self.empty = false;
+        write_json_string(out, key);
+        out.push(':');
+        write_json_string(out, value);
+    }
+
+    fn close(self) {
+        self.column.text_mut().push('}');
+        self.column.end_row();
+    }
 }
 
 /// `metering.canonical_value` of a float: shortest round-trip digits, no exponent,
@@ -288,21 +356,6 @@ pub fn canonical_float(value: f64) -> String {
     let (negative, digits, exp) = shortest_digits(value);
     let sign = if negative { "-" } else { "" };
     format!("{sign}{}", positional(&digits, exp, false))
-}
-
-/// A JSON object of strings; a key repeated (impossible after decoding) is kept once.
-fn string_map<V: AsRef<str>>(pairs: &[(&str, V)]) -> String {
-    let mut out = String::from("{");
-    for (i, (key, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        crate::text::write_json_string(&mut out, key);
-        out.push(':');
-        crate::text::write_json_string(&mut out, value.as_ref());
-    }
-    out.push('}');
-    out
 }
 
 #[cfg(test)]
@@ -317,8 +370,17 @@ mod tests {
         max_string_value_chars: 64 * 1024,
     };
 
-    fn decode(text: &str) -> Result<RawEvent, Reason> {
-        decode_event(text.as_bytes(), || "t-0-7".to_string(), 42, &LIMITS)
+    fn decode(text: &str) -> Result<RawColumns, Reason> {
+        let mut out = RawColumns::new();
+        decode_event(
+            text.as_bytes(),
+            || "t-0-7".to_string(),
+            42,
+            &LIMITS,
+            &mut out,
+        )?;
+        assert_eq!(out.len(), 1);
+        Ok(out)
     }
 
     #[test]
@@ -328,19 +390,19 @@ mod tests {
                 "properties":{"n":2.50,"s":" 1_0 ","b":true,"x":null,"f":1e-7}}"#,
         )
         .unwrap();
-        assert_eq!(event.id, "t-0-7");
-        assert_eq!(event.event_name, "api");
-        assert_eq!(event.timestamp_us, 42);
+        assert_eq!(event.id.get(0), "t-0-7");
+        assert_eq!(event.event_name.get(0), "api");
+        assert_eq!(event.timestamp_us, vec![42]);
         assert_eq!(
-            event.properties,
+            event.properties.get(0),
             r#"{"n":2.5,"s":" 1_0 ","b":true,"x":null,"f":1e-7}"#
         );
         assert_eq!(
-            event.canonical_json,
+            event.canonical_json.get(0),
             r#"{"n":"2.5","s":" 1_0 ","b":"true","f":"0.0000001"}"#
         );
         assert_eq!(
-            event.numeric_json,
+            event.numeric_json.get(0),
             r#"{"n":"2.5","s":"10.000000000000000","f":"0.0000001"}"#
         );
     }
@@ -373,11 +435,13 @@ mod tests {
             ("{\"a\":", Reason::InvalidJson),
         ];
         for (text, reason) in cases {
-            assert_eq!(decode(text), Err(reason), "{text}");
+            assert_eq!(decode(text).err(), Some(reason), "{text}");
         }
+        let mut out = RawColumns::new();
         assert_eq!(
-            decode_event(b"\xff", String::new, 0, &LIMITS),
+            decode_event(b"\xff", String::new, 0, &LIMITS, &mut out),
             Err(Reason::InvalidEncoding)
         );
+        assert!(out.is_empty());
     }
 }

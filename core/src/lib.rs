@@ -17,42 +17,12 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
-use columns::StringColumn;
-use event::{decode_event, Limits, RawEvent};
+use event::{decode_event, Limits, RawColumns};
 
 /// The version of the core, so Python can check that the built extension matches.
 #[pyfunction]
 fn core_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
-}
-
-/// The raw `events` string columns, in the order `decode_batch` returns them.
-const STRING_COLUMNS: [&str; 10] = [
-    "tenant_id",
-    "environment_id",
-    "id",
-    "event_name",
-    "external_customer_id",
-    "customer_id",
-    "source",
-    "properties",
-    "canonical_json",
-    "numeric_json",
-];
-
-fn column_value<'a>(event: &'a RawEvent, name: &str) -> &'a str {
-    match name {
-        "tenant_id" => &event.tenant_id,
-        "environment_id" => &event.environment_id,
-        "id" => &event.id,
-        "event_name" => &event.event_name,
-        "external_customer_id" => &event.external_customer_id,
-        "customer_id" => &event.customer_id,
-        "source" => &event.source,
-        "properties" => &event.properties,
-        "canonical_json" => &event.canonical_json,
-        _ => &event.numeric_json,
-    }
 }
 
 /// Decode and validate a batch of message values.
@@ -106,10 +76,10 @@ fn decode_batch<'py>(
         max_id_chars: limits.3,
         max_string_value_chars: limits.4,
     };
-    let (accepted, rejected, events) = py.detach(|| {
+    let (accepted, rejected, columns) = py.detach(|| {
         let mut accepted = Vec::with_capacity(count);
         let mut rejected = Vec::new();
-        let mut events = Vec::with_capacity(count);
+        let mut columns = RawColumns::new();
         for i in 0..count {
             let Some(value) = &values[i] else {
                 rejected.push((i, event::Reason::EmptyMessage.code()));
@@ -120,31 +90,25 @@ fn decode_batch<'py>(
                 Some(ms) if ms > 0 => ms * 1000,
                 _ => now_us,
             };
-            match decode_event(value, fallback_id, fallback_us, &limits) {
-                Ok(event) => {
-                    accepted.push(i);
-                    events.push(event);
-                }
+            match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
+                Ok(()) => accepted.push(i),
                 Err(reason) => rejected.push((i, reason.code())),
             }
         }
-        (accepted, rejected, events)
+        (accepted, rejected, columns)
     });
     let strings = PyDict::new(py);
-    for name in STRING_COLUMNS {
-        let mut column = StringColumn::new();
-        for event in &events {
-            column.push(column_value(event, name));
-        }
+    for (name, column) in columns.string_columns() {
         let buffers = (
             PyBytes::new(py, &column.offset_bytes()),
             PyBytes::new(py, column.data()),
         );
         strings.set_item(name, buffers)?;
     }
-    let timestamps: Vec<u8> = events
+    let timestamps: Vec<u8> = columns
+        .timestamp_us
         .iter()
-        .flat_map(|e| e.timestamp_us.to_le_bytes())
+        .flat_map(|t| t.to_le_bytes())
         .collect();
     Ok((accepted, rejected, strings, PyBytes::new(py, &timestamps)))
 }
