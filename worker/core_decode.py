@@ -26,6 +26,7 @@ from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 class Message(Protocol):
@@ -58,11 +59,11 @@ class CoreDecoded:
 
     def insert_columns(self, ingested_at: datetime) -> dict[str, pa.Array]:
         """The columns of an ``events`` insert, ``ingested_at`` the same for every row."""
-        stamp = pa.scalar(ingested_at.astimezone(UTC), type=_TIMESTAMP_TYPE)
-        return {**self.columns, "ingested_at": pa.repeat(stamp, len(self.accepted))}
-
-
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+        # One int64 repeated as raw bytes (pa.repeat costs ~25 ms per 10k rows here).
+        micros = (ingested_at - _EPOCH) // _MICROSECOND
+        buffer = pa.py_buffer(micros.to_bytes(8, "little", signed=True) * len(self.accepted))
+        ingested = pa.Array.from_buffers(_TIMESTAMP_TYPE, len(self.accepted), [None, buffer])
+        return {**self.columns, "ingested_at": ingested}
 
 
 def decode_raw_batch(
