@@ -9,7 +9,8 @@ test holds the two together), except for the detail text of a rejection: the
 core gives only the reason code, and dead letters are rare enough to take their
 text from the reference (:func:`rejection_detail`).
 
-The usage pipeline does not call it yet: see docs/core.md.
+With ``EW_ENGINE=core`` the usage batch step writes the raw rows from these
+columns (``worker.stream.usage_batch``); see docs/core.md.
 """
 
 from __future__ import annotations

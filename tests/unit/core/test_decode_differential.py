@@ -105,6 +105,9 @@ _FLOATS = st.one_of(
 _INTS = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
     st.sampled_from([0, 10**18 - 1, 10**18, 2**63, 2**64 - 1, -(2**63)]),
+    # Beyond [-2^63, 2^64) JSON integers are read as the nearest double.
+    st.integers(min_value=2**64, max_value=10**40),
+    st.integers(min_value=-(10**40), max_value=-(2**63) - 1),
 )
 _SCALARS = st.one_of(st.none(), st.booleans(), _INTS, _FLOATS, _TEXT, numeric_strings())
 _NUMBERS = st.one_of(_INTS, _FLOATS, numeric_strings())
