@@ -25,15 +25,7 @@ from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.ops.gc_tuning import tune_gc
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.raw import event_columns
-
-
-@dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp_ms: int | None
+from worker.stream.usage_batch import SourceMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +94,7 @@ def _raw_column_seconds(
     core_seconds = python_seconds = 0.0
     for offset in range(0, len(payloads), batch_size):
         chunk = payloads[offset : offset + batch_size]
-        messages = [_Message("events", 0, n, p, None) for n, p in enumerate(chunk, offset)]
+        messages = [SourceMessage("events", 0, n, p) for n, p in enumerate(chunk, offset)]
         started = time.process_time()
         decode_raw_batch(messages, now, DEFAULT_LIMITS).insert_columns(now)
         core_seconds += time.process_time() - started
