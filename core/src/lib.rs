@@ -9,6 +9,7 @@
 pub mod columns;
 pub mod decimal;
 pub mod event;
+pub mod fixed;
 pub mod json;
 pub mod text;
 pub mod timestamp;
@@ -113,9 +114,29 @@ fn decode_batch<'py>(
     Ok((accepted, rejected, strings, PyBytes::new(py, &timestamps)))
 }
 
+/// Test hook of the fixed-point arithmetic (`fixed.rs`) the rating stage will
+/// use: each `(op, a, b)` with op `mul` or `div` and plain decimal operands
+/// (at most 15 places) gives the 15-place result, or None when an operand
+/// does not parse or the result does not fit.
+#[pyfunction]
+fn fixed_point_ops(ops: Vec<(String, String, String)>) -> Vec<Option<String>> {
+    ops.iter()
+        .map(|(op, a, b)| {
+            let (a, b) = (fixed::parse_scaled(a)?, fixed::parse_scaled(b)?);
+            let result = match op.as_str() {
+                "mul" => fixed::mul(a, b),
+                "div" => fixed::div(a, b),
+                _ => None,
+            }?;
+            Some(fixed::format_scaled(result))
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
     Ok(())
 }
