@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Rust batch core (core/): `pip install -e` builds it through maturin, so a
+# change to its sources re-runs the install.
+CORE_SOURCES := core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs)
+CARGO  ?= cargo
 
 .PHONY: setup test-tools test test-unit lint demo bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(CORE_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
@@ -22,6 +26,7 @@ test-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
 test: setup test-tools
+	$(CARGO) test --quiet --locked --manifest-path core/Cargo.toml
 	$(BIN)/python -m pytest -q
 
 test-unit: setup test-tools
@@ -31,6 +36,8 @@ lint: setup
 	$(BIN)/ruff check worker tests
 	$(BIN)/ruff format --check worker tests
 	$(BIN)/mypy
+	$(CARGO) fmt --manifest-path core/Cargo.toml --check
+	$(CARGO) clippy --quiet --locked --manifest-path core/Cargo.toml --all-targets -- -D warnings
 
 demo: setup
 	$(BIN)/events-worker demo
@@ -39,4 +46,4 @@ bench: setup
 	$(BIN)/events-worker bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) core/target worker/_core*.so data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,24 +2,30 @@
 
 Single thread, no Kafka, no ClickHouse. Reports events/s for decoding +
 validation and for matching + rating separately, against a catalog of
-``customers`` customers with 3 line items each.
+``customers`` customers with 3 line items each; and the compiled core's decode
+stage alone (decode + validate + the raw ``events`` Arrow columns) on the same
+payloads, next to the Python equivalent (decode + ``event_columns``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
 
+from worker.core_decode import decode_raw_batch
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.events import Event
-from worker.domain.validation import decode_event
+from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.ops.gc_tuning import tune_gc
 from worker.samples.synthetic import build_catalog, generate_events
+from worker.store.raw import event_columns
+from worker.stream.usage_batch import SourceMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,8 @@ class DomainBenchResult:
     rate_events_per_s: float
     rows: int
     unresolved: int
+    core_decode_events_per_s: float
+    python_raw_columns_events_per_s: float
 
 
 def run_domain_bench(
@@ -65,6 +73,7 @@ def run_domain_bench(
         decode_seconds += decoded_at - started
         rows += len(rated.rows)
         unresolved += len(batch.unresolved)
+    core_seconds, python_seconds = _raw_column_seconds(payloads, now, batch_size)
     return DomainBenchResult(
         events=events,
         customers=customers,
@@ -73,7 +82,30 @@ def run_domain_bench(
         rate_events_per_s=events / rate_seconds,
         rows=rows,
         unresolved=unresolved,
+        core_decode_events_per_s=events / core_seconds,
+        python_raw_columns_events_per_s=events / python_seconds,
     )
+
+
+def _raw_column_seconds(
+    payloads: Sequence[bytes], now: datetime, batch_size: int
+) -> tuple[float, float]:
+    """CPU seconds of decode + raw columns: in the core, and in Python."""
+    core_seconds = python_seconds = 0.0
+    for offset in range(0, len(payloads), batch_size):
+        chunk = payloads[offset : offset + batch_size]
+        messages = [SourceMessage("events", 0, n, p) for n, p in enumerate(chunk, offset)]
+        started = time.process_time()
+        decode_raw_batch(messages, now, DEFAULT_LIMITS).insert_columns(now)
+        core_seconds += time.process_time() - started
+        started = time.process_time()
+        decoded = [
+            decode_event(payload, fallback_id=str(n), fallback_timestamp=now)
+            for n, payload in enumerate(chunk, offset)
+        ]
+        event_columns(decoded, now)
+        python_seconds += time.process_time() - started
+    return core_seconds, python_seconds
 
 
 def print_domain_bench(events: int = 1_000_000, customers: int = 10_000) -> DomainBenchResult:
@@ -84,6 +116,10 @@ def print_domain_bench(events: int = 1_000_000, customers: int = 10_000) -> Doma
         f"{result.line_items:,} line items, single thread\n"
         f"  decode + validate : {result.decode_events_per_s:>10,.0f} events/s\n"
         f"  resolve + rate    : {result.rate_events_per_s:>10,.0f} events/s "
-        f"({result.rows:,} rows, {result.unresolved:,} unresolved)"
+        f"({result.rows:,} rows, {result.unresolved:,} unresolved)\n"
+        f"  raw columns, core : {result.core_decode_events_per_s:>10,.0f} events/s "
+        "(compiled core: decode + validate + raw events Arrow columns)\n"
+        f"  same, Python      : {result.python_raw_columns_events_per_s:>10,.0f} events/s "
+        "(decode_event + event_columns)"
     )
     return result

@@ -5,6 +5,13 @@ Prints, for the same generated events:
 * the usage consumer's throughput (first batch collected to last commit, all
   committed), CPU-bound on one process;
 * a consume-only baseline (the same group consumer, batches committed, no work);
+* the I/O ceiling (consume-only time plus chdb's time to ingest the rows of
+  the run as ready Arrow batches, :mod:`worker.benchmarks.ceiling`) and the
+  usage consumer's ratio to it;
+* the CPU time of the worker thread per event (``time.thread_time`` around the
+  run: start-up and the idle tail included; librdkafka's and chdb's own
+  threads are not);
+* the same run with ``EW_ENGINE=core``;
 * a naive per-event baseline (decode, resolve, one single-row insert and one
   synchronous commit per message, as the reference platform does), measured
   on a sample because it is slow;
@@ -33,6 +40,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from worker.benchmarks.ceiling import ingest_seconds
 from worker.benchmarks.child import scratch_directory
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
@@ -58,6 +66,12 @@ class PipelineBenchResult:
     produce_per_s: float
     pipeline_per_s: float
     consume_only_per_s: float
+    ceiling_per_s: float
+    ingest_seconds: float
+    ingest_rows: int
+    worker_cpu_us: float
+    core_pipeline_per_s: float
+    core_worker_cpu_us: float
     naive_per_s: float
     naive_sample: int
     latency_rate: float
@@ -89,8 +103,27 @@ def run_pipeline_bench(
         ensure_topics(settings, worker_topics(settings))
         produce_rate = _produce(settings, catalog, events)
         consume_rate = _consume_only(settings, events)
+        cpu_started = time.thread_time()
         stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
+        cpu_us = (time.thread_time() - cpu_started) / max(stats.messages, 1) * 1e6
         pipeline_rate = stats.messages / max(stats.busy_seconds, 1e-9)
+        ingest_s, ingest_rows = ingest_seconds(
+            settings.store_url, catalog, events, settings.batch_max_events
+        )
+        ceiling_rate = events / (events / consume_rate + ingest_s)
+        # The same events again with the core's raw columns (EW_ENGINE=core), in a
+        # group and database of their own (one chdb directory per process).
+        core_settings = settings.model_copy(
+            update={
+                "engine": "core",
+                "usage_group": f"{settings.usage_group}-core",
+                "store_url": f"chdb://{tmp}/clickhouse?database=core_bench",
+            }
+        )
+        cpu_started = time.thread_time()
+        core_stats = run_usage(core_settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
+        core_cpu_us = (time.thread_time() - cpu_started) / max(core_stats.messages, 1) * 1e6
+        core_rate = core_stats.messages / max(core_stats.busy_seconds, 1e-9)
         naive_rate = _naive(settings, catalog, naive_sample)
         latency_rate = pipeline_rate / 2
         latency_count = max(1_000, int(latency_rate * latency_seconds))
@@ -104,6 +137,12 @@ def run_pipeline_bench(
         produce_rate,
         pipeline_rate,
         consume_rate,
+        ceiling_rate,
+        ingest_s,
+        ingest_rows,
+        cpu_us,
+        core_rate,
+        core_cpu_us,
         naive_rate,
         naive_sample,
         latency_rate,
@@ -124,6 +163,15 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         f"  consume-only baseline   : {result.consume_only_per_s:>10,.0f} events/s\n"
         f"  usage consumer (priced) : {result.pipeline_per_s:>10,.0f} events/s, all committed "
         f"({result.pipeline_per_s / result.consume_only_per_s:.2f}x consume-only)\n"
+        f"  I/O ceiling             : {result.ceiling_per_s:>10,.0f} events/s (consume-only + "
+        f"chdb ingesting the run's {result.ingest_rows:,} rows as ready Arrow batches in "
+        f"{result.ingest_seconds:.1f} s); usage consumer = "
+        f"{result.pipeline_per_s / result.ceiling_per_s:.2f} of it\n"
+        f"  worker thread CPU       : {result.worker_cpu_us:>10.1f} us/event "
+        "(start-up and idle tail included)\n"
+        f"  same, EW_ENGINE=core    : {result.core_pipeline_per_s:>10,.0f} events/s, "
+        f"all committed, {result.core_worker_cpu_us:.1f} us/event worker thread CPU "
+        "(raw rows from the compiled core's columns; rating still in Python)\n"
         f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
         f"(sample of {result.naive_sample:,}; usage consumer is "
         f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"

@@ -8,7 +8,7 @@ credentials) are kept out of ``repr`` and logs: see :meth:`WorkerSettings.redact
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -109,6 +109,11 @@ class WorkerSettings(BaseSettings):
     """Unique-hash fingerprints the usage consumer keeps in memory (about 70
     bytes each) so that new events need no dedup query; past it the largest
     (line item, period) states fall back to querying ClickHouse."""
+    engine: Literal["python", "core"] = "python"
+    """``core``: the usage consumer also decodes each batch in the compiled core
+    and writes the raw ``events`` rows from its columns, overlapped with the
+    processed insert (rating stays in Python). ``python``: the reference path
+    only. See docs/core.md."""
     reprocess_rate_limit: float = Field(default=5000.0, gt=0)
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 

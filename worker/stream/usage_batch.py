@@ -19,6 +19,8 @@ whatever had been written.
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from worker.core_decode import CoreDecoded, decode_raw_batch
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -48,9 +51,11 @@ from worker.store.processed import (
     load_fingerprints,
     load_snapshots,
 )
-from worker.store.raw import insert_raw
+from worker.store.raw import EVENTS_TABLE, insert_raw
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 PartitionKey = tuple[str, int]
 """(topic, partition): the unit of ownership."""
@@ -103,6 +108,9 @@ class PreparedBatch:
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     first_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     messages: int = 0
+    core: CoreDecoded | None = None
+    """The raw ``events`` columns built by the compiled core (``EW_ENGINE=core``),
+    present only when its verdicts equal the reference's for this batch."""
 
     @property
     def row_count(self) -> int:
@@ -147,8 +155,10 @@ class UsageBatchProcessor:
         clock: Clock = _utc_now,
         metrics: Metrics | None = None,
         max_dedup_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
+        decode_in_core: bool = False,
     ) -> None:
         self._gateway = gateway
+        self._decode_in_core = decode_in_core
         self._metrics = metrics
         self._index = index
         self._limits = limits
@@ -190,6 +200,8 @@ class UsageBatchProcessor:
             if event is not None:
                 source[id(event)] = message
                 batch.events.append(event)
+        if self._decode_in_core:
+            batch.core = self._core_columns(messages, now, batch)
         # Resolve everything, then read the store, then rate: a failed read leaves
         # only idempotent changes (loaded snapshots, stored hashes) behind.
         rater = self._rater
@@ -217,12 +229,44 @@ class UsageBatchProcessor:
         """Store raw events then priced rows. Blocking, idempotent; raises StoreError.
 
         With metrics: each insert's latency, failures by table, and the
-        processed rows written.
+        processed rows written. With the core's raw columns the raw insert runs
+        on a helper thread while the processed columns are built (the gateway
+        releases the GIL inside an insert); both are durable on return.
         """
+        if batch.core is not None:
+            self._write_overlapped(batch, batch.core)
+            return
         self._timed(
             "raw_events",
             lambda: insert_raw(self._gateway, batch.events, dedup_token=batch.dedup_token("raw")),
         )
+        self._write_processed(batch)
+
+    def _write_overlapped(self, batch: PreparedBatch, core: CoreDecoded) -> None:
+        columns = core.insert_columns(datetime.now(UTC))
+        token = batch.dedup_token("raw")
+        failure: list[BaseException] = []
+
+        def insert_raw_columns() -> None:
+            try:
+                if core.accepted:
+                    self._timed(
+                        "raw_events",
+                        lambda: self._gateway.insert(EVENTS_TABLE, columns, dedup_token=token),
+                    )
+            except BaseException as exc:  # re-raised by the caller's thread below
+                failure.append(exc)
+
+        raw = threading.Thread(target=insert_raw_columns, name="raw-insert", daemon=True)
+        raw.start()
+        try:
+            self._write_processed(batch)
+        finally:
+            raw.join()
+        if failure:
+            raise failure[0]
+
+    def _write_processed(self, batch: PreparedBatch) -> None:
         rated = batch.rated
         if rated is None or not rated.rated:
             return
@@ -275,6 +319,22 @@ class UsageBatchProcessor:
         except InvalidEvent as exc:
             batch.dead_letters.append(DeadLetter(message, exc.reason.value, exc.detail))
             return None
+
+    def _core_columns(
+        self, messages: Sequence[SourceMessage], now: datetime, batch: PreparedBatch
+    ) -> CoreDecoded | None:
+        """The core's raw columns for ``messages``, if its verdict on every message
+        (accepted, or rejected with the same reason) is the reference's."""
+        core = decode_raw_batch(messages, now, self._limits)
+        reference_rejected = [(id(d.message), d.reason) for d in batch.dead_letters]
+        core_rejected = [(id(messages[i]), reason) for i, reason in core.rejected]
+        if core_rejected == reference_rejected and len(core.accepted) == len(batch.events):
+            return core
+        log.warning(
+            "the compiled core disagrees with the reference decoder on this batch; "
+            "its raw columns are built in Python instead"
+        )
+        return None
 
     def _load_missing_states(self, keys: set[StateKey]) -> None:
         """Load state for ``keys`` in chunks of :data:`STORE_READ_CHUNK` keys in

@@ -1,0 +1,447 @@
+//! One message value -> one validated raw event or a rejection reason
+//! (`validation.decode_event` and `store.raw.event_columns` of the reference).
+//!
+//! The checks run in the reference's order, so a message with several faults
+//! gets the same reason code. The detail text of a rejection is not produced
+//! here: the caller takes it from the reference for the (rare) dead letters.
+
+use std::borrow::Cow;
+
+use crate::columns::StringColumn;
+use crate::decimal::{numeric_of_string, numeric_text, parse_py_decimal};
+use crate::json::{self, Value};
+use crate::text::{
+    positional, py_strip, shortest_digits, write_json, write_json_string, FloatStyle,
+};
+use crate::timestamp::parse_timestamp;
+
+/// Size limits (`validation.EventLimits`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_properties: usize,
+    pub max_key_chars: usize,
+    pub max_id_chars: usize,
+    pub max_string_value_chars: usize,
+}
+
+/// Why a message was rejected: the reference's `InvalidReason` values, plus
+/// `empty_message` for a record without a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    EmptyMessage,
+    MessageTooLarge,
+    InvalidEncoding,
+    InvalidJson,
+    NotAnObject,
+    MissingField,
+    WrongType,
+    UnknownField,
+    InvalidTimestamp,
+    PropertiesNotObject,
+    TooManyProperties,
+    ValueTooLarge,
+}
+
+impl Reason {
+    /// The dead-letter `reason` code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::EmptyMessage => "empty_message",
+            Reason::MessageTooLarge => "message_too_large",
+            Reason::InvalidEncoding => "invalid_encoding",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::UnknownField => "unknown_field",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::PropertiesNotObject => "properties_not_object",
+            Reason::TooManyProperties => "too_many_properties",
+            Reason::ValueTooLarge => "value_too_large",
+        }
+    }
+}
+
+/// The columns of accepted events (`ingested_at` is the batch's, not per row).
+#[derive(Debug, Default)]
+pub struct RawColumns {
+    pub id: StringColumn,
+    pub tenant_id: StringColumn,
+    pub environment_id: StringColumn,
+    /// Stripped of Python whitespace.
+    pub event_name: StringColumn,
+    pub source: StringColumn,
+    pub customer_id: StringColumn,
+    pub external_customer_id: StringColumn,
+    /// Microseconds since the epoch, UTC.
+    pub timestamp_us: Vec<i64>,
+    /// The stored JSON text of `properties` (orjson's spelling).
+    pub properties: StringColumn,
+    /// Canonical value per top-level property (`canonical_json`).
+    pub canonical_json: StringColumn,
+    /// Metered quantity per top-level property (`numeric_json`).
+    pub numeric_json: StringColumn,
+}
+
+impl RawColumns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.timestamp_us.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamp_us.is_empty()
+    }
+
+    /// The string columns by their `events` column name.
+    pub fn string_columns(&self) -> [(&'static str, &StringColumn); 10] {
+        [
+            ("tenant_id", &self.tenant_id),
+            ("environment_id", &self.environment_id),
+            ("id", &self.id),
+            ("event_name", &self.event_name),
+            ("external_customer_id", &self.external_customer_id),
+            ("customer_id", &self.customer_id),
+            ("source", &self.source),
+            ("properties", &self.properties),
+            ("canonical_json", &self.canonical_json),
+            ("numeric_json", &self.numeric_json),
+        ]
+    }
+}
+
+/// Identifier fields in the reference's `_STRING_FIELDS` order.
+const STRING_FIELDS: [&str; 7] = [
+    "id",
+    "tenant_id",
+    "environment_id",
+    "event_name",
+    "source",
+    "customer_id",
+    "external_customer_id",
+];
+/// `_CHECK_ORDER`: the required fields first.
+const CHECK_ORDER: [&str; 7] = [
+    "tenant_id",
+    "event_name",
+    "id",
+    "environment_id",
+    "source",
+    "customer_id",
+    "external_customer_id",
+];
+const OTHER_KNOWN_FIELDS: [&str; 3] = ["timestamp", "properties", "ingested_at"];
+
+/// orjson refuses to write containers nested this deep (counting the
+/// properties object itself); the reference then writes with `json.dumps`.
+const ORJSON_MAX_WRITE_DEPTH: usize = 255;
+
+/// Decode and validate one message value; see the module docs.
+///
+/// `fallback_id` makes the id of a message without one (called only then),
+/// `fallback_timestamp_us` is the timestamp of a message without one. An
+/// accepted event is appended to `out` as one row; a rejected one leaves it as
+/// it was.
+pub fn decode_event(
+    payload: &[u8],
+    fallback_id: impl FnOnce() -> String,
+    fallback_timestamp_us: i64,
+    limits: &Limits,
+    out: &mut RawColumns,
+) -> Result<(), Reason> {
+    if payload.len() > limits.max_message_bytes {
+        return Err(Reason::MessageTooLarge);
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| Reason::InvalidEncoding)?;
+    let document = json::parse(text).map_err(|_| Reason::InvalidJson)?;
+    let Value::Object(members) = &document else {
+        return Err(Reason::NotAnObject);
+    };
+    let known = |key: &str| STRING_FIELDS.contains(&key) || OTHER_KNOWN_FIELDS.contains(&key);
+    if members.iter().any(|(key, _)| !known(key)) {
+        return Err(Reason::UnknownField);
+    }
+    let mut strings: [&str; 7] = [""; 7];
+    for (slot, name) in strings.iter_mut().zip(STRING_FIELDS) {
+        match document.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::Str(value)) if value.chars().count() <= limits.max_id_chars => {
+                *slot = value
+            }
+            Some(_) => return Err(string_error(&document, limits)),
+        }
+    }
+    let [event_id, tenant_id, environment_id, event_name, source, customer_id, external_id] =
+        strings;
+    if tenant_id.is_empty() || event_name.is_empty() {
+        return Err(string_error(&document, limits));
+    }
+    let event_name = py_strip(event_name);
+    if event_name.is_empty() || (customer_id.is_empty() && external_id.is_empty()) {
+        return Err(Reason::MissingField);
+    }
+    let empty = Value::Object(Vec::new());
+    let properties = match document.get("properties") {
+        None | Some(Value::Null) => &empty,
+        Some(value @ Value::Object(_)) => value,
+        Some(_) => return Err(Reason::PropertiesNotObject),
+    };
+    let Value::Object(property_members) = properties else {
+        unreachable!("properties is an object")
+    };
+    check_properties(property_members, limits)?;
+    let timestamp_us = match document.get("timestamp") {
+        None | Some(Value::Null) => fallback_timestamp_us,
+        Some(Value::Str(text)) => parse_timestamp(text).map_err(|_| Reason::InvalidTimestamp)?,
+        Some(_) => return Err(Reason::InvalidTimestamp),
+    };
+    if event_id.is_empty() {
+        out.id.push(&fallback_id());
+    } else {
+        out.id.push(event_id);
+    }
+    out.tenant_id.push(tenant_id);
+    out.environment_id.push(environment_id);
+    out.event_name.push(event_name);
+    out.source.push(source);
+    out.customer_id.push(customer_id);
+    out.external_customer_id.push(external_id);
+    out.timestamp_us.push(timestamp_us);
+    out.properties
+        .push_with(|text| write_properties(text, properties));
+    derived_properties(
+        property_members,
+        &mut out.canonical_json,
+        &mut out.numeric_json,
+    );
+    Ok(())
+}
+
+/// The first fault among the identifier fields, required ones first.
+fn string_error(document: &Value<'_>, limits: &Limits) -> Reason {
+    for name in CHECK_ORDER {
+        let value = document.get(name);
+        let required = name == "tenant_id" || name == "event_name";
+        match value {
+            None | Some(Value::Null) if required => return Reason::MissingField,
+            Some(Value::Str(text)) if required && text.is_empty() => return Reason::MissingField,
+            None | Some(Value::Null) => {}
+            Some(Value::Str(text)) => {
+                if text.chars().count() > limits.max_id_chars {
+                    return Reason::ValueTooLarge;
+                }
+            }
+            Some(_) => return Reason::WrongType,
+        }
+    }
+    unreachable!("string_error is called only when a string field is invalid")
+}
+
+fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
+    if members.len() > limits.max_properties {
+        return Err(Reason::TooManyProperties);
+    }
+    for (key, value) in members {
+        if key.chars().count() > limits.max_key_chars {
+            return Err(Reason::ValueTooLarge);
+        }
+        if let Value::Str(text) = value {
+            if text.chars().count() > limits.max_string_value_chars {
+                return Err(Reason::ValueTooLarge);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
+/// refuses the nesting.
+fn write_properties(out: &mut String, properties: &Value<'_>) {
+    let style = if json::depth(properties) >= ORJSON_MAX_WRITE_DEPTH {
+        FloatStyle::PythonRepr
+    } else {
+        FloatStyle::Orjson
+    };
+    write_json(out, properties, style);
+}
+
+/// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts,
+/// appended to their columns as one row each.
+fn derived_properties(
+    members: &[(Cow<'_, str>, Value<'_>)],
+    canonical: &mut StringColumn,
+    numeric: &mut StringColumn,
+) {
+    let mut canonical_map = JsonStringMap::open(canonical);
+    let mut numeric_map = JsonStringMap::open(numeric);
+    for (key, value) in members {
+        let key = key.as_ref();
+        match value {
+            Value::Str(text) => {
+                canonical_map.entry(key, text);
+                if let Some(number) = numeric_of_string(text) {
+                    numeric_map.entry(key, &number);
+                }
+            }
+            Value::Bool(flag) => canonical_map.entry(key, if *flag { "true" } else { "false" }),
+            Value::Int(number) => {
+                let text = number.to_string();
+                canonical_map.entry(key, &text);
+                if *number < 1_000_000_000_000_000_000 {
+                    numeric_map.entry(key, if *number > 0 { &text } else { "0" });
+                }
+            }
+            Value::Float(number) => {
+                let digits = canonical_float(*number);
+                canonical_map.entry(key, &digits);
+                if *number <= 0.0 {
+                    numeric_map.entry(key, "0");
+                } else if *number < 1e18 {
+                    let fraction = digits.split_once('.').map_or(0, |(_, f)| f.len());
+                    if fraction <= crate::decimal::SCALE {
+                        numeric_map.entry(key, &digits);
+                    } else {
+                        let parsed = parse_py_decimal(&digits).expect("float digits parse");
+                        numeric_map.entry(key, &numeric_text(&parsed).expect("below 10^18"));
+                    }
+                }
+            }
+            Value::Null | Value::Array(_) | Value::Object(_) => {}
+        }
+    }
+    canonical_map.close();
+    numeric_map.close();
+}
+
+/// A JSON object of strings written straight into a column's next row.
+struct JsonStringMap<'c> {
+    column: &'c mut StringColumn,
+    empty: bool,
+}
+
+impl<'c> JsonStringMap<'c> {
+    fn open(column: &'c mut StringColumn) -> Self {
+        column.text_mut().push('{');
+        JsonStringMap {
+            column,
+            empty: true,
+        }
+    }
+
+    fn entry(&mut self, key: &str, value: &str) {
+        let out = self.column.text_mut();
+        if !self.empty {
+            out.push(',');
+        }
+        self.empty = false;
+        write_json_string(out, key);
+        out.push(':');
+        write_json_string(out, value);
+    }
+
+    fn close(self) {
+        self.column.text_mut().push('}');
+        self.column.end_row();
+    }
+}
+
+/// `metering.canonical_value` of a float: shortest round-trip digits, no exponent,
+/// no fraction when integral.
+pub fn canonical_float(value: f64) -> String {
+    let (negative, digits, exp) = shortest_digits(value);
+    let sign = if negative { "-" } else { "" };
+    format!("{sign}{}", positional(&digits, exp, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 256 * 1024,
+        max_properties: 256,
+        max_key_chars: 256,
+        max_id_chars: 256,
+        max_string_value_chars: 64 * 1024,
+    };
+
+    fn decode(text: &str) -> Result<RawColumns, Reason> {
+        let mut out = RawColumns::new();
+        decode_event(
+            text.as_bytes(),
+            || "t-0-7".to_string(),
+            42,
+            &LIMITS,
+            &mut out,
+        )?;
+        assert_eq!(out.len(), 1);
+        Ok(out)
+    }
+
+    #[test]
+    fn a_valid_event_becomes_its_raw_columns() {
+        let event = decode(
+            r#"{"tenant_id":"t","event_name":" api ","customer_id":"c",
+                "properties":{"n":2.50,"s":" 1_0 ","b":true,"x":null,"f":1e-7}}"#,
+        )
+        .unwrap();
+        assert_eq!(event.id.get(0), "t-0-7");
+        assert_eq!(event.event_name.get(0), "api");
+        assert_eq!(event.timestamp_us, vec![42]);
+        assert_eq!(
+            event.properties.get(0),
+            r#"{"n":2.5,"s":" 1_0 ","b":true,"x":null,"f":1e-7}"#
+        );
+        assert_eq!(
+            event.canonical_json.get(0),
+            r#"{"n":"2.5","s":" 1_0 ","b":"true","f":"0.0000001"}"#
+        );
+        assert_eq!(
+            event.numeric_json.get(0),
+            r#"{"n":"2.5","s":"10.000000000000000","f":"0.0000001"}"#
+        );
+    }
+
+    #[test]
+    fn reasons_follow_the_reference_order() {
+        let cases = [
+            ("[]", Reason::NotAnObject),
+            ("{\"tenant_id\":1,\"zz\":1}", Reason::UnknownField),
+            (
+                "{\"source\":1,\"event_name\":\"e\",\"customer_id\":\"c\"}",
+                Reason::MissingField,
+            ),
+            (
+                "{\"tenant_id\":\"t\",\"event_name\":\"e\",\"source\":1}",
+                Reason::WrongType,
+            ),
+            (
+                "{\"tenant_id\":\"t\",\"event_name\":\" \",\"customer_id\":\"c\"}",
+                Reason::MissingField,
+            ),
+            (
+                "{\"tenant_id\":\"t\",\"event_name\":\"e\",\"customer_id\":\"c\",\"properties\":[]}",
+                Reason::PropertiesNotObject,
+            ),
+            (
+                "{\"tenant_id\":\"t\",\"event_name\":\"e\",\"customer_id\":\"c\",\"timestamp\":1}",
+                Reason::InvalidTimestamp,
+            ),
+            ("{\"a\":", Reason::InvalidJson),
+        ];
+        for (text, reason) in cases {
+            assert_eq!(decode(text).err(), Some(reason), "{text}");
+        }
+        let mut out = RawColumns::new();
+        assert_eq!(
+            decode_event(b"\xff", String::new, 0, &LIMITS, &mut out),
+            Err(Reason::InvalidEncoding)
+        );
+        assert!(out.is_empty());
+    }
+}

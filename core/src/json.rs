@@ -1,0 +1,403 @@
+//! A strict JSON reader with the semantics of the reference decoder (orjson 3.13).
+//!
+//! What it accepts and how it reads numbers is the contract, not speed tricks:
+//! RFC 8259 only (no BOM, no NaN, no trailing commas, no control characters in
+//! strings, surrogate escapes must pair), at most [`MAX_DEPTH`] nested
+//! containers, integers in `[-2^63, 2^64)` stay integers and every other number
+//! is the correctly rounded `f64` (a number whose double is infinite is an
+//! error). Duplicate object keys keep the first key's position and the last
+//! value, as a Python dict does.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// The text is not a JSON document the reference accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidJson;
+
+/// Containers (arrays and objects) that may nest; one more is an error.
+pub const MAX_DEPTH: usize = 1024;
+
+/// Objects with more members than this get a hash index for duplicate keys.
+const LINEAR_KEY_SCAN: usize = 16;
+
+/// A decoded JSON value; strings without escapes borrow from the input text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    /// An integer literal within `[-2^63, 2^64)`.
+    Int(i128),
+    /// Any other number: a fraction, an exponent, or an integer out of that range.
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    /// Members in first-occurrence order; a repeated key replaced the value in place.
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+impl<'a> Value<'a> {
+    /// The member `key` of an object, if any.
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        match self {
+            Value::Object(members) => members
+                .iter()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Parse a whole document. `Err` carries no detail: the caller only needs the reason.
+pub fn parse(text: &str) -> Result<Value<'_>, InvalidJson> {
+    let mut parser = Parser {
+        bytes: text.as_bytes(),
+        text,
+        pos: 0,
+    };
+    parser.skip_ws();
+    let value = parser.value(0)?;
+    parser.skip_ws();
+    if parser.pos != parser.bytes.len() {
+        return Err(InvalidJson);
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+        match self.peek().ok_or(InvalidJson)? {
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b'"' => Ok(Value::Str(self.string()?)),
+            b't' => self.literal(b"true", Value::Bool(true)),
+            b'f' => self.literal(b"false", Value::Bool(false)),
+            b'n' => self.literal(b"null", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(InvalidJson),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value<'a>) -> Result<Value<'a>, InvalidJson> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(InvalidJson)
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+        if depth > MAX_DEPTH {
+            return Err(InvalidJson);
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            items.push(self.value(depth)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(InvalidJson),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+        if depth > MAX_DEPTH {
+            return Err(InvalidJson);
+        }
+        self.pos += 1;
+        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
+        let mut index: Option<HashMap<String, usize>> = None;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(members));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(InvalidJson);
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(InvalidJson);
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = self.value(depth)?;
+            insert_member(&mut members, &mut index, key, value);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(members));
+                }
+                _ => return Err(InvalidJson),
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<Cow<'a, str>, InvalidJson> {
+        self.pos += 1; // the opening quote
+        let mut owned: Option<String> = None;
+        loop {
+            let start = self.pos;
+            while let Some(&b) = self.bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            // Runs end at ASCII bytes, so they are whole UTF-8 sequences.
+            let run = &self.text[start..self.pos];
+            match self.peek().ok_or(InvalidJson)? {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(match owned {
+                        None => Cow::Borrowed(run),
+                        Some(mut text) => {
+                            text.push_str(run);
+                            Cow::Owned(text)
+                        }
+                    });
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    let text = owned.get_or_insert_with(String::new);
+                    text.push_str(run);
+                    self.escape(text)?;
+                }
+                _ => return Err(InvalidJson), // a control character
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), InvalidJson> {
+        let code = self.peek().ok_or(InvalidJson)?;
+        self.pos += 1;
+        let plain = match code {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                let scalar = match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return Err(InvalidJson);
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(InvalidJson);
+                        }
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return Err(InvalidJson),
+                    _ => unit,
+                };
+                char::from_u32(scalar).ok_or(InvalidJson)?
+            }
+            _ => return Err(InvalidJson),
+        };
+        out.push(plain);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, InvalidJson> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(InvalidJson)?;
+        let mut unit = 0u32;
+        for &d in digits {
+            unit = unit * 16 + (d as char).to_digit(16).ok_or(InvalidJson)?;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    fn number(&mut self) -> Result<Value<'a>, InvalidJson> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return Err(InvalidJson); // leading zero
+                }
+            }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(InvalidJson),
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            integral = false;
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(InvalidJson);
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integral = false;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(InvalidJson);
+            }
+            self.digits();
+        }
+        let literal = &self.text[start..self.pos];
+        if integral && literal.len() <= 21 {
+            let value: i128 = literal.parse().map_err(|_| InvalidJson)?;
+            if (-(1i128 << 63)..(1i128 << 64)).contains(&value) {
+                return Ok(Value::Int(value));
+            }
+        }
+        let float: f64 = literal.parse().map_err(|_| InvalidJson)?;
+        if float.is_infinite() {
+            return Err(InvalidJson);
+        }
+        Ok(Value::Float(float))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+}
+
+fn insert_member<'a>(
+    members: &mut Vec<(Cow<'a, str>, Value<'a>)>,
+    index: &mut Option<HashMap<String, usize>>,
+    key: Cow<'a, str>,
+    value: Value<'a>,
+) {
+    let existing = match index {
+        Some(map) => map.get(key.as_ref()).copied(),
+        None => members.iter().position(|(k, _)| *k == key),
+    };
+    if let Some(at) = existing {
+        members[at].1 = value;
+        return;
+    }
+    if let Some(map) = index {
+        map.insert(key.to_string(), members.len());
+    } else if members.len() >= LINEAR_KEY_SCAN {
+        let mut map: HashMap<String, usize> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.to_string(), i))
+            .collect();
+        map.insert(key.to_string(), members.len());
+        *index = Some(map);
+    }
+    members.push((key, value));
+}
+
+/// Nesting depth of containers in `value` (a scalar is 0, `[]` is 1).
+pub fn depth(value: &Value<'_>) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.iter().map(|(_, v)| depth(v)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_integers_in_range_and_round_the_rest() {
+        assert_eq!(
+            parse("18446744073709551615"),
+            Ok(Value::Int(u64::MAX as i128))
+        );
+        assert_eq!(
+            parse("18446744073709551616"),
+            Ok(Value::Float(18446744073709551616.0))
+        );
+        assert_eq!(parse("-0"), Ok(Value::Int(0)));
+        assert_eq!(parse("1E2"), Ok(Value::Float(100.0)));
+        assert_eq!(parse("1e400"), Err(InvalidJson));
+        assert_eq!(parse("1e-400"), Ok(Value::Float(0.0)));
+        for bad in ["01", "1.", ".5", "+1", "-", "1e", "NaN"] {
+            assert_eq!(parse(bad), Err(InvalidJson), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_keep_first_position_and_last_value() {
+        let parsed = parse(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Value::Object(vec![
+                ("a".into(), Value::Int(3)),
+                ("b".into(), Value::Int(2))
+            ])
+        );
+    }
+
+    #[test]
+    fn strings_are_strict() {
+        assert_eq!(parse(r#""\ud83d\ude00""#), Ok(Value::Str("😀".into())));
+        assert_eq!(parse(r#""a\"b""#), Ok(Value::Str("a\"b".into())));
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            "\"\u{1}\"",
+            r#""\x""#,
+            "\u{feff}{}",
+        ] {
+            assert_eq!(parse(bad), Err(InvalidJson), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse(&ok).is_ok());
+        assert_eq!(parse(&deep), Err(InvalidJson));
+    }
+}

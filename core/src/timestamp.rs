@@ -1,0 +1,211 @@
+//! RFC 3339 timestamps as the reference reads them (`validation.parse_timestamp`).
+//!
+//! `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction][Z|z|±HH:MM]`, at most 64 characters;
+//! naive means UTC; fraction digits past the sixth are truncated; the offset is
+//! `HH × 60 + MM` minutes and must stay below a day; the UTC result must lie in
+//! `[1970-01-01, 2200-01-01)`. The result is microseconds since the epoch.
+
+use crate::text::decimal_digit;
+
+/// The text is not a timestamp the reference accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidTimestamp;
+
+const MAX_CHARS: usize = 64;
+const MICROS_PER_SECOND: i64 = 1_000_000;
+/// 2200-01-01T00:00:00Z in seconds.
+const END_SECONDS: i64 = 7_258_118_400;
+
+/// Microseconds since the epoch, or `Err` for an invalid timestamp.
+pub fn parse_timestamp(text: &str) -> Result<i64, InvalidTimestamp> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() > MAX_CHARS {
+        return Err(InvalidTimestamp);
+    }
+    let mut cursor = Cursor {
+        chars: &chars,
+        pos: 0,
+    };
+    // The shape first (any script's digits, as the reference's regular
+    // expression matches them); the values must then be ASCII digits.
+    let year = cursor.number(4)?;
+    cursor.expect(&['-'])?;
+    let month = cursor.number(2)?;
+    cursor.expect(&['-'])?;
+    let day = cursor.number(2)?;
+    cursor.expect(&['T', 't', ' '])?;
+    let hour = cursor.number(2)?;
+    cursor.expect(&[':'])?;
+    let minute = cursor.number(2)?;
+    cursor.expect(&[':'])?;
+    let second = cursor.number(2)?;
+    let mut micros: Option<i64> = Some(0);
+    if cursor.peek() == Some('.') {
+        cursor.pos += 1;
+        let start = cursor.pos;
+        while cursor.peek().and_then(decimal_digit).is_some() {
+            cursor.pos += 1;
+        }
+        if cursor.pos == start {
+            return Err(InvalidTimestamp);
+        }
+        let kept = &chars[start..cursor.pos.min(start + 6)];
+        micros = ascii_value(kept).map(|v| v * 10i64.pow(6 - kept.len() as u32));
+    }
+    let mut offset_minutes: Option<i64> = Some(0);
+    match cursor.peek() {
+        Some('Z' | 'z') => cursor.pos += 1,
+        Some(sign @ ('+' | '-')) => {
+            cursor.pos += 1;
+            let hours = cursor.number(2)?;
+            cursor.expect(&[':'])?;
+            let minutes = cursor.number(2)?;
+            offset_minutes = match (hours, minutes) {
+                (Some(h), Some(m)) => Some(if sign == '-' {
+                    -(h * 60 + m)
+                } else {
+                    h * 60 + m
+                }),
+                _ => None,
+            };
+        }
+        _ => {}
+    }
+    if cursor.pos != chars.len() {
+        return Err(InvalidTimestamp);
+    }
+    let (year, month, day) = (
+        year.ok_or(InvalidTimestamp)?,
+        month.ok_or(InvalidTimestamp)?,
+        day.ok_or(InvalidTimestamp)?,
+    );
+    let (hour, minute, second) = (
+        hour.ok_or(InvalidTimestamp)?,
+        minute.ok_or(InvalidTimestamp)?,
+        second.ok_or(InvalidTimestamp)?,
+    );
+    let (micros, offset_minutes) = (
+        micros.ok_or(InvalidTimestamp)?,
+        offset_minutes.ok_or(InvalidTimestamp)?,
+    );
+    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
+        return Err(InvalidTimestamp);
+    }
+    if day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return Err(InvalidTimestamp);
+    }
+    if offset_minutes.abs() >= 24 * 60 {
+        return Err(InvalidTimestamp);
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_minutes * 60;
+    if !(0..END_SECONDS).contains(&seconds) {
+        return Err(InvalidTimestamp);
+    }
+    Ok(seconds * MICROS_PER_SECOND + micros)
+}
+
+struct Cursor<'a> {
+    chars: &'a [char],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn expect(&mut self, allowed: &[char]) -> Result<(), InvalidTimestamp> {
+        match self.peek() {
+            Some(c) if allowed.contains(&c) => {
+                self.pos += 1;
+                Ok(())
+            }
+            _ => Err(InvalidTimestamp),
+        }
+    }
+
+    /// `count` decimal digits of any script: `Err` if the shape does not match,
+    /// `Ok(None)` if it does but a digit is not ASCII (the value is invalid).
+    fn number(&mut self, count: usize) -> Result<Option<i64>, InvalidTimestamp> {
+        let digits = self
+            .chars
+            .get(self.pos..self.pos + count)
+            .ok_or(InvalidTimestamp)?;
+        if digits.iter().any(|c| decimal_digit(*c).is_none()) {
+            return Err(InvalidTimestamp);
+        }
+        self.pos += count;
+        Ok(ascii_value(digits))
+    }
+}
+
+fn ascii_value(digits: &[char]) -> Option<i64> {
+    digits.iter().try_fold(0i64, |acc, c| {
+        c.is_ascii_digit()
+            .then(|| acc * 10 + (*c as i64 - '0' as i64))
+    })
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_forms_producers_send() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_timestamp("2024-02-29T12:00:00.1234567+01:00"),
+            Ok(1_709_204_400_123_456)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-01 00:00:00"),
+            Ok(1_704_067_200_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-01t00:00:00+01:60"),
+            Ok(1_704_067_200_000_000 - 7_200_000_000)
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_reference_refuses() {
+        for bad in [
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:60Z",
+            "2200-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-01-01T00:00:00+24:00",
+            "2024-01-01T00:00:00.Z",
+            "٢٠٢٤-01-01T00:00:00Z",
+            "2024-01-01",
+        ] {
+            assert_eq!(parse_timestamp(bad), Err(InvalidTimestamp), "{bad}");
+        }
+    }
+}
