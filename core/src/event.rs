@@ -15,6 +15,10 @@ use crate::text::{
 };
 use crate::timestamp::parse_timestamp;
 
+/// `validation.MAX_PROPERTIES_DEPTH`: containers `properties` may nest, itself
+/// included (so one of its values at most one fewer).
+const MAX_PROPERTIES_DEPTH: usize = 32;
+
 /// Size limits (`validation.EventLimits`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -254,6 +258,9 @@ fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> R
             if text.chars().count() > limits.max_string_value_chars {
                 return Err(Reason::ValueTooLarge);
             }
+        }
+        if json::depth(value) >= MAX_PROPERTIES_DEPTH {
+            return Err(Reason::ValueTooLarge);
         }
     }
     Ok(())

@@ -57,6 +57,11 @@ class EventLimits:
 
 DEFAULT_LIMITS = EventLimits()
 
+MAX_PROPERTIES_DEPTH = 32
+"""Containers ``properties`` may nest, itself included. JSON allows more (orjson
+reads up to 1024), but the stored text must be written back, and deeper values
+broke that write; no meter reads below the top level."""
+
 _STRING_FIELDS = (
     "id",
     "tenant_id",
@@ -264,6 +269,28 @@ def _raise_string_error(document: dict[str, Any], limits: EventLimits) -> NoRetu
     raise AssertionError("no invalid string field")  # pragma: no cover
 
 
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` containers (a scalar nests none).
+
+    Iterative: the value may nest up to orjson's 1024 levels, past Python's
+    recursion limit.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((child, depth) for child in children)
+    return False
+
+
 def _check_properties(properties: dict[str, Any], limits: EventLimits) -> None:
     if len(properties) > limits.max_properties:
         raise InvalidEvent(
@@ -280,4 +307,10 @@ def _check_properties(properties: dict[str, Any], limits: EventLimits) -> None:
             raise InvalidEvent(
                 InvalidReason.VALUE_TOO_LARGE,
                 f"property {key[:64]!r} longer than {limits.max_string_value_chars} characters",
+            )
+        if isinstance(value, dict | list) and _nested_deeper_than(value, MAX_PROPERTIES_DEPTH - 1):
+            raise InvalidEvent(
+                InvalidReason.VALUE_TOO_LARGE,
+                f"property {key[:64]!r} nests more than {MAX_PROPERTIES_DEPTH} containers "
+                "(properties included)",
             )

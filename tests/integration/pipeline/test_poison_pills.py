@@ -1,4 +1,5 @@
-"""Valid events whose prices cannot be stored become dead letters; nothing stalls (issue 19).
+"""Valid events whose prices cannot be stored, and events too deep to store,
+become dead letters; nothing stalls (issue 19).
 
 Driven only through the command line (`produce`, `run usage`, `query line-items`)
 against the real broker and engine. `Decimal(38, 15)` holds magnitudes below
@@ -72,9 +73,18 @@ def test_values_beyond_the_stored_range_are_dead_lettered_and_the_rest_is_priced
     # Customer 2: a running total driven toward the bound, 4e22 per event: two
     # fit (8e22), the third and fourth would make 1.2e23.
     documents += [event(f"big-{k}", 2, 4 * 10**16, 40 + k) for k in range(4)]
+    # Customer 3: properties nested 900 deep (valid JSON; writing it back used to
+    # raise RecursionError in the raw insert, another endless retry).
+    deep = event("deep", 3, 1, 50)
+    lines = [orjson.dumps(d) for d in documents]
+    lines.append(
+        orjson.dumps(deep).replace(
+            b'{"calls":1}', b'{"calls":1,"x":' + b"[" * 900 + b"]" * 900 + b"}"
+        )
+    )
     catalog_file = write_catalog(tmp_path, catalog())
     events_file = tmp_path / "events.jsonl"
-    events_file.write_bytes(b"\n".join(orjson.dumps(d) for d in documents) + b"\n")
+    events_file.write_bytes(b"\n".join(lines) + b"\n")
     env = worker_env(kafka_bootstrap, unique_name)
     store = f"chdb://{tmp_path / 'store'}"
 
@@ -86,9 +96,11 @@ def test_values_beyond_the_stored_range_are_dead_lettered_and_the_rest_is_priced
     # Exit 0 after idling means every partition was consumed and committed.
     assert worker.returncode == 0, worker.stderr.decode()[-2000:]
 
-    letters = dead_letter_headers(settings_from_env(env, partitions=3), 3)
-    assert sorted(h["reason"].decode() for h in letters) == ["value_out_of_range"] * 3
-    named = sorted(h["error"].decode().split(":")[0] for h in letters)
+    letters = dead_letter_headers(settings_from_env(env, partitions=3), 4)
+    reasons = sorted(h["reason"].decode() for h in letters)
+    assert reasons == ["value_out_of_range"] * 3 + ["value_too_large"]
+    out_of_range = [h for h in letters if h["reason"] == b"value_out_of_range"]
+    named = sorted(h["error"].decode().split(":")[0] for h in out_of_range)
     assert named == ["line item li1", "line item li2", "line item li2"]
 
     calls = {c: 15 for c in range(CUSTOMERS)}

@@ -269,19 +269,23 @@ def _nested(depth: int) -> bytes:
     return b'{"tenant_id":"t","event_name":"e","customer_id":"c","properties":{"a":' + inner + b"}}"
 
 
-def test_nesting_at_the_reference_writers_limits() -> None:
-    """orjson writes up to 254 nested containers, json.dumps (other floats) beyond."""
+def test_nesting_is_bounded_the_same_way() -> None:
+    """Properties nest at most 32 containers (itself included): one more is
+    ``value_too_large`` in both; past orjson's 1024 levels the JSON is invalid."""
     messages = [
-        SourceMessage("events", 0, depth, _nested(depth)) for depth in (253, 254, 255, 256, 600)
+        SourceMessage("events", 0, depth, _nested(depth)) for depth in (2, 31, 32, 33, 254, 1023)
     ]
     assert_same(messages, EventLimits())
-    too_deep = [
-        SourceMessage("events", 0, 0, _nested(1024)),
-        SourceMessage("events", 0, 1, _nested(1023)),
+    decoded = decode_raw_batch(
+        [*messages, SourceMessage("events", 0, 1024, _nested(1024))], NOW, EventLimits()
+    )
+    assert decoded.accepted == [0, 1, 2]
+    assert decoded.rejected == [
+        (3, "value_too_large"),
+        (4, "value_too_large"),
+        (5, "value_too_large"),
+        (6, "invalid_json"),
     ]
-    decoded = decode_raw_batch(too_deep, NOW, EventLimits())
-    assert decoded.rejected == [(0, "invalid_json")]
-    assert decoded.accepted == [1]
 
 
 def test_columns_are_arrow_arrays_of_the_insert_types() -> None:
