@@ -24,15 +24,42 @@ from worker.store.gateway import NativeLocation, Params, Row, check_identifier
 logging.getLogger("clickhouse_driver").addHandler(logging.NullHandler())
 
 
-def _server_value(value: Any) -> Any:
-    """Datetimes as UTC text (parsed by the declared ``DateTime64(6, 'UTC')``)."""
+class _ServerNull:
+    """A NULL server-side parameter.
+
+    clickhouse-driver sends None as the quoted text 'NULL', which a
+    ``Nullable(String)`` parameter reads as the string "NULL". The driver
+    quotes an unknown object's ``str()`` as it is: ``\\N`` arrives as the
+    escaped-text NULL.
+    """
+
+    def __str__(self) -> str:
+        return "\\\\N"
+
+
+_NULL = _ServerNull()
+
+
+def server_param(value: Any) -> Any:
+    """A parameter value as clickhouse-driver must send it server-side.
+
+    Datetimes as UTC text (parsed by the declared ``DateTime64(6, 'UTC')``),
+    None as NULL; lists and tuples element by element (None inside them is
+    sent as the driver's NULL literal, which is right there).
+    """
+    if value is None:
+        return _NULL
     if isinstance(value, datetime):
         return utc_text(value)
     if isinstance(value, list):
-        return [_server_value(item) for item in value]
+        return [_element(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(_server_value(item) for item in value)
+        return tuple(_element(item) for item in value)
     return value
+
+
+def _element(value: Any) -> Any:
+    return None if value is None else server_param(value)
 
 
 class NativeGateway:
@@ -97,7 +124,7 @@ class NativeGateway:
         try:
             if data is not None:
                 return client.execute(sql, data, **kwargs)
-            values = {name: _server_value(value) for name, value in (params or {}).items()}
+            values = {name: server_param(value) for name, value in (params or {}).items()}
             return client.execute(sql, values, **kwargs)
         except errors.ServerException as exc:
             raise translate(exc.code, exc.message, self._where()) from exc
