@@ -180,6 +180,19 @@ def store_under_test(clickhouse_target: ClickHouseTarget, chdb_path: Path) -> st
     return f"chdb://{chdb_path}?database={clickhouse_target.database}"
 
 
+@pytest.fixture(params=clickhouse_kinds())
+def process_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL that worker *subprocesses* can open, on each ClickHouse.
+
+    chdb: a fresh directory of the test (one process at a time may open it);
+    native: a fresh database on the session's server (any number of processes).
+    """
+    if request.param == "chdb":
+        return f"chdb://{tmp_path / 'clickhouse'}"
+    target: NativeTarget = request.getfixturevalue("native_database")
+    return target.url
+
+
 # -- Docker (testcontainers) -------------------------------------------------
 
 
