@@ -29,7 +29,9 @@ def test_the_served_server_answers_native_and_http_and_stops_without_a_trace(
     with server:
         pid = server.pid
         assert pid is not None and server.is_running()
-        assert server.url == f"clickhouse://default@127.0.0.1:{server.tcp_port}/default"
+        assert server.url == (
+            f"clickhouse://default@127.0.0.1:{server.tcp_port}/default?http_port={server.http_port}"
+        )
         client = _client(server)
         ((version, tcp_port),) = client.execute("SELECT version(), getServerPort('tcp_port')")
         client.disconnect()

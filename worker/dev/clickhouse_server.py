@@ -100,7 +100,7 @@ class LocalClickHouseServer:
       dies (Linux ``PR_SET_PDEATHSIG``) and ``start()`` registers nothing
       global: use it as a context manager or call ``stop()``.
 
-    ``url`` is ``clickhouse://default@127.0.0.1:PORT/default``. Not
+    ``url`` is the store URL (``clickhouse://...?http_port=N``). Not
     thread-safe: one owner starts and stops it.
     """
 
@@ -140,10 +140,14 @@ class LocalClickHouseServer:
 
     @property
     def url(self) -> str:
-        """``clickhouse://default@127.0.0.1:PORT/default`` (native protocol)."""
+        """The store URL: ``clickhouse://default@127.0.0.1:TCP/default?http_port=HTTP``.
+
+        Queries use the native protocol; inserts go over HTTP as Arrow (the
+        fast path, see :mod:`worker.store.http_insert`).
+        """
         if self.tcp_port == 0:
             raise RuntimeError("LocalClickHouseServer has not started yet: call start()")
-        return f"clickhouse://default@{HOST}:{self.tcp_port}/default"
+        return f"clickhouse://default@{HOST}:{self.tcp_port}/default?http_port={self.http_port}"
 
     @property
     def http_url(self) -> str:

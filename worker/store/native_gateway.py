@@ -1,8 +1,11 @@
 """A ClickHouse server over the native protocol (clickhouse-driver) as a Gateway.
 
 One driver client per gateway, serialised by a lock (a client runs one query
-at a time). Parameters are sent server-side (``server_side_params``), so the
-SQL is the same ``{name:Type}`` text chdb runs. Every call has a connect
+at a time). With an ``http_port`` in the URL, inserts go to the server's HTTP
+interface as one Arrow stream (:mod:`worker.store.http_insert`, about 3x the
+rows/s: no Python object per value); queries stay on the native protocol.
+Parameters are sent server-side (``server_side_params``), so the SQL is the
+same ``{name:Type}`` text chdb runs. Every call has a connect
 timeout, a socket send/receive timeout and a server-side
 ``max_execution_time``.
 """
@@ -15,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
-from worker.store.gateway import NativeLocation, Params, Row, check_identifier
+from worker.store.gateway import NativeLocation, Params, Row, check_identifier, column_types
+from worker.store.http_insert import INSERT_SETTINGS, ArrowHttpInserter
 
 # The driver logs connection failures with a traceback; they reach the user as a
 # one-line StoreError instead (a configured root logger still receives them).
@@ -72,6 +77,18 @@ class NativeGateway:
         self._lock = threading.Lock()
         self._client = self._new_client(location.database)
         self._closed = False
+        self._column_types: dict[str, dict[str, str]] = {}
+        self._http: ArrowHttpInserter | None = None
+        if location.http_port is not None:
+            self._http = ArrowHttpInserter(
+                host=location.host,
+                port=location.http_port,
+                secure=location.secure,
+                user=location.user,
+                password=location.password,
+                database=location.database,
+                timeout_s=timeout_s,
+            )
 
     @classmethod
     def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
@@ -162,6 +179,8 @@ class NativeGateway:
         check_identifier(table, "table name")
         for name in columns:
             check_identifier(name, "column name")
+        if self._http is not None:
+            return self._insert_http(self._http, table, columns, dedup_token)
         data = [_python_values(values) for values in columns.values()]
         lengths = {len(values) for values in data}
         if len(lengths) > 1:
@@ -169,13 +188,40 @@ class NativeGateway:
         if not data or not data[0]:
             return 0
         # See worker.store.chdb_gateway.insert_settings.
-        settings: dict[str, Any] = {"optimize_on_insert": 0, "insert_distributed_sync": 1}
+        settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
         # Identifiers were checked above; the token travels as a query setting.
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
         self._run(self._client, statement, None, data, columnar=True, settings=settings)
         return len(data[0])
+
+    def _insert_http(
+        self,
+        http: ArrowHttpInserter,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        dedup_token: str | None,
+    ) -> int:
+        payload, rows = insert_payload(table, columns, self._types(table))
+        if rows == 0:
+            return 0
+        if self._closed:
+            raise StoreError(f"gateway for {self._url} is closed")
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise StoreError(f"ClickHouse client for {self._url} stayed busy; retry later")
+        try:
+            http.insert(table, list(columns), payload, dedup_token=dedup_token, where=self._where())
+        finally:
+            self._lock.release()
+        return rows
+
+    def _types(self, table: str) -> dict[str, str]:
+        cached = self._column_types.get(table)
+        if cached is None:
+            cached = column_types(self, table, self._where())
+            self._column_types[table] = cached
+        return cached
 
     def ensure_database(self) -> None:
         admin = self._new_client("default")
@@ -191,6 +237,8 @@ class NativeGateway:
         if not self._closed:
             self._closed = True
             self._client.disconnect()
+            if self._http is not None:
+                self._http.close()
 
 
 def _python_values(values: Sequence[Any]) -> list[Any]:
