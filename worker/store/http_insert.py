@@ -17,6 +17,7 @@ takes them.
 from __future__ import annotations
 
 import http.client
+import select
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -116,6 +117,8 @@ class ArrowHttpInserter:
             raise translate(int(code) if code and code.isdigit() else None, message, where)
 
     def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is not None and _dropped(self._connection):
+            self.close()  # e.g. the server restarted since the last insert
         if self._connection is None:
             if self._secure:
                 self._connection = http.client.HTTPSConnection(
@@ -129,3 +132,19 @@ class ArrowHttpInserter:
                     self._host, self._port, timeout=self._timeout_s
                 )
         return self._connection
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether the peer closed this idle keep-alive connection (readable = EOF or junk).
+
+    Checked before reuse (as urllib3 does), so an insert after a server
+    restart opens a fresh connection instead of failing once on the stale one.
+    """
+    sock = connection.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)

@@ -27,6 +27,9 @@ from worker.store.http_insert import INSERT_SETTINGS, ArrowHttpInserter
 # The driver logs connection failures with a traceback; they reach the user as a
 # one-line StoreError instead (a configured root logger still receives them).
 logging.getLogger("clickhouse_driver").addHandler(logging.NullHandler())
+# Its reconnect chatter ("Connection was closed, reconnecting.", a warning per
+# attempt) would repeat an outage the worker already reports once in its own words.
+logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 
 
 class _ServerNull:
