@@ -61,11 +61,12 @@ class ServerBenchResult:
     insert_native_per_s: float
 
 
-def run_server_bench(events: int = 200_000, customers: int = 10_000) -> ServerBenchResult:
+def run_server_bench(
+    events: int = 200_000, customers: int = 10_000, insert_rows: int = 100_000
+) -> ServerBenchResult:
     """Run the benchmark in a child process (see the module docstring)."""
-    figures = run_child(
-        "worker.benchmarks.server", ["--events", str(events), "--customers", str(customers)]
-    )
+    args = ["--events", str(events), "--customers", str(customers)]
+    figures = run_child("worker.benchmarks.server", [*args, "--insert-rows", str(insert_rows)])
     return ServerBenchResult(**figures)
 
 
@@ -85,8 +86,12 @@ def print_server_bench(events: int = 200_000, customers: int = 10_000) -> None:
     )
 
 
-def measure(events: int, customers: int) -> ServerBenchResult:
-    """The measurement itself (in the child process)."""
+def measure(events: int, customers: int, insert_rows: int) -> ServerBenchResult:
+    """The measurement itself (in the child process).
+
+    Batches are cut at a tenth of ``events`` (at most the default 20,000), so
+    every run has about ten commits to time.
+    """
     catalog = build_catalog(customers=customers, line_items_per_customer=3)
     with (
         scratch_directory("server-") as tmp,
@@ -101,12 +106,12 @@ def measure(events: int, customers: int) -> ServerBenchResult:
             topic_partitions=PARTITIONS,
         )
         ensure_topics(settings, worker_topics(settings))
-        env = _worker_env(settings)
+        env = _worker_env(settings, batch_events=min(20_000, max(500, events // 10)))
         _produce(env, catalog, events, tmp / "events.jsonl")
         embedded = _priced_per_s(env, f"chdb://{tmp / 'embedded'}", "embedded", catalog_file, 1)
         one = _priced_per_s(env, _database(server.url, "one"), "server1", catalog_file, 1)
         two = _priced_per_s(env, _database(server.url, "two"), "server2", catalog_file, 2)
-        rows, inserts = _insert_rates(tmp, server.url)
+        rows, inserts = _insert_rates(tmp, server.url, insert_rows)
     return ServerBenchResult(events, embedded, one, two, rows, *inserts)
 
 
@@ -123,9 +128,10 @@ def _database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
-def _worker_env(settings: WorkerSettings) -> dict[str, str]:
+def _worker_env(settings: WorkerSettings, batch_events: int) -> dict[str, str]:
     return {
         **os.environ,
+        "EW_BATCH_MAX_EVENTS": str(batch_events),
         "EW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "EW_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "EW_EVENTS_TOPIC": settings.events_topic,
@@ -198,10 +204,12 @@ def _watch_commits(
     return first, last
 
 
-def _insert_rates(tmp: Path, server_url: str) -> tuple[int, tuple[float, float, float]]:
+def _insert_rates(
+    tmp: Path, server_url: str, insert_rows: int
+) -> tuple[int, tuple[float, float, float]]:
     from worker.benchmarks.store import rated_batches
 
-    batches = rated_batches(100_000, 10_000)
+    batches = rated_batches(insert_rows, min(10_000, insert_rows))
     rows = sum(len(batch.rated) for batch in batches)
     native_url = _without_http_port(_database(server_url, "insert_native"))
     urls = (
@@ -239,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.benchmarks.server")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--insert-rows", type=int, default=100_000)
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    result = measure(args.events, args.customers)
+    result = measure(args.events, args.customers, args.insert_rows)
     print(f"server bench took {datetime.now(UTC) - started}", file=sys.stderr)
     print(json.dumps(asdict(result)))
     return 0
