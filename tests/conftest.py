@@ -25,10 +25,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from tests.integration.support import CLICKHOUSE_ENV, KAFKA_ENV, clickhouse_kinds
 
     kafka = os.environ.get(KAFKA_ENV)
-    native_hint = "" if os.environ.get(CLICKHOUSE_ENV) else f" (set {CLICKHOUSE_ENV} for native)"
+    server = os.environ.get(CLICKHOUSE_ENV)
+    native = f"server from {CLICKHOUSE_ENV}" if server else "local server (chdb, listening)"
     return [
         f"kafka: {kafka} (from {KAFKA_ENV})" if kafka else "kafka: local tansu broker",
-        f"clickhouse targets: {', '.join(clickhouse_kinds())}{native_hint}",
+        f"clickhouse targets: {', '.join(clickhouse_kinds())}; native = {native}",
     ]
 
 

@@ -733,6 +733,7 @@ def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench
     from worker.benchmarks.reprocess import print_reprocess_bench
+    from worker.benchmarks.server import print_server_bench
     from worker.benchmarks.store import print_store_bench
 
     # One scratch root, deleted after the last benchmark: see worker.benchmarks.child.
@@ -740,6 +741,7 @@ def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
         print_domain_bench(events=args.events, customers=args.customers)
         print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
         print_store_bench()
+        print_server_bench()
         print_reprocess_bench()
     return 0
 

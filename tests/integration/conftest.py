@@ -2,9 +2,11 @@
 
 Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set, else one local tansu
 broker for the whole session. ClickHouse: one embedded chdb directory for the
-session with a fresh database per test; `clickhouse_target` also runs on a
-server over the native protocol when `EW_TEST_CLICKHOUSE_URL`
-(clickhouse://user:pass@host:port/db) is set. Docker fixtures
+session with a fresh database per test, and one ClickHouse server over the
+native protocol: `EW_TEST_CLICKHOUSE_URL` (clickhouse://user:pass@host:port/db)
+when set, else a local server for the session (chdb's clickhouse-local,
+listening: `worker.dev.clickhouse_server`). `clickhouse_target` and
+`store_under_test` run each test on both. Docker fixtures
 (`docker_kafka`, `docker_clickhouse`) use testcontainers and skip when no
 Docker engine answers.
 
@@ -22,17 +24,20 @@ import pytest
 
 from tests.integration.support import (
     CHDB_TEST_CLUSTER,
+    CLICKHOUSE_CLUSTER_ENV,
     CLICKHOUSE_ENV,
     KAFKA_ENV,
     ChdbTarget,
     ClickHouseTarget,
     NativeTarget,
+    ServedClickHouse,
     chdb_cluster_config,
     clickhouse_kinds,
     client_config,
     docker_unavailable_reason,
     producer_config,
 )
+from worker.dev.clickhouse_server import LocalClickHouseServer
 from worker.ops.local_broker import LocalTansuBroker
 
 #: Images for the Docker fixtures (pulled by the engine, never at import).
@@ -121,23 +126,71 @@ def chdb_database(chdb_connection: Any, unique_name: Callable[[str], str]) -> It
         target.drop()
 
 
-@pytest.fixture(params=clickhouse_kinds())
-def clickhouse_target(
-    request: pytest.FixtureRequest, unique_name: Callable[[str], str]
-) -> Iterator[ClickHouseTarget]:
-    """A fresh database on each available ClickHouse: chdb always, a server when configured.
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedClickHouse]:
+    """The session's ClickHouse server: `EW_TEST_CLICKHOUSE_URL`, else a local one.
 
-    Parametrised by kind (test ids `[chdb]`, `[native]`); the database is
-    dropped after the test.
+    The local server (loopback ports chosen at start, stopped at the end of
+    the session) defines the one-shard cluster `CHDB_TEST_CLUSTER` over
+    itself for the (non-replicated) cluster layout.
     """
-    if request.param == "chdb":
-        yield request.getfixturevalue("chdb_database")
+    external = os.environ.get(CLICKHOUSE_ENV)
+    if external:
+        yield ServedClickHouse(external, os.environ.get(CLICKHOUSE_CLUSTER_ENV), replicated=True)
         return
-    target = NativeTarget(os.environ[CLICKHOUSE_ENV], unique_name("db"))
+    root = tmp_path_factory.mktemp("clickhouse-server")
+    with LocalClickHouseServer(
+        root / "data", run_dir=root / "run", cluster=CHDB_TEST_CLUSTER
+    ) as server:
+        yield ServedClickHouse(server.url, CHDB_TEST_CLUSTER, replicated=False)
+
+
+@pytest.fixture
+def native_database(
+    clickhouse_server: ServedClickHouse, unique_name: Callable[[str], str]
+) -> Iterator[NativeTarget]:
+    """A fresh database on the session's ClickHouse server, dropped after the test."""
+    target = NativeTarget(clickhouse_server.url, unique_name("db"))
     try:
         yield target
     finally:
         target.drop()
+
+
+@pytest.fixture(params=clickhouse_kinds())
+def clickhouse_target(request: pytest.FixtureRequest) -> ClickHouseTarget:
+    """A fresh database on each ClickHouse: embedded chdb and the session's server.
+
+    Parametrised by kind (test ids `[chdb]`, `[native]`); the database is
+    dropped after the test.
+    """
+    fixture = "chdb_database" if request.param == "chdb" else "native_database"
+    target: ClickHouseTarget = request.getfixturevalue(fixture)
+    return target
+
+
+@pytest.fixture
+def store_under_test(clickhouse_target: ClickHouseTarget, chdb_path: Path) -> str:
+    """The store URL of `clickhouse_target` (with credentials) for workers and the CLI.
+
+    Pipeline tests take this to run on both stores (test ids `[chdb]`, `[native]`).
+    """
+    if isinstance(clickhouse_target, NativeTarget):
+        return clickhouse_target.url
+    return f"chdb://{chdb_path}?database={clickhouse_target.database}"
+
+
+@pytest.fixture(params=clickhouse_kinds())
+def process_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL that worker *subprocesses* can open, on each ClickHouse.
+
+    chdb: a fresh directory of the test (one process at a time may open it);
+    native: a fresh database on the session's server (any number of processes).
+    """
+    if request.param == "chdb":
+        return f"chdb://{tmp_path / 'clickhouse'}"
+    target: NativeTarget = request.getfixturevalue("native_database")
+    return target.url
 
 
 # -- Docker (testcontainers) -------------------------------------------------

@@ -12,15 +12,17 @@ import functools
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 #: Use this broker (host:port) instead of starting a local tansu.
 KAFKA_ENV = "EW_TEST_KAFKA_BOOTSTRAP"
-#: Also run `clickhouse_target` tests on this server: clickhouse://user:pass@host:port/db.
+#: Run the server tests on this server (clickhouse://user:pass@host:port/db) instead
+#: of the session's local one (`worker.dev.clickhouse_server`).
 CLICKHOUSE_ENV = "EW_TEST_CLICKHOUSE_URL"
 #: tansu makes a group's first join wait half of session.timeout.ms.
 SESSION_TIMEOUT_MS = 6000
@@ -31,7 +33,8 @@ QUERY_TIMEOUT_S = 60
 #: The server's cluster (remote_servers name) on which to also test the clustered
 #: schema (Replicated + Distributed tables, ON CLUSTER DDL) of `EW_TEST_CLICKHOUSE_URL`.
 CLICKHOUSE_CLUSTER_ENV = "EW_TEST_CLICKHOUSE_CLUSTER"
-#: The one-shard cluster of the session's chdb (see `chdb_cluster_config`).
+#: The one-shard cluster of the session's chdb (see `chdb_cluster_config`) and of
+#: the session's local server (non-replicated: no Keeper).
 CHDB_TEST_CLUSTER = "ew_test"
 
 
@@ -99,8 +102,29 @@ ClickHouseKind = Literal["chdb", "native"]
 
 
 def clickhouse_kinds() -> list[ClickHouseKind]:
-    """The ClickHouse kinds this run can reach: chdb always, native when configured."""
-    return ["chdb", "native"] if os.environ.get(CLICKHOUSE_ENV) else ["chdb"]
+    """The ClickHouse kinds every run tests: embedded chdb and a server (native protocol).
+
+    The server is `EW_TEST_CLICKHOUSE_URL` when set, else the session's local one.
+    """
+    return ["chdb", "native"]
+
+
+@dataclass(frozen=True)
+class ServedClickHouse:
+    """The session's ClickHouse server: its URL and the cluster to test the cluster layout on.
+
+    `cluster` None: no cluster known (an external server without
+    `EW_TEST_CLICKHOUSE_CLUSTER`); `replicated` False for the local server,
+    which has no Keeper (a non-replicated Distributed table over itself).
+    """
+
+    url: str
+    cluster: str | None
+    replicated: bool
+
+    def database_url(self, database: str) -> str:
+        """`url` with its database path replaced by `database`."""
+        return urlunsplit(urlsplit(self.url)._replace(path="/" + database))
 
 
 class ClickHouseTarget(Protocol):
@@ -208,22 +232,27 @@ class NativeTarget:
     kind: ClickHouseKind = "native"
 
     def __init__(self, url: str, database: str) -> None:
+        """Create `database` on the server at `url` (`clickhouse://...`)."""
         admin = _native_client(url, None)
         try:
             admin.execute("CREATE DATABASE {db:Identifier}", {"db": database})
         finally:
             admin.disconnect()
-        self._url = url
+        self._server_url = url
+        self.url = urlunsplit(urlsplit(url)._replace(path="/" + database))
         self.database = database
         self._client = _native_client(url, database)
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        rows = self._client.execute(sql, dict(params or {}))
+        from worker.store.native_gateway import server_param
+
+        values = {name: server_param(value) for name, value in (params or {}).items()}
+        rows = self._client.execute(sql, values)
         return [tuple(row) for row in rows] if isinstance(rows, list) else []
 
     def drop(self) -> None:
         self._client.disconnect()
-        admin = _native_client(self._url, None)
+        admin = _native_client(self._server_url, None)
         try:
             admin.execute("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": self.database})
         finally:

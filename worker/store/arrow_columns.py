@@ -84,6 +84,25 @@ def ipc_stream(columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -
     return sink.getvalue().to_pybytes(), table.num_rows
 
 
+def insert_payload(
+    table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]
+) -> tuple[bytes, int]:
+    """:func:`ipc_stream` for an insert into ``table``: every failure a ``StoreError``.
+
+    Refuses columns ``table`` does not have (``types`` are its columns) and
+    values its column types cannot hold exactly.
+    """
+    from worker.store.errors import StoreError, first_line
+
+    unknown = set(columns) - types.keys()
+    if unknown:
+        raise StoreError(f"table {table} has no column(s) {', '.join(sorted(unknown))}")
+    try:
+        return ipc_stream(columns, types)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise StoreError(f"cannot convert rows for {table}: {first_line(str(exc))}") from exc
+
+
 def _timestamps(values: Sequence[Any], target: Any) -> Any:
     """Aware datetimes as a timestamp array, via integer ticks since the epoch.
 

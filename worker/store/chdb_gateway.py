@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.store.arrow_columns import ipc_stream
+from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
-from worker.store.gateway import ChdbLocation, Params, Row, check_identifier
+from worker.store.gateway import ChdbLocation, Params, Row, check_identifier, column_types
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 
@@ -225,14 +225,7 @@ class ChdbGateway:
         check_identifier(table, "table name")
         for name in columns:
             check_identifier(name, "column name")
-        types = self._types(table)
-        unknown = set(columns) - types.keys()
-        if unknown:
-            raise StoreError(f"table {table} has no column(s) {', '.join(sorted(unknown))}")
-        try:
-            payload, rows = ipc_stream(columns, types)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            raise StoreError(f"cannot convert rows for {table}: {first_line(str(exc))}") from exc
+        payload, rows = insert_payload(table, columns, self._types(table))
         if rows == 0:
             return 0
         # Identifiers were checked above; the token by insert_settings.
@@ -246,14 +239,8 @@ class ChdbGateway:
     def _types(self, table: str) -> dict[str, str]:
         cached = self._column_types.get(table)
         if cached is None:
-            rows = self.query(
-                "SELECT name, type FROM system.columns "
-                "WHERE database = {db:String} AND table = {table:String}",
-                {"db": self._database, "table": table},
-            )
-            if not rows:
-                raise translate(60, f"table {self._database}.{table} does not exist", self._where())
-            cached = self._column_types[table] = {str(name): str(kind) for name, kind in rows}
+            cached = column_types(self, table, self._where())
+            self._column_types[table] = cached
         return cached
 
     def ensure_database(self) -> None:

@@ -3,7 +3,9 @@
 ``chdb:///abs/dir`` or ``chdb://./relative/dir`` opens the embedded engine
 (:mod:`worker.store.chdb_gateway`); ``clickhouse://user:pass@host:port/db``
 (``?secure=1`` or ``clickhouses://`` for TLS) talks to a server over the
-native protocol (:mod:`worker.store.native_gateway`). Both run the same SQL.
+native protocol (:mod:`worker.store.native_gateway`); with ``&http_port=N``
+its inserts go to the server's HTTP interface as Arrow streams, the fast path
+(:mod:`worker.store.http_insert`). Both run the same SQL.
 
 SQL never contains values: only ``{name:Type}`` query parameters. Identifiers
 (database names) are checked against :data:`IDENTIFIER` before use.
@@ -125,6 +127,8 @@ class NativeLocation:
     password: str
     database: str
     secure: bool
+    http_port: int | None = None
+    """The server's HTTP port (``?http_port=N``): inserts then go there as Arrow."""
 
 
 def check_identifier(name: str, what: str = "database name") -> str:
@@ -132,6 +136,25 @@ def check_identifier(name: str, what: str = "database name") -> str:
     if not IDENTIFIER.fullmatch(name):
         raise StoreError(f"invalid {what} {name!r}: use letters, digits and _ only")
     return name
+
+
+def column_types(gateway: Gateway, table: str, where: str) -> dict[str, str]:
+    """``table``'s columns (name -> ClickHouse type) in ``gateway``'s database.
+
+    Raises :class:`SchemaMissingError` when the table does not exist. Callers
+    cache the answer: the schema only grows, by migrations.
+    """
+    rows = gateway.query(
+        "SELECT name, type FROM system.columns "
+        "WHERE database = {db:String} AND table = {table:String}",
+        {"db": gateway.database, "table": table},
+    )
+    if not rows:
+        raise SchemaMissingError(
+            f"schema missing in {where} (table {gateway.database}.{table} does not exist): "
+            f"{MIGRATE_HINT}"
+        )
+    return {str(name): str(kind) for name, kind in rows}
 
 
 def _shown(url: str) -> str:
@@ -145,17 +168,25 @@ def _shown(url: str) -> str:
 def _bad_url(url: str, why: str) -> StoreError:
     return StoreError(
         f"invalid store URL {_shown(url)!r} ({why}): expected chdb:///path/to/dir, "
-        "chdb://./relative/dir or clickhouse://user:pass@host:9000/db[?secure=1]"
+        "chdb://./relative/dir or clickhouse://user:pass@host:9000/db[?secure=1&http_port=8123]"
     )
 
 
 #: Query parameters each scheme understands; any other one is a typo (``?databse=``).
 _URL_PARAMETERS: dict[str, frozenset[str]] = {
     "chdb": frozenset({"database"}),
-    "clickhouse": frozenset({"secure"}),
-    "clickhouses": frozenset({"secure"}),
+    "clickhouse": frozenset({"secure", "http_port"}),
+    "clickhouses": frozenset({"secure", "http_port"}),
 }
 _SECURE_VALUES = frozenset({"0", "1", "false", "true"})
+
+
+def _http_port(url: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise _bad_url(url, f"http_port must be a port number 1..65535, got {text!r}")
+    return int(text)
 
 
 def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
@@ -202,6 +233,7 @@ def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
             password=unquote(parts.password or ""),
             database=database,
             secure=secure,
+            http_port=_http_port(url, query.get("http_port")),
         )
     raise _bad_url(url, f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme")
 

@@ -1,8 +1,11 @@
 """A ClickHouse server over the native protocol (clickhouse-driver) as a Gateway.
 
 One driver client per gateway, serialised by a lock (a client runs one query
-at a time). Parameters are sent server-side (``server_side_params``), so the
-SQL is the same ``{name:Type}`` text chdb runs. Every call has a connect
+at a time). With an ``http_port`` in the URL, inserts go to the server's HTTP
+interface as one Arrow stream (:mod:`worker.store.http_insert`, about 3x the
+rows/s: no Python object per value); queries stay on the native protocol.
+Parameters are sent server-side (``server_side_params``), so the SQL is the
+same ``{name:Type}`` text chdb runs. Every call has a connect
 timeout, a socket send/receive timeout and a server-side
 ``max_execution_time``.
 """
@@ -15,24 +18,56 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
-from worker.store.gateway import NativeLocation, Params, Row, check_identifier
+from worker.store.gateway import NativeLocation, Params, Row, check_identifier, column_types
+from worker.store.http_insert import INSERT_SETTINGS, ArrowHttpInserter
 
 # The driver logs connection failures with a traceback; they reach the user as a
 # one-line StoreError instead (a configured root logger still receives them).
 logging.getLogger("clickhouse_driver").addHandler(logging.NullHandler())
+# Its reconnect chatter ("Connection was closed, reconnecting.", a warning per
+# attempt) would repeat an outage the worker already reports once in its own words.
+logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 
 
-def _server_value(value: Any) -> Any:
-    """Datetimes as UTC text (parsed by the declared ``DateTime64(6, 'UTC')``)."""
+class _ServerNull:
+    """A NULL server-side parameter.
+
+    clickhouse-driver sends None as the quoted text 'NULL', which a
+    ``Nullable(String)`` parameter reads as the string "NULL". The driver
+    quotes an unknown object's ``str()`` as it is: ``\\N`` arrives as the
+    escaped-text NULL.
+    """
+
+    def __str__(self) -> str:
+        return "\\\\N"
+
+
+_NULL = _ServerNull()
+
+
+def server_param(value: Any) -> Any:
+    """A parameter value as clickhouse-driver must send it server-side.
+
+    Datetimes as UTC text (parsed by the declared ``DateTime64(6, 'UTC')``),
+    None as NULL; lists and tuples element by element (None inside them is
+    sent as the driver's NULL literal, which is right there).
+    """
+    if value is None:
+        return _NULL
     if isinstance(value, datetime):
         return utc_text(value)
     if isinstance(value, list):
-        return [_server_value(item) for item in value]
+        return [_element(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(_server_value(item) for item in value)
+        return tuple(_element(item) for item in value)
     return value
+
+
+def _element(value: Any) -> Any:
+    return None if value is None else server_param(value)
 
 
 class NativeGateway:
@@ -45,6 +80,18 @@ class NativeGateway:
         self._lock = threading.Lock()
         self._client = self._new_client(location.database)
         self._closed = False
+        self._column_types: dict[str, dict[str, str]] = {}
+        self._http: ArrowHttpInserter | None = None
+        if location.http_port is not None:
+            self._http = ArrowHttpInserter(
+                host=location.host,
+                port=location.http_port,
+                secure=location.secure,
+                user=location.user,
+                password=location.password,
+                database=location.database,
+                timeout_s=timeout_s,
+            )
 
     @classmethod
     def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
@@ -97,7 +144,7 @@ class NativeGateway:
         try:
             if data is not None:
                 return client.execute(sql, data, **kwargs)
-            values = {name: _server_value(value) for name, value in (params or {}).items()}
+            values = {name: server_param(value) for name, value in (params or {}).items()}
             return client.execute(sql, values, **kwargs)
         except errors.ServerException as exc:
             raise translate(exc.code, exc.message, self._where()) from exc
@@ -135,6 +182,8 @@ class NativeGateway:
         check_identifier(table, "table name")
         for name in columns:
             check_identifier(name, "column name")
+        if self._http is not None:
+            return self._insert_http(self._http, table, columns, dedup_token)
         data = [_python_values(values) for values in columns.values()]
         lengths = {len(values) for values in data}
         if len(lengths) > 1:
@@ -142,13 +191,40 @@ class NativeGateway:
         if not data or not data[0]:
             return 0
         # See worker.store.chdb_gateway.insert_settings.
-        settings: dict[str, Any] = {"optimize_on_insert": 0, "insert_distributed_sync": 1}
+        settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if dedup_token is not None:
             settings["insert_deduplication_token"] = dedup_token
         # Identifiers were checked above; the token travels as a query setting.
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
         self._run(self._client, statement, None, data, columnar=True, settings=settings)
         return len(data[0])
+
+    def _insert_http(
+        self,
+        http: ArrowHttpInserter,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        dedup_token: str | None,
+    ) -> int:
+        payload, rows = insert_payload(table, columns, self._types(table))
+        if rows == 0:
+            return 0
+        if self._closed:
+            raise StoreError(f"gateway for {self._url} is closed")
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise StoreError(f"ClickHouse client for {self._url} stayed busy; retry later")
+        try:
+            http.insert(table, list(columns), payload, dedup_token=dedup_token, where=self._where())
+        finally:
+            self._lock.release()
+        return rows
+
+    def _types(self, table: str) -> dict[str, str]:
+        cached = self._column_types.get(table)
+        if cached is None:
+            cached = column_types(self, table, self._where())
+            self._column_types[table] = cached
+        return cached
 
     def ensure_database(self) -> None:
         admin = self._new_client("default")
@@ -164,6 +240,8 @@ class NativeGateway:
         if not self._closed:
             self._closed = True
             self._client.disconnect()
+            if self._http is not None:
+                self._http.close()
 
 
 def _python_values(values: Sequence[Any]) -> list[Any]:

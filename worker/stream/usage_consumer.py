@@ -403,15 +403,21 @@ class UsageConsumer:
     def _with_retry(
         self, consumer: Consumer, operation: Callable[[], T], *, stage: str = "prepare"
     ) -> T:
-        """Run ``operation``; on store/broker failure pause, keep polling, back off, retry."""
+        """Run ``operation``; on store/broker failure pause, keep polling, back off, retry.
+
+        An outage is said once, in a warning when it starts (then each retry
+        only at DEBUG), and once more when the operation succeeds again.
+        """
         delays = self._retry.delays()
         paused: list[TopicPartition] = []
+        failures = 0
+        started = self._clock()
         try:
             while True:
                 if self._abandon:
                     raise _Abandoned
                 try:
-                    return operation()
+                    result = operation()
                 except (StoreError, DeadLetterError, KafkaException) as exc:
                     self.stats.retries += 1
                     self._metrics.retries.labels(stage).inc()
@@ -419,17 +425,30 @@ class UsageConsumer:
                         paused = consumer.assignment()
                         consumer.pause(paused)
                     delay = next(delays)
-                    log.warning(
-                        "retrying in %.1fs: %s",
+                    failures += 1
+                    log.log(
+                        logging.WARNING if failures == 1 else logging.DEBUG,
+                        "consumption paused, nothing committed; retrying (next in %.1fs) "
+                        "until it works again: %s",
                         delay,
                         exc,
                         extra={
                             "stage": stage,
                             "reason": type(exc).__name__,
+                            "attempt": failures,
                             "partitions": sorted(f"{t}/{p}" for t, p in self._assigned),
                         },
                     )
                     self._wait_polling(consumer, delay)
+                    continue
+                if failures:
+                    log.warning(
+                        "resumed after %d failed attempts in %.1fs",
+                        failures,
+                        self._clock() - started,
+                        extra={"stage": stage, "attempt": failures},
+                    )
+                return result
         finally:
             if paused and not self._abandon:
                 consumer.resume(paused)

@@ -1,9 +1,10 @@
 """Crash safety: SIGKILL the worker at random moments and between write and commit.
 
 The worker runs as a real `events-worker run usage` process on its own chdb
-directory (one process per directory), is killed repeatedly and restarted;
-the final invoice (read back with `events-worker query line-items --json`)
-must equal an uninterrupted computation: nothing missing, nothing twice.
+directory (one process per directory) or on the session's ClickHouse server,
+is killed repeatedly and restarted; the final invoice (read back with
+`events-worker query line-items --json`) must equal an uninterrupted
+computation: nothing missing, nothing twice.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def start_worker(env: dict[str, str], store: str, catalog: Path) -> subprocess.P
 
 
 def test_killed_and_restarted_worker_counts_every_event_exactly_once(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, process_store: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     catalog = build_catalog(customers=10, line_items_per_customer=4)
     catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 8_000, seed=21, duplicate_rate=0.03))
     env = worker_env(kafka_bootstrap, unique_name)
-    store = f"chdb://{tmp_path / 'clickhouse'}"
+    store = process_store
     settings = settings_from_env(env, partitions=3)
     ensure_topics(settings, worker_topics(settings))
     produce(settings, documents)

@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 
-from tests.integration.support import ChdbTarget
 from tests.integration.workers import dead_letter_headers, produce, settings_for, write_catalog
 from tests.reference import q15, reference_rate
 from worker.cli import main
@@ -209,15 +208,14 @@ def query_line_items(settings: WorkerSettings, tenant: str) -> list[dict[str, An
 
 def test_fifty_thousand_events_end_to_end_equal_the_reference_invoice(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    chdb_database: ChdbTarget,
+    store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     documents = catalogs()
     catalog_file = write_catalog(tmp_path, documents)
     events = stream(documents)
-    store = f"chdb://{chdb_path}?database={chdb_database.database}"
+    store = store_under_test
     settings = settings_for(kafka_bootstrap, store, unique_name).model_copy(
         update={"batch_max_events": 10_000, "batch_max_wait_ms": 500}
     )

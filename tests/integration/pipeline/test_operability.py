@@ -23,7 +23,6 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.support import ChdbTarget
 from tests.integration.workers import (
     MALFORMED,
     MALFORMED_MESSAGES,
@@ -117,8 +116,7 @@ def unknown_customer_events() -> list[dict[str, Any]]:
 
 def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    chdb_database: ChdbTarget,
+    store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
     json_logs: Callable[[WorkerSettings], io.StringIO],
@@ -127,9 +125,9 @@ def test_metrics_scraped_during_a_run_agree_with_clickhouse_and_the_dlq(
     catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 3000, seed=11, duplicate_rate=0.05))
     documents += unknown_customer_events()
-    settings = settings_for(
-        kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
-    ).model_copy(update={"kafka_extra": {"sasl.username": "svc", "sasl.password": SASL_PASSWORD}})
+    settings = settings_for(kafka_bootstrap, store_under_test, unique_name).model_copy(
+        update={"kafka_extra": {"sasl.username": "svc", "sasl.password": SASL_PASSWORD}}
+    )
     logs = json_logs(settings)
     ensure_topics(settings, worker_topics(settings))
     produce(settings, documents, MALFORMED_MESSAGES)
@@ -283,17 +281,14 @@ def wait_for_status(port: int, path: str, expected: int, timeout_s: float) -> st
 
 def test_healthz_fails_while_the_loop_stalls_and_recovers(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    chdb_database: ChdbTarget,
+    store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     catalog = build_catalog(customers=4, line_items_per_customer=2)
     catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 200, seed=3))
-    settings = settings_for(
-        kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
-    )
+    settings = settings_for(kafka_bootstrap, store_under_test, unique_name)
     ensure_topics(settings, worker_topics(settings))
     produce(settings, documents, MALFORMED_MESSAGES)
 

@@ -4,6 +4,7 @@
   uninterrupted, independent computation.
 * ClickHouse fails for a while (a gateway that raises for N seconds): the
   worker pauses, retries, never loses or double-counts, and resumes by itself.
+  (`test_server_outage.py` stops and restarts a real server instead.)
 """
 
 from __future__ import annotations
@@ -85,16 +86,13 @@ def make_consumer(
 
 def setup(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    db: ChdbTarget,
+    store: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> tuple[WorkerSettings, dict[str, Any], CatalogIndex]:
     catalog = build_catalog(customers=12, line_items_per_customer=4)
     write_catalog(tmp_path, catalog)
-    settings = settings_for(
-        kafka_bootstrap, f"chdb://{chdb_path}?database={db.database}", unique_name
-    )
+    settings = settings_for(kafka_bootstrap, store, unique_name)
     ensure_topics(settings, worker_topics(settings))
     gateway = open_gateway(settings.store_url)
     migrate(gateway)
@@ -103,12 +101,10 @@ def setup(
 
 
 def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
-    kafka_bootstrap: str, chdb_path: Path, chdb_database: ChdbTarget,
+    kafka_bootstrap: str, store_under_test: str,
     unique_name: Callable[[str], str], tmp_path: Path,
 ) -> None:  # fmt: skip
-    settings, catalog, index = setup(
-        kafka_bootstrap, chdb_path, chdb_database, unique_name, tmp_path
-    )
+    settings, catalog, index = setup(kafka_bootstrap, store_under_test, unique_name, tmp_path)
     documents = list(generate_events(catalog, 9000, seed=31, duplicate_rate=0.05))
     chunks = [documents[i : i + 500] for i in range(0, len(documents), 500)]
     gateway = open_gateway(settings.store_url)
@@ -154,9 +150,10 @@ def test_store_outage_pauses_retries_and_loses_nothing(
     kafka_bootstrap: str, chdb_path: Path, chdb_database: ChdbTarget,
     unique_name: Callable[[str], str], tmp_path: Path,
 ) -> None:  # fmt: skip
-    settings, catalog, index = setup(
-        kafka_bootstrap, chdb_path, chdb_database, unique_name, tmp_path
-    )
+    # Embedded chdb cannot go away: a wrapper fails its calls. The server's
+    # outage is real (test_server_outage.py).
+    store = f"chdb://{chdb_path}?database={chdb_database.database}"
+    settings, catalog, index = setup(kafka_bootstrap, store, unique_name, tmp_path)
     documents = list(generate_events(catalog, 6000, seed=32, duplicate_rate=0.05))
     flaky = FlakyGateway(open_gateway(settings.store_url))
     consumer = make_consumer(settings, flaky, index, idle_s=3.0)

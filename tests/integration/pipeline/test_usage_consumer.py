@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.support import ChdbTarget
 from tests.integration.workers import (
     MALFORMED,
     MALFORMED_MESSAGES,
@@ -30,17 +29,14 @@ from worker.stream.run_usage import run_usage
 
 def test_consumer_prices_every_event_once_and_dead_letters_bad_input(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    chdb_database: ChdbTarget,
+    store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     catalog = build_catalog(customers=12, line_items_per_customer=4)
     catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 3000, seed=9, duplicate_rate=0.05))
-    settings = settings_for(
-        kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
-    )
+    settings = settings_for(kafka_bootstrap, store_under_test, unique_name)
     from worker.stream.topics import ensure_topics, worker_topics
 
     ensure_topics(settings, worker_topics(settings))

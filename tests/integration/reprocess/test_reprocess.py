@@ -16,7 +16,6 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from tests.integration.support import ChdbTarget
 from tests.integration.workers import (
     catalog_without,
     dead_letter_headers,
@@ -85,8 +84,7 @@ def request(request_id: str, start: datetime = WINDOW_START) -> ReprocessRequest
 
 def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     kafka_bootstrap: str,
-    chdb_path: Path,
-    chdb_database: ChdbTarget,
+    store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
@@ -95,9 +93,9 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     full_file = write_catalog(tmp_path, full, "full.json")
     documents = list(generate_events(full, 1500, seed=5, duplicate_rate=0.03))
     ghosts = ghost_events(documents, 40)
-    settings = settings_for(
-        kafka_bootstrap, f"chdb://{chdb_path}?database={chdb_database.database}", unique_name
-    ).model_copy(update={"reprocess_group": unique_name("reprocess")})
+    settings = settings_for(kafka_bootstrap, store_under_test, unique_name).model_copy(
+        update={"reprocess_group": unique_name("reprocess")}
+    )
     ensure_topics(settings, worker_topics(settings))
     produce(settings, documents + ghosts)
 

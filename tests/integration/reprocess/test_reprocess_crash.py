@@ -1,10 +1,11 @@
 """A reprocess worker SIGKILLed mid-request resumes from its durable cursor.
 
 Everything runs as real `events-worker` processes on one chdb directory (one
-process at a time): `run usage` stores the events of customers the catalog
-does not know yet; `reprocess request` publishes a request; `run reprocess`
-(rate-limited so the request takes seconds) is killed once part of it is
-re-published, then restarted and finishes; `run usage` with the full catalog
+process at a time) or on the session's ClickHouse server: `run usage` stores
+the events of customers the catalog does not know yet; `reprocess request`
+publishes a request; `run reprocess` (rate-limited so the request takes
+seconds) is killed once part of it is re-published, then restarted and
+finishes; `run usage` with the full catalog
 prices everything. The invoice must equal an independent computation, and
 the events topic must hold every unprocessed event re-published under its
 original key, at most one page more than once.
@@ -84,7 +85,7 @@ class RepublishedReader:
 
 
 def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, process_store: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     full = build_catalog(customers=4, line_items_per_customer=3)
     initial = catalog_without(catalog_without(full, "cus_2"), "cus_3")
@@ -93,7 +94,7 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
     documents = list(generate_events(full, 3000, seed=8, duplicate_rate=0.02))
     env = worker_env(kafka_bootstrap, unique_name)
     env.update({"EW_REPROCESS_GROUP": unique_name("rep"), "EW_REPROCESS_RATE_LIMIT": "300"})
-    store = f"chdb://{tmp_path / 'clickhouse'}"
+    store = process_store
     settings = settings_from_env(env, PARTITIONS)
     ensure_topics(settings, worker_topics(settings))
     produce(settings, documents)

@@ -1,4 +1,4 @@
-"""Store fixtures: a Gateway on each available ClickHouse (chdb always, a server when set).
+"""Store fixtures: a Gateway on each ClickHouse (embedded chdb and the session's server).
 
 `store` opens the gateway on the fresh database of `clickhouse_target` through
 the public URL form (so `open_gateway` is what tests exercise); `migrated`
@@ -9,11 +9,8 @@ server's cluster named by `EW_TEST_CLICKHOUSE_CLUSTER`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -21,7 +18,7 @@ from tests.integration.support import (
     CHDB_TEST_CLUSTER,
     CLICKHOUSE_CLUSTER_ENV,
     ClickHouseTarget,
-    NativeTarget,
+    ServedClickHouse,
 )
 from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout
 from worker.store.gateway import Gateway, open_gateway
@@ -43,19 +40,10 @@ class StoreUnderTest:
         return name if self.cluster is None else name + LOCAL_SUFFIX
 
 
-def store_url(target: ClickHouseTarget, chdb_path: Path) -> str:
-    if isinstance(target, NativeTarget):
-        from tests.integration.support import CLICKHOUSE_ENV
-
-        parts = urlsplit(os.environ[CLICKHOUSE_ENV])
-        return urlunsplit(parts._replace(path="/" + target.database))
-    return f"chdb://{chdb_path}?database={target.database}"
-
-
 @pytest.fixture
-def store(clickhouse_target: ClickHouseTarget, chdb_path: Path) -> Iterator[StoreUnderTest]:
+def store(clickhouse_target: ClickHouseTarget, store_under_test: str) -> Iterator[StoreUnderTest]:
     """An open gateway on the test's fresh (empty) database."""
-    url = store_url(clickhouse_target, chdb_path)
+    url = store_under_test
     gateway = open_gateway(url, timeout_s=60)
     try:
         yield StoreUnderTest(url, gateway, clickhouse_target.kind)
@@ -65,14 +53,20 @@ def store(clickhouse_target: ClickHouseTarget, chdb_path: Path) -> Iterator[Stor
 
 @pytest.fixture(params=["single", "cluster"])
 def migrated(request: pytest.FixtureRequest, store: StoreUnderTest) -> StoreUnderTest:
-    """`store` with the schema applied, in each layout (test ids `-single`, `-cluster`)."""
+    """`store` with the schema applied, in each layout (test ids `-single`, `-cluster`).
+
+    The cluster layout: chdb's one-shard test cluster; on the local server a
+    non-replicated Distributed table over its one-shard cluster (itself); on
+    an external server the cluster named by `EW_TEST_CLICKHOUSE_CLUSTER`.
+    """
     cluster = None
     if request.param == "cluster":
         if store.kind == "chdb":
             cluster = ClusterLayout(CHDB_TEST_CLUSTER, replicated=False)
-        elif os.environ.get(CLICKHOUSE_CLUSTER_ENV):
-            cluster = ClusterLayout(os.environ[CLICKHOUSE_CLUSTER_ENV])
         else:
-            pytest.skip(f"set {CLICKHOUSE_CLUSTER_ENV} to test the server's cluster layout")
+            served: ServedClickHouse = request.getfixturevalue("clickhouse_server")
+            if served.cluster is None:
+                pytest.skip(f"set {CLICKHOUSE_CLUSTER_ENV} to test the server's cluster layout")
+            cluster = ClusterLayout(served.cluster, replicated=served.replicated)
     migrate(store.gateway, cluster=cluster)
     return replace(store, cluster=cluster)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
-from tests.integration.support import CHDB_TEST_CLUSTER
+from tests.integration.support import CHDB_TEST_CLUSTER, ServedClickHouse
 from worker.domain.events import Event
 from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout, render
 from worker.store.errors import SchemaMissingError, StoreError
@@ -95,10 +95,12 @@ def _tables(store: StoreUnderTest) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def test_cluster(store: StoreUnderTest) -> ClusterLayout:
-    """The non-replicated cluster layout on chdb's one-shard test cluster."""
+def test_cluster(store: StoreUnderTest, request: pytest.FixtureRequest) -> ClusterLayout:
+    """The non-replicated cluster layout on the one-shard test cluster (chdb or local server)."""
     if store.kind != "chdb":
-        pytest.skip("the non-replicated cluster layout is checked on chdb's test cluster")
+        served: ServedClickHouse = request.getfixturevalue("clickhouse_server")
+        if served.replicated:
+            pytest.skip("the non-replicated layout needs the local server's one-shard cluster")
     return ClusterLayout(CHDB_TEST_CLUSTER, replicated=False)
 
 

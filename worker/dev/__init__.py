@@ -1,0 +1,1 @@
+"""Developer tooling: what a developer or a test run starts locally, never production."""
