@@ -28,7 +28,14 @@ from typing import Any
 from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
-from worker.store.gateway import ChdbLocation, Params, Row, check_identifier, column_types
+from worker.store.gateway import (
+    QUERY_MAX_MEMORY_BYTES,
+    ChdbLocation,
+    Params,
+    Row,
+    check_identifier,
+    column_types,
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 
@@ -43,6 +50,7 @@ class _SharedConnection:
         self.references = 0
         self.current_database: str | None = None
         self.current_timeout_s: int | None = None
+        self.memory_capped = False
 
 
 _registry_lock = threading.Lock()
@@ -180,6 +188,11 @@ class ChdbGateway:
             if shared.current_timeout_s != timeout:
                 connection.query("SET max_execution_time = {t:UInt32}", params={"t": timeout})
                 shared.current_timeout_s = timeout
+            if not shared.memory_capped:
+                connection.query(
+                    "SET max_memory_usage = {m:UInt64}", params={"m": QUERY_MAX_MEMORY_BYTES}
+                )
+                shared.memory_capped = True
             if use_database and shared.current_database != self._database:
                 shared.current_database = None
                 connection.query("USE {db:Identifier}", params={"db": self._database})

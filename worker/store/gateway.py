@@ -27,6 +27,12 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A plain identifier, matched whole (``fullmatch``: ``$`` would accept a trailing newline)."""
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_DATABASE = "default"
+QUERY_MAX_MEMORY_BYTES = 4 * 1024**3
+"""``max_memory_usage`` of every statement either gateway runs: one read that
+outgrows it (a pathological filter, an unbounded scan) fails with a
+``StoreError`` instead of taking the server's, or the embedded worker's,
+memory. The worker's own reads stay far below (state and dedup reads are
+chunked to 2,000 keys, pages to 10,000 rows)."""
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]

@@ -21,7 +21,14 @@ from typing import Any
 from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
-from worker.store.gateway import NativeLocation, Params, Row, check_identifier, column_types
+from worker.store.gateway import (
+    QUERY_MAX_MEMORY_BYTES,
+    NativeLocation,
+    Params,
+    Row,
+    check_identifier,
+    column_types,
+)
 from worker.store.http_insert import INSERT_SETTINGS, ArrowHttpInserter
 
 # The driver logs connection failures with a traceback; they reach the user as a
@@ -121,7 +128,11 @@ class NativeGateway:
             connect_timeout=min(10, timeout),
             send_receive_timeout=timeout,
             sync_request_timeout=min(10, timeout),
-            settings={"server_side_params": True, "max_execution_time": timeout},
+            settings={
+                "server_side_params": True,
+                "max_execution_time": timeout,
+                "max_memory_usage": QUERY_MAX_MEMORY_BYTES,
+            },
         )
 
     @property

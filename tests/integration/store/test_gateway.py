@@ -15,7 +15,13 @@ import pytest
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.support import ChdbTarget
 from worker.store.errors import SchemaMissingError, StoreError
-from worker.store.gateway import ChdbLocation, NativeLocation, open_gateway, parse_store_url
+from worker.store.gateway import (
+    QUERY_MAX_MEMORY_BYTES,
+    ChdbLocation,
+    NativeLocation,
+    open_gateway,
+    parse_store_url,
+)
 
 TRICKY = ["x' OR '1'='1", "back\\slash", "tab\there", "new\nline", "\\N", "é☃", "); DROP --"]
 
@@ -184,3 +190,9 @@ def test_a_database_never_migrated_says_run_migrate(store: StoreUnderTest) -> No
             gateway.query("SELECT count() FROM events_processed FINAL")
     finally:
         gateway.close()
+
+
+def test_every_query_runs_under_the_memory_cap(store: StoreUnderTest) -> None:
+    """`max_memory_usage` bounds what one statement may take, on both stores."""
+    [(cap,)] = store.gateway.query("SELECT getSetting('max_memory_usage')")
+    assert int(cap) == QUERY_MAX_MEMORY_BYTES == 4 * 1024**3
