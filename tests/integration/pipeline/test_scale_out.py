@@ -162,7 +162,10 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
         request_id = requested.stdout.decode().strip()
 
         def completed() -> bool:
-            status = run_cli(env, "reprocess", "status", request_id, "--json")
+            status = run_cli(
+                env, "reprocess", "status", request_id, "--tenant", "t1", "--environment", "prod",
+                "--json",
+            )  # fmt: skip
             return status.returncode == 0 and json.loads(status.stdout)["state"] == "completed"
 
         _wait_until(completed, "the reprocess request completed", timeout_s=120)
