@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit lint demo bench clean
+.PHONY: setup test test-kafka test-unit lint demo bench clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The integration tests that use Kafka, on Apache Kafka 4 (tests/integration/kafka/pom.xml)
+# instead of tansu; Maven fetches the jars into ~/.cache/events-worker on the first run.
+test-kafka: setup
+	@command -v java >/dev/null || { echo "make test-kafka: java not found: install Java 17+ (and Maven)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "make test-kafka: mvn not found: install Maven (and Java 17+)" >&2; exit 1; }
+	EW_TEST_BROKER=apache-kafka $(BIN)/python -m pytest -q tests/integration
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

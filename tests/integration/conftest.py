@@ -1,7 +1,9 @@
 """Real-infrastructure fixtures: a Kafka-protocol broker and ClickHouse (DESIGN.md §2).
 
-Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set, else one local tansu
-broker for the whole session. ClickHouse: one embedded chdb directory for the
+Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set; else, under
+`EW_TEST_BROKER=apache-kafka` (`make test-kafka`), one Apache Kafka 4 broker
+for the session (`kafka_broker.py`; only the tests that use Kafka run);
+else one local tansu broker for the whole session. ClickHouse: one embedded chdb directory for the
 session with a fresh database per test; `clickhouse_target` also runs on a
 server over the native protocol when `EW_TEST_CLICKHOUSE_URL`
 (clickhouse://user:pass@host:port/db) is set. Docker fixtures
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.kafka_broker import ApacheKafkaBroker, apache_kafka_selected
 from tests.integration.support import (
     CHDB_TEST_CLUSTER,
     CLICKHOUSE_ENV,
@@ -43,12 +46,40 @@ CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
 # -- Kafka -------------------------------------------------------------------
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On Apache Kafka (`make test-kafka`), run only the tests that use a broker."""
+    if not apache_kafka_selected():
+        return
+    kept = [item for item in items if "kafka_bootstrap" in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if item not in kept]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaBroker]:
+    """The session's Apache Kafka broker (`make test-kafka`); tests that need its
+    features (CreatePartitions, compaction, a restart on the same log directory)
+    skip on tansu, and fail when `make test-kafka` cannot start it."""
+    if not apache_kafka_selected():
+        pytest.skip("needs Apache Kafka: run `make test-kafka`")
+    with ApacheKafkaBroker(tmp_path_factory.mktemp("apache-kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`bootstrap.servers` of a real broker, shared by the session."""
     external = os.environ.get(KAFKA_ENV)
     if external:
         yield external
+        return
+    if apache_kafka_selected():
+        broker: ApacheKafkaBroker = request.getfixturevalue("apache_kafka")
+        yield broker.bootstrap
         return
     log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with LocalTansuBroker(log_path=log_path) as broker:

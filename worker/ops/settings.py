@@ -8,7 +8,7 @@ credentials) are kept out of ``repr`` and logs: see :meth:`WorkerSettings.redact
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -17,6 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS
 from worker.store.ddl import ClusterLayout
 from worker.store.errors import StoreError
+
+#: The values of ``EW_KAFKA_GROUP_PROTOCOL``.
+GroupProtocol = Literal["eager", "cooperative-sticky", "consumer"]
+#: librdkafka properties ``EW_KAFKA_GROUP_PROTOCOL`` decides; ``EW_KAFKA_EXTRA`` may not set them.
+GROUP_PROTOCOL_KEYS = frozenset({"group.protocol", "partition.assignment.strategy"})
 
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential)", re.IGNORECASE)
 REDACTED = "***"
@@ -30,6 +35,12 @@ class WorkerSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
     kafka_extra: dict[str, Any] = Field(default_factory=dict, repr=False)
+    # -- consumer-group protocol (issue 17; README "Consumer-group protocols") --
+    kafka_group_protocol: GroupProtocol = "eager"
+    """How the usage and reprocess groups rebalance: ``eager`` (classic protocol,
+    range/roundrobin: every rebalance revokes everything), ``cooperative-sticky``
+    (classic protocol, incremental) or ``consumer`` (KIP-848, Kafka 4+; the
+    broker assigns, and owns the session timeout)."""
     store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
     clickhouse_cluster: str | None = None
     """Lay the schema out on this ClickHouse cluster (``remote_servers`` name):
@@ -75,6 +86,12 @@ class WorkerSettings(BaseSettings):
                 raise ValueError("EW_KAFKA_EXTRA must be a JSON object") from None
         if not isinstance(value, dict):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
+        clashes = sorted(GROUP_PROTOCOL_KEYS.intersection(value))
+        if clashes:
+            raise ValueError(
+                f"EW_KAFKA_EXTRA may not set {', '.join(clashes)}: "
+                "choose the group protocol with EW_KAFKA_GROUP_PROTOCOL"
+            )
         return value
 
     @field_validator("clickhouse_cluster")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
@@ -42,17 +42,48 @@ def commit_offsets(consumer: Consumer, offsets: Sequence[TopicPartition]) -> Non
 
 
 def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, Any]:
-    """librdkafka settings of a group consumer that commits explicitly after writing."""
+    """librdkafka settings of a group consumer that commits explicitly after writing.
+
+    ``settings.kafka_group_protocol`` picks the rebalance protocol (see
+    :func:`group_protocol_config`).
+    """
     return settings.kafka_config(
         **{
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.kafka_session_timeout_ms,
             "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
+            **group_protocol_config(settings),
         }
     )
+
+
+def group_protocol_config(settings: WorkerSettings) -> dict[str, Any]:
+    """The librdkafka properties of ``EW_KAFKA_GROUP_PROTOCOL``.
+
+    ``eager`` and ``cooperative-sticky`` use the classic protocol, where the
+    client sets the session timeout; under ``consumer`` (KIP-848) the broker
+    assigns partitions and owns session and heartbeat timing, and librdkafka
+    refuses ``session.timeout.ms`` and ``partition.assignment.strategy``.
+    """
+    protocol = settings.kafka_group_protocol
+    if protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "group.protocol": "classic",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "partition.assignment.strategy": (
+            "cooperative-sticky" if protocol == "cooperative-sticky" else "range,roundrobin"
+        ),
+    }
+
+
+def owned_offsets(
+    offsets: Sequence[TopicPartition], owned: Collection[tuple[str, int]]
+) -> list[TopicPartition]:
+    """``offsets`` restricted to the partitions this member owns (commits never cover others)."""
+    return [tp for tp in offsets if (tp.topic, tp.partition) in owned]
 
 
 def idle_long_enough(

@@ -8,11 +8,17 @@ offsets committed, synchronously. While ClickHouse or the broker fails, the
 loop pauses its partitions, keeps polling (so the group keeps it) and retries
 with backoff; it never commits past unwritten data.
 
-Rebalance (eager assignment): partitions are revoked only inside ``consume``,
-i.e. between batches or during a retry. Messages collected but not yet rated
-are dropped (uncommitted, they are redelivered); a batch still failing to write
-is abandoned together with all rating state (the store is the truth; rows
-already written are deduplicated on redelivery).
+Rebalance, under every group protocol (eager, cooperative-sticky, KIP-848
+``consumer``; ``EW_KAFKA_GROUP_PROTOCOL``): partitions are revoked or lost only
+inside ``consume``, i.e. while a batch is collected or while a stage is retried
+(pausing and polling). Revoked partitions lose their rating state and their
+messages in hand, which are uncommitted and redelivered to the next owner. A
+batch whose retry saw a revoke is abandoned: all rating state goes (the store
+is the truth; rows already written are deduplicated on redelivery) and the
+batch's messages of partitions still owned are kept, in order, for the next
+batch, since an incremental rebalance leaves their fetch position past them
+(dropping them would skip uncommitted messages). Partitions paused for a retry
+are resumed when it ends, abandoned or not; commits cover owned partitions only.
 
 Operability: the loop beats :class:`~worker.ops.health.LoopHealth` every
 iteration and marks batches in flight and committed (liveness), records the
@@ -45,6 +51,7 @@ from worker.stream.consumer_support import (
     commit_offsets,
     group_consumer_config,
     idle_long_enough,
+    owned_offsets,
 )
 from worker.stream.dlq import DeadLetterError, DeadLetterProducer, SourcePosition
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
@@ -153,7 +160,11 @@ class UsageConsumer:
         self._in_flight = False
         self._abandon = False
         self._assigned: set[tuple[str, int]] = set()
-        # Messages that arrived while paused: handled by the next batch, never skipped.
+        # Revoked or lost since the messages in hand were fetched: theirs are stale
+        # (a partition assigned again restarts from its committed offset).
+        self._revoked: set[tuple[str, int]] = set()
+        # Messages that arrived while paused, or kept from an abandoned batch: handled
+        # first by the next batch, never skipped.
         self._carried: list[SourceMessage] = []
         self._last_activity = clock()
         self.stats = LoopStats(commit_latencies_ms=[] if record_commit_latency else None)
@@ -223,7 +234,8 @@ class UsageConsumer:
             self._health.beat()
             if self._abandon:  # partitions changed: drop what we hold of revoked ones
                 self._abandon = False
-                batch = [m for m in batch if (m.topic, m.partition) in self._assigned]
+                batch = [m for m in batch if (m.topic, m.partition) not in self._revoked]
+                self._revoked.clear()
             for message in raw:
                 converted = self._convert(message)
                 if (
@@ -240,6 +252,7 @@ class UsageConsumer:
             self.stats.first_batch_at = self._clock()
         self._in_flight = True
         self._abandon = False
+        self._revoked.clear()
         self._health.batch_started()
         self._metrics.messages_consumed.inc(len(messages))
         durations: dict[str, float] = {}
@@ -254,14 +267,11 @@ class UsageConsumer:
             )
             self._stage(consumer, "commit", durations, lambda: self._commit(consumer, prepared))
         except _Abandoned:
-            self.stats.abandoned += 1
-            self._metrics.batches_abandoned.inc()
-            self._health.batch_finished(committed=False)
-            self._processor.revoke(self._processor.owned)
-            self._processor.assign(self._assigned)
-            self._dlq.reset_after_failure()
+            kept = self._abandon_batch(messages)
             log.warning(
-                "batch abandoned after a rebalance: it will be redelivered",
+                "batch abandoned after a rebalance: messages of revoked partitions go to "
+                "their next owner, %d of partitions still owned are retried here",
+                len(kept),
                 extra={"messages": len(messages)},
             )
             return
@@ -280,6 +290,29 @@ class UsageConsumer:
         self.stats.rows += prepared.row_count
         self.stats.dead_letters += len(prepared.dead_letters)
         self._record(prepared, durations)
+
+    def _abandon_batch(self, messages: list[SourceMessage]) -> list[SourceMessage]:
+        """Forget a batch that saw a revoke; return (and carry) its messages still owned.
+
+        All rating state goes, since the batch was already rated into it. The
+        messages of kept partitions lead the next batch: the consumer's position
+        there is already past them, so dropping them would skip them.
+        """
+        self.stats.abandoned += 1
+        self._metrics.batches_abandoned.inc()
+        self._health.batch_finished(committed=False)
+        self._processor.revoke(self._processor.owned)
+        self._processor.assign(self._assigned)
+        self._dlq.reset_after_failure()
+        kept = [
+            m
+            for m in messages
+            if (m.topic, m.partition) in self._assigned
+            and (m.topic, m.partition) not in self._revoked
+        ]
+        self._revoked.clear()
+        self._carried = kept + self._carried
+        return kept
 
     def _stage(
         self,
@@ -383,14 +416,19 @@ class UsageConsumer:
             TopicPartition(topic, partition, next_offset)
             for (topic, partition), next_offset in sorted(prepared.next_offsets.items())
         ]
-        commit_offsets(consumer, offsets)
+        commit_offsets(consumer, owned_offsets(offsets, self._assigned))
 
     def _with_retry(
         self, consumer: Consumer, operation: Callable[[], T], *, stage: str = "prepare"
     ) -> T:
-        """Run ``operation``; on store/broker failure pause, keep polling, back off, retry."""
+        """Run ``operation``; on store/broker failure pause, keep polling, back off, retry.
+
+        Every partition owned during the retry is paused (those assigned
+        meanwhile too); the ones still owned are resumed when the retry ends,
+        whether it succeeded or the batch was abandoned.
+        """
         delays = self._retry.delays()
-        paused: list[TopicPartition] = []
+        paused: set[tuple[str, int]] = set()
         try:
             while True:
                 if self._abandon:
@@ -400,9 +438,7 @@ class UsageConsumer:
                 except (StoreError, DeadLetterError, KafkaException) as exc:
                     self.stats.retries += 1
                     self._metrics.retries.labels(stage).inc()
-                    if not paused:
-                        paused = consumer.assignment()
-                        consumer.pause(paused)
+                    self._pause_owned(consumer, paused)
                     delay = next(delays)
                     log.warning(
                         "retrying in %.1fs: %s",
@@ -416,8 +452,16 @@ class UsageConsumer:
                     )
                     self._wait_polling(consumer, delay)
         finally:
-            if paused and not self._abandon:
-                consumer.resume(paused)
+            still_owned = sorted(paused & self._assigned)
+            if still_owned:
+                consumer.resume([TopicPartition(t, p) for t, p in still_owned])
+
+    def _pause_owned(self, consumer: Consumer, paused: set[tuple[str, int]]) -> None:
+        """Pause the owned partitions not yet in ``paused`` and add them to it."""
+        fresh = sorted(self._assigned - paused)
+        if fresh:
+            consumer.pause([TopicPartition(t, p) for t, p in fresh])
+            paused.update(fresh)
 
     def _wait_polling(self, consumer: Consumer, seconds: float) -> None:
         """Sleep while calling consume() on paused partitions to stay in the group."""
@@ -454,7 +498,9 @@ class UsageConsumer:
     def _drop(self, partitions: list[TopicPartition], kind: str) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
+        self._revoked |= keys
         self._abandon = True
+        self._carried = [m for m in self._carried if (m.topic, m.partition) not in keys]
         self._processor.revoke(keys)
         self._assignment_changed(kind)
         log.info(
