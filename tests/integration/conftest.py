@@ -50,7 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On Apache Kafka (`make test-kafka`), run only the tests that use a broker."""
     if not apache_kafka_selected():
         return
-    kept = [item for item in items if "kafka_bootstrap" in getattr(item, "fixturenames", ())]
+    uses = {"kafka_bootstrap", "apache_kafka"}
+    kept = [item for item in items if uses.intersection(getattr(item, "fixturenames", ()))]
     deselected = [item for item in items if item not in kept]
     if deselected:
         config.hook.pytest_deselected(items=deselected)

@@ -79,6 +79,34 @@ def group_protocol_config(settings: WorkerSettings) -> dict[str, Any]:
     }
 
 
+def take_partitions(
+    consumer: Consumer, settings: WorkerSettings, partitions: list[TopicPartition]
+) -> None:
+    """Inside ``on_assign``: assign ``partitions`` the protocol's way, none of them paused.
+
+    ``eager`` replaces the whole assignment (``assign``); the incremental
+    protocols add to it (``incremental_assign``). librdkafka keeps a partition's
+    pause flag across revoke and re-assignment, so a partition paused for a
+    retry, revoked, then assigned again would otherwise never fetch: resume it.
+    """
+    if settings.kafka_group_protocol == "eager":
+        consumer.assign(partitions)
+    else:
+        consumer.incremental_assign(partitions)
+    if partitions:
+        consumer.resume(partitions)
+
+
+def release_partitions(
+    consumer: Consumer, settings: WorkerSettings, partitions: list[TopicPartition]
+) -> None:
+    """Inside ``on_revoke``/``on_lost``: give ``partitions`` up the protocol's way."""
+    if settings.kafka_group_protocol == "eager":
+        consumer.unassign()
+    elif partitions:
+        consumer.incremental_unassign(partitions)
+
+
 def owned_offsets(
     offsets: Sequence[TopicPartition], owned: Collection[tuple[str, int]]
 ) -> list[TopicPartition]:

@@ -64,6 +64,8 @@ from worker.stream.consumer_support import (
     commit_offsets,
     group_consumer_config,
     idle_long_enough,
+    release_partitions,
+    take_partitions,
 )
 from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
@@ -563,6 +565,7 @@ class ReprocessConsumer:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        take_partitions(consumer, self._settings, partitions)
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned |= keys
         self.stats.rebalances += 1
@@ -579,6 +582,7 @@ class ReprocessConsumer:
         self._carried = [m for m in self._carried if _position(m) not in keys]
         if self._health is not None:
             self._health.set_assigned(len(self._assigned))
+        release_partitions(consumer, self._settings, partitions)
         log.info("revoked %s", sorted(keys))
 
     # -- helpers --------------------------------------------------------------------

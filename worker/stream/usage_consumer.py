@@ -52,6 +52,8 @@ from worker.stream.consumer_support import (
     group_consumer_config,
     idle_long_enough,
     owned_offsets,
+    release_partitions,
+    take_partitions,
 )
 from worker.stream.dlq import DeadLetterError, DeadLetterProducer, SourcePosition
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
@@ -480,6 +482,7 @@ class UsageConsumer:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        take_partitions(consumer, self._settings, partitions)
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned |= keys
         self._processor.assign(keys)
@@ -491,9 +494,11 @@ class UsageConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "revoke")
+        release_partitions(consumer, self._settings, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "lost")
+        release_partitions(consumer, self._settings, partitions)
 
     def _drop(self, partitions: list[TopicPartition], kind: str) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
