@@ -443,7 +443,9 @@ class UsageConsumer:
                     self._pause_owned(consumer, paused)
                     delay = next(delays)
                     log.warning(
+                        "%s: partitions paused, nothing committed past written data; "
                         "retrying in %.1fs: %s",
+                        _failing_part(exc, stage),
                         delay,
                         exc,
                         extra={
@@ -611,6 +613,13 @@ class UsageConsumer:
 
 
 _DUPLICATE_KINDS = frozenset(o.value for o in Outcome if o is not Outcome.COUNTED)
+
+
+def _failing_part(exc: Exception, stage: str) -> str:
+    """Which part failed, in the worker's words, for the retry log line."""
+    if isinstance(exc, StoreError):
+        return f"ClickHouse unavailable during {stage}"
+    return f"Kafka broker unavailable or refusing during {stage}"
 
 
 def _names(keys: set[tuple[str, int]]) -> list[str]:

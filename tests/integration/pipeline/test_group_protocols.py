@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.clickhouse_server import ClickHouseServer
@@ -65,9 +66,13 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clic
 
 
 def group_members(bootstrap: str, group: str) -> int:
-    """How many members the broker lists for `group` (0 when it has none or is unknown)."""
+    """How many members the broker lists for `group`; -1 while it cannot say (the
+    coordinator is loading or moving, the group is not created yet)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return -1
     return len(description.members)
 
 
