@@ -13,17 +13,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    ResourceType,
+)
 
 from tests.integration.kafka_broker import ApacheKafkaBroker
 from tests.integration.support import ChdbTarget
 from tests.integration.workers import (
     MALFORMED,
     MALFORMED_MESSAGES,
+    catalog_without,
     dead_letter_headers,
     expected_invoice,
     make_consumer,
@@ -33,10 +42,12 @@ from tests.integration.workers import (
 )
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
+from worker.domain.events import Event
 from worker.ops.settings import WorkerSettings
-from worker.samples.synthetic import build_catalog, generate_events
+from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
 from worker.store.gateway import open_gateway
 from worker.store.schema import migrate
+from worker.stream.catalog_source import CatalogPublisher, CatalogTopicSource, EntityType
 from worker.stream.topics import ensure_topics, worker_topics
 
 
@@ -71,8 +82,6 @@ def prepared(
 
 def partitions_with_data(settings: WorkerSettings, count: int) -> set[int]:
     """The partitions of `events` whose high watermark is above 0 (Apache Kafka's are exact)."""
-    from confluent_kafka import Consumer
-
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
     try:
         return {
@@ -167,3 +176,101 @@ def test_broker_restart_mid_stream_pauses_resumes_and_loses_nothing(
     letters = dead_letter_headers(settings, 2 * len(MALFORMED))
     by_source = {(h["source_partition"], h["source_offset"]): h["reason"].decode() for h in letters}
     assert sorted(by_source.values()) == sorted([reason for _, reason in MALFORMED] * 2)
+
+
+def topic_records(settings: WorkerSettings, topic: str) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) of partition 0 of `topic`, read to its high watermark."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "reader"})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        records: list[tuple[bytes, bytes | None]] = []
+        position = -1
+        deadline = time.monotonic() + 30
+        while position + 1 < high and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                if message.error() is None:
+                    records.append((message.key() or b"", message.value()))
+                    position = message.offset() or 0
+        return records
+    finally:
+        consumer.close()
+
+
+def test_compacted_catalog_with_tombstones_loads_exactly_the_live_catalog(
+    apache_kafka: ApacheKafkaBroker, unique_name: Callable[[str], str]
+) -> None:
+    settings = WorkerSettings(
+        kafka_bootstrap=apache_kafka.bootstrap,
+        catalog_topic=unique_name("catalog"),
+        topic_partitions=1,
+    )
+    topic = settings.catalog_topic
+    ensure_topics(settings, {topic: 1})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    eager_cleaning = {
+        "segment.ms": "100",  # small segments: everything but the newest is cleanable
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": "0",  # tombstones go in the pass after their first one
+    }
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in eager_cleaning.items()
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(30)
+
+    full = build_catalog(customers=10, line_items_per_customer=2, seed=4)
+    deleted = ["cus_2", "cus_5", "cus_7"]
+    live = full
+    for customer in deleted:
+        live = catalog_without(live, customer)
+    publisher = CatalogPublisher(settings)
+    published = 0
+    for _ in range(3):  # three versions of every entity: two are superseded
+        publisher.upsert_documents(parse_documents(full))
+        published += sum(publisher.flush().published.values())
+        time.sleep(0.2)  # let the segment roll (segment.ms), not a synchronisation
+    for subscription in full["subscriptions"]:
+        if subscription["customer_id"] in deleted:
+            publisher.delete(EntityType.SUBSCRIPTION, "t1", "prod", subscription["id"])
+    for customer in deleted:
+        publisher.delete(EntityType.CUSTOMER, "t1", "prod", customer)
+    published += sum(publisher.flush().published.values())
+
+    def compacted() -> bool:
+        # New appends roll segments and dirty the log, so the cleaner runs again
+        # (a tombstone is removed only by a pass after the one that kept it).
+        publisher.upsert_documents(parse_documents(live)[:1])
+        publisher.flush()
+        records = topic_records(settings, topic)
+        return len(records) < published and all(value is not None for _, value in records)
+
+    wait_until(compacted, "superseded values and tombstones compacted away", 120)
+    source = CatalogTopicSource(settings, idle_gap_s=0.3)
+    try:
+        index = source.load(30)
+    finally:
+        source.close()
+    expected = CatalogIndex(parse_documents(live))
+    assert not index.problems
+    assert (index.customer_count, index.line_item_count) == (
+        expected.customer_count,
+        expected.line_item_count,
+    )
+    matched = 0
+    for customer in full["customers"]:
+        for meter in full["meters"]:
+            event = Event(
+                id="e1", tenant_id="t1", environment_id="prod", event_name=meter["event_name"],
+                timestamp=SAMPLE_START + timedelta(days=3),
+                external_customer_id=customer["external_id"],
+            )  # fmt: skip
+            got = sorted(m.binding.line_item_id for m in index.resolve(event).matches)
+            assert got == sorted(m.binding.line_item_id for m in expected.resolve(event).matches)
+            matched += len(got)
+    assert matched > 0
