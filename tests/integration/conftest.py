@@ -58,15 +58,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+#: The Apache Kafka version the session's broker ran, for the terminal summary.
+_KAFKA_RAN = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaBroker]:
+def apache_kafka(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApacheKafkaBroker]:
     """The session's Apache Kafka broker (`make test-kafka`); tests that need its
     features (CreatePartitions, compaction, a restart on the same log directory)
     skip on tansu, and fail when `make test-kafka` cannot start it."""
     if not apache_kafka_selected():
         pytest.skip("needs Apache Kafka: run `make test-kafka`")
     with ApacheKafkaBroker(tmp_path_factory.mktemp("apache-kafka")) as broker:
+        request.config.stash[_KAFKA_RAN] = f"{broker.version} (jars in {broker.lib})"
         yield broker
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the Apache Kafka version that ran (shown with -q too, unlike the header)."""
+    ran = config.stash.get(_KAFKA_RAN, None)
+    if ran is not None:
+        terminalreporter.write_line(f"kafka: the tests ran on Apache Kafka {ran}")
 
 
 @pytest.fixture(scope="session")
