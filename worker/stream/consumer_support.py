@@ -119,18 +119,20 @@ def idle_long_enough(
     idle_s: float | None,
     idle_for_s: float,
     busy: bool,
-    assigned_once: bool,
+    owns_partitions: bool,
     session_timeout_ms: int,
 ) -> bool:
     """The ``--exit-when-idle`` rule: no message for ``idle_s`` and nothing pending.
 
-    Before any assignment the group join may still be under way (a join can
-    wait for a departed or phantom member to time out), so the wait is
-    extended by three session timeouts. Never decided from watermarks.
+    While the member owns no partition (before the first assignment, or after
+    a revoke or a loss, e.g. while the broker restarts) a group join may still
+    be under way (a join can wait for a departed or phantom member to time
+    out), so the wait is extended by three session timeouts. Never decided
+    from watermarks.
     """
     if idle_s is None or busy:
         return False
-    limit = idle_s if assigned_once else idle_s + 3 * session_timeout_ms / 1000
+    limit = idle_s if owns_partitions else idle_s + 3 * session_timeout_ms / 1000
     return idle_for_s >= limit
 
 

@@ -577,6 +577,7 @@ class ReprocessConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
+        self._last_activity = self._clock()
         if self._current in keys:
             self._abandon = True
         self._carried = [m for m in self._carried if _position(m) not in keys]
@@ -601,7 +602,7 @@ class ReprocessConsumer:
             idle_s=self._exit_when_idle_s,
             idle_for_s=self._clock() - self._last_activity,
             busy=self._in_flight or bool(self._carried),
-            assigned_once=bool(self.stats.rebalances),
+            owns_partitions=bool(self._assigned),
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 

@@ -506,6 +506,7 @@ class UsageConsumer:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
         self._revoked |= keys
+        self._last_activity = self._clock()
         self._abandon = True
         self._carried = [m for m in self._carried if (m.topic, m.partition) not in keys]
         self._processor.revoke(keys)
@@ -607,7 +608,7 @@ class UsageConsumer:
             idle_s=self._exit_when_idle_s,
             idle_for_s=self._clock() - self._last_activity,
             busy=self._in_flight or bool(self._carried),
-            assigned_once=bool(self.stats.rebalances),
+            owns_partitions=bool(self._assigned),
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,8 +34,10 @@ from tests.integration.workers import (
     MALFORMED_MESSAGES,
     catalog_without,
     dead_letter_headers,
+    decoded,
     expected_invoice,
     make_consumer,
+    never_priced,
     produce,
     settings_for,
     stored_totals,
@@ -45,9 +47,13 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.domain.events import Event
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.gateway import Gateway, open_gateway
+from worker.store.reprocess_state import RequestState, load_progress
 from worker.store.schema import migrate
 from worker.stream.catalog_source import CatalogPublisher, CatalogTopicSource, EntityType
+from worker.stream.reprocess_consumer import ReprocessStats
+from worker.stream.reprocess_request import ReprocessRequest, publish_request
+from worker.stream.reprocess_run import run_reprocess
 from worker.stream.topics import ensure_topics, worker_topics
 
 
@@ -274,3 +280,71 @@ def test_compacted_catalog_with_tombstones_loads_exactly_the_live_catalog(
             assert got == sorted(m.binding.line_item_id for m in expected.resolve(event).matches)
             matched += len(got)
     assert matched > 0
+
+
+def test_broker_restart_during_a_reprocess_request_loses_nothing(
+    apache_kafka: ApacheKafkaBroker,
+    chdb_path: Path,
+    chdb_database: ChdbTarget,
+    unique_name: Callable[[str], str],
+) -> None:
+    store = f"chdb://{chdb_path}?database={chdb_database.database}"
+    settings = prepared(apache_kafka, store, unique_name).model_copy(
+        update={"reprocess_group": unique_name("reprocess"), "reprocess_rate_limit": 150.0}
+    )
+    full = build_catalog(customers=4, line_items_per_customer=3, seed=6)
+    documents = list(generate_events(full, 5000, seed=14, duplicate_rate=0.02))
+    initial = CatalogIndex(parse_documents(catalog_without(full, "cus_3")))
+    index = CatalogIndex(parse_documents(full))
+    produce(settings, documents)
+    gateway = open_gateway(store)
+    try:
+        # The late customer's events are stored raw, unprocessed ...
+        first = make_consumer(settings, gateway, initial, idle_s=2.0, max_events=2000)
+        first.run()
+        late = [d for d in documents if d["external_customer_id"] == "cust-3"]
+        assert late and stored_totals(settings) != expected_invoice(index, documents)
+        # ... a request re-publishes them at 150 events/s, and the broker goes away
+        # and comes back (same log directory) while it is being served.
+        publish_request(settings, request_for("r1"))
+        stats: list[ReprocessStats] = []
+        serving = threading.Thread(
+            target=lambda: stats.append(run_reprocess(settings, exit_when_idle_s=3.0))
+        )
+        serving.start()
+        try:
+            wait_until(lambda: _republished(gateway, "r1") > 0, "the request in flight")
+            apache_kafka.stop()
+            time.sleep(3)  # the broker stays away for a while (not a synchronisation)
+            apache_kafka.start()
+        finally:
+            serving.join(180)
+        assert not serving.is_alive() and stats[0].requests_completed == 1
+        progress = load_progress(gateway, "r1")
+        assert progress is not None and progress.state is RequestState.COMPLETED
+        # Found: every event without a processed row (the late customer's and those
+        # no line item matches); re-published at least once each (a page twice at most).
+        unprocessed = never_priced(catalog_without(full, "cus_3"), decoded(documents))
+        assert {d["id"] for d in late} <= unprocessed
+        assert progress.found == len(unprocessed) <= progress.republished
+        second = make_consumer(settings, gateway, index, idle_s=3.0, max_events=2000)
+        second.run()  # the owners price the re-published events once
+    finally:
+        gateway.close()
+    assert stored_totals(settings) == expected_invoice(index, documents)
+
+
+def request_for(request_id: str) -> ReprocessRequest:
+    return ReprocessRequest(
+        request_id=request_id,
+        tenant_id="t1",
+        environment_id="prod",
+        start_time=datetime(2025, 1, 1, tzinfo=UTC),
+        end_time=datetime(2027, 1, 1, tzinfo=UTC),
+        batch_size=100,
+    )
+
+
+def _republished(gateway: Gateway, request_id: str) -> int:
+    progress = load_progress(gateway, request_id)
+    return 0 if progress is None else progress.republished

@@ -21,23 +21,23 @@ from worker.stream.consumer_support import (
 
 
 @pytest.mark.parametrize(
-    ("idle_for_s", "busy", "assigned_once", "expected"),
+    ("idle_for_s", "busy", "owns_partitions", "expected"),
     [
         (2.9, False, True, False),
         (3.0, False, True, True),
         (30.0, True, True, False),  # a batch in flight is never idle
-        (3.0, False, False, False),  # before any assignment: + 3 session timeouts
+        (3.0, False, False, False),  # owning nothing (a join under way?): + 3 session timeouts
         (20.9, False, False, False),
         (21.0, False, False, True),
     ],
 )
-def test_idle_rule(idle_for_s: float, busy: bool, assigned_once: bool, expected: bool) -> None:
+def test_idle_rule(idle_for_s: float, busy: bool, owns_partitions: bool, expected: bool) -> None:
     assert (
         idle_long_enough(
             idle_s=3.0,
             idle_for_s=idle_for_s,
             busy=busy,
-            assigned_once=assigned_once,
+            owns_partitions=owns_partitions,
             session_timeout_ms=6000,
         )
         is expected
@@ -46,7 +46,7 @@ def test_idle_rule(idle_for_s: float, busy: bool, assigned_once: bool, expected:
 
 def test_no_idle_exit_unless_asked() -> None:
     assert not idle_long_enough(
-        idle_s=None, idle_for_s=1e9, busy=False, assigned_once=True, session_timeout_ms=6000
+        idle_s=None, idle_for_s=1e9, busy=False, owns_partitions=True, session_timeout_ms=6000
     )
 
 
