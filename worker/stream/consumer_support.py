@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.ops.settings import WorkerSettings
 
@@ -54,6 +54,7 @@ def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, 
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
+            "error_cb": _say_client_error,
             **group_protocol_config(settings),
         }
     )
@@ -105,6 +106,37 @@ def release_partitions(
         consumer.unassign()
     elif partitions:
         consumer.incremental_unassign(partitions)
+
+
+#: librdkafka's own errors that mean "the broker cannot be reached right now".
+_UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+
+
+def describe_consumer_error(error: KafkaError) -> str:
+    """The worker's words for a non-fatal error ``consume()`` returned (for one log line).
+
+    librdkafka reconnects by itself; meanwhile nothing is fetched or committed.
+    """
+    if error.code() in _UNREACHABLE:
+        return (
+            f"Kafka broker unreachable ({error.str()}): consumption waits for it, "
+            "nothing is committed meanwhile"
+        )
+    return f"consumer error: {error.str()}"
+
+
+def _say_client_error(error: KafkaError) -> None:
+    """``error_cb``: client-level errors (broker gone, ...) in the worker's words.
+
+    Served by ``consume()``; without it librdkafka's own log is all that shows
+    a broker outage while the loop is between batches. Said once per outage
+    (librdkafka reports "all brokers down" on the transition); each failed
+    reconnect only at debug level.
+    """
+    if error.code() == KafkaError._ALL_BROKERS_DOWN or error.fatal():
+        log.warning("%s", describe_consumer_error(error))
+    else:
+        log.debug("%s", describe_consumer_error(error))
 
 
 def owned_offsets(

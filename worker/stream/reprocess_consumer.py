@@ -62,6 +62,7 @@ from worker.stream.consumer_support import (
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
+    describe_consumer_error,
     group_consumer_config,
     idle_long_enough,
     release_partitions,
@@ -593,7 +594,7 @@ class ReprocessConsumer:
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+            log.warning("%s", describe_consumer_error(error))
             return False
         return message.offset() is not None and _position(message) in self._assigned
 

@@ -49,6 +49,7 @@ from worker.stream.consumer_support import (
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
+    describe_consumer_error,
     group_consumer_config,
     idle_long_enough,
     owned_offsets,
@@ -572,7 +573,7 @@ class UsageConsumer:
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+            log.warning("%s", describe_consumer_error(error))
             return None
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:

@@ -7,11 +7,12 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from worker.ops.settings import WorkerSettings
 from worker.stream.consumer_support import (
     StopOnSignals,
+    describe_consumer_error,
     group_consumer_config,
     idle_long_enough,
     owned_offsets,
@@ -131,3 +132,10 @@ def test_commits_cover_owned_partitions_only() -> None:
     offsets = [TopicPartition("t", 0, 10), TopicPartition("t", 1, 20), TopicPartition("u", 0, 5)]
     kept = owned_offsets(offsets, {("t", 1), ("u", 0)})
     assert [(tp.topic, tp.partition, tp.offset) for tp in kept] == [("t", 1, 20), ("u", 0, 5)]
+
+
+def test_an_unreachable_broker_is_said_in_the_workers_words() -> None:
+    down = describe_consumer_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert down.startswith("Kafka broker unreachable (1/1 brokers are down)")
+    other = describe_consumer_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic"))
+    assert other == "consumer error: no such topic"
