@@ -6,9 +6,11 @@
 * worker processes join and leave while events flow (SIGTERM and SIGKILL) and
   the invoice equals the reference computed from first principles;
 * a rebalance while a batch is stuck on a ClickHouse outage (the batch is
-  abandoned) and a later retry: under the incremental protocols the loop used
-  to leave the kept partitions paused, and the later retry resumed them past
-  the abandoned batch, so those messages were never counted.
+  abandoned), then the partitions given back and a later retry, under the
+  incremental protocols. The old loop stalls here (the partitions it paused
+  for the retry stayed paused, the ones it got back too: librdkafka keeps the
+  pause flag), so the test times out; resuming them without keeping the
+  abandoned batch's messages skips those (totals fall short).
 
 These need Apache Kafka (`make test-kafka`): tansu has no KIP-848 groups and
 its cooperative rebalances take over ten seconds per member change.
