@@ -28,9 +28,26 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     server = os.environ.get(CLICKHOUSE_ENV)
     native = f"server from {CLICKHOUSE_ENV}" if server else "local server (chdb, listening)"
     return [
-        f"kafka: {kafka} (from {KAFKA_ENV})" if kafka else "kafka: local tansu broker",
+        f"kafka: {kafka} (from {KAFKA_ENV})" if kafka else _local_kafka(),
         f"clickhouse targets: {', '.join(clickhouse_kinds())}; native = {native}",
     ]
+
+
+def _local_kafka() -> str:
+    """The broker the session starts; on Apache Kafka, the version of the jars that run.
+
+    Resolves the jars here (Maven, first run only) so that a machine without
+    Java or Maven fails before any test, loudly.
+    """
+    from tests.integration.kafka_broker import apache_kafka_selected, ensure_jars, jar_version
+
+    if not apache_kafka_selected():
+        return "kafka: local tansu broker"
+    try:
+        lib = ensure_jars()
+    except Exception as error:
+        raise pytest.UsageError(f"make test-kafka: {error}") from None
+    return f"kafka: Apache Kafka {jar_version(lib)} (single-node KRaft, jars in {lib})"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,12 +1,14 @@
 """Real-infrastructure fixtures: a Kafka-protocol broker and ClickHouse (DESIGN.md §2).
 
-Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set, else one local tansu
-broker for the whole session. ClickHouse: one embedded chdb directory for the
-session with a fresh database per test, and one ClickHouse server over the
-native protocol: `EW_TEST_CLICKHOUSE_URL` (clickhouse://user:pass@host:port/db)
-when set, else a local server for the session (chdb's clickhouse-local,
-listening: `worker.dev.clickhouse_server`). `clickhouse_target` and
-`store_under_test` run each test on both. Docker fixtures
+Kafka: `EW_TEST_KAFKA_BOOTSTRAP` (host:port) when set; else, under
+`EW_TEST_BROKER=apache-kafka` (`make test-kafka`), one Apache Kafka 4 broker
+for the session (`kafka_broker.py`; only the tests that use Kafka run);
+else one local tansu broker for the whole session. ClickHouse: one embedded
+chdb directory for the session with a fresh database per test, and one
+ClickHouse server over the native protocol: `EW_TEST_CLICKHOUSE_URL`
+(clickhouse://user:pass@host:port/db) when set, else a local server for the
+session (chdb's clickhouse-local, listening: `worker.dev.clickhouse_server`).
+`clickhouse_target` and `store_under_test` run each test on both. Docker fixtures
 (`docker_kafka`, `docker_clickhouse`) use testcontainers and skip when no
 Docker engine answers.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.kafka_broker import ApacheKafkaBroker, apache_kafka_selected
 from tests.integration.support import (
     CHDB_TEST_CLUSTER,
     CLICKHOUSE_CLUSTER_ENV,
@@ -48,12 +51,55 @@ CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
 # -- Kafka -------------------------------------------------------------------
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On Apache Kafka (`make test-kafka`), run only the tests that use a broker."""
+    if not apache_kafka_selected():
+        return
+    uses = {"kafka_bootstrap", "apache_kafka"}
+    kept = [item for item in items if uses.intersection(getattr(item, "fixturenames", ()))]
+    deselected = [item for item in items if item not in kept]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+#: The Apache Kafka version the session's broker ran, for the terminal summary.
+_KAFKA_RAN = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def apache_kafka(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApacheKafkaBroker]:
+    """The session's Apache Kafka broker (`make test-kafka`); tests that need its
+    features (CreatePartitions, compaction, a restart on the same log directory)
+    skip on tansu, and fail when `make test-kafka` cannot start it."""
+    if not apache_kafka_selected():
+        pytest.skip("needs Apache Kafka: run `make test-kafka`")
+    with ApacheKafkaBroker(tmp_path_factory.mktemp("apache-kafka")) as broker:
+        request.config.stash[_KAFKA_RAN] = f"{broker.version} (jars in {broker.lib})"
+        yield broker
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the Apache Kafka version that ran (shown with -q too, unlike the header)."""
+    ran = config.stash.get(_KAFKA_RAN, None)
+    if ran is not None:
+        terminalreporter.write_line(f"kafka: the tests ran on Apache Kafka {ran}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`bootstrap.servers` of a real broker, shared by the session."""
     external = os.environ.get(KAFKA_ENV)
     if external:
         yield external
+        return
+    if apache_kafka_selected():
+        broker: ApacheKafkaBroker = request.getfixturevalue("apache_kafka")
+        yield broker.bootstrap
         return
     log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with LocalTansuBroker(log_path=log_path) as broker:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
@@ -25,12 +26,17 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.events import Event
 from worker.domain.invoice import LineItemTotal, summarize
-from worker.domain.validation import decode_event
+from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.ops.settings import WorkerSettings
-from worker.store.gateway import open_gateway
+from worker.store.errors import StoreError
+from worker.store.gateway import Gateway, Params, Row, open_gateway
 from worker.store.processed import line_item_totals
+from worker.stream.consumer_support import RetryPolicy
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
+from worker.stream.dlq import DeadLetterProducer
 from worker.stream.producer import event_key
+from worker.stream.usage_batch import UsageBatchProcessor
+from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
 
 #: The worker's command line, run with this interpreter.
 CLI = [sys.executable, "-m", "worker.cli"]
@@ -221,6 +227,60 @@ def stored_totals(settings: WorkerSettings) -> list[LineItemTotal]:
         return line_item_totals(gateway, "t1", "prod")
     finally:
         gateway.close()
+
+
+# -- in-process workers ------------------------------------------------------
+
+
+class FlakyGateway:
+    """A real gateway that fails every call while ``down`` is set."""
+
+    def __init__(self, inner: Gateway) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+        self.failures = 0
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            self.failures += 1
+            raise StoreError("simulated outage: ClickHouse unreachable")
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        self._check()
+        return self.inner.query(sql, params)
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._check()
+        self.inner.execute(sql, params)
+
+    def insert(
+        self, table: str, columns: Mapping[str, Sequence[Any]], *, dedup_token: str | None = None
+    ) -> int:
+        self._check()
+        return self.inner.insert(table, columns, dedup_token=dedup_token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def make_consumer(
+    settings: WorkerSettings,
+    gateway: Any,
+    index: CatalogIndex,
+    idle_s: float,
+    *,
+    max_events: int = 300,
+) -> UsageConsumer:
+    """An in-process usage consumer on `gateway` with short batches and retries."""
+    processor = UsageBatchProcessor(gateway, index, limits=DEFAULT_LIMITS)
+    return UsageConsumer(
+        settings,
+        processor,
+        DeadLetterProducer(settings),
+        batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
+        retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
+        exit_when_idle_s=idle_s,
+    )
 
 
 # -- worker subprocesses -------------------------------------------------------

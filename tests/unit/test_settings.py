@@ -43,6 +43,19 @@ def test_invalid_settings_are_one_line_user_errors(monkeypatch: pytest.MonkeyPat
         settings_from(build_parser().parse_args(["demo"]))
 
 
+def test_group_protocol_is_a_setting_and_not_an_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings().kafka_group_protocol == "eager"
+    monkeypatch.setenv("EW_KAFKA_GROUP_PROTOCOL", "consumer")
+    assert settings_from(build_parser().parse_args(["demo"])).kafka_group_protocol == "consumer"
+    monkeypatch.setenv("EW_KAFKA_GROUP_PROTOCOL", "cooperative")
+    with pytest.raises(UserError, match=r"EW_KAFKA_GROUP_PROTOCOL: .*cooperative-sticky"):
+        settings_from(build_parser().parse_args(["run", "usage"]))
+    monkeypatch.setenv("EW_KAFKA_GROUP_PROTOCOL", "eager")
+    monkeypatch.setenv("EW_KAFKA_EXTRA", '{"partition.assignment.strategy": "roundrobin"}')
+    with pytest.raises(UserError, match=r"EW_KAFKA_EXTRA.*EW_KAFKA_GROUP_PROTOCOL"):
+        settings_from(build_parser().parse_args(["run", "usage"]))
+
+
 def test_cluster_comes_from_the_environment_or_the_migrate_flag(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

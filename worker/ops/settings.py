@@ -51,6 +51,11 @@ _PUBLIC_SECURITY_KEYS = frozenset(
         "enable.ssl.certificate.verification",
     }
 )
+
+#: The values of ``EW_KAFKA_GROUP_PROTOCOL``.
+GroupProtocol = Literal["eager", "cooperative-sticky", "consumer"]
+#: librdkafka properties ``EW_KAFKA_GROUP_PROTOCOL`` decides; ``EW_KAFKA_EXTRA`` may not set them.
+GROUP_PROTOCOL_KEYS = frozenset({"group.protocol", "partition.assignment.strategy"})
 REDACTED = "***"
 
 
@@ -79,6 +84,12 @@ class WorkerSettings(BaseSettings):
     """45 s, or :data:`LOCAL_SESSION_TIMEOUT_MS` when unset and every bootstrap
     host is loopback (tansu makes a group's first join wait half of it)."""
     kafka_extra: dict[str, Any] = Field(default_factory=dict, repr=False)
+    # -- consumer-group protocol (issue 17; README "Consumer-group protocols") --
+    kafka_group_protocol: GroupProtocol = "eager"
+    """How the usage and reprocess groups rebalance: ``eager`` (classic protocol,
+    range/roundrobin: every rebalance revokes everything), ``cooperative-sticky``
+    (classic protocol, incremental) or ``consumer`` (KIP-848, Kafka 4+; the
+    broker assigns, and owns the session timeout)."""
     store_url: str = Field(default="chdb://./data/clickhouse", repr=False)
     clickhouse_cluster: str | None = None
     """Lay the schema out on this ClickHouse cluster (``remote_servers`` name):
@@ -146,6 +157,12 @@ class WorkerSettings(BaseSettings):
                 raise ValueError("EW_KAFKA_EXTRA must be a JSON object") from None
         if not isinstance(value, dict):
             raise ValueError("EW_KAFKA_EXTRA must be a JSON object")
+        clashes = sorted(GROUP_PROTOCOL_KEYS.intersection(value))
+        if clashes:
+            raise ValueError(
+                f"EW_KAFKA_EXTRA may not set {', '.join(clashes)}: "
+                "choose the group protocol with EW_KAFKA_GROUP_PROTOCOL"
+            )
         return value
 
     @model_validator(mode="before")

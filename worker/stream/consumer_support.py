@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.ops.settings import WorkerSettings
 
@@ -42,15 +42,19 @@ def commit_offsets(consumer: Consumer, offsets: Sequence[TopicPartition]) -> Non
 
 
 def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, Any]:
-    """librdkafka settings of a group consumer that commits explicitly after writing."""
+    """librdkafka settings of a group consumer that commits explicitly after writing.
+
+    ``settings.kafka_group_protocol`` picks the rebalance protocol (see
+    :func:`group_protocol_config`).
+    """
     return settings.kafka_config(
         **{
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.kafka_session_timeout_ms,
             "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
+            **group_protocol_config(settings),
         }
     )
 
@@ -71,23 +75,97 @@ class NeverAssignedError(RuntimeError):
         )
 
 
+def group_protocol_config(settings: WorkerSettings) -> dict[str, Any]:
+    """The librdkafka properties of ``EW_KAFKA_GROUP_PROTOCOL``.
+
+    ``eager`` and ``cooperative-sticky`` use the classic protocol, where the
+    client sets the session timeout; under ``consumer`` (KIP-848) the broker
+    assigns partitions and owns session and heartbeat timing, and librdkafka
+    refuses ``session.timeout.ms`` and ``partition.assignment.strategy``.
+    """
+    protocol = settings.kafka_group_protocol
+    if protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "group.protocol": "classic",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "partition.assignment.strategy": (
+            "cooperative-sticky" if protocol == "cooperative-sticky" else "range,roundrobin"
+        ),
+    }
+
+
+def take_partitions(
+    consumer: Consumer, settings: WorkerSettings, partitions: list[TopicPartition]
+) -> None:
+    """Inside ``on_assign``: assign ``partitions`` the protocol's way, none of them paused.
+
+    ``eager`` replaces the whole assignment (``assign``); the incremental
+    protocols add to it (``incremental_assign``). librdkafka keeps a partition's
+    pause flag across revoke and re-assignment, so a partition paused for a
+    retry, revoked, then assigned again would otherwise never fetch: resume it.
+    """
+    if settings.kafka_group_protocol == "eager":
+        consumer.assign(partitions)
+    else:
+        consumer.incremental_assign(partitions)
+    if partitions:
+        consumer.resume(partitions)
+
+
+def release_partitions(
+    consumer: Consumer, settings: WorkerSettings, partitions: list[TopicPartition]
+) -> None:
+    """Inside ``on_revoke``/``on_lost``: give ``partitions`` up the protocol's way."""
+    if settings.kafka_group_protocol == "eager":
+        consumer.unassign()
+    elif partitions:
+        consumer.incremental_unassign(partitions)
+
+
+#: librdkafka's own errors that mean "the broker cannot be reached right now".
+_UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+
+
+def describe_consumer_error(error: KafkaError) -> str:
+    """The worker's words for a non-fatal error ``consume()`` returned (for one log line).
+
+    librdkafka reconnects by itself; meanwhile nothing is fetched or committed.
+    """
+    if error.code() in _UNREACHABLE:
+        return (
+            f"Kafka broker unreachable ({error.str()}): consumption waits for it, "
+            "nothing is committed meanwhile"
+        )
+    return f"consumer error: {error.str()}"
+
+
+def owned_offsets(
+    offsets: Sequence[TopicPartition], owned: Collection[tuple[str, int]]
+) -> list[TopicPartition]:
+    """``offsets`` restricted to the partitions this member owns (commits never cover others)."""
+    return [tp for tp in offsets if (tp.topic, tp.partition) in owned]
+
+
 def idle_long_enough(
     *,
     idle_s: float | None,
     idle_for_s: float,
     busy: bool,
-    assigned_once: bool,
+    owns_partitions: bool,
     session_timeout_ms: int,
 ) -> bool:
     """The ``--exit-when-idle`` rule: no message for ``idle_s`` and nothing pending.
 
-    Before any assignment the group join may still be under way (a join can
-    wait for a departed or phantom member to time out), so the wait is
-    extended by three session timeouts. Never decided from watermarks.
+    While the member owns no partition (before the first assignment, or after
+    a revoke or a loss, e.g. while the broker restarts) a group join may still
+    be under way (a join can wait for a departed or phantom member to time
+    out), so the wait is extended by three session timeouts. Never decided
+    from watermarks.
     """
     if idle_s is None or busy:
         return False
-    limit = idle_s if assigned_once else idle_s + 3 * session_timeout_ms / 1000
+    limit = idle_s if owns_partitions else idle_s + 3 * session_timeout_ms / 1000
     return idle_for_s >= limit
 
 

@@ -64,8 +64,11 @@ from worker.stream.consumer_support import (
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
+    describe_consumer_error,
     group_consumer_config,
     idle_long_enough,
+    release_partitions,
+    take_partitions,
 )
 from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
@@ -571,6 +574,7 @@ class ReprocessConsumer:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        take_partitions(consumer, self._settings, partitions)
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned |= keys
         self.stats.rebalances += 1
@@ -582,11 +586,13 @@ class ReprocessConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
+        self._last_activity = self._clock()
         if self._current in keys:
             self._abandon = True
         self._carried = [m for m in self._carried if _position(m) not in keys]
         if self._health is not None:
             self._health.set_assigned(len(self._assigned))
+        release_partitions(consumer, self._settings, partitions)
         log.info("revoked %s", sorted(keys))
 
     # -- helpers --------------------------------------------------------------------
@@ -596,7 +602,7 @@ class ReprocessConsumer:
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+            log.warning("%s", describe_consumer_error(error))
             return False
         return message.offset() is not None and _position(message) in self._assigned
 
@@ -605,7 +611,7 @@ class ReprocessConsumer:
             idle_s=self._exit_when_idle_s,
             idle_for_s=self._clock() - self._last_activity,
             busy=self._in_flight or bool(self._carried),
-            assigned_once=bool(self.stats.rebalances),
+            owns_partitions=bool(self._assigned),
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 

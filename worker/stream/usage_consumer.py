@@ -8,11 +8,17 @@ offsets committed, synchronously. While ClickHouse or the broker fails, the
 loop pauses its partitions, keeps polling (so the group keeps it) and retries
 with backoff; it never commits past unwritten data.
 
-Rebalance (eager assignment): partitions are revoked only inside ``consume``,
-i.e. between batches or during a retry. Messages collected but not yet rated
-are dropped (uncommitted, they are redelivered); a batch still failing to write
-is abandoned together with all rating state (the store is the truth; rows
-already written are deduplicated on redelivery).
+Rebalance, under every group protocol (eager, cooperative-sticky, KIP-848
+``consumer``; ``EW_KAFKA_GROUP_PROTOCOL``): partitions are revoked or lost only
+inside ``consume``, i.e. while a batch is collected or while a stage is retried
+(pausing and polling). Revoked partitions lose their rating state and their
+messages in hand, which are uncommitted and redelivered to the next owner. A
+batch whose retry saw a revoke is abandoned: all rating state goes (the store
+is the truth; rows already written are deduplicated on redelivery) and the
+batch's messages of partitions still owned are kept, in order, for the next
+batch, since an incremental rebalance leaves their fetch position past them
+(dropping them would skip uncommitted messages). Partitions paused for a retry
+are resumed when it ends, abandoned or not; commits cover owned partitions only.
 
 Operability: the loop beats :class:`~worker.ops.health.LoopHealth` every
 iteration and marks batches in flight and committed (liveness), records the
@@ -44,8 +50,12 @@ from worker.stream.consumer_support import (
     RetryPolicy,
     StopOnSignals,
     commit_offsets,
+    describe_consumer_error,
     group_consumer_config,
     idle_long_enough,
+    owned_offsets,
+    release_partitions,
+    take_partitions,
 )
 from worker.stream.dlq import DeadLetterError, DeadLetterProducer, SourcePosition
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
@@ -158,7 +168,11 @@ class UsageConsumer:
         self._in_flight = False
         self._abandon = False
         self._assigned: set[tuple[str, int]] = set()
-        # Messages that arrived while paused: handled by the next batch, never skipped.
+        # Revoked or lost since the messages in hand were fetched: theirs are stale
+        # (a partition assigned again restarts from its committed offset).
+        self._revoked: set[tuple[str, int]] = set()
+        # Messages that arrived while paused, or kept from an abandoned batch: handled
+        # first by the next batch, never skipped.
         self._carried: list[SourceMessage] = []
         self._last_activity = self._started_at = clock()
         self.stats = LoopStats(commit_latencies_ms=[] if record_commit_latency else None)
@@ -234,7 +248,8 @@ class UsageConsumer:
             self._health.beat()
             if self._abandon:  # partitions changed: drop what we hold of revoked ones
                 self._abandon = False
-                batch = [m for m in batch if (m.topic, m.partition) in self._assigned]
+                batch = [m for m in batch if (m.topic, m.partition) not in self._revoked]
+                self._revoked.clear()
             for message in raw:
                 converted = self._convert(message)
                 if (
@@ -251,6 +266,7 @@ class UsageConsumer:
             self.stats.first_batch_at = self._clock()
         self._in_flight = True
         self._abandon = False
+        self._revoked.clear()
         self._health.batch_started()
         self._metrics.messages_consumed.inc(len(messages))
         durations: dict[str, float] = {}
@@ -265,14 +281,11 @@ class UsageConsumer:
             )
             self._stage(consumer, "commit", durations, lambda: self._commit(consumer, prepared))
         except _Abandoned:
-            self.stats.abandoned += 1
-            self._metrics.batches_abandoned.inc()
-            self._health.batch_finished(committed=False)
-            self._processor.revoke(self._processor.owned)
-            self._processor.assign(self._assigned)
-            self._dlq.reset_after_failure()
+            kept = self._abandon_batch(messages)
             log.warning(
-                "batch abandoned after a rebalance: it will be redelivered",
+                "batch abandoned after a rebalance: messages of revoked partitions go to "
+                "their next owner, %d of partitions still owned are retried here",
+                len(kept),
                 extra={"messages": len(messages)},
             )
             return
@@ -293,6 +306,29 @@ class UsageConsumer:
         for reason, count in prepared.unresolved.items():
             self.stats.unpriced[str(reason)] = self.stats.unpriced.get(str(reason), 0) + count
         self._record(prepared, durations)
+
+    def _abandon_batch(self, messages: list[SourceMessage]) -> list[SourceMessage]:
+        """Forget a batch that saw a revoke; return (and carry) its messages still owned.
+
+        All rating state goes, since the batch was already rated into it. The
+        messages of kept partitions lead the next batch: the consumer's position
+        there is already past them, so dropping them would skip them.
+        """
+        self.stats.abandoned += 1
+        self._metrics.batches_abandoned.inc()
+        self._health.batch_finished(committed=False)
+        self._processor.revoke(self._processor.owned)
+        self._processor.assign(self._assigned)
+        self._dlq.reset_after_failure()
+        kept = [
+            m
+            for m in messages
+            if (m.topic, m.partition) in self._assigned
+            and (m.topic, m.partition) not in self._revoked
+        ]
+        self._revoked.clear()
+        self._carried = kept + self._carried
+        return kept
 
     def _stage(
         self,
@@ -398,7 +434,7 @@ class UsageConsumer:
             TopicPartition(topic, partition, next_offset)
             for (topic, partition), next_offset in sorted(prepared.next_offsets.items())
         ]
-        commit_offsets(consumer, offsets)
+        commit_offsets(consumer, owned_offsets(offsets, self._assigned))
 
     def _with_retry(
         self, consumer: Consumer, operation: Callable[[], T], *, stage: str = "prepare"
@@ -406,10 +442,13 @@ class UsageConsumer:
         """Run ``operation``; on store/broker failure pause, keep polling, back off, retry.
 
         An outage is said once, in a warning when it starts (then each retry
-        only at DEBUG), and once more when the operation succeeds again.
+        only at DEBUG), and once more when the operation succeeds again. Every
+        partition owned during the retry is paused (those assigned meanwhile
+        too); the ones still owned are resumed when the retry ends, whether it
+        succeeded or the batch was abandoned.
         """
         delays = self._retry.delays()
-        paused: list[TopicPartition] = []
+        paused: set[tuple[str, int]] = set()
         failures = 0
         started = self._clock()
         try:
@@ -421,15 +460,14 @@ class UsageConsumer:
                 except (StoreError, DeadLetterError, KafkaException) as exc:
                     self.stats.retries += 1
                     self._metrics.retries.labels(stage).inc()
-                    if not paused:
-                        paused = consumer.assignment()
-                        consumer.pause(paused)
+                    self._pause_owned(consumer, paused)
                     delay = next(delays)
                     failures += 1
                     log.log(
                         logging.WARNING if failures == 1 else logging.DEBUG,
-                        "consumption paused, nothing committed; retrying (next in %.1fs) "
+                        "consumption paused, nothing committed; %s; retrying (next in %.1fs) "
                         "until it works again: %s",
+                        _failing_part(exc, stage),
                         delay,
                         exc,
                         extra={
@@ -450,8 +488,16 @@ class UsageConsumer:
                     )
                 return result
         finally:
-            if paused and not self._abandon:
-                consumer.resume(paused)
+            still_owned = sorted(paused & self._assigned)
+            if still_owned:
+                consumer.resume([TopicPartition(t, p) for t, p in still_owned])
+
+    def _pause_owned(self, consumer: Consumer, paused: set[tuple[str, int]]) -> None:
+        """Pause the owned partitions not yet in ``paused`` and add them to it."""
+        fresh = sorted(self._assigned - paused)
+        if fresh:
+            consumer.pause([TopicPartition(t, p) for t, p in fresh])
+            paused.update(fresh)
 
     def _wait_polling(self, consumer: Consumer, seconds: float) -> None:
         """Sleep while calling consume() on paused partitions to stay in the group."""
@@ -470,6 +516,7 @@ class UsageConsumer:
     # -- rebalance callbacks (run inside consume()) ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        take_partitions(consumer, self._settings, partitions)
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned |= keys
         self._processor.assign(keys)
@@ -482,14 +529,19 @@ class UsageConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "revoke")
+        release_partitions(consumer, self._settings, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "lost")
+        release_partitions(consumer, self._settings, partitions)
 
     def _drop(self, partitions: list[TopicPartition], kind: str) -> None:
         keys = {(p.topic, p.partition) for p in partitions}
         self._assigned -= keys
+        self._revoked |= keys
+        self._last_activity = self._clock()
         self._abandon = True
+        self._carried = [m for m in self._carried if (m.topic, m.partition) not in keys]
         self._processor.revoke(keys)
         self._assignment_changed(kind)
         log.info(
@@ -553,7 +605,7 @@ class UsageConsumer:
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+            log.warning("%s", describe_consumer_error(error))
             return None
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
@@ -592,12 +644,19 @@ class UsageConsumer:
             idle_for_s=self._clock()
             - (self._last_activity if self.stats.owned_partitions else self._started_at),
             busy=self._in_flight or bool(self._carried),
-            assigned_once=self.stats.owned_partitions,
+            owns_partitions=bool(self._assigned),
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
 
 
 _DUPLICATE_KINDS = frozenset(o.value for o in Outcome if o is not Outcome.COUNTED)
+
+
+def _failing_part(exc: Exception, stage: str) -> str:
+    """Which part failed, in the worker's words, for the retry log line."""
+    if isinstance(exc, StoreError):
+        return f"ClickHouse unavailable during {stage}"
+    return f"Kafka broker unavailable or refusing during {stage}"
 
 
 def _names(keys: set[tuple[str, int]]) -> list[str]:

@@ -14,33 +14,22 @@ from __future__ import annotations
 
 import io
 import json
-import math
-from collections import defaultdict
 from collections.abc import Callable
 from contextlib import redirect_stdout
-from datetime import datetime, timedelta
-from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.integration.workers import dead_letter_headers, produce, settings_for, write_catalog
-from tests.reference import q15, reference_rate
+from tests.reference import reference_invoice
 from worker.cli import main
 from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex, LineItemBinding
-from worker.domain.events import Event
-from worker.domain.metering import AggregationType
-from worker.domain.periods import Period
-from worker.domain.validation import decode_event
+from worker.domain.catalog_index import CatalogIndex
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.run_usage import run_usage
 from worker.stream.topics import ensure_topics, worker_topics
-
-MICROSECOND = timedelta(microseconds=1)
 
 BAD_MESSAGES: list[tuple[bytes | None, str]] = [
     (b"{not json", "invalid_json"),
@@ -100,99 +89,6 @@ def stream(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # a customer the catalog does not know (yet): stored raw, left for reprocessing
     unknown = dict(events[0], id="early-1", external_customer_id="cust-unknown")
     return [*events, unknown, dict(unknown, id="early-2")]
-
-
-# -- the reference ----------------------------------------------------------------
-
-
-def _value(event: Event, binding: LineItemBinding) -> Fraction:
-    raw = event.properties.get(binding.meter.field)
-    try:
-        value = Fraction(Decimal(str(raw)))
-    except ArithmeticError:
-        return Fraction(0)
-    return max(value, Fraction(0))
-
-
-def reference_quantity(binding: LineItemBinding, period: Period, events: list[Event]) -> Decimal:
-    meter = binding.meter
-    kind = meter.aggregation
-    if kind is AggregationType.COUNT:
-        return Decimal(len(events))
-    if kind is AggregationType.COUNT_UNIQUE:
-        return Decimal(len({str(e.properties.get(meter.field)) for e in events}))
-    values = [_value(e, binding) for e in events]
-    if kind is AggregationType.SUM:
-        return q15(sum(values, Fraction(0)))
-    if kind is AggregationType.SUM_WITH_MULTIPLIER:
-        return sum((q15(v * Fraction(meter.multiplier)) for v in values), Decimal(0))
-    if kind is AggregationType.AVG:
-        return q15(sum(values, Fraction(0)) / len(values))
-    if kind is AggregationType.WEIGHTED_SUM:
-        length = (period.end - period.start) // MICROSECOND
-        return sum(
-            (q15(v * Fraction((period.end - e.timestamp) // MICROSECOND, length))
-             for v, e in zip(values, events, strict=True)),
-            Decimal(0),
-        )  # fmt: skip
-    if kind is AggregationType.LATEST:
-        newest = max(range(len(events)), key=lambda i: (events[i].timestamp, events[i].id))
-        return q15(values[newest])
-    if meter.bucket_size is None:
-        return q15(max(values))
-    daily: dict[Any, Fraction] = defaultdict(Fraction)  # the sample buckets MAX by UTC day
-    for event, value in zip(events, values, strict=True):
-        day = event.timestamp.date()
-        daily[day] = max(daily[day], value)
-    return q15(sum(daily.values(), Fraction(0)))
-
-
-def reference_invoice(
-    index: CatalogIndex, documents: list[dict[str, Any]], tenant: str
-) -> list[dict[str, Any]]:
-    now = datetime(2026, 3, 1).astimezone()
-    distinct: dict[tuple[str, str], Event] = {}
-    for document in documents:
-        event = decode_event(orjson.dumps(document), fallback_id="-", fallback_timestamp=now)
-        if event.tenant_id == tenant:
-            distinct.setdefault((event.tenant_id, event.id), event)
-    groups: dict[tuple[str, str, int], list[tuple[Event, Any]]] = defaultdict(list)
-    for event in distinct.values():
-        for match in index.resolve(event).matches:
-            key = (
-                match.binding.subscription.id,
-                match.binding.line_item_id,
-                match.period.period_id,
-            )
-            groups[key].append((event, match))
-    lines = []
-    for (subscription_id, line_item_id, period_id), items in sorted(groups.items()):
-        binding, period = items[0][1].binding, items[0][1].period
-        quantity = reference_quantity(binding, period, [event for event, _ in items])
-        free = min(quantity, binding.free_units)
-        billable = max(Decimal(0), quantity - binding.free_units)
-        cost = reference_rate(binding.price, billable)
-        places = 0 if binding.price.currency in ("jpy", "krw", "vnd", "clp") else 2
-        amount = Fraction(cost) * 10**places
-        rounded = math.floor(amount + Fraction(1, 2))
-        lines.append(
-            {
-                "subscription_id": subscription_id,
-                "sub_line_item_id": line_item_id,
-                "period_id": period_id,
-                "customer_id": binding.subscription.customer_id,
-                "price_id": binding.price.price_id,
-                "feature_id": binding.feature_id,
-                "currency": binding.price.currency,
-                "qty_total": f"{q15(quantity):f}",
-                "qty_free_applied": f"{q15(free):f}",
-                "qty_billable": f"{q15(billable):f}",
-                "cost": f"{q15(cost):f}",
-                "amount": f"{Decimal(rounded).scaleb(-places):f}",
-                "event_count": len(items),
-            }
-        )
-    return lines
 
 
 def query_line_items(settings: WorkerSettings, tenant: str) -> list[dict[str, Any]]:

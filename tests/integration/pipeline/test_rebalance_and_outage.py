@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.integration.support import ChdbTarget
 from tests.integration.workers import (
     MALFORMED_MESSAGES,
+    FlakyGateway,
     expected_invoice,
+    make_consumer,
     produce,
     settings_for,
     stored_totals,
@@ -26,62 +28,11 @@ from tests.integration.workers import (
 )
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.validation import DEFAULT_LIMITS
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.errors import StoreError
-from worker.store.gateway import Gateway, Params, Row, open_gateway
+from worker.store.gateway import open_gateway
 from worker.store.schema import migrate
-from worker.stream.consumer_support import RetryPolicy
-from worker.stream.dlq import DeadLetterProducer
 from worker.stream.topics import ensure_topics, worker_topics
-from worker.stream.usage_batch import UsageBatchProcessor
-from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
-
-
-class FlakyGateway:
-    """A real gateway that fails every call while ``down`` is set."""
-
-    def __init__(self, inner: Gateway) -> None:
-        self.inner = inner
-        self.down = threading.Event()
-        self.failures = 0
-
-    def _check(self) -> None:
-        if self.down.is_set():
-            self.failures += 1
-            raise StoreError("simulated outage: ClickHouse unreachable")
-
-    def query(self, sql: str, params: Params | None = None) -> list[Row]:
-        self._check()
-        return self.inner.query(sql, params)
-
-    def execute(self, sql: str, params: Params | None = None) -> None:
-        self._check()
-        self.inner.execute(sql, params)
-
-    def insert(
-        self, table: str, columns: Mapping[str, Sequence[Any]], *, dedup_token: str | None = None
-    ) -> int:
-        self._check()
-        return self.inner.insert(table, columns, dedup_token=dedup_token)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def make_consumer(
-    settings: WorkerSettings, gateway: Any, index: CatalogIndex, idle_s: float
-) -> UsageConsumer:
-    processor = UsageBatchProcessor(gateway, index, limits=DEFAULT_LIMITS)
-    return UsageConsumer(
-        settings,
-        processor,
-        DeadLetterProducer(settings),
-        batch_policy=BatchPolicy(max_events=300, max_wait_s=0.1),
-        retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
-        exit_when_idle_s=idle_s,
-    )
 
 
 def setup(

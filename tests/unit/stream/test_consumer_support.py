@@ -4,31 +4,41 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
+from confluent_kafka import KafkaError, TopicPartition
 
 from worker.ops.settings import WorkerSettings
-from worker.stream.consumer_support import StopOnSignals, group_consumer_config, idle_long_enough
+from worker.stream.consumer_support import (
+    StopOnSignals,
+    describe_consumer_error,
+    group_consumer_config,
+    idle_long_enough,
+    owned_offsets,
+    release_partitions,
+    take_partitions,
+)
 
 
 @pytest.mark.parametrize(
-    ("idle_for_s", "busy", "assigned_once", "expected"),
+    ("idle_for_s", "busy", "owns_partitions", "expected"),
     [
         (2.9, False, True, False),
         (3.0, False, True, True),
         (30.0, True, True, False),  # a batch in flight is never idle
-        (3.0, False, False, False),  # before any assignment: + 3 session timeouts
+        (3.0, False, False, False),  # owning nothing (a join under way?): + 3 session timeouts
         (20.9, False, False, False),
         (21.0, False, False, True),
     ],
 )
-def test_idle_rule(idle_for_s: float, busy: bool, assigned_once: bool, expected: bool) -> None:
+def test_idle_rule(idle_for_s: float, busy: bool, owns_partitions: bool, expected: bool) -> None:
     assert (
         idle_long_enough(
             idle_s=3.0,
             idle_for_s=idle_for_s,
             busy=busy,
-            assigned_once=assigned_once,
+            owns_partitions=owns_partitions,
             session_timeout_ms=6000,
         )
         is expected
@@ -37,7 +47,7 @@ def test_idle_rule(idle_for_s: float, busy: bool, assigned_once: bool, expected:
 
 def test_no_idle_exit_unless_asked() -> None:
     assert not idle_long_enough(
-        idle_s=None, idle_for_s=1e9, busy=False, assigned_once=True, session_timeout_ms=6000
+        idle_s=None, idle_for_s=1e9, busy=False, owns_partitions=True, session_timeout_ms=6000
     )
 
 
@@ -60,3 +70,74 @@ def test_group_consumer_commits_explicitly_and_keeps_extra_settings() -> None:
     assert config["group.id"] == "g" and config["bootstrap.servers"] == "b:9092"
     assert config["enable.auto.commit"] is False and config["enable.auto.offset.store"] is False
     assert config["session.timeout.ms"] == 6000 and config["fetch.max.bytes"] == 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("protocol", "expected"),
+    [
+        (
+            "eager",
+            {"group.protocol": "classic", "partition.assignment.strategy": "range,roundrobin"},
+        ),
+        (
+            "cooperative-sticky",
+            {"group.protocol": "classic", "partition.assignment.strategy": "cooperative-sticky"},
+        ),
+        ("consumer", {"group.protocol": "consumer"}),
+    ],
+)
+def test_group_protocol_setting_picks_the_librdkafka_properties(
+    protocol: str, expected: dict[str, str]
+) -> None:
+    settings = WorkerSettings(kafka_group_protocol=protocol, kafka_session_timeout_ms=6000)
+    config = group_consumer_config(settings, "g")
+    chosen = {
+        k: config[k] for k in ("group.protocol", "partition.assignment.strategy") if k in config
+    }
+    assert chosen == expected
+    # KIP-848: the broker owns the session timeout; librdkafka refuses the property.
+    assert ("session.timeout.ms" in config) is (protocol != "consumer")
+
+
+class RecordingConsumer:
+    """Records the assignment calls a rebalance callback makes (no broker involved)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(partitions: list[TopicPartition] | None = None) -> None:
+            self.calls.append((name, [p.partition for p in partitions or []]))
+
+        return record
+
+
+@pytest.mark.parametrize(
+    ("protocol", "assign", "release"),
+    [
+        ("eager", "assign", ("unassign", [])),
+        ("cooperative-sticky", "incremental_assign", ("incremental_unassign", [1])),
+        ("consumer", "incremental_assign", ("incremental_unassign", [1])),
+    ],
+)
+def test_partitions_are_taken_unpaused_and_released_the_protocols_way(
+    protocol: str, assign: str, release: tuple[str, list[int]]
+) -> None:
+    settings = WorkerSettings(kafka_group_protocol=protocol)
+    consumer = RecordingConsumer()
+    take_partitions(consumer, settings, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+    release_partitions(consumer, settings, [TopicPartition("t", 1)])  # type: ignore[arg-type]
+    assert consumer.calls == [(assign, [0, 1]), ("resume", [0, 1]), release]
+
+
+def test_commits_cover_owned_partitions_only() -> None:
+    offsets = [TopicPartition("t", 0, 10), TopicPartition("t", 1, 20), TopicPartition("u", 0, 5)]
+    kept = owned_offsets(offsets, {("t", 1), ("u", 0)})
+    assert [(tp.topic, tp.partition, tp.offset) for tp in kept] == [("t", 1, 20), ("u", 0, 5)]
+
+
+def test_an_unreachable_broker_is_said_in_the_workers_words() -> None:
+    down = describe_consumer_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert down.startswith("Kafka broker unreachable (1/1 brokers are down)")
+    other = describe_consumer_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic"))
+    assert other == "consumer error: no such topic"
