@@ -354,7 +354,7 @@ def test_exit_when_idle_without_ever_owning_a_partition_exits_3_with_the_reason(
     # One partition, kept by its owner across the rebalance (sticky): the
     # second worker of the group can never get one.
     env["EW_TOPIC_PARTITIONS"] = "1"
-    env["EW_KAFKA_EXTRA"] = '{"partition.assignment.strategy": "cooperative-sticky"}'
+    env["EW_KAFKA_GROUP_PROTOCOL"] = "cooperative-sticky"
     settings = settings_from_env(env, partitions=1)
     ensure_topics(settings, {settings.events_topic: 1})
     catalog = build_catalog(customers=3)
