@@ -114,6 +114,10 @@ class WorkerSettings(BaseSettings):
 
     batch_max_events: int = Field(default=20_000, ge=1)
     batch_max_wait_ms: int = Field(default=500, ge=1)
+    batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=1024**3)
+    """A batch is also cut once its messages hold this many bytes (it always takes
+    at least one); the consumer's fetches and its prefetch queue are sized to
+    it, so message memory stays within about twice this."""
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_properties: int = Field(default=256, ge=1)
     dedup_memory_hashes: int = Field(default=DEFAULT_MAX_FINGERPRINTS, ge=0)
@@ -175,6 +179,15 @@ class WorkerSettings(BaseSettings):
         ):
             return {**data, "kafka_session_timeout_ms": LOCAL_SESSION_TIMEOUT_MS}
         return data
+
+    @model_validator(mode="after")
+    def _batch_holds_a_message(self) -> WorkerSettings:
+        if self.batch_max_bytes < self.max_message_bytes:
+            raise ValueError(
+                f"EW_BATCH_MAX_BYTES ({self.batch_max_bytes}) must be at least "
+                f"EW_MAX_MESSAGE_BYTES ({self.max_message_bytes})"
+            )
+        return self
 
     @field_validator("topic_replication_factor")
     @classmethod

@@ -55,8 +55,28 @@ def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, 
             "auto.offset.reset": "earliest",
             "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
             **group_protocol_config(settings),
+            **fetch_config(settings),
         }
     )
+
+
+def fetch_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Fetch sizes matched to the batch and message limits, unless ``EW_KAFKA_EXTRA`` tunes them.
+
+    A fetch response holds at most ``EW_BATCH_MAX_BYTES`` (at least one
+    message, whatever its size), a partition's share at least
+    ``EW_MAX_MESSAGE_BYTES``, and librdkafka's prefetch queue as much as one
+    batch: what the worker holds of the topic stays within about two batches.
+    """
+    batch = settings.batch_max_bytes
+    sizes = {
+        "fetch.max.bytes": batch,
+        "max.partition.fetch.bytes": min(batch, max(settings.max_message_bytes, 1024 * 1024)),
+        "queued.max.messages.kbytes": max(1, batch // 1024),
+        # librdkafka requires room for one whole fetch response.
+        "receive.message.max.bytes": max(100_000_000, batch + 512),
+    }
+    return {key: value for key, value in sizes.items() if key not in settings.kafka_extra}
 
 
 class NeverAssignedError(RuntimeError):

@@ -84,6 +84,9 @@ class BatchPolicy:
 
     max_events: int = 20_000
     max_wait_s: float = 0.5
+    max_bytes: int = 64 * 1024 * 1024
+    """Cut once the messages' values hold this many bytes (at least one message
+    per batch); what a consume() returned beyond it waits for the next batch."""
 
 
 _COLLECT_SLICE_S = 0.05  # consume() waits its whole timeout unless it fills the request
@@ -158,7 +161,7 @@ class UsageConsumer:
         self._processor = processor
         self._dlq = dead_letters
         self._batch = batch_policy or BatchPolicy(
-            settings.batch_max_events, settings.batch_max_wait_ms / 1000
+            settings.batch_max_events, settings.batch_max_wait_ms / 1000, settings.batch_max_bytes
         )
         self._retry = retry_policy or RetryPolicy()
         self._exit_when_idle_s = exit_when_idle_s
@@ -236,27 +239,47 @@ class UsageConsumer:
 
     def _collect(self, consumer: Consumer) -> list[SourceMessage]:
         """The next batch (see :class:`BatchPolicy`); empty after a quiet poll."""
-        batch = [m for m in self._carried if (m.topic, m.partition) in self._assigned]
+        policy = self._batch
+        held = [m for m in self._carried if (m.topic, m.partition) in self._assigned]
         self._carried = []
-        cut_at = self._last_cut + self._batch.max_wait_s
+        batch: list[SourceMessage] = []
+        size = 0
+        for index, kept in enumerate(held):  # carried messages lead, within the budget
+            if batch and size + _value_size(kept) > policy.max_bytes:
+                self._carried = held[index:]
+                break
+            batch.append(kept)
+            size += _value_size(kept)
+        cut_at = self._last_cut + policy.max_wait_s
         idle_at = self._clock() + _POLL_TIMEOUT_S
-        while not self._stop and len(batch) < self._batch.max_events:
+        while (
+            not self._stop
+            and not self._carried
+            and len(batch) < policy.max_events
+            and size < policy.max_bytes
+        ):
             timeout = collect_wait(self._clock(), bool(batch), cut_at=cut_at, idle_at=idle_at)
             if timeout is None:
                 break
-            raw = consumer.consume(self._batch.max_events - len(batch), timeout)
+            raw = consumer.consume(policy.max_events - len(batch), timeout)
             self._health.beat()
             if self._abandon:  # partitions changed: drop what we hold of revoked ones
                 self._abandon = False
                 batch = [m for m in batch if (m.topic, m.partition) not in self._revoked]
+                size = sum(_value_size(m) for m in batch)
                 self._revoked.clear()
             for message in raw:
                 converted = self._convert(message)
                 if (
-                    converted is not None
-                    and (converted.topic, converted.partition) in self._assigned
+                    converted is None
+                    or (converted.topic, converted.partition) not in self._assigned
                 ):
-                    batch.append(converted)
+                    continue
+                if self._carried or (batch and size + _value_size(converted) > policy.max_bytes):
+                    self._carried.append(converted)  # in order, for the next batch
+                    continue
+                batch.append(converted)
+                size += _value_size(converted)
         if batch:
             self._last_cut = self._clock()
         return batch
@@ -650,6 +673,10 @@ class UsageConsumer:
 
 
 _DUPLICATE_KINDS = frozenset(o.value for o in Outcome if o is not Outcome.COUNTED)
+
+
+def _value_size(message: SourceMessage) -> int:
+    return len(message.value) if message.value is not None else 0
 
 
 def _failing_part(exc: Exception, stage: str) -> str:

@@ -141,3 +141,24 @@ def test_an_unreachable_broker_is_said_in_the_workers_words() -> None:
     assert down.startswith("Kafka broker unreachable (1/1 brokers are down)")
     other = describe_consumer_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "no such topic"))
     assert other == "consumer error: no such topic"
+
+
+def test_fetch_sizes_follow_the_batch_and_message_limits() -> None:
+    settings = WorkerSettings(batch_max_bytes=8 * 1024 * 1024, max_message_bytes=2 * 1024 * 1024)
+    config = group_consumer_config(settings, "g")
+    assert config["fetch.max.bytes"] == 8 * 1024 * 1024
+    assert config["max.partition.fetch.bytes"] == 2 * 1024 * 1024  # one message fits
+    assert config["queued.max.messages.kbytes"] == 8 * 1024  # the prefetch queue: one batch
+    assert config["receive.message.max.bytes"] >= config["fetch.max.bytes"] + 512
+
+
+def test_fetch_sizes_tuned_in_kafka_extra_win() -> None:
+    settings = WorkerSettings(kafka_extra={"queued.max.messages.kbytes": 4096})
+    assert group_consumer_config(settings, "g")["queued.max.messages.kbytes"] == 4096
+
+
+def test_a_batch_must_hold_the_largest_message() -> None:
+    with pytest.raises(
+        ValueError, match=r"EW_BATCH_MAX_BYTES .* must be at least EW_MAX_MESSAGE_BYTES"
+    ):
+        WorkerSettings(batch_max_bytes=1024 * 1024, max_message_bytes=2 * 1024 * 1024)
