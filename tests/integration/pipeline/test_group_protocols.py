@@ -22,16 +22,15 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.clickhouse_server import ClickHouseServer
 from tests.integration.kafka_broker import ApacheKafkaBroker
-from tests.integration.support import ChdbTarget
+from tests.integration.support import ChdbTarget, NativeTarget
 from tests.integration.workers import (
     FlakyGateway,
     expected_invoice,
@@ -60,13 +59,6 @@ INCREMENTAL = ["cooperative-sticky", "consumer"]
 _IDLE_S = "10"  # longer than a SIGKILLed member's session (6 s): survivors wait it out
 
 
-@pytest.fixture(scope="module")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    """One ClickHouse server for the module: worker processes share its databases."""
-    with ClickHouseServer(tmp_path_factory.mktemp("clickhouse-server")) as server:
-        yield server
-
-
 def group_members(bootstrap: str, group: str) -> int:
     """How many members the broker lists for `group`; -1 while it cannot say (the
     coordinator is loading or moving, the group is not created yet)."""
@@ -89,7 +81,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0
 def test_workers_joining_and_leaving_change_no_total(
     protocol: str,
     apache_kafka: ApacheKafkaBroker,
-    clickhouse_server: ClickHouseServer,
+    native_database: NativeTarget,
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
@@ -99,7 +91,7 @@ def test_workers_joining_and_leaving_change_no_total(
     chunks = [documents[i : i + 800] for i in range(0, len(documents), 800)]
     env = worker_env(apache_kafka.bootstrap, unique_name)
     env.update({"EW_KAFKA_GROUP_PROTOCOL": protocol, "EW_TOPIC_PARTITIONS": "6"})
-    store = clickhouse_server.url(unique_name("db"))
+    store = native_database.url  # the session's server: worker processes share it
     settings = settings_from_env(env, partitions=6)
     ensure_topics(settings, worker_topics(settings))
     run_cli(env, "migrate", "--store", store, check=True)
