@@ -56,8 +56,20 @@ def group_consumer_config(settings: WorkerSettings, group_id: str) -> dict[str, 
             "max.poll.interval.ms": max(300_000, settings.kafka_session_timeout_ms),
             **group_protocol_config(settings),
             **fetch_config(settings),
+            **error_reporting(settings),
         }
     )
+
+
+def error_reporting(settings: WorkerSettings) -> dict[str, Any]:
+    """An ``error_cb`` that says a broker outage in the worker's words, unless one is set.
+
+    The command line installs the reachability reporter of
+    :mod:`worker.ops.kafka_reachability` (one "unreachable" and one "back"
+    line for every client) through ``EW_KAFKA_EXTRA``; a consumer built
+    without it still says, once per outage, that the broker is unreachable.
+    """
+    return {} if "error_cb" in settings.kafka_extra else {"error_cb": _say_client_error}
 
 
 def fetch_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -158,6 +170,20 @@ def describe_consumer_error(error: KafkaError) -> str:
             "nothing is committed meanwhile"
         )
     return f"consumer error: {error.str()}"
+
+
+def _say_client_error(error: KafkaError) -> None:
+    """``error_cb``: client-level errors (broker gone, ...) in the worker's words.
+
+    Served by ``consume()``; without it librdkafka's own log is all that shows
+    a broker outage while the loop is between batches. Said once per outage
+    (librdkafka reports "all brokers down" on the transition); each failed
+    reconnect only at debug level.
+    """
+    if error.code() == KafkaError._ALL_BROKERS_DOWN or error.fatal():
+        log.warning("%s", describe_consumer_error(error))
+    else:
+        log.debug("%s", describe_consumer_error(error))
 
 
 def owned_offsets(

@@ -324,7 +324,7 @@ def test_broker_restart_during_a_reprocess_request_loses_nothing(
         finally:
             serving.join(180)
         assert not serving.is_alive() and stats[0].requests_completed == 1
-        progress = load_progress(gateway, "r1")
+        progress = load_progress(gateway, "t1", "prod", "r1")
         assert progress is not None and progress.state is RequestState.COMPLETED
         # Found: every event without a processed row (the late customer's and those
         # no line item matches); re-published at least once each (a page twice at most).
@@ -350,5 +350,5 @@ def request_for(request_id: str) -> ReprocessRequest:
 
 
 def _republished(gateway: Gateway, request_id: str) -> int:
-    progress = load_progress(gateway, request_id)
+    progress = load_progress(gateway, "t1", "prod", request_id)
     return 0 if progress is None else progress.republished

@@ -162,3 +162,14 @@ def test_a_batch_must_hold_the_largest_message() -> None:
         ValueError, match=r"EW_BATCH_MAX_BYTES .* must be at least EW_MAX_MESSAGE_BYTES"
     ):
         WorkerSettings(batch_max_bytes=1024 * 1024, max_message_bytes=2 * 1024 * 1024)
+
+
+def test_a_consumer_says_broker_outages_unless_a_reporter_is_installed() -> None:
+    plain = group_consumer_config(WorkerSettings(), "g")
+    assert callable(plain["error_cb"])
+
+    def reporter(error: KafkaError) -> None:
+        del error
+
+    installed = WorkerSettings.model_construct(kafka_extra={"error_cb": reporter})
+    assert group_consumer_config(installed, "g")["error_cb"] is reporter
