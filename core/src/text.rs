@@ -84,9 +84,19 @@ pub fn write_json_string(out: &mut String, text: &str) {
 /// `value = ±0.d1d2...dn × 10^point`... expressed as (negative, digits, exp) with
 /// `value = ±d1.d2...dn × 10^exp`.
 pub fn shortest_digits(value: f64) -> (bool, String, i32) {
-    // Rust's `{:e}` writes the shortest digits that read back to the same double,
-    // the same digits as Python's repr (both pick the nearest when several fit).
-    let text = format!("{:e}", value.abs());
+    // Rust's `{:e}` writes the shortest digits that read back to the same double
+    // and the nearest of them, as Python's repr does, except on an exact tie
+    // (562949953421312.25 has `.2` and `.3`): Rust rounds it up, Python (and
+    // orjson) to even. The exact `{:.N$e}` rounds ties to even, so when that
+    // spelling of the same length also reads back, it is the one Python writes.
+    let magnitude = value.abs();
+    let mut text = format!("{magnitude:e}");
+    let (mantissa, _) = text.split_once('e').expect("LowerExp has an exponent");
+    let places = mantissa.len().saturating_sub(2);
+    let even = format!("{magnitude:.places$e}");
+    if even != text && even.parse::<f64>() == Ok(magnitude) {
+        text = even;
+    }
     let (mantissa, exponent) = text.split_once('e').expect("LowerExp has an exponent");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     (
@@ -198,6 +208,17 @@ mod tests {
             (-0.0, "-0.0", "-0.0"),
             (1.5e300, "1.5e+300", "1.5e+300"),
             (123.456, "123.456", "123.456"),
+            // Exact ties between two shortest spellings go to the even digit.
+            (
+                2f64.powi(49) + 0.25,
+                "562949953421312.2",
+                "562949953421312.2",
+            ),
+            (
+                2f64.powi(50) + 0.75,
+                "1125899906842624.8",
+                "1125899906842624.8",
+            ),
         ];
         for (value, orjson, repr) in cases {
             assert_eq!(format_float(value, FloatStyle::Orjson), orjson);

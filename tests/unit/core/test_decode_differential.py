@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.core_decode import decode_raw_batch, rejection_detail
@@ -306,3 +306,18 @@ def test_rejection_detail_is_the_reference_text() -> None:
     decoded = decode_raw_batch([message], NOW, EventLimits())
     assert decoded.rejected == [(0, "missing_field")]
     assert rejection_detail(message, NOW, EventLimits()) == "event_name is required"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+@example(562949953421312.25)  # exact tie between .2 and .3: Python writes the even .2
+@example(1125899906842624.75)
+@example(5e-324)
+@example(1.7976931348623157e308)
+def test_floats_are_spelled_like_the_reference(number: float) -> None:
+    """Every finite double read from the JSON text of properties comes back in
+    the reference's spelling, ties between two shortest spellings included."""
+    value = b'{"tenant_id":"t","event_name":"e","customer_id":"c","properties":{"a":%s}}' % (
+        repr(number).encode()
+    )
+    assert_same([SourceMessage("events", 0, 1, value)], EventLimits())
