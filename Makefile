@@ -27,14 +27,14 @@ test-tools:
 
 test: setup test-tools
 	$(CARGO) test --quiet --locked --manifest-path core/Cargo.toml
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 # The integration tests that use Kafka, on Apache Kafka 4 (tests/integration/kafka/pom.xml)
 # instead of tansu; Maven fetches the jars into ~/.cache/events-worker on the first run.
 test-kafka: setup test-tools
 	@command -v java >/dev/null || { echo "make test-kafka: java not found: install Java 17+ (and Maven)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "make test-kafka: mvn not found: install Maven (and Java 17+)" >&2; exit 1; }
-	EW_TEST_BROKER=apache-kafka $(BIN)/python -m pytest -q tests/integration
+	EW_TEST_BROKER=apache-kafka $(BIN)/python -m pytest -q --durations=20 tests/integration
 
 test-unit: setup test-tools
 	$(BIN)/python -m pytest -q tests/unit
