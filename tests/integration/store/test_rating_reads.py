@@ -51,12 +51,22 @@ def stored(migrated: StoreUnderTest) -> StoreUnderTest:
     return migrated
 
 
+@pytest.fixture
+def counting(stored: StoreUnderTest) -> CountingGateway:
+    return CountingGateway(stored.gateway)
+
+
+def chunked_reads(
+    counting: CountingGateway, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> StoreRatingReads:
+    monkeypatch.setattr(rating_reads, "STORE_READ_CHUNK", chunk)
+    return StoreRatingReads(counting)  # type: ignore[arg-type]
+
+
 def test_snapshots_come_in_sorted_single_tenant_chunks(
-    stored: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+    counting: CountingGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rating_reads, "STORE_READ_CHUNK", 3)
-    counting = CountingGateway(stored.gateway)
-    reads = StoreRatingReads(counting)  # type: ignore[arg-type]
+    reads = chunked_reads(counting, monkeypatch, 3)
     t1 = [StateKey("t1", "prod", f"li_{n}", PERIOD) for n in (6, 0, 3, 1, 5, 2, 4)]
     t2 = [StateKey("t2", "prod", "li_0", PERIOD), StateKey("t2", "prod", "li_9", PERIOD)]
     requests: dict[StateKey, WindowSize | None] = dict.fromkeys([*t2, *t1])
@@ -80,11 +90,9 @@ def test_snapshots_come_in_sorted_single_tenant_chunks(
 
 
 def test_hash_owners_and_fingerprints_read_per_tenant_chunk(
-    stored: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+    counting: CountingGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rating_reads, "STORE_READ_CHUNK", 2)
-    counting = CountingGateway(stored.gateway)
-    reads = StoreRatingReads(counting)  # type: ignore[arg-type]
+    reads = chunked_reads(counting, monkeypatch, 2)
     t1_keys = [
         DedupKey(StateKey("t1", "prod", f"li_{i % 7}", PERIOD), sha(f"e{i}")) for i in (0, 8)
     ]
