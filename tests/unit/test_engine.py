@@ -436,3 +436,39 @@ def test_states_loaded_with_stored_rows_are_covered_by_their_fingerprints() -> N
         for row in resolved.pending
         if (row.key, row.measurement.unique_hash) in stored_hashes
     }
+
+
+class StoreFailingAfterOneChunk(StoredRows):
+    """Answers the first snapshot chunk, then fails (ClickHouse went away mid-batch)."""
+
+    def snapshots(
+        self, requests: Mapping[StateKey, WindowSize | None]
+    ) -> Iterator[Mapping[StateKey, AggregateSnapshot]]:
+        chunks = super().snapshots(requests)
+        yield next(chunks)
+        raise ConnectionError("ClickHouse went away")
+
+
+def test_a_failed_read_leaves_no_state_behind() -> None:
+    """The failed batch's partitions move to another owner and come back: the
+    states the failed call had loaded must not be used, stale, afterwards."""
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    stream = batches_of(events(750))
+    expected = invoice(rate_all(UsageRater(index), stream))
+    written: list[ProcessedEvent] = []
+    other_owner, failing = UsageRater(index), UsageRater(index)
+    written.extend(
+        processed_events(other_owner.rate_batch(stream[0], StoredRows(index, written, 5), NOW).rows)
+    )
+
+    with pytest.raises(ConnectionError):
+        failing.rate_batch(stream[1], StoreFailingAfterOneChunk(index, written, 5), NOW)
+    resolved = failing.resolve(stream[1])
+    assert failing.missing_states(resolved) == resolved.state_keys()
+
+    written.extend(
+        processed_events(other_owner.rate_batch(stream[1], StoredRows(index, written, 5), NOW).rows)
+    )
+    back = failing.rate_batch(stream[2], StoredRows(index, written, 5), NOW)
+    written.extend(processed_events(back.rows))
+    assert invoice(written) == expected

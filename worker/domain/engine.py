@@ -209,15 +209,21 @@ class UsageRater:
         rule out, then rates. Store round trips per batch: one per snapshot
         chunk, one per chunk with coverable states, the hash-owner reads.
 
-        Raises whatever ``reads`` raises; state is changed before that only
-        idempotently (loaded snapshots, stored hashes), so the same batch may
-        simply be rated again.
+        Raises whatever ``reads`` raises, with the states this call loaded
+        dropped again: a failed batch leaves no state behind that its
+        partitions' owner would not know to drop on revoke, and may simply be
+        rated again.
         """
         resolved = self.resolve(events)
-        self._load_missing_states(resolved, reads)
-        lookup = self.lookup_keys(resolved)
-        if lookup:
-            self.remember(reads.hash_owners(lookup))
+        missing = self.missing_states(resolved)
+        try:
+            self._load_states(missing, reads)
+            lookup = self.lookup_keys(resolved)
+            owners = reads.hash_owners(lookup) if lookup else {}
+        except BaseException:
+            self.drop(missing)
+            raise
+        self.remember(owners)
         result = self.rate(resolved, processed_at)
         result.unresolved = resolved.unresolved
         result.missing_fields = resolved.missing_fields
@@ -225,9 +231,10 @@ class UsageRater:
         result.store_lookups = len(lookup)
         return result
 
-    def _load_missing_states(self, batch: ResolvedBatch, reads: RatingReads) -> None:
+    def _load_states(self, missing: set[StateKey], reads: RatingReads) -> None:
+        """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget."""
         requests: dict[StateKey, WindowSize | None] = {}
-        for key in self.missing_states(batch):
+        for key in missing:
             binding = self._index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
             requests[key] = binding.meter.bucket_size if binding is not None else None
         if not requests:

@@ -8,8 +8,9 @@ check and rates every event. :meth:`UsageBatchProcessor.write` then stores the
 raw events and the priced rows. Only after ``write`` (and the dead letters)
 succeeded may the loop commit :attr:`PreparedBatch.next_offsets`.
 
-Failure contract: ``prepare`` touches rating state only after its store reads
-succeeded, so a failed ``prepare`` may simply be retried. A failed ``write``
+Failure contract: a failed ``prepare`` leaves the rating state as it was
+(:meth:`~worker.domain.engine.UsageRater.rate_batch` drops what it loaded
+before a read failed), so it may simply be retried. A failed ``write``
 must be retried *with the same PreparedBatch* (never re-prepared: its events
 are already applied to the in-memory state); if the process dies instead, the
 restarted consumer reloads state from the store and the dedup check skips
@@ -175,7 +176,10 @@ class UsageBatchProcessor:
             self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
-        """Decode, resolve, load state, dedup and rate; no writes. See module docstring."""
+        """Decode, then rate the events, reading the store only through the rating port.
+
+        No writes. Bad input becomes dead letters; see the module docstring.
+        """
         batch = PreparedBatch(messages=len(messages))
         now = self._clock()
         source: dict[int, SourceMessage] = {}
