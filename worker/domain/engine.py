@@ -131,15 +131,11 @@ class RatedBatch:
     store_lookups: int = 0
     """Dedup keys sent to :meth:`RatingReads.hash_owners`."""
 
-    @property
-    def processed_at(self) -> datetime:
-        return self.rows.processed_at
-
 
 def _processed_rows(
     processed_at: datetime, rated: list[tuple[PendingRow, RatedDelta]]
 ) -> ProcessedRows:
-    """The named columns of (pending row, delta) pairs: one transpose, in C."""
+    """The named columns of (pending row, delta) pairs, transposed in C (``zip``)."""
     if not rated:
         return ProcessedRows(processed_at)
     pending, deltas = zip(*rated, strict=True)

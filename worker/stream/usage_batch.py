@@ -148,7 +148,6 @@ class UsageBatchProcessor:
         self._reads = StoreRatingReads(gateway)
         self._decode_in_core = decode_in_core
         self._metrics = metrics
-        self._index = index
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
@@ -161,7 +160,6 @@ class UsageBatchProcessor:
 
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events prepared from now on."""
-        self._index = index
         self._rater.replace_index(index)
 
     def assign(self, partitions: Iterable[PartitionKey]) -> None:
