@@ -6,17 +6,16 @@ Pure and I/O free. The pipeline makes one call per batch::
     ...                              # store rated.rows, dead-letter rated.refused
     rater.committed()                # once the rows are durable and committed
 
-:meth:`UsageRater.rate_batch` resolves the events (catalog + meter + period +
-hash), loads the state of every (line item, period) touched for the first
-time, asks the store about the hashes memory cannot rule out, then rates.
+:func:`rate_batch` resolves the events (catalog + meter + period + hash),
+loads the state of every (line item, period) touched for the first time,
+asks the store about the hashes memory cannot rule out, then rates.
 ``reads`` is the port :class:`~worker.domain.rating_reads.RatingReads`: the
 store's batched ``GetLineItemUsage``, stored hash fingerprints and
 ``IsDuplicate``; tests answer it from rows in memory. The steps it drives
-(:meth:`~UsageRater.resolve`, :meth:`~UsageRater.load_states`,
-:meth:`~UsageRater.lookup_keys`, :meth:`~UsageRater.remember`,
-:meth:`~UsageRater.rate`) stay public for tests of the dedup memory. State is
-keyed by :class:`~worker.domain.rating_reads.StateKey` and owned by one
-partition's consumer.
+are :class:`RatingSteps`, public so that a rater holding its state elsewhere
+(the compiled core) gets the same flow, and so that tests can probe the
+dedup memory. State is keyed by :class:`~worker.domain.rating_reads.StateKey`
+and owned by one partition's consumer.
 
 Dedup without a store round trip per event: a state is *covered* when the
 rater holds the 64-bit :func:`fingerprint` of every hash stored for it (a
@@ -45,7 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
@@ -132,10 +131,13 @@ class RatedBatch:
     """Dedup keys sent to :meth:`RatingReads.hash_owners`."""
 
 
-def _processed_rows(
+def processed_rows(
     processed_at: datetime, rated: list[tuple[PendingRow, RatedDelta]]
 ) -> ProcessedRows:
-    """The named columns of (pending row, delta) pairs, transposed in C (``zip``)."""
+    """The named columns of (pending row, delta) pairs, transposed in C (``zip``).
+
+    For :meth:`RatingSteps.rate` implementations: how rows leave a rater.
+    """
     if not rated:
         return ProcessedRows(processed_at)
     pending, deltas = zip(*rated, strict=True)
@@ -196,48 +198,8 @@ class UsageRater:
     def rate_batch(
         self, events: Sequence[Event], reads: RatingReads, processed_at: datetime
     ) -> RatedBatch:
-        """Rate one batch in order, reading from ``reads`` only what memory cannot answer.
-
-        Resolves every event, loads the state of each (line item, period) seen
-        for the first time (stored snapshots chunk by chunk, and the
-        fingerprints of those that fit the memory budget), asks
-        :meth:`RatingReads.hash_owners` once about the hashes memory cannot
-        rule out, then rates. Store round trips per batch: one per snapshot
-        chunk, one per chunk with coverable states, the hash-owner reads.
-
-        Raises whatever ``reads`` raises, with the states this call loaded
-        dropped again: a failed batch leaves no state behind that its
-        partitions' owner would not know to drop on revoke, and may simply be
-        rated again.
-        """
-        resolved = self.resolve(events)
-        missing = self.missing_states(resolved)
-        try:
-            self._load_states(missing, reads)
-            lookup = self.lookup_keys(resolved)
-            owners = reads.hash_owners(lookup) if lookup else {}
-        except BaseException:
-            self.drop(missing)
-            raise
-        self.remember(owners)
-        result = self.rate(resolved, processed_at)
-        result.unresolved = resolved.unresolved
-        result.missing_fields = resolved.missing_fields
-        result.touched = [(row.event, row.key) for row in resolved.pending]
-        result.store_lookups = len(lookup)
-        return result
-
-    def _load_states(self, missing: set[StateKey], reads: RatingReads) -> None:
-        """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget."""
-        requests: dict[StateKey, WindowSize | None] = {}
-        for key in missing:
-            binding = self._index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
-            requests[key] = binding.meter.bucket_size if binding is not None else None
-        if not requests:
-            return
-        for snapshots in reads.snapshots(requests):
-            coverable = self.coverable(snapshots)
-            self.load_states(snapshots, reads.fingerprints(coverable) if coverable else None)
+        """Rate one batch, reading only what memory cannot answer: :func:`rate_batch`."""
+        return rate_batch(self, events, reads, processed_at)
 
     @exact
     def resolve(self, events: Iterable[Event]) -> ResolvedBatch:
@@ -385,7 +347,7 @@ class UsageRater:
                 Outcome.ALREADY_PROCESSED: skipped,
             }
         )
-        return RatedBatch(_processed_rows(processed_at, rated), outcomes, refused)
+        return RatedBatch(processed_rows(processed_at, rated), outcomes, refused)
 
     def committed(self) -> None:
         """Call once the rated rows are durable and their offsets committed.
@@ -452,6 +414,84 @@ class UsageRater:
         by_size = sorted(self._fingerprints, key=lambda key: len(self._fingerprints[key]))
         while self._fingerprint_count > target and by_size:
             self._uncover(by_size.pop())
+
+
+class RatingSteps(Protocol):
+    """The steps :func:`rate_batch` drives, in its order; :class:`UsageRater` has them.
+
+    A rater with its state elsewhere (the compiled core) implements the same
+    steps and gets the same batch flow, store reads and failure contract.
+    """
+
+    @property
+    def index(self) -> CatalogIndex: ...
+
+    def resolve(self, events: Iterable[Event]) -> ResolvedBatch: ...
+
+    def missing_states(self, batch: ResolvedBatch) -> set[StateKey]: ...
+
+    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]: ...
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None: ...
+
+    def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]: ...
+
+    def remember(self, owners: Mapping[DedupKey, str]) -> None: ...
+
+    def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch: ...
+
+    def drop(self, keys: Iterable[StateKey]) -> None: ...
+
+
+def rate_batch(
+    rater: RatingSteps, events: Sequence[Event], reads: RatingReads, processed_at: datetime
+) -> RatedBatch:
+    """Rate one batch in order, reading from ``reads`` only what memory cannot answer.
+
+    Resolves every event, loads the state of each (line item, period) seen
+    for the first time (stored snapshots chunk by chunk, and the fingerprints
+    of those that fit the memory budget), asks :meth:`RatingReads.hash_owners`
+    once about the hashes memory cannot rule out, then rates. Store round
+    trips per batch: one per snapshot chunk, one per chunk with coverable
+    states, the hash-owner reads.
+
+    Raises whatever ``reads`` raises, with the states this call loaded
+    dropped again: a failed batch leaves no state behind that its partitions'
+    owner would not know to drop on revoke, and may simply be rated again.
+    """
+    resolved = rater.resolve(events)
+    missing = rater.missing_states(resolved)
+    try:
+        _load_states(rater, missing, reads)
+        lookup = rater.lookup_keys(resolved)
+        owners = reads.hash_owners(lookup) if lookup else {}
+    except BaseException:
+        rater.drop(missing)
+        raise
+    rater.remember(owners)
+    result = rater.rate(resolved, processed_at)
+    result.unresolved = resolved.unresolved
+    result.missing_fields = resolved.missing_fields
+    result.touched = [(row.event, row.key) for row in resolved.pending]
+    result.store_lookups = len(lookup)
+    return result
+
+
+def _load_states(rater: RatingSteps, missing: set[StateKey], reads: RatingReads) -> None:
+    """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget."""
+    requests: dict[StateKey, WindowSize | None] = {}
+    for key in missing:
+        binding = rater.index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
+        requests[key] = binding.meter.bucket_size if binding is not None else None
+    if not requests:
+        return
+    for snapshots in reads.snapshots(requests):
+        coverable = rater.coverable(snapshots)
+        rater.load_states(snapshots, reads.fingerprints(coverable) if coverable else None)
 
 
 def _new_state(
