@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.processed_rows import processed_events
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
@@ -200,14 +201,14 @@ def expected_invoice(
     """An independent in-memory rating of the distinct `documents`, summed per line item."""
     rater = UsageRater(index)
     events = list(decoded(documents).values())
-    return list(summarize(rater.rate(rater.resolve(events), RATED_AT).rows))
+    return list(summarize(processed_events(rater.rate(rater.resolve(events), RATED_AT).rows)))
 
 
 def never_priced(catalog: dict[str, Any], events: Mapping[str, Event]) -> set[str]:
     """Ids of events an independent rating against ``catalog`` gives no row."""
     rater = UsageRater(CatalogIndex(parse_documents(catalog)))
     rated = rater.rate(rater.resolve(list(events.values())), RATED_AT)
-    return set(events) - {row.event.id for row in rated.rows}
+    return set(events) - {event.id for event in rated.rows.events}
 
 
 def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ the uncommitted batch; the invoice must equal an uninterrupted run's.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -17,13 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.processed_rows import processed_events
 from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import DedupKey, StateKey, UsageRater, fingerprint
+from worker.domain.engine import UsageRater, fingerprint
 from worker.domain.events import Event, ProcessedEvent
 from worker.domain.invoice import LineItemTotal, summarize
-from worker.domain.metering import AggregationType
+from worker.domain.metering import AggregationType, WindowSize
+from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import decode_event
 from worker.domain.windows import window_start
 from worker.samples.synthetic import build_catalog, generate_events
@@ -58,7 +60,7 @@ def rate_all(rater: UsageRater, batches: list[list[Event]]) -> list[ProcessedEve
     rows: list[ProcessedEvent] = []
     for batch in batches:
         resolved = rater.resolve(batch)
-        rows.extend(rater.rate(resolved, NOW).rows)
+        rows.extend(processed_events(rater.rate(resolved, NOW).rows))
     return rows
 
 
@@ -74,18 +76,22 @@ def stored(rows: list[ProcessedEvent]) -> list[ProcessedEvent]:
     return list(latest.values())
 
 
+def state_key(row: ProcessedEvent) -> StateKey:
+    return StateKey(
+        row.event.tenant_id, row.event.environment_id, row.sub_line_item_id, row.period_id
+    )
+
+
 def snapshots_from(
     rows: list[ProcessedEvent], index: CatalogIndex
 ) -> dict[StateKey, AggregateSnapshot]:
     """GetLineItemUsage computed by hand from stored rows."""
     grouped: dict[StateKey, list[ProcessedEvent]] = defaultdict(list)
     for row in stored(rows):
-        grouped[
-            (row.event.tenant_id, row.event.environment_id, row.sub_line_item_id, row.period_id)
-        ].append(row)
+        grouped[state_key(row)].append(row)
     snapshots = {}
     for key, group in grouped.items():
-        binding = index.line_item(*key[:3])
+        binding = index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
         assert binding is not None
         buckets: dict[datetime, Decimal] = {}
         if binding.meter.bucket_size is not None:
@@ -107,8 +113,7 @@ def owners_from(rows: list[ProcessedEvent]) -> dict[DedupKey, str]:
     """Batched IsDuplicate by hand: hash -> the event id that counted it."""
     owners: dict[DedupKey, str] = {}
     for row in sorted(stored(rows), key=lambda r: r.qty_total == 0):
-        key = (row.event.tenant_id, row.event.environment_id, row.sub_line_item_id, row.period_id)
-        owners.setdefault((key, row.unique_hash), row.event.id)
+        owners.setdefault(DedupKey(state_key(row), row.unique_hash), row.event.id)
     return owners
 
 
@@ -167,16 +172,10 @@ def test_restart_from_stored_rows_and_replay_gives_the_uninterrupted_invoice(
         missing = restarted.missing_states(resolved)
         restarted.load_states({key: snapshots[key] for key in missing if key in snapshots})
         restarted.remember({key: owners[key] for key in resolved.dedup_keys() if key in owners})
-        rated = restarted.rate(resolved, NOW)
-        replayed.extend(rated.rows)
-        for row in rated.rows:  # what the store now holds, for later batches' dedup
-            key = (
-                row.event.tenant_id,
-                row.event.environment_id,
-                row.sub_line_item_id,
-                row.period_id,
-            )
-            owners.setdefault((key, row.unique_hash), row.event.id)
+        rated = processed_events(restarted.rate(resolved, NOW).rows)
+        replayed.extend(rated)
+        for row in rated:  # what the store now holds, for later batches' dedup
+            owners.setdefault(DedupKey(state_key(row), row.unique_hash), row.event.id)
         restarted.forget_hashes()
 
     assert invoice(written + replayed) == expected
@@ -191,10 +190,40 @@ def fingerprints_from(
     """Stored fingerprints by hand, for the requested keys."""
     found: dict[StateKey, list[int]] = {key: [] for key in keys}
     for row in rows:
-        key = (row.event.tenant_id, row.event.environment_id, row.sub_line_item_id, row.period_id)
+        key = state_key(row)
         if key in found:
             found[key].append(fingerprint(row.unique_hash))
     return found
+
+
+class StoredRows:
+    """The rating reads answered from the rows written so far, as ClickHouse would.
+
+    Snapshots come in chunks of ``chunk`` keys (as the store reads them).
+    """
+
+    def __init__(self, index: CatalogIndex, written: list[ProcessedEvent], chunk: int) -> None:
+        self._index = index
+        self._written = written
+        self._chunk = chunk
+
+    def snapshots(
+        self, requests: Mapping[StateKey, WindowSize | None]
+    ) -> Iterator[Mapping[StateKey, AggregateSnapshot]]:
+        stored = snapshots_from(self._written, self._index)
+        keys = sorted(requests)
+        for start in range(0, len(keys), self._chunk):
+            yield {
+                key: stored.get(key, AggregateSnapshot())
+                for key in keys[start : start + self._chunk]
+            }
+
+    def fingerprints(self, keys: Collection[StateKey]) -> Mapping[StateKey, Iterable[int]]:
+        return fingerprints_from(self._written, list(keys))
+
+    def hash_owners(self, keys: Collection[DedupKey]) -> Mapping[DedupKey, str]:
+        owners = owners_from(self._written)
+        return {key: owners[key] for key in keys if key in owners}
 
 
 def run_through_store(
@@ -205,14 +234,16 @@ def run_through_store(
     max_remembered_owners: int = 0,
     crash_after: Collection[int] = (),
     asked: list[int] | None = None,
+    chunk: int = 5,
 ) -> list[ProcessedEvent]:
-    """The usage batch flow against a store made of the rows written so far.
+    """The usage batch flow (``rate_batch``) against a store made of the rows written so far.
 
     A crash after batch n (written, not committed) restarts the rater and
     replays batch n. The store answers only the dedup keys the rater asks for,
-    so a key wrongly left out of ``lookup_keys`` is counted twice.
+    so a key wrongly left out of the lookup is counted twice.
     """
     written: list[ProcessedEvent] = []
+    store = StoredRows(index, written, chunk)
     pending_crashes = set(crash_after)
 
     def new_rater() -> UsageRater:
@@ -223,19 +254,10 @@ def run_through_store(
     rater = new_rater()
     n = 0
     while n < len(stream):
-        resolved = rater.resolve(stream[n])
-        stored_snapshots = snapshots_from(written, index)
-        snapshots = {
-            key: stored_snapshots.get(key, AggregateSnapshot())
-            for key in rater.missing_states(resolved)
-        }
-        rater.load_states(snapshots, fingerprints_from(written, rater.coverable(snapshots)))
-        lookup = rater.lookup_keys(resolved)
+        rated = rater.rate_batch(stream[n], store, NOW)
         if asked is not None:
-            asked.append(len(lookup))
-        owners = owners_from(written)
-        rater.remember({key: owners[key] for key in lookup if key in owners})
-        written.extend(rater.rate(resolved, NOW).rows)
+            asked.append(rated.store_lookups)
+        written.extend(processed_events(rated.rows))
         assert rater.fingerprint_count <= max_fingerprints
         if n in pending_crashes:
             pending_crashes.discard(n)
@@ -313,8 +335,8 @@ def test_covered_states_ask_the_store_only_about_repeats() -> None:
     expected = []
     for batch in stream:
         keys = resolver.resolve(batch).dedup_keys()
-        expected.append(len({key for key in keys if key[0] in known_states}))
-        known_states |= {key[0] for key in keys}
+        expected.append(len({key for key in keys if key.state in known_states}))
+        known_states |= {key.state for key in keys}
     assert asked_uncovered == expected
     assert sum(expected) > len(unique) // 2
 
@@ -339,10 +361,10 @@ def test_covered_states_ask_the_store_only_about_repeats() -> None:
     for batch in redelivered:
         keys = resolver.resolve(batch).dedup_keys()
         unseen_in_seen_states.append(
-            len({key for key in keys if key[0] in seen_states and key not in seen_keys})
+            len({key for key in keys if key.state in seen_states and key not in seen_keys})
         )
         seen_keys |= keys
-        seen_states |= {key[0] for key in keys}
+        seen_states |= {key.state for key in keys}
     assert remembering[0] == unseen_in_seen_states
     assert remembering[0][-1] == 0
 
@@ -352,7 +374,9 @@ def test_remembered_owners_are_forgotten_past_their_budget() -> None:
     stream = batches_of(events(1000))
     first = stream[0]
     keys = UsageRater(index).resolve(first).dedup_keys()
-    by_value = {key for key in keys if _aggregation(index, key[0]) is AggregationType.COUNT_UNIQUE}
+    by_value = {
+        key for key in keys if _aggregation(index, key.state) is AggregationType.COUNT_UNIQUE
+    }
     assert by_value and by_value != keys
 
     rater = UsageRater(index, max_remembered_owners=len(first) * 2)
@@ -365,7 +389,7 @@ def test_remembered_owners_are_forgotten_past_their_budget() -> None:
 
     # A budget whose quarter holds the smallest COUNT_UNIQUE state (each of its
     # rows remembers at most one hash or repeat) but whose half the values exceed.
-    value_states = {key for key, _ in by_value}
+    value_states = {key.state for key in by_value}
     pending = UsageRater(index).resolve(first).pending
     rows_per_state = Counter(row.key for row in pending if row.key in value_states)
     budget = 4 * min(rows_per_state.values()) + 3
@@ -379,7 +403,7 @@ def test_remembered_owners_are_forgotten_past_their_budget() -> None:
 
 
 def _aggregation(index: CatalogIndex, key: StateKey) -> AggregationType:
-    binding = index.line_item(key[0], key[1], key[2])
+    binding = index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
     assert binding is not None
     return binding.meter.aggregation
 
@@ -398,7 +422,7 @@ def test_states_loaded_with_stored_rows_are_covered_by_their_fingerprints() -> N
     restarted.load_states(loaded)  # no fingerprints: stored states stay uncovered
     uncovered = restarted.lookup_keys(resolved)
     stored_keys = {key for key, snapshot in loaded.items() if snapshot.count}
-    assert {key for key, _ in uncovered} >= {
+    assert {key.state for key in uncovered} >= {
         row.key for row in resolved.pending if row.key in stored_keys
     }
 
@@ -406,9 +430,45 @@ def test_states_loaded_with_stored_rows_are_covered_by_their_fingerprints() -> N
     coverable = covered.coverable(loaded)
     assert set(coverable) == stored_keys
     covered.load_states(loaded, fingerprints_from(written, coverable))
-    stored_hashes = {(key, h) for key, h in owners_from(written)}
+    stored_hashes = set(owners_from(written))
     assert covered.lookup_keys(resolved) == {
         (row.key, row.measurement.unique_hash)
         for row in resolved.pending
         if (row.key, row.measurement.unique_hash) in stored_hashes
     }
+
+
+class StoreFailingAfterOneChunk(StoredRows):
+    """Answers the first snapshot chunk, then fails (ClickHouse went away mid-batch)."""
+
+    def snapshots(
+        self, requests: Mapping[StateKey, WindowSize | None]
+    ) -> Iterator[Mapping[StateKey, AggregateSnapshot]]:
+        chunks = super().snapshots(requests)
+        yield next(chunks)
+        raise ConnectionError("ClickHouse went away")
+
+
+def test_a_failed_read_leaves_no_state_behind() -> None:
+    """The failed batch's partitions move to another owner and come back: the
+    states the failed call had loaded must not be used, stale, afterwards."""
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    stream = batches_of(events(750))
+    expected = invoice(rate_all(UsageRater(index), stream))
+    written: list[ProcessedEvent] = []
+    other_owner, failing = UsageRater(index), UsageRater(index)
+    written.extend(
+        processed_events(other_owner.rate_batch(stream[0], StoredRows(index, written, 5), NOW).rows)
+    )
+
+    with pytest.raises(ConnectionError):
+        failing.rate_batch(stream[1], StoreFailingAfterOneChunk(index, written, 5), NOW)
+    resolved = failing.resolve(stream[1])
+    assert failing.missing_states(resolved) == resolved.state_keys()
+
+    written.extend(
+        processed_events(other_owner.rate_batch(stream[1], StoredRows(index, written, 5), NOW).rows)
+    )
+    back = failing.rate_batch(stream[2], StoredRows(index, written, 5), NOW)
+    written.extend(processed_events(back.rows))
+    assert invoice(written) == expected

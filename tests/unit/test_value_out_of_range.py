@@ -16,6 +16,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.processed_rows import processed_events
 from tests.reference import q15, reference_rate
 from worker.domain.aggregates import new_aggregate
 from worker.domain.catalog import parse_documents
@@ -169,19 +170,20 @@ RATED_AT = datetime(2026, 3, 3, tzinfo=UTC)
 def test_the_rater_lists_refused_rows_and_rates_the_rest() -> None:
     rater = flat_fee_rater("1000000")
     rated = rater.rate(rater.resolve(api_calls([5, 9 * 10**17, 7])), RATED_AT)
-    assert [(row.event.id, delta.cost) for row, delta in rated.rated] == [
+    rows = rated.rows
+    assert [(e.id, cost) for e, cost in zip(rows.events, rows.cost, strict=True)] == [
         ("e0", Decimal(5_000_000)),
         ("e2", Decimal(7_000_000)),
     ]
-    assert [(row.event.id, row.key[2]) for row, _ in rated.refused] == [("e1", "li")]
-    assert "line item li" in rated.refused[0][1]
+    assert [(row.event.id, row.key.line_item_id) for row in rated.refused] == [("e1", "li")]
+    assert "line item li" in rated.refused[0].detail
 
 
 def test_rows_above_1e13_still_sum_exactly_to_the_invoice() -> None:
     """The rater is exact without the caller setting a decimal context."""
     rater = flat_fee_rater("0.123456789012345")
     calls = [10**14 + 1, 3, 10**15 + 7]
-    rows = rater.rate(rater.resolve(api_calls(calls)), RATED_AT).rows
+    rows = processed_events(rater.rate(rater.resolve(api_calls(calls)), RATED_AT).rows)
     price = PriceTable("p", "usd", BillingModel.FLAT_FEE, amount=Decimal("0.123456789012345"))
     # 1100000000000011 x 0.123456789012345 = 135802467913580.858024679135795 (15 places)
     assert reference_rate(price, Decimal(sum(calls))) == Decimal("135802467913580.858024679135795")

@@ -54,11 +54,11 @@ def ingest_seconds(
             )
             for record in (records[i] for i in raw.accepted)
         ]
-        rated = rater.rate(rater.resolve(events), now)
+        rated = rater.rate(rater.resolve(events), now).rows
         rater.committed()
-        if rated.rated:
+        if rated:
             batches.append((PROCESSED_TABLE, rated_columns(rated, now)))
-        rows += len(raw.accepted) + len(rated.rated)
+        rows += len(raw.accepted) + len(rated)
     target = open_gateway(store_url + "?database=ceiling")
     migrate(target)
     started = time.perf_counter()

@@ -12,7 +12,7 @@ Prints, for the same generated events:
   run: start-up and the idle tail included; librdkafka's and chdb's own
   threads are not);
 * the same run with ``EW_ENGINE=core``;
-* a naive per-event baseline (decode, resolve, one single-row insert and one
+* a naive per-event baseline (decode, resolve, one insert of its rows and one
   synchronous commit per message, as the reference platform does), measured
   on a sample because it is slow;
 * event-to-commit latency (p50 / p99, Kafka timestamp to offset commit) at
@@ -51,7 +51,7 @@ from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.gateway import open_gateway
-from worker.store.processed import insert_processed
+from worker.store.processed import insert_rated
 from worker.store.schema import migrate
 from worker.stream.consumer_support import group_consumer_config
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
@@ -225,7 +225,7 @@ def _consume_only(settings: WorkerSettings, count: int) -> float:
 
 
 def _naive(settings: WorkerSettings, catalog: dict[str, Any], sample: int) -> float:
-    """Per message: decode, resolve + rate, one single-row insert, one sync commit."""
+    """Per message: decode, resolve + rate, one insert of its rows, one sync commit."""
     gateway = open_gateway(settings.store_url + "?database=naive")
     migrate(gateway)
     rater = UsageRater(CatalogIndex(parse_documents(catalog)))
@@ -244,8 +244,7 @@ def _naive(settings: WorkerSettings, catalog: dict[str, Any], sample: int) -> fl
                 message.value() or b"", fallback_id="-", fallback_timestamp=datetime.now(UTC)
             )
             rated = rater.rate(rater.resolve([event]), datetime.now(UTC))
-            for row in rated.rows:
-                insert_processed(gateway, [row], dedup_token=None)
+            insert_rated(gateway, rated.rows, dedup_token=None)
             consumer.commit(message=message, asynchronous=False)
             done += 1
     finally:

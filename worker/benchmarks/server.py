@@ -210,7 +210,7 @@ def _insert_rates(
     from worker.benchmarks.store import rated_batches
 
     batches = rated_batches(insert_rows, min(10_000, insert_rows))
-    rows = sum(len(batch.rated) for batch in batches)
+    rows = sum(map(len, batches))
     native_url = _without_http_port(_database(server_url, "insert_native"))
     urls = (
         f"chdb://{tmp / 'insert'}",

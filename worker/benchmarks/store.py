@@ -3,8 +3,7 @@
 * bulk insert of rated rows through :func:`~worker.store.processed.insert_rated`
   in batches, one call after another (rows/s, wall time), plus the same rows
   with each batch's column build overlapping the previous batch's write (one
-  writer thread, the shape a pipelined consumer would have), and for
-  comparison the row-object path ``insert_processed(batch.rows)``;
+  writer thread, the shape a pipelined consumer would have);
 * the batched ``IsDuplicate`` (:func:`~worker.store.processed.find_hash_owners`)
   for 10k (line item, period, hash) keys against ``table_rows`` processed rows;
 * ``GetLineItemUsage`` (:func:`~worker.store.processed.load_snapshots`) for 1k
@@ -47,8 +46,10 @@ from typing import Any
 from worker.benchmarks.child import run_child, scratch_directory
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import RatedBatch, StateKey, UsageRater
+from worker.domain.engine import UsageRater
 from worker.domain.metering import WindowSize
+from worker.domain.processed_rows import ProcessedRows
+from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import event_from_document
 from worker.ops.gc_tuning import tune_gc
 from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
@@ -57,7 +58,6 @@ from worker.store.processed import (
     PROCESSED_TABLE,
     MatchColumnCache,
     find_hash_owners,
-    insert_processed,
     insert_rated,
     load_snapshots,
     rated_columns,
@@ -89,8 +89,6 @@ class StoreBenchResult:
     """Of which building the Arrow columns (median CPU time of this thread per batch)."""
     overlapped_rows_per_s: float
     """Same rows, building batch n+1 while batch n is written (one writer thread)."""
-    row_objects_rows_per_s: float
-    """For comparison: insert_processed(batch.rows), the first batches only."""
     table_rows: int
     generate_s: float
     """Seconds to generate both big tables in SQL (not part of any figure)."""
@@ -156,7 +154,6 @@ def print_store_bench(
         f"({per_batch_ms:.0f} ms per batch, of which column build {r.build_ms_per_batch:.0f} "
         f"ms CPU; load average {r.load_average:.1f})\n"
         f"    build overlapping write: {r.overlapped_rows_per_s:>10,.0f} rows/s\n"
-        f"    (insert_processed with row objects: {r.row_objects_rows_per_s:,.0f} rows/s)\n"
         f"  find_hash_owners (IsDuplicate), {r.dedup_keys:,} keys on "
         f"{r.dedup_line_items:,} line items, {r.table_rows:,} rows: {r.dedup_ms:,.0f} ms "
         f"({r.dedup_found:,} stored)\n"
@@ -207,17 +204,10 @@ def measure(
     _set_aside(gateway, "sequential")
     say("insert_rated, build overlapping write")
     overlapped_s = _overlapped_insert(gateway, batches, cache)
-    inserted = sum(len(batch.rated) for batch in batches)
+    inserted = sum(map(len, batches))
     _set_aside(gateway, "overlapped")
-    say("insert_processed (row objects), for comparison")
-    some = batches[:20]
-    started = time.perf_counter()
-    for n, batch in enumerate(some):
-        insert_processed(gateway, batch.rows, dedup_token=f"bench:2:{n}")
-    row_objects_rows_per_s = sum(len(b.rated) for b in some) / (time.perf_counter() - started)
     batch_count = len(batches)
-    del batches, some
-    _set_aside(gateway, "row_objects")
+    del batches
 
     say(f"generating {table_rows:,} processed rows and {table_rows:,} raw events in SQL")
     started = time.perf_counter()
@@ -245,12 +235,11 @@ def measure(
         insert_rows_per_s=inserted / insert_s,
         build_ms_per_batch=statistics.median(builds) * 1000,
         overlapped_rows_per_s=inserted / overlapped_s,
-        row_objects_rows_per_s=row_objects_rows_per_s,
         table_rows=table_rows,
         generate_s=generate_s,
         load_average=load_average,
         dedup_keys=len(dedup_runs[0]),
-        dedup_line_items=len({key[2] for key, _ in dedup_runs[0]}),
+        dedup_line_items=len({key.state.line_item_id for key in dedup_runs[0]}),
         dedup_found=found,
         dedup_ms=dedup_ms,
         snapshot_line_items=len(snapshot_runs[0]),
@@ -270,7 +259,7 @@ def _set_aside(gateway: Gateway, phase: str) -> None:
 
 def rated_batches(
     rows: int, batch_size: int, *, distinct_events: int = 100_000
-) -> list[RatedBatch]:
+) -> list[ProcessedRows]:
     """At least ``rows`` rated rows in batches of about ``batch_size``, all distinct.
 
     ``distinct_events`` synthetic events are really rated (every aggregation
@@ -281,42 +270,34 @@ def rated_batches(
     rater = UsageRater(CatalogIndex(parse_documents(catalog)))
     processed_at = SAMPLE_START + MONTH
     documents = generate_events(catalog, min(rows, distinct_events))
-    base: list[RatedBatch] = []
+    base: list[ProcessedRows] = []
     pending_events = []
     for n, document in enumerate(documents):
         pending_events.append(
             event_from_document(document, fallback_id=f"e{n}", fallback_timestamp=processed_at)
         )
         if len(pending_events) == batch_size:
-            base.append(rater.rate(rater.resolve(pending_events), processed_at))
+            base.append(rater.rate(rater.resolve(pending_events), processed_at).rows)
             rater.forget_hashes()
             pending_events = []
     if pending_events:
-        base.append(rater.rate(rater.resolve(pending_events), processed_at))
+        base.append(rater.rate(rater.resolve(pending_events), processed_at).rows)
     batches = list(base)
-    total = sum(len(batch.rated) for batch in batches)
+    total = sum(map(len, batches))
     copy = 0
     while total < rows:
         copy += 1
         for batch in base:
-            rated = [
-                (
-                    pending._replace(
-                        event=dataclasses.replace(pending.event, id=f"{pending.event.id}.{copy}")
-                    ),
-                    delta,
-                )
-                for pending, delta in batch.rated
-            ]
-            batches.append(RatedBatch(batch.processed_at, rated))
-            total += len(rated)
+            events = [dataclasses.replace(e, id=f"{e.id}.{copy}") for e in batch.events]
+            batches.append(dataclasses.replace(batch, events=events))
+            total += len(events)
             if total >= rows:
                 break
     return batches
 
 
 def _overlapped_insert(
-    gateway: Gateway, batches: list[RatedBatch], cache: MatchColumnCache
+    gateway: Gateway, batches: list[ProcessedRows], cache: MatchColumnCache
 ) -> float:
     """Seconds to insert ``batches`` with batch n+1's columns built during batch n's write."""
     started = time.perf_counter()
@@ -400,17 +381,17 @@ def _stored_k(rng: random.Random, table_rows: int) -> int:
 
 
 def _state_key(k: int) -> StateKey:
-    return (TENANT, ENVIRONMENT, f"li_{k % CUSTOMERS}_{k % 3}", _PERIOD_ID)
+    return StateKey(TENANT, ENVIRONMENT, f"li_{k % CUSTOMERS}_{k % 3}", _PERIOD_ID)
 
 
-def _dedup_keys(rng: random.Random, table_rows: int, count: int) -> set[tuple[StateKey, str]]:
+def _dedup_keys(rng: random.Random, table_rows: int, count: int) -> set[DedupKey]:
     """``count`` keys on random stored line items: 10% stored hashes, 90% new ones."""
-    keys: set[tuple[StateKey, str]] = set()
+    keys: set[DedupKey] = set()
     while len(keys) < count:
         k = _stored_k(rng, table_rows)
         event_id = f"evt-{k}" if rng.random() < 0.1 else f"new-{rng.getrandbits(64)}"
         digest = hashlib.sha256(f"{TENANT}\x1f{ENVIRONMENT}\x1f{event_id}".encode()).hexdigest()
-        keys.add((_state_key(k), digest))
+        keys.add(DedupKey(_state_key(k), digest))
     return keys
 
 
@@ -419,7 +400,7 @@ def _snapshot_requests(rng: random.Random, count: int) -> dict[StateKey, WindowS
     requests: dict[StateKey, WindowSize | None] = {}
     while len(requests) < count:
         key = _state_key(rng.randrange(CUSTOMERS * 3))
-        requests[key] = WindowSize.DAY if key[2].endswith("_2") else None
+        requests[key] = WindowSize.DAY if key.line_item_id.endswith("_2") else None
     return requests
 
 

@@ -30,6 +30,7 @@ from worker.domain.pricing import (
     Tier,
     TierMode,
 )
+from worker.domain.rating_reads import StateKey
 
 _ACTIVE_STATUSES = frozenset({"active", "trialing"})
 _CANCELLED_STATUSES = frozenset({"cancelled", "canceled"})
@@ -103,8 +104,8 @@ class Match(NamedTuple):
 
     binding: LineItemBinding
     period: Period
-    state_key: tuple[str, str, str, int]
-    """(tenant, environment, line item id, period id): the rating state it updates."""
+    state_key: StateKey
+    """The rating state it updates (the event's tenant and environment)."""
 
 
 class _Route(NamedTuple):
@@ -246,8 +247,8 @@ class CatalogIndex:
                 period = binding.subscription.cycle.period_at(ts)
                 if period is not None:
                     edges += (period.start, period.end)
-                    state_key = (tenant, environment, binding.line_item_id, period.period_id)
-                    matches.append(Match(binding, period, state_key))
+                    key = StateKey(tenant, environment, binding.line_item_id, period.period_id)
+                    matches.append(Match(binding, period, key))
         valid_from = max((edge for edge in edges if edge <= ts), default=_ALWAYS[0])
         valid_until = min((edge for edge in edges if edge > ts), default=_ALWAYS[1])
         reason = (

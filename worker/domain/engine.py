@@ -1,18 +1,21 @@
 """The usage rater: events -> priced rows, batch by batch, with per-line-item state.
 
-Pure and I/O free. The pipeline drives one batch in these steps::
+Pure and I/O free. The pipeline makes one call per batch::
 
-    batch = rater.resolve(events)                  # catalog + meter + period + hash
-    snapshots = loader(rater.missing_states(batch))           # first touch only
-    rater.load_states(snapshots, fingerprints(rater.coverable(snapshots)))
-    rater.remember(dedup_lookup(rater.lookup_keys(batch)))    # one query per batch
-    rows = rater.rate(batch, processed_at)         # incremental rating
+    rated = rater.rate_batch(events, reads, processed_at)
+    ...                              # store rated.rows, dead-letter rated.refused
     rater.committed()                # once the rows are durable and committed
 
-``loader``, ``fingerprints`` and ``dedup_lookup`` are the store's
-``GetLineItemUsage``, stored hash fingerprints and batched ``IsDuplicate``;
-tests pass dictionaries. State is keyed by (tenant, environment, line item,
-period) and owned by one partition's consumer.
+:func:`rate_batch` resolves the events (catalog + meter + period + hash),
+loads the state of every (line item, period) touched for the first time,
+asks the store about the hashes memory cannot rule out, then rates.
+``reads`` is the port :class:`~worker.domain.rating_reads.RatingReads`: the
+store's batched ``GetLineItemUsage``, stored hash fingerprints and
+``IsDuplicate``; tests answer it from rows in memory. The steps it drives
+are :class:`RatingSteps`, public so that a rater holding its state elsewhere
+(the compiled core) gets the same flow, and so that tests can probe the
+dedup memory. State is keyed by :class:`~worker.domain.rating_reads.StateKey`
+and owned by one partition's consumer.
 
 Dedup without a store round trip per event: a state is *covered* when the
 rater holds the 64-bit :func:`fingerprint` of every hash stored for it (a
@@ -37,23 +40,20 @@ fill a quarter.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from datetime import datetime
+from operator import attrgetter
+from typing import NamedTuple, Protocol
 
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, Match, UnresolvedReason
-from worker.domain.events import Event, ProcessedEvent
-from worker.domain.metering import AggregationType, Measurement, measure
+from worker.domain.events import Event
+from worker.domain.metering import AggregationType, Measurement, WindowSize, measure
 from worker.domain.money import exact
+from worker.domain.processed_rows import ProcessedRows
 from worker.domain.rating import LineItemPeriodRating, Outcome, RatedDelta, ValueOutOfRange
-
-StateKey = tuple[str, str, str, int]
-"""(tenant_id, environment_id, sub_line_item_id, period_id)."""
-
-DedupKey = tuple[StateKey, str]
-"""(state key, unique_hash)."""
+from worker.domain.rating_reads import DedupKey, RatingReads, StateKey
 
 DEFAULT_MAX_FINGERPRINTS = 5_000_000
 """Fingerprints held in memory at most (about 70 bytes each)."""
@@ -61,13 +61,10 @@ DEFAULT_MAX_FINGERPRINTS = 5_000_000
 DEFAULT_MAX_REMEMBERED_OWNERS = 200_000
 """Hash owners kept in memory across commits at most (about 250 bytes each)."""
 
-_MAX_LAG_MS = 2**32 - 1
 _COUNT_UNIQUE = AggregationType.COUNT_UNIQUE
 _COUNTED = Outcome.COUNTED  # Enum attribute access costs ~100 ns in CPython 3.11
 _REPEATED_VALUE = Outcome.REPEATED_VALUE
-_ONE_US = timedelta(microseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+_UNIQUE_HASH = attrgetter("unique_hash")
 
 
 def fingerprint(unique_hash: str) -> int:
@@ -100,66 +97,66 @@ class ResolvedBatch:
         return {row.key for row in self.pending}
 
     def dedup_keys(self) -> set[DedupKey]:
-        return {(row.key, row.measurement.unique_hash) for row in self.pending}
+        return {DedupKey(row.key, row.measurement.unique_hash) for row in self.pending}
+
+
+class RefusedRow(NamedTuple):
+    """An (event, line item) not applied: its values would not fit the stored columns."""
+
+    event: Event
+    key: StateKey
+    detail: str
 
 
 @dataclass(slots=True)
 class RatedBatch:
-    """Output of :meth:`UsageRater.rate`: rated rows and dedup counts by outcome.
+    """What rating a batch produced: the rows to store and what became of every event.
 
-    ``rated`` holds (pending row, delta) pairs, everything a processed row
-    needs; :attr:`rows` materialises them as :class:`ProcessedEvent` objects
-    (writers may read ``rated`` directly to build columns without that step).
+    Filled in full by :meth:`UsageRater.rate_batch`; :meth:`UsageRater.rate`
+    alone fills ``rows``, ``outcomes`` and ``refused``.
     """
 
-    processed_at: datetime
-    rated: list[tuple[PendingRow, RatedDelta]] = field(default_factory=list)
+    rows: ProcessedRows
     outcomes: Counter[Outcome] = field(default_factory=Counter)
-    refused: list[tuple[PendingRow, str]] = field(default_factory=list)
-    """(event, line item) pairs not applied because their values would not fit
-    the stored columns, with the reason; the pipeline dead-letters their events."""
-
-    @property
-    def version(self) -> int:
-        """Row version for ReplacingMergeTree: processing time in epoch microseconds."""
-        return (self.processed_at - _EPOCH) // _ONE_US
-
-    @property
-    def rows(self) -> list[ProcessedEvent]:
-        version, processed_at = self.version, self.processed_at
-        return [
-            to_processed_event(pending, delta, processed_at, version)
-            for pending, delta in self.rated
-        ]
+    refused: list[RefusedRow] = field(default_factory=list)
+    """Rows left out (state unchanged); the pipeline dead-letters their events."""
+    unresolved: list[tuple[Event, UnresolvedReason]] = field(default_factory=list)
+    """Events with no line item to rate them, and why (stored raw, left for reprocessing)."""
+    missing_fields: int = 0
+    """Rows whose meter's property was missing or unparseable (measured 0)."""
+    touched: list[tuple[Event, StateKey]] = field(default_factory=list)
+    """(event, state) of every resolved row, refused ones included: the states
+    the batch touched, which the owner of the event's partition must drop on revoke."""
+    store_lookups: int = 0
+    """Dedup keys sent to :meth:`RatingReads.hash_owners`."""
 
 
-def to_processed_event(
-    pending: PendingRow, delta: RatedDelta, processed_at: datetime, version: int
-) -> ProcessedEvent:
-    """The stored row for one rated (event, line item)."""
-    binding = pending.match.binding
-    event = pending.event
-    lag_ms = (processed_at - event.timestamp) // _ONE_MS
-    return ProcessedEvent(
-        event=event,
-        customer_id=pending.customer_id,
-        subscription_id=binding.subscription.id,
-        sub_line_item_id=binding.line_item_id,
-        price_id=binding.price.price_id,
-        feature_id=binding.feature_id,
-        meter_id=binding.meter.id,
-        period_id=pending.key[3],
-        currency=binding.price.currency,
-        unique_hash=pending.measurement.unique_hash,
-        qty_total=delta.qty_total,
-        qty_billable=delta.qty_billable,
-        qty_free_applied=delta.qty_free_applied,
-        tier_snapshot=delta.tier_snapshot,
-        unit_cost=delta.unit_cost,
-        cost=delta.cost,
-        version=version,
+def processed_rows(
+    processed_at: datetime, rated: list[tuple[PendingRow, RatedDelta]]
+) -> ProcessedRows:
+    """The named columns of (pending row, delta) pairs, transposed in C (``zip``).
+
+    For :meth:`RatingSteps.rate` implementations: how rows leave a rater.
+    """
+    if not rated:
+        return ProcessedRows(processed_at)
+    pending, deltas = zip(*rated, strict=True)
+    events, customer_ids, matches, measurements, _ = zip(*pending, strict=True)
+    _, qty_total, qty_free_applied, qty_billable, cost, unit_cost, tier_snapshot = zip(
+        *deltas, strict=True
+    )
+    return ProcessedRows(
         processed_at=processed_at,
-        final_lag_ms=min(max(lag_ms, 0), _MAX_LAG_MS),
+        events=events,
+        customer_ids=customer_ids,
+        matches=matches,
+        unique_hashes=tuple(map(_UNIQUE_HASH, measurements)),
+        qty_total=qty_total,
+        qty_free_applied=qty_free_applied,
+        qty_billable=qty_billable,
+        cost=cost,
+        unit_cost=unit_cost,
+        tier_snapshot=tier_snapshot,
     )
 
 
@@ -197,6 +194,12 @@ class UsageRater:
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events resolved from now on."""
         self._index = index
+
+    def rate_batch(
+        self, events: Sequence[Event], reads: RatingReads, processed_at: datetime
+    ) -> RatedBatch:
+        """Rate one batch, reading only what memory cannot answer: :func:`rate_batch`."""
+        return rate_batch(self, events, reads, processed_at)
 
     @exact
     def resolve(self, events: Iterable[Event]) -> ResolvedBatch:
@@ -257,7 +260,7 @@ class UsageRater:
         for key, snapshot in snapshots.items():
             if key in self._states:
                 continue
-            binding = self._index.line_item(key[0], key[1], key[2])
+            binding = self._index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
             if binding is None:
                 continue
             self._states[key] = _new_state(binding, snapshot)
@@ -279,7 +282,7 @@ class UsageRater:
             if known is None or int(unique_hash[:16], 16) in known:
                 state = states.get(row.key)
                 if state is None or not state.knows(unique_hash):
-                    keys.add((row.key, unique_hash))
+                    keys.add(DedupKey(row.key, unique_hash))
         return keys
 
     def remember(self, owners: Mapping[DedupKey, str]) -> None:
@@ -300,9 +303,10 @@ class UsageRater:
 
         Rows whose values would not fit the stored columns are left out and
         listed in :attr:`RatedBatch.refused`; their states are unchanged.
+        Only ``rows``, ``outcomes`` and ``refused`` of the result are filled.
         """
-        result = RatedBatch(processed_at)
-        rated = result.rated
+        rated: list[tuple[PendingRow, RatedDelta]] = []
+        refused: list[RefusedRow] = []
         states = self._states
         touched = self._touched
         covered = self._fingerprints
@@ -315,7 +319,9 @@ class UsageRater:
             try:
                 delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
             except ValueOutOfRange as exc:
-                result.refused.append((row, f"line item {row.key[2]}: {exc}"))
+                refused.append(
+                    RefusedRow(row.event, row.key, f"line item {row.key.line_item_id}: {exc}")
+                )
                 continue
             outcome = delta.outcome
             if outcome is _COUNTED:
@@ -334,14 +340,14 @@ class UsageRater:
         self._fingerprint_count += added
         self._remembered += counted + repeated
         self._trim_fingerprints()
-        result.outcomes.update(
+        outcomes = Counter(
             {
                 Outcome.COUNTED: counted,
                 Outcome.REPEATED_VALUE: repeated,
                 Outcome.ALREADY_PROCESSED: skipped,
             }
         )
-        return result
+        return RatedBatch(processed_rows(processed_at, rated), outcomes, refused)
 
     def committed(self) -> None:
         """Call once the rated rows are durable and their offsets committed.
@@ -355,7 +361,7 @@ class UsageRater:
         kept: list[tuple[int, StateKey]] = []
         for key in list(self._touched):
             state = self._states.get(key)
-            binding = self._index.line_item(key[0], key[1], key[2])
+            binding = self._index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
             if state is None:
                 self._touched.discard(key)
             elif binding is not None and binding.meter.aggregation is _COUNT_UNIQUE:
@@ -408,6 +414,84 @@ class UsageRater:
         by_size = sorted(self._fingerprints, key=lambda key: len(self._fingerprints[key]))
         while self._fingerprint_count > target and by_size:
             self._uncover(by_size.pop())
+
+
+class RatingSteps(Protocol):
+    """The steps :func:`rate_batch` drives, in its order; :class:`UsageRater` has them.
+
+    A rater with its state elsewhere (the compiled core) implements the same
+    steps and gets the same batch flow, store reads and failure contract.
+    """
+
+    @property
+    def index(self) -> CatalogIndex: ...
+
+    def resolve(self, events: Iterable[Event]) -> ResolvedBatch: ...
+
+    def missing_states(self, batch: ResolvedBatch) -> set[StateKey]: ...
+
+    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]: ...
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None: ...
+
+    def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]: ...
+
+    def remember(self, owners: Mapping[DedupKey, str]) -> None: ...
+
+    def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch: ...
+
+    def drop(self, keys: Iterable[StateKey]) -> None: ...
+
+
+def rate_batch(
+    rater: RatingSteps, events: Sequence[Event], reads: RatingReads, processed_at: datetime
+) -> RatedBatch:
+    """Rate one batch in order, reading from ``reads`` only what memory cannot answer.
+
+    Resolves every event, loads the state of each (line item, period) seen
+    for the first time (stored snapshots chunk by chunk, and the fingerprints
+    of those that fit the memory budget), asks :meth:`RatingReads.hash_owners`
+    once about the hashes memory cannot rule out, then rates. Store round
+    trips per batch: one per snapshot chunk, one per chunk with coverable
+    states, the hash-owner reads.
+
+    Raises whatever ``reads`` raises, with the states this call loaded
+    dropped again: a failed batch leaves no state behind that its partitions'
+    owner would not know to drop on revoke, and may simply be rated again.
+    """
+    resolved = rater.resolve(events)
+    missing = rater.missing_states(resolved)
+    try:
+        _load_states(rater, missing, reads)
+        lookup = rater.lookup_keys(resolved)
+        owners = reads.hash_owners(lookup) if lookup else {}
+    except BaseException:
+        rater.drop(missing)
+        raise
+    rater.remember(owners)
+    result = rater.rate(resolved, processed_at)
+    result.unresolved = resolved.unresolved
+    result.missing_fields = resolved.missing_fields
+    result.touched = [(row.event, row.key) for row in resolved.pending]
+    result.store_lookups = len(lookup)
+    return result
+
+
+def _load_states(rater: RatingSteps, missing: set[StateKey], reads: RatingReads) -> None:
+    """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget."""
+    requests: dict[StateKey, WindowSize | None] = {}
+    for key in missing:
+        binding = rater.index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
+        requests[key] = binding.meter.bucket_size if binding is not None else None
+    if not requests:
+        return
+    for snapshots in reads.snapshots(requests):
+        coverable = rater.coverable(snapshots)
+        rater.load_states(snapshots, reads.fingerprints(coverable) if coverable else None)
 
 
 def _new_state(

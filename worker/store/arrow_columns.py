@@ -21,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from worker.store.errors import StoreError, first_line
+
 _DECIMAL = re.compile(r"^Decimal\((\d+),\s*(\d+)\)$")
 _DATETIME64 = re.compile(r"^DateTime64\((\d)(?:,\s*'([^']+)')?\)$")
 _WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
@@ -92,8 +94,6 @@ def insert_payload(
     Refuses columns ``table`` does not have (``types`` are its columns) and
     values its column types cannot hold exactly.
     """
-    from worker.store.errors import StoreError, first_line
-
     unknown = set(columns) - types.keys()
     if unknown:
         raise StoreError(f"table {table} has no column(s) {', '.join(sorted(unknown))}")

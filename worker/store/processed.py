@@ -5,10 +5,11 @@ in SQL text), and reads through ``FINAL``: a row stored twice (redelivery,
 replay, reprocess) is counted once even before merges. Every function blocks
 and raises :class:`~worker.store.errors.StoreError` on failure.
 
-* :func:`insert_processed` - ``BulkInsertProcessedEvents``
-* :func:`insert_rated` - the same for a rater's batch, without row objects (the fast path)
+* :func:`insert_rated` - ``BulkInsertProcessedEvents`` of a rater's
+  :class:`~worker.domain.processed_rows.ProcessedRows`, as Arrow columns
 * :func:`find_hash_owners` - the batched ``IsDuplicate``
 * :func:`load_snapshots` - the batched ``GetLineItemUsage`` (aggregate state)
+* :func:`load_fingerprints` - fingerprints of the stored hashes of (line item, period)s
 * :func:`line_item_totals`, :func:`get_period_cost`, :func:`get_period_feature_totals`
 """
 
@@ -25,12 +26,11 @@ import orjson
 
 from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog_index import Match
-from worker.domain.engine import DedupKey, PendingRow, RatedBatch, StateKey
-from worker.domain.events import ProcessedEvent
 from worker.domain.invoice import LineItemTotal
 from worker.domain.metering import WindowSize
 from worker.domain.money import ZERO, exact
-from worker.domain.rating import RatedDelta
+from worker.domain.processed_rows import ProcessedRows
+from worker.domain.rating_reads import DedupKey, StateKey
 from worker.store.errors import StoreError, first_line
 from worker.store.gateway import Gateway
 from worker.store.params import window_step
@@ -58,79 +58,29 @@ class PeriodFeatureTotal:
 # -- write -------------------------------------------------------------------
 
 
-def processed_columns(rows: Sequence[ProcessedEvent], now: datetime) -> dict[str, list[Any]]:
-    """The ``events_processed`` columns of ``rows``; ``now`` fills missing times."""
-    events = [row.event for row in rows]
-    return {
-        "tenant_id": [e.tenant_id for e in events],
-        "environment_id": [e.environment_id for e in events],
-        "id": [e.id for e in events],
-        "event_name": [e.event_name for e in events],
-        "external_customer_id": [e.external_customer_id for e in events],
-        "customer_id": [row.customer_id for row in rows],
-        "source": [e.source for e in events],
-        "timestamp": [e.timestamp for e in events],
-        "ingested_at": [e.ingested_at or now for e in events],
-        "properties": [properties_text(e.properties) for e in events],
-        "subscription_id": [row.subscription_id for row in rows],
-        "sub_line_item_id": [row.sub_line_item_id for row in rows],
-        "price_id": [row.price_id for row in rows],
-        "feature_id": [row.feature_id for row in rows],
-        "meter_id": [row.meter_id for row in rows],
-        "period_id": [row.period_id for row in rows],
-        "currency": [row.currency for row in rows],
-        "unique_hash": [row.unique_hash for row in rows],
-        "qty_total": [row.qty_total for row in rows],
-        "qty_billable": [row.qty_billable for row in rows],
-        "qty_free_applied": [row.qty_free_applied for row in rows],
-        "tier_snapshot": [row.tier_snapshot for row in rows],
-        "unit_cost": [row.unit_cost for row in rows],
-        "cost": [row.cost for row in rows],
-        "version": [row.version for row in rows],
-        "sign": [row.sign for row in rows],
-        "processed_at": [row.processed_at or now for row in rows],
-        "final_lag_ms": [row.final_lag_ms for row in rows],
-    }
-
-
-def insert_processed(
-    gateway: Gateway, rows: Sequence[ProcessedEvent], *, dedup_token: str | None
-) -> int:
-    """Store priced rows in one columnar insert; return the number of rows sent.
-
-    Blocking; durable on return. Idempotent with ``dedup_token`` (the same
-    token again is a no-op); rows with the same identity under other tokens
-    are replaced by the highest ``version`` and never double counted by reads.
-    Decimals must have at most 15 places (they are refused, never rounded).
-    """
-    if not rows:
-        return 0
-    columns = processed_columns(rows, datetime.now(UTC))
-    return gateway.insert(PROCESSED_TABLE, columns, dedup_token=dedup_token)
-
-
 def insert_rated(
     gateway: Gateway,
-    batch: RatedBatch,
+    rows: ProcessedRows,
     *,
     dedup_token: str | None,
     cache: MatchColumnCache | None = None,
 ) -> int:
-    """Store a rater's batch in one columnar insert; return the number of rows sent.
+    """Store rated rows in one columnar insert; return the number of rows sent.
 
-    Stores exactly the rows of ``insert_processed(gateway, batch.rows, ...)``
-    (same values, byte for byte; events without ``ingested_at`` get the insert
-    time) but builds the columns straight from ``batch.rated`` as Arrow
-    arrays (:func:`rated_columns`), without one :class:`ProcessedEvent` per
-    row. A writer that inserts batch after batch passes its own ``cache``
-    (:class:`MatchColumnCache`, one per thread). Same contract as
-    :func:`insert_processed`: blocking, durable on return, idempotent with
-    ``dedup_token``; raises :class:`~worker.store.errors.StoreError`.
+    Builds the columns straight from ``rows`` as Arrow arrays
+    (:func:`rated_columns`; events without ``ingested_at`` get the insert
+    time). A writer that inserts batch after batch passes its own ``cache``
+    (:class:`MatchColumnCache`, one per thread). Blocking; durable on return.
+    Idempotent with ``dedup_token`` (the same token again is a no-op); rows
+    with the same identity under other tokens are replaced by the highest
+    ``version`` and never double counted by reads. Decimals must have at most
+    15 places (they are refused, never rounded). Raises
+    :class:`~worker.store.errors.StoreError`.
     """
-    if not batch.rated:
+    if not rows:
         return 0
     try:
-        columns = rated_columns(batch, datetime.now(UTC), cache)
+        columns = rated_columns(rows, datetime.now(UTC), cache)
     except (ValueError, TypeError, ArithmeticError) as exc:
         # The messages the gateway gives for rows it cannot convert.
         raise StoreError(
@@ -141,7 +91,6 @@ def insert_rated(
 
 _MAX_LAG_MS = 2**32 - 1
 _EVENT_STRINGS = ("id", "event_name", "external_customer_id", "source")
-_DECIMALS = ("qty_total", "qty_billable", "qty_free_applied", "tier_snapshot", "unit_cost", "cost")
 _MATCH_COLUMNS = (
     "tenant_id",
     "environment_id",
@@ -161,17 +110,17 @@ _MAX_CHUNKS = 8
 def _match_values(match: Match) -> _MATCH_VALUES:
     """The :data:`_MATCH_COLUMNS` values of one catalog match.
 
-    ``state_key`` is (event tenant, event environment, line item id, period id)
-    by construction in the catalog index.
+    The state key's tenant and environment are the event's, by construction
+    in the catalog index.
     """
-    tenant_id, environment_id, line_item_id, period_id = match.state_key
+    key = match.state_key
     binding = match.binding
     price = binding.price
     return (
-        tenant_id,
-        environment_id,
-        line_item_id,
-        period_id,
+        key.tenant_id,
+        key.environment_id,
+        key.line_item_id,
+        key.period_id,
         binding.subscription.id,
         price.price_id,
         binding.feature_id,
@@ -250,18 +199,18 @@ class MatchColumnCache:
 
 
 def rated_columns(
-    batch: RatedBatch, now: datetime, cache: MatchColumnCache | None = None
+    rows: ProcessedRows, now: datetime, cache: MatchColumnCache | None = None
 ) -> dict[str, Any]:
-    """The ``events_processed`` columns of ``batch.rated`` as Arrow arrays (not empty).
+    """The ``events_processed`` columns of ``rows`` as Arrow arrays (``rows`` not empty).
 
-    Equal, value for value, to :func:`processed_columns` of ``batch.rows``, but
-    built column by column with the per-row work in C: the (pending row,
-    delta) pairs are transposed with ``zip``; what depends only on the catalog
-    match comes from ``cache`` (a throw-away one when None: pass the writer's
-    own to convert each match once, not once per batch); decimals become
-    ``decimal128(38, 15)`` (more than 15 places is refused, as in
-    :func:`insert_processed`); times become microseconds since the epoch.
-    ``now`` fills events without ``ingested_at``.
+    Built column by column with the per-row work in C: what depends only on
+    the catalog match comes from ``cache`` (a throw-away one when None: pass
+    the writer's own to convert each match once, not once per batch);
+    decimals become ``decimal128(38, 15)`` (more than 15 places is refused,
+    never rounded); times become microseconds since the epoch; ``version`` is
+    ``rows.version`` and ``sign`` 1. ``now`` fills events without
+    ``ingested_at``; ``final_lag_ms`` = clamp(floor((processed_at - timestamp)
+    / 1 ms), 0, 2**32 - 1).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -272,22 +221,17 @@ def rated_columns(
         timestamps_us,
     )
 
-    pending_parts, delta_parts = zip(*batch.rated, strict=True)
-    pending = dict(zip(PendingRow._fields, zip(*pending_parts, strict=True), strict=True))
-    deltas = dict(zip(RatedDelta._fields, zip(*delta_parts, strict=True), strict=True))
-    count = len(batch.rated)
+    count = len(rows)
     string = pa.string()
-    events = pending["event"]
+    events = rows.events
 
     columns: dict[str, Any] = {
         name: pa.array(list(map(attrgetter(name), events)), type=string) for name in _EVENT_STRINGS
     }
     cache = MatchColumnCache() if cache is None else cache
-    columns.update(cache.columns(pending["match"]))
-    columns["customer_id"] = pa.array(pending["customer_id"], type=string)
-    columns["unique_hash"] = pa.array(
-        list(map(attrgetter("unique_hash"), pending["measurement"])), type=string
-    )
+    columns.update(cache.columns(rows.matches))
+    columns["customer_id"] = pa.array(rows.customer_ids, type=string)
+    columns["unique_hash"] = pa.array(rows.unique_hashes, type=string)
     timestamps = timestamps_us(list(map(attrgetter("timestamp"), events)))
     columns["timestamp"] = timestamps
     ingested = list(map(attrgetter("ingested_at"), events))
@@ -301,14 +245,20 @@ def rated_columns(
     # rescaled, and a value that would lose digits or exceed 38 digits raises
     # ArrowInvalid (a ValueError). 40% cheaper than going through str().
     decimal = pa.decimal128(38, 15)
-    for name in _DECIMALS:
-        columns[name] = pa.array(deltas[name], type=decimal)
-    columns["version"] = pa.repeat(pa.scalar(batch.version, type=pa.uint64()), count)
+    for name, values in (
+        ("qty_total", rows.qty_total),
+        ("qty_billable", rows.qty_billable),
+        ("qty_free_applied", rows.qty_free_applied),
+        ("tier_snapshot", rows.tier_snapshot),
+        ("unit_cost", rows.unit_cost),
+        ("cost", rows.cost),
+    ):
+        columns[name] = pa.array(values, type=decimal)
+    columns["version"] = pa.repeat(pa.scalar(rows.version, type=pa.uint64()), count)
     columns["sign"] = pa.repeat(pa.scalar(1, type=pa.int8()), count)
-    columns["processed_at"] = constant_timestamps_us(batch.processed_at, count)
-    # final_lag_ms = clamp(floor((processed_at - timestamp) / 1 ms), 0, 2**32 - 1);
+    columns["processed_at"] = constant_timestamps_us(rows.processed_at, count)
     # Arrow's integer division truncates, which differs from floor only below 0.
-    lag_us = pc.subtract(epoch_us(batch.processed_at), timestamps.view(pa.int64()))
+    lag_us = pc.subtract(epoch_us(rows.processed_at), timestamps.view(pa.int64()))
     lag_ms = pc.max_element_wise(pc.divide(lag_us, 1000), 0)
     columns["final_lag_ms"] = pc.min_element_wise(lag_ms, _MAX_LAG_MS).cast(pa.uint32())
     return columns
@@ -327,7 +277,7 @@ def _properties_texts(properties: Sequence[dict[str, Any]]) -> list[str]:
 
 def _scoped(keys: Iterable[StateKey], tenant_id: str, environment_id: str) -> None:
     for key in keys:
-        if key[0] != tenant_id or key[1] != environment_id:
+        if key.tenant_id != tenant_id or key.environment_id != environment_id:
             raise ValueError(f"key {key!r} is outside tenant {tenant_id!r} / {environment_id!r}")
 
 
@@ -360,8 +310,10 @@ def find_hash_owners(
     wanted = set(keys)
     if not wanted:
         return {}
-    _scoped((key for key, _ in wanted), tenant_id, environment_id)
-    triples = sorted((key[2], key[3], unique_hash) for key, unique_hash in wanted)
+    _scoped((key.state for key in wanted), tenant_id, environment_id)
+    triples = sorted(
+        (key.state.line_item_id, key.state.period_id, key.unique_hash) for key in wanted
+    )
     rows = gateway.query(
         _HASH_OWNERS_SQL,
         {
@@ -373,7 +325,9 @@ def find_hash_owners(
         },
     )
     return {
-        ((tenant_id, environment_id, line_item, int(period)), unique_hash): str(owner)
+        DedupKey(StateKey(tenant_id, environment_id, line_item, int(period)), unique_hash): str(
+            owner
+        )
         for line_item, period, unique_hash, owner in rows
     }
 
@@ -395,8 +349,8 @@ def _state_key_params(
     return {
         "tenant": tenant_id,
         "environment": environment_id,
-        "line_items": sorted({key[2] for key in keys}),
-        "keys": sorted((key[2], key[3]) for key in keys),
+        "line_items": sorted({key.line_item_id for key in keys}),
+        "keys": sorted((key.line_item_id, key.period_id) for key in keys),
     }
 
 
@@ -432,7 +386,9 @@ def load_fingerprints(
     rows = gateway.query(_FINGERPRINTS_SQL, _state_key_params(tenant_id, environment_id, wanted))
     found: dict[StateKey, list[int]] = {key: [] for key in wanted}
     for line_item, period, fingerprints in rows:
-        found[(tenant_id, environment_id, line_item, int(period))] = [int(f) for f in fingerprints]
+        found[StateKey(tenant_id, environment_id, line_item, int(period))] = [
+            int(f) for f in fingerprints
+        ]
     return found
 
 
@@ -482,8 +438,8 @@ def load_snapshots(
     buckets: dict[str, int] = {}
     for key, size in requests.items():
         step = window_step(size)
-        if buckets.setdefault(key[2], step) != step:
-            raise ValueError(f"line item {key[2]!r} requested with two bucket sizes")
+        if buckets.setdefault(key.line_item_id, step) != step:
+            raise ValueError(f"line item {key.line_item_id!r} requested with two bucket sizes")
     bucketed = sorted(item for item, step in buckets.items() if step != 0)
     rows = gateway.query(
         _SNAPSHOT_SQL,
@@ -495,10 +451,13 @@ def load_snapshots(
     )
     parts: dict[StateKey, list[tuple[Any, ...]]] = {}
     for line_item, period, *rest in rows:
-        parts.setdefault((tenant_id, environment_id, line_item, int(period)), []).append(
+        parts.setdefault(StateKey(tenant_id, environment_id, line_item, int(period)), []).append(
             tuple(rest)
         )
-    return {key: _snapshot(parts.get(key, []), bucketed=buckets[key[2]] != 0) for key in requests}
+    return {
+        key: _snapshot(parts.get(key, []), bucketed=buckets[key.line_item_id] != 0)
+        for key in requests
+    }
 
 
 def _snapshot(groups: list[tuple[Any, ...]], *, bucketed: bool) -> AggregateSnapshot:

@@ -8,8 +8,9 @@ check and rates every event. :meth:`UsageBatchProcessor.write` then stores the
 raw events and the priced rows. Only after ``write`` (and the dead letters)
 succeeded may the loop commit :attr:`PreparedBatch.next_offsets`.
 
-Failure contract: ``prepare`` touches rating state only after its store reads
-succeeded, so a failed ``prepare`` may simply be retried. A failed ``write``
+Failure contract: a failed ``prepare`` leaves the rating state as it was
+(:meth:`~worker.domain.engine.UsageRater.rate_batch` drops what it loaded
+before a read failed), so it may simply be retried. A failed ``write``
 must be retried *with the same PreparedBatch* (never re-prepared: its events
 are already applied to the in-memory state); if the process dies instead, the
 restarted consumer reloads state from the store and the dedup check skips
@@ -22,38 +23,24 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from worker.core_decode import CoreDecoded, decode_raw_batch
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.engine import (
-    DEFAULT_MAX_FINGERPRINTS,
-    DedupKey,
-    RatedBatch,
-    StateKey,
-    UsageRater,
-)
+from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS, RatedBatch, UsageRater
 from worker.domain.events import Event
-from worker.domain.metering import WindowSize
 from worker.domain.rating import VALUE_OUT_OF_RANGE
+from worker.domain.rating_reads import StateKey
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 from worker.ops.metrics import Metrics
 from worker.store.errors import StoreError
 from worker.store.gateway import Gateway
-from worker.store.processed import (
-    MatchColumnCache,
-    find_hash_owners,
-    insert_rated,
-    load_fingerprints,
-    load_snapshots,
-)
+from worker.store.processed import MatchColumnCache, insert_rated
+from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +101,7 @@ class PreparedBatch:
 
     @property
     def row_count(self) -> int:
-        return len(self.rated.rated) if self.rated is not None else 0
+        return len(self.rated.rows) if self.rated is not None else 0
 
     def dedup_token(self, kind: str) -> str:
         """Insert token derived from the exact offset ranges of this batch.
@@ -158,9 +145,9 @@ class UsageBatchProcessor:
         decode_in_core: bool = False,
     ) -> None:
         self._gateway = gateway
+        self._reads = StoreRatingReads(gateway)
         self._decode_in_core = decode_in_core
         self._metrics = metrics
-        self._index = index
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
@@ -173,7 +160,6 @@ class UsageBatchProcessor:
 
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events prepared from now on."""
-        self._index = index
         self._rater.replace_index(index)
 
     def assign(self, partitions: Iterable[PartitionKey]) -> None:
@@ -188,7 +174,10 @@ class UsageBatchProcessor:
             self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
-        """Decode, resolve, load state, dedup and rate; no writes. See module docstring."""
+        """Decode, then rate the events, reading the store only through the rating port.
+
+        No writes. Bad input becomes dead letters; see the module docstring.
+        """
         batch = PreparedBatch(messages=len(messages))
         now = self._clock()
         source: dict[int, SourceMessage] = {}
@@ -202,27 +191,19 @@ class UsageBatchProcessor:
                 batch.events.append(event)
         if self._decode_in_core:
             batch.core = self._core_columns(messages, now, batch)
-        # Resolve everything, then read the store, then rate: a failed read leaves
-        # only idempotent changes (loaded snapshots, stored hashes) behind.
-        rater = self._rater
-        resolved = rater.resolve(batch.events)
-        batch.unresolved.update(reason for _, reason in resolved.unresolved)
-        batch.missing_fields = resolved.missing_fields
-        self._load_missing_states(rater.missing_states(resolved))
-        lookup = rater.lookup_keys(resolved)
-        rater.remember(self._stored_owners(lookup))
-        batch.rated = rater.rate(resolved, now)
-        for row, detail in batch.rated.refused:
-            batch.dead_letters.append(DeadLetter(source[id(row.event)], VALUE_OUT_OF_RANGE, detail))
+        rated = batch.rated = self._rater.rate_batch(batch.events, self._reads, now)
+        batch.unresolved.update(reason for _, reason in rated.unresolved)
+        batch.missing_fields = rated.missing_fields
+        for refused in rated.refused:
+            batch.dead_letters.append(
+                DeadLetter(source[id(refused.event)], VALUE_OUT_OF_RANGE, refused.detail)
+            )
+        for event, key in rated.touched:
+            message = source[id(event)]
+            self._keys_by_partition.setdefault((message.topic, message.partition), set()).add(key)
         if self._metrics is not None:
-            self._metrics.dedup_store_lookups.inc(len(lookup))
-            self._metrics.dedup_fingerprints.set(rater.fingerprint_count)
-        touched: defaultdict[PartitionKey, set[StateKey]] = defaultdict(set)
-        for row in resolved.pending:
-            message = source[id(row.event)]
-            touched[(message.topic, message.partition)].add(row.key)
-        for partition, keys in touched.items():
-            self._keys_by_partition.setdefault(partition, set()).update(keys)
+            self._metrics.dedup_store_lookups.inc(rated.store_lookups)
+            self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
         return batch
 
     def write(self, batch: PreparedBatch) -> None:
@@ -268,20 +249,19 @@ class UsageBatchProcessor:
 
     def _write_processed(self, batch: PreparedBatch) -> None:
         rated = batch.rated
-        if rated is None or not rated.rated:
+        if rated is None or not rated.rows:
             return
-        # Columns straight from the rated batch: no ProcessedEvent objects.
         self._timed(
             "processed_events",
             lambda: insert_rated(
                 self._gateway,
-                rated,
+                rated.rows,
                 dedup_token=batch.dedup_token("processed"),
                 cache=self._match_columns,
             ),
         )
         if self._metrics is not None:
-            self._metrics.rows_inserted.inc(len(rated.rated))
+            self._metrics.rows_inserted.inc(len(rated.rows))
 
     def _timed(self, table: str, insert: Callable[[], object]) -> None:
         metrics = self._metrics
@@ -335,42 +315,3 @@ class UsageBatchProcessor:
             "its raw columns are built in Python instead"
         )
         return None
-
-    def _load_missing_states(self, keys: set[StateKey]) -> None:
-        """Load state for ``keys`` in chunks of :data:`STORE_READ_CHUNK` keys in
-        primary-key order, so that no single read scans much of a large table
-        (after a restart the first batch touches nearly every line item)."""
-        requests: dict[tuple[str, str], dict[StateKey, WindowSize | None]] = defaultdict(dict)
-        for key in keys:
-            binding = self._index.line_item(key[0], key[1], key[2])
-            bucket = binding.meter.bucket_size if binding is not None else None
-            requests[(key[0], key[1])][key] = bucket
-        for (tenant, environment), scoped in requests.items():
-            for chunk in _chunks(sorted(scoped)):
-                snapshots = load_snapshots(
-                    self._gateway, tenant, environment, {key: scoped[key] for key in chunk}
-                )
-                coverable = self._rater.coverable(snapshots)
-                fingerprints = load_fingerprints(self._gateway, tenant, environment, coverable)
-                self._rater.load_states(snapshots, fingerprints)
-
-    def _stored_owners(self, keys: set[DedupKey]) -> dict[DedupKey, str]:
-        scoped: dict[tuple[str, str], list[DedupKey]] = defaultdict(list)
-        for key in keys:
-            scoped[(key[0][0], key[0][1])].append(key)
-        owners: dict[DedupKey, str] = {}
-        for (tenant, environment), tenant_keys in scoped.items():
-            for chunk in _chunks(sorted(tenant_keys)):
-                owners.update(find_hash_owners(self._gateway, tenant, environment, chunk))
-        return owners
-
-
-#: Keys per state or dedup read. Sorted keys make a chunk one narrow range of
-#: the primary key: on a 10M-row table, 20k keys load in 14 s as 10 reads of at
-#: most 1.8 s each, where one read took 8 s (and would outgrow the query timeout).
-STORE_READ_CHUNK = 2_000
-
-
-def _chunks(items: list[T]) -> Iterator[list[T]]:
-    for start in range(0, len(items), STORE_READ_CHUNK):
-        yield items[start : start + STORE_READ_CHUNK]

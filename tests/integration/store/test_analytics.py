@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import T0, row
+from tests.processed_rows import insert_processed
 from worker.domain.events import ProcessedEvent
 from worker.domain.metering import WindowSize
 from worker.store.analytics import (
@@ -26,7 +27,6 @@ from worker.store.params import (
     UsageAnalyticPoint,
     UsageAnalyticsParams,
 )
-from worker.store.processed import insert_processed
 from worker.store.raw import insert_raw
 
 END = T0 + timedelta(days=1)

@@ -9,9 +9,9 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import row
+from tests.processed_rows import insert_processed
 from worker.cli import main
 from worker.domain.invoice import summarize
-from worker.store.processed import insert_processed
 
 
 def test_migrate_then_query_line_items_json(

@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import T0, event, row
+from tests.processed_rows import insert_processed
 from worker.domain.events import Event, ProcessedEvent
 from worker.store import events_reads
 from worker.store.events_reads import find_unprocessed_events, get_events
@@ -20,7 +21,6 @@ from worker.store.params import (
     GetEventsParams,
     SortOrder,
 )
-from worker.store.processed import insert_processed
 from worker.store.raw import insert_raw
 
 END = T0 + timedelta(days=1)

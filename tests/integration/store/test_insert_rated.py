@@ -1,4 +1,4 @@
-"""insert_rated: the rows of the fast path equal those of insert_processed, value for value."""
+"""insert_rated: the Arrow columns of ProcessedRows equal those of row objects, value for value."""
 
 from __future__ import annotations
 
@@ -9,25 +9,21 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
+from tests.processed_rows import insert_processed, processed_columns, processed_events
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import RatedBatch, UsageRater
+from worker.domain.engine import UsageRater
+from worker.domain.processed_rows import ProcessedRows
 from worker.domain.validation import event_from_document
 from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
 from worker.store.errors import StoreError
-from worker.store.processed import (
-    MatchColumnCache,
-    insert_processed,
-    insert_rated,
-    processed_columns,
-    rated_columns,
-)
+from worker.store.processed import MatchColumnCache, insert_rated, rated_columns
 
 INGESTED = datetime(2026, 2, 3, 4, 5, 6, 789_012, tzinfo=UTC)
 ALL_ROWS = "SELECT * FROM events_processed ORDER BY tenant_id, sub_line_item_id, period_id, id"
 
 
-def _rated_batches(*, ingested_at: datetime | None) -> list[RatedBatch]:
+def _rated_batches(*, ingested_at: datetime | None) -> list[ProcessedRows]:
     """Three rated batches of synthetic traffic over every aggregation type.
 
     Each customer gets a twin of its first line item (same meter), so events
@@ -54,21 +50,21 @@ def _rated_batches(*, ingested_at: datetime | None) -> list[RatedBatch]:
             )
             for i, doc in enumerate(documents[n * 300 : (n + 1) * 300])
         ]
-        batches.append(rater.rate(rater.resolve(events), when))
+        batches.append(rater.rate(rater.resolve(events), when).rows)
         rater.forget_hashes()
-    assert all(len(batch.rated) > 300 for batch in batches)  # several line items per event
+    assert all(len(batch) > 300 for batch in batches)  # several line items per event
     return batches
 
 
 @pytest.fixture(scope="module")
-def batches() -> list[RatedBatch]:
+def batches() -> list[ProcessedRows]:
     return _rated_batches(ingested_at=INGESTED)
 
 
-def test_columns_equal_those_of_the_row_objects(batches: list[RatedBatch]) -> None:
+def test_columns_equal_those_of_the_row_objects(batches: list[ProcessedRows]) -> None:
     now = datetime.now(UTC)
     for batch in batches:
-        slow = processed_columns(batch.rows, now)
+        slow = processed_columns(processed_events(batch), now)
         fast = rated_columns(batch, now)
         assert fast.keys() == slow.keys()
         for name, values in slow.items():
@@ -76,45 +72,43 @@ def test_columns_equal_those_of_the_row_objects(batches: list[RatedBatch]) -> No
 
 
 @pytest.mark.parametrize("limit", [10, 200_000])
-def test_a_writer_cache_gives_the_same_columns(batches: list[RatedBatch], limit: int) -> None:
+def test_a_writer_cache_gives_the_same_columns(batches: list[ProcessedRows], limit: int) -> None:
     """Matches seen before come from the cache; a full cache starts over."""
     cache = MatchColumnCache(limit=limit)
     now = datetime.now(UTC)
     for batch in [*batches, *batches]:
-        slow = processed_columns(batch.rows, now)
+        slow = processed_columns(processed_events(batch), now)
         fast = rated_columns(batch, now, cache)
         for name, values in slow.items():
             assert fast[name].to_pylist() == values, name
-        assert 0 < len(cache) <= max(limit, len(batch.rated))
+        assert 0 < len(cache) <= max(limit, len(batch))
 
 
 def test_stores_the_same_rows_as_insert_processed(
-    migrated: StoreUnderTest, batches: list[RatedBatch]
+    migrated: StoreUnderTest, batches: list[ProcessedRows]
 ) -> None:
     gateway = migrated.gateway
     for n, batch in enumerate(batches):
-        insert_processed(gateway, batch.rows, dedup_token=f"slow-{n}")
+        insert_processed(gateway, processed_events(batch), dedup_token=f"slow-{n}")
     slow = gateway.query(ALL_ROWS)
     gateway.execute(f"TRUNCATE TABLE {migrated.rows_table('events_processed')}")
     cache = MatchColumnCache()
     for n, batch in enumerate(batches):
         inserted = insert_rated(gateway, batch, dedup_token=f"fast-{n}", cache=cache)
-        assert inserted == len(batch.rated)
+        assert inserted == len(batch)
     fast = gateway.query(ALL_ROWS)
-    assert len(fast) == sum(len(batch.rated) for batch in batches)
+    assert len(fast) == sum(map(len, batches))
     assert fast == slow
     # Byte for byte: same Decimal exponents, same time zones, same types.
     assert [list(map(repr, row)) for row in fast] == [list(map(repr, row)) for row in slow]
 
 
 def test_same_token_twice_leaves_one_copy(
-    migrated: StoreUnderTest, batches: list[RatedBatch]
+    migrated: StoreUnderTest, batches: list[ProcessedRows]
 ) -> None:
     insert_rated(migrated.gateway, batches[0], dedup_token="events:0:0-299")
     insert_rated(migrated.gateway, batches[0], dedup_token="events:0:0-299")
-    assert migrated.gateway.query("SELECT count() FROM events_processed") == [
-        (len(batches[0].rated),)
-    ]
+    assert migrated.gateway.query("SELECT count() FROM events_processed") == [(len(batches[0]),)]
 
 
 def test_missing_ingested_at_is_the_insert_time(migrated: StoreUnderTest) -> None:
@@ -129,17 +123,16 @@ def test_missing_ingested_at_is_the_insert_time(migrated: StoreUnderTest) -> Non
 
 
 def test_more_than_15_places_is_refused_not_rounded(
-    migrated: StoreUnderTest, batches: list[RatedBatch]
+    migrated: StoreUnderTest, batches: list[ProcessedRows]
 ) -> None:
-    pending, delta = batches[0].rated[0]
-    bad = dataclasses.replace(batches[0], rated=[(pending, delta._replace(cost=Decimal("1e-16")))])
+    bad = _first_row(batches[0], cost=Decimal("1e-16"))
     with pytest.raises(StoreError, match="cannot convert rows for events_processed"):
         insert_rated(migrated.gateway, bad, dedup_token=None)
     assert migrated.gateway.query("SELECT count() FROM events_processed") == [(0,)]
 
 
 def test_decimals_in_any_notation_are_stored_exactly(
-    migrated: StoreUnderTest, batches: list[RatedBatch]
+    migrated: StoreUnderTest, batches: list[ProcessedRows]
 ) -> None:
     values = {
         "qty_total": Decimal("12345678901234567890123.123456789012345"),
@@ -149,14 +142,24 @@ def test_decimals_in_any_notation_are_stored_exactly(
         "unit_cost": Decimal("1.000000E-9"),
         "cost": Decimal("-0.000000001000000"),
     }
-    pending, delta = batches[0].rated[0]
-    exotic = dataclasses.replace(batches[0], rated=[(pending, delta._replace(**values))])
+    exotic = _first_row(batches[0], **values)
     insert_rated(migrated.gateway, exotic, dedup_token=None)
     [stored] = migrated.gateway.query(f"SELECT {', '.join(values)} FROM events_processed")
     assert stored == tuple(values.values())
 
 
 def test_an_empty_batch_inserts_nothing(migrated: StoreUnderTest) -> None:
-    empty = RatedBatch(datetime.now(UTC))
+    empty = ProcessedRows(datetime.now(UTC))
     assert insert_rated(migrated.gateway, empty, dedup_token="t") == 0
     assert migrated.gateway.query("SELECT count() FROM events_processed") == [(0,)]
+
+
+def _first_row(rows: ProcessedRows, **decimals: Decimal) -> ProcessedRows:
+    """The first row of ``rows`` alone, with some decimal columns replaced."""
+    columns = {
+        field.name: getattr(rows, field.name)[:1]
+        for field in dataclasses.fields(rows)
+        if field.name != "processed_at"
+    }
+    columns.update({name: (value,) for name, value in decimals.items()})
+    return dataclasses.replace(rows, **columns)

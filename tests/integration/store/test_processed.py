@@ -10,24 +10,25 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import PERIOD, T0, event, row
+from tests.processed_rows import insert_processed
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
-from worker.domain.engine import DedupKey, StateKey, fingerprint
+from worker.domain.engine import fingerprint
 from worker.domain.invoice import summarize
 from worker.domain.metering import AggregationType, WindowSize
+from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.windows import window_start
 from worker.store.processed import (
     PeriodFeatureTotal,
     find_hash_owners,
     get_period_cost,
     get_period_feature_totals,
-    insert_processed,
     line_item_totals,
     load_fingerprints,
     load_snapshots,
 )
 from worker.store.raw import insert_raw
 
-KEY: StateKey = ("t1", "prod", "li_1", PERIOD)
+KEY = StateKey("t1", "prod", "li_1", PERIOD)
 
 
 def test_round_trip_is_exact(migrated: StoreUnderTest) -> None:
@@ -87,8 +88,10 @@ def test_an_event_stored_twice_is_counted_once_by_every_read(migrated: StoreUnde
     ]
     snapshot = load_snapshots(gateway, "t1", "prod", {KEY: None})[KEY]
     assert (snapshot.total, snapshot.count, snapshot.maximum) == (Decimal(5), 2, Decimal(3))
-    owners = find_hash_owners(gateway, "t1", "prod", [(KEY, "hash_e1"), (KEY, "hash_e2")])
-    assert owners == {(KEY, "hash_e1"): "e1", (KEY, "hash_e2"): "e2"}
+    owners = find_hash_owners(
+        gateway, "t1", "prod", [DedupKey(KEY, "hash_e1"), DedupKey(KEY, "hash_e2")]
+    )
+    assert owners == {DedupKey(KEY, "hash_e1"): "e1", DedupKey(KEY, "hash_e2"): "e2"}
 
 
 def test_the_highest_version_wins(migrated: StoreUnderTest) -> None:
@@ -105,21 +108,23 @@ def test_find_hash_owners_batches_ten_thousand_keys_per_tenant(migrated: StoreUn
     insert_processed(gateway, stored, dedup_token=None)
     insert_processed(gateway, other_tenant, dedup_token=None)
     keys: list[DedupKey] = [
-        (("t1", "prod", f"li_{i % 7}", PERIOD), f"hash_e{i}") for i in range(10_000)
+        DedupKey(StateKey("t1", "prod", f"li_{i % 7}", PERIOD), f"hash_e{i}") for i in range(10_000)
     ]
     owners = find_hash_owners(gateway, "t1", "prod", keys)
     assert owners == {key: f"e{i}" for i, key in enumerate(keys) if i % 2 == 0}
     # The same hash under another line item or period is not a match.
     crossed: list[DedupKey] = [
-        (("t1", "prod", "li_1", PERIOD), "hash_e0"),  # e0 is stored under li_0
-        (("t1", "prod", "li_0", PERIOD + 1), "hash_e0"),
+        DedupKey(StateKey("t1", "prod", "li_1", PERIOD), "hash_e0"),  # e0 is stored under li_0
+        DedupKey(StateKey("t1", "prod", "li_0", PERIOD + 1), "hash_e0"),
     ]
     assert find_hash_owners(gateway, "t1", "prod", crossed) == {}
 
 
 def test_find_hash_owners_refuses_keys_of_another_tenant(migrated: StoreUnderTest) -> None:
     with pytest.raises(ValueError, match="outside tenant"):
-        find_hash_owners(migrated.gateway, "t1", "prod", [(("t2", "prod", "li", 1), "h")])
+        find_hash_owners(
+            migrated.gateway, "t1", "prod", [DedupKey(StateKey("t2", "prod", "li", 1), "h")]
+        )
 
 
 def test_hash_owner_prefers_the_row_that_counted(migrated: StoreUnderTest) -> None:
@@ -127,7 +132,7 @@ def test_hash_owner_prefers_the_row_that_counted(migrated: StoreUnderTest) -> No
     repeat = row("e0", qty="0", unique_hash="value_x", timestamp=T0)
     counted = row("e9", qty="1", unique_hash="value_x", timestamp=T0 + timedelta(days=1))
     insert_processed(migrated.gateway, [repeat, counted], dedup_token=None)
-    owners = find_hash_owners(migrated.gateway, "t1", "prod", [(KEY, "value_x")])
+    owners = find_hash_owners(migrated.gateway, "t1", "prod", [DedupKey(KEY, "value_x")])
     assert owners == {(KEY, "value_x"): "e9"}
 
 
@@ -152,7 +157,7 @@ def test_load_snapshots_matches_a_hand_computation(
         for i, (value, ts) in enumerate(zip(VALUES, TIMES, strict=True))
     ]
     insert_processed(migrated.gateway, rows, dedup_token=None)
-    empty_key: StateKey = ("t1", "prod", "li_empty", PERIOD)
+    empty_key = StateKey("t1", "prod", "li_empty", PERIOD)
     snapshots = load_snapshots(migrated.gateway, "t1", "prod", {KEY: bucket, empty_key: None})
 
     values = [Decimal(v) for v in VALUES]
@@ -226,17 +231,17 @@ def test_injection_attempts_find_nothing_and_harm_nothing(
 ) -> None:
     gateway = migrated.gateway
     insert_processed(gateway, [row("e1"), row(attack, line_item=attack)], dedup_token=None)
-    key: StateKey = (attack, "prod", attack, PERIOD)
+    key = StateKey(attack, "prod", attack, PERIOD)
     assert line_item_totals(gateway, attack, "prod") == []
     assert line_item_totals(gateway, "t1", "prod", customer_id=attack) == []
-    assert find_hash_owners(gateway, attack, "prod", [(key, attack)]) == {}
+    assert find_hash_owners(gateway, attack, "prod", [DedupKey(key, attack)]) == {}
     assert load_snapshots(gateway, attack, "prod", {key: WindowSize.DAY}) == {
         key: AggregateSnapshot()
     }
     assert get_period_cost(gateway, "t1", "prod", attack, "sub_1", PERIOD) == Decimal(0)
     # The value itself is stored and found exactly; the table is intact.
-    attacked: StateKey = ("t1", "prod", attack, PERIOD)
-    assert find_hash_owners(gateway, "t1", "prod", [(attacked, f"hash_{attack}")]) == {
+    attacked = StateKey("t1", "prod", attack, PERIOD)
+    assert find_hash_owners(gateway, "t1", "prod", [DedupKey(attacked, f"hash_{attack}")]) == {
         (attacked, f"hash_{attack}"): attack
     }
     assert gateway.query("SELECT count() FROM events_processed") == [(2,)]
@@ -264,9 +269,9 @@ def test_load_fingerprints_matches_the_domain_fingerprint_per_key(
     insert_processed(gateway, stored[:5], dedup_token=None)  # an unmerged second copy
     insert_processed(gateway, other_tenant, dedup_token=None)
     li_0, li_1, empty = (
-        ("t1", "prod", "li_0", PERIOD),
-        ("t1", "prod", "li_1", PERIOD),
-        ("t1", "prod", "li_0", PERIOD + 1),
+        StateKey("t1", "prod", "li_0", PERIOD),
+        StateKey("t1", "prod", "li_1", PERIOD),
+        StateKey("t1", "prod", "li_0", PERIOD + 1),
     )
     found = load_fingerprints(gateway, "t1", "prod", [li_0, li_1, empty])
     assert {key: sorted(values) for key, values in found.items()} == {
@@ -275,4 +280,4 @@ def test_load_fingerprints_matches_the_domain_fingerprint_per_key(
         empty: [],
     }
     with pytest.raises(ValueError, match="outside tenant"):
-        load_fingerprints(gateway, "t1", "prod", [("t2", "prod", "li_0", PERIOD)])
+        load_fingerprints(gateway, "t1", "prod", [StateKey("t2", "prod", "li_0", PERIOD)])

@@ -8,7 +8,11 @@ from worker.benchmarks.store import measure, rated_batches
 
 def test_rated_batches_are_distinct_rows() -> None:
     batches = rated_batches(25_000, 5_000, distinct_events=6_000)
-    rows = [(pending.key, pending.event.id) for batch in batches for pending, _ in batch.rated]
+    rows = [
+        (match.state_key, event.id)
+        for batch in batches
+        for match, event in zip(batch.matches, batch.events, strict=True)
+    ]
     assert len(rows) >= 25_000
     assert len(set(rows)) == len(rows)
 

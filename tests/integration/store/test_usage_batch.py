@@ -13,14 +13,15 @@ import orjson
 import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
+from tests.processed_rows import processed_events
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS, UsageRater
 from worker.domain.invoice import LineItemTotal, summarize
 from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.samples.synthetic import build_catalog, generate_events
+from worker.store import rating_reads
 from worker.store.processed import line_item_totals
-from worker.stream import usage_batch
 from worker.stream.usage_batch import SourceMessage, UsageBatchProcessor
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -55,7 +56,7 @@ def expected_invoice(index: CatalogIndex, stream: list[SourceMessage]) -> list[L
             seen.add(event.id)
             events.append(event)
     rater = UsageRater(index)
-    return summarize(rater.rate(rater.resolve(events), NOW).rows)
+    return summarize(processed_events(rater.rate(rater.resolve(events), NOW).rows))
 
 
 def stored_invoice(store: StoreUnderTest) -> list[LineItemTotal]:
@@ -87,7 +88,7 @@ def test_batches_written_to_clickhouse_add_up_to_the_invoice(migrated: StoreUnde
 @pytest.mark.parametrize(
     ("read_chunk", "fingerprints"),
     [
-        (usage_batch.STORE_READ_CHUNK, DEFAULT_MAX_FINGERPRINTS),
+        (rating_reads.STORE_READ_CHUNK, DEFAULT_MAX_FINGERPRINTS),
         (3, DEFAULT_MAX_FINGERPRINTS),
         (3, 0),
     ],
@@ -100,7 +101,7 @@ def test_restart_replays_the_uncommitted_batch_without_double_counting(
 ) -> None:
     # Tiny read chunks split the restart's state loads and dedup lookups into many
     # reads; no fingerprint memory sends every hash to ClickHouse.
-    monkeypatch.setattr(usage_batch, "STORE_READ_CHUNK", read_chunk)
+    monkeypatch.setattr(rating_reads, "STORE_READ_CHUNK", read_chunk)
     index, document = catalog_index()
     stream = messages(document, 1500)
 
