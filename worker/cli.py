@@ -229,8 +229,9 @@ def _store_errors() -> Iterator[None]:
 
 
 def _migrate(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.store.gateway import open_gateway, parse_store_url
+    from worker.store.connect import open_gateway
     from worker.store.schema import LATEST_VERSION, migrate, migration_sql
+    from worker.store.url import parse_store_url
 
     cluster = settings.cluster_layout
     with _store_errors():
@@ -273,7 +274,7 @@ _LINE_ITEM_COLUMNS = (
 def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int:
     import orjson
 
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
     from worker.store.processed import line_item_totals
     from worker.store.schema import require_schema
 
@@ -319,7 +320,7 @@ def _query_unprocessed(args: argparse.Namespace, settings: WorkerSettings) -> in
         print_unprocessed,
         unprocessed_events,
     )
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
     from worker.store.schema import require_schema
 
     if not 1 <= args.limit <= 100_000:
@@ -621,7 +622,7 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
     """Print a request's saved progress (exit 1 when the store has none yet)."""
     import orjson
 
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
     from worker.store.reprocess_state import load_progress
     from worker.store.schema import require_schema
 

@@ -25,7 +25,7 @@ from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.report import render_invoices
 from worker.samples.synthetic import generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.processed import line_item_totals
 from worker.store.schema import migrate
 from worker.stream.catalog_source import CatalogPublisher

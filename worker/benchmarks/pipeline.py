@@ -50,7 +50,7 @@ from worker.ops.health import LoopHealth
 from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.processed import insert_processed
 from worker.store.schema import migrate
 from worker.stream.consumer_support import group_consumer_config

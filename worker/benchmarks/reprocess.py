@@ -28,8 +28,9 @@ from worker.benchmarks.store import ENVIRONMENT, MONTH, TENANT, generate_tables
 from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import SAMPLE_START
+from worker.store.connect import open_gateway
 from worker.store.events_reads import find_unprocessed_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.gateway import Gateway
 from worker.store.params import EventIterator, FindUnprocessedEventsParams
 from worker.store.schema import migrate
 from worker.stream.reprocess_request import ReprocessRequest, publish_request

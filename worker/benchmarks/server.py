@@ -38,7 +38,8 @@ from worker.dev.clickhouse_server import LocalClickHouseServer
 from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.connect import open_gateway
+from worker.store.gateway import Gateway
 from worker.store.processed import MatchColumnCache, insert_rated
 from worker.store.schema import migrate
 from worker.stream.topics import ensure_topics, worker_topics
