@@ -13,7 +13,7 @@ import threading
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from worker.ops.local_broker import BrokerStartError, LocalTansuBroker
+from worker.dev.local_broker import BrokerStartError, LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 
 #: Port when neither ``--port`` nor a loopback ``EW_KAFKA_BOOTSTRAP`` names one.

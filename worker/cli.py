@@ -664,6 +664,7 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
 
 
 def _broker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.broker_command import BrokerCommandError, default_port, run_broker
 
     port = args.port if args.port is not None else default_port(settings)
@@ -722,7 +723,18 @@ def _dlq_redrive(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
+def _require_local_broker() -> None:
+    """``demo``, ``broker`` and ``bench`` start tansu, the optional ``local`` extra:
+    without it, one line on what to install (exit 2) before anything starts."""
+    from worker.dev.local_broker import missing_local_extra
+
+    problem = missing_local_extra()
+    if problem is not None:
+        raise UserError(problem)
+
+
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.demo import run_demo
 
     run_demo(sys.stdout)
@@ -730,6 +742,7 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.benchmarks.child import scratch_root
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench

@@ -19,9 +19,9 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import Producer
 
+from worker.dev.local_broker import LocalTansuBroker
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.report import render_invoices
 from worker.samples.synthetic import generate_events

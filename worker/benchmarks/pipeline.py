@@ -42,12 +42,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.benchmarks.ceiling import ingest_seconds
 from worker.benchmarks.child import scratch_directory
+from worker.dev.local_broker import LocalTansuBroker
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.validation import decode_event
 from worker.ops.health import LoopHealth
-from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.connect import open_gateway

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from worker.benchmarks.child import run_child, scratch_directory
 from worker.benchmarks.store import ENVIRONMENT, MONTH, TENANT, generate_tables
-from worker.ops.local_broker import LocalTansuBroker
+from worker.dev.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import SAMPLE_START
 from worker.store.connect import open_gateway

