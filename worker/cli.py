@@ -481,26 +481,34 @@ def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
         ) from None
 
 
-#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
-EXIT_NEVER_ASSIGNED = 3
-
-
-def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.domain.catalog import CatalogError
+def _observability(settings: WorkerSettings, *, needs_catalog: bool) -> tuple[Any, Any]:
+    """Configure JSON logs (secrets scrubbed); return a consumer's fresh
+    :class:`~worker.ops.metrics.Metrics` and :class:`~worker.ops.health.LoopHealth`."""
     from worker.ops.health import LoopHealth
     from worker.ops.logging import configure_logging, secret_values
     from worker.ops.metrics import Metrics
-    from worker.store.errors import StoreError
-    from worker.stream.consumer_support import NeverAssignedError
-    from worker.stream.run_usage import run_usage
-    from worker.stream.topics import TopicSetupError
 
     try:
         configure_logging(settings.log_level, secrets=secret_values(settings))
     except ValueError as exc:
         raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
     metrics = Metrics()
-    health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
+    health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=needs_catalog)
+    return metrics, health
+
+
+#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
+EXIT_NEVER_ASSIGNED = 3
+
+
+def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.domain.catalog import CatalogError
+    from worker.store.errors import StoreError
+    from worker.stream.consumer_support import NeverAssignedError
+    from worker.stream.run_usage import run_usage
+    from worker.stream.topics import TopicSetupError
+
+    metrics, health = _observability(settings, needs_catalog=True)
     try:
         with _health_server(settings, metrics, health):
             stats = run_usage(
@@ -532,19 +540,11 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.ops.health import LoopHealth
-    from worker.ops.logging import configure_logging, secret_values
-    from worker.ops.metrics import Metrics
     from worker.store.errors import StoreError
     from worker.stream.reprocess_run import run_reprocess
     from worker.stream.topics import TopicSetupError
 
-    try:
-        configure_logging(settings.log_level, secrets=secret_values(settings))
-    except ValueError as exc:
-        raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
-    metrics = Metrics()
-    health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=False)
+    metrics, health = _observability(settings, needs_catalog=False)
     try:
         with _health_server(settings, metrics, health):
             stats = run_reprocess(

@@ -31,8 +31,9 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, NoReturn, Self
+from typing import IO, Final, NoReturn
+
+from worker.dev.service import LocalService, log_tail
 
 __all__ = ["ClickHouseServerError", "LocalClickHouseServer", "main"]
 
@@ -78,7 +79,7 @@ def _config_xml(tcp_port: int, http_port: int, cluster: str | None) -> str:
     )
 
 
-class LocalClickHouseServer:
+class LocalClickHouseServer(LocalService):
     """One ClickHouse server on loopback, serving a persistent data directory.
 
     Contract:
@@ -219,23 +220,7 @@ class LocalClickHouseServer:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the server's output ("" when there is none)."""
-        path = self.run_dir / _LOG
-        if not path.exists():
-            return ""
-        text = path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return log_tail(self.run_dir / _LOG, lines)
 
     # -- internals -----------------------------------------------------------
 

@@ -31,12 +31,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, NoReturn, Self
+from typing import IO, Any, Final, NoReturn
 
 from confluent_kafka.admin import AdminClient
 
-__all__ = ["BrokerStartError", "LocalTansuBroker", "free_port", "missing_local_extra"]
+from worker.dev.service import LocalService, log_tail
+from worker.ops.settings import LOCAL_SESSION_TIMEOUT_MS, WorkerSettings
+
+__all__ = [
+    "BrokerStartError",
+    "LocalTansuBroker",
+    "free_port",
+    "local_settings",
+    "missing_local_extra",
+]
 
 _HOST: Final = "127.0.0.1"
 #: Environment variables tansu reads as options; a stray one in the caller's
@@ -120,7 +128,7 @@ def _pdeathsig_prefix() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "TERM") if b"--pdeathsig" in usage else ()
 
 
-class LocalTansuBroker:
+class LocalTansuBroker(LocalService):
     """One local `tansu` broker process with in-memory storage.
 
     Contract:
@@ -249,26 +257,15 @@ class LocalTansuBroker:
             self._close_log(remove=True)
             atexit.unregister(self.stop)
 
+    def close(self) -> None:
+        """:meth:`stop` (the context manager's exit)."""
+        self.stop()
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """Return the last `lines` lines of the broker log ("" when there is none)."""
-        if self._log_path is None or not self._log_path.exists():
-            return ""
         if self._log_file is not None:
             self._log_file.flush()
-        text = self._log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return log_tail(self._log_path, lines)
 
     def __repr__(self) -> str:
         state = f"bootstrap={self.bootstrap!r}" if self.is_running() else "stopped"
@@ -371,3 +368,14 @@ class LocalTansuBroker:
                 process.wait(timeout=5.0)
         else:
             process.wait(timeout=5.0)
+
+
+def local_settings(broker: LocalTansuBroker, **fields: Any) -> WorkerSettings:
+    """Settings of a worker on the running ``broker``: its bootstrap and the local
+    session timeout (tansu's first group join waits half of it), whatever the
+    environment says; ``fields`` set the rest (``store_url=...``)."""
+    return WorkerSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=LOCAL_SESSION_TIMEOUT_MS,
+        **fields,
+    )

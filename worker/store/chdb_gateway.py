@@ -20,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
 from worker.store.gateway import (
     QUERY_MAX_MEMORY_BYTES,
+    Columns,
     Params,
     Row,
     check_identifier,
@@ -227,13 +228,7 @@ class ChdbGateway:
         with self._session() as connection:
             connection.query(sql, "Null", params=adapt_params(params))
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
         payload, rows = self._inserts.payload(table, columns)
         if rows == 0:
             return 0

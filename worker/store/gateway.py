@@ -32,6 +32,8 @@ chunked to 2,000 keys, pages to 10,000 rows)."""
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
+Columns = Mapping[str, Sequence[Any]]
+"""An insert's columns by name: equal-length sequences of values or ``pyarrow`` arrays."""
 
 
 class Gateway(Protocol):
@@ -77,13 +79,7 @@ class Gateway(Protocol):
         """
         ...
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
         """Insert equal-length columns into ``table`` of :attr:`database`; return the row count.
 
         A column is a sequence of Python values or a ``pyarrow.Array`` (which

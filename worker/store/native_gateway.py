@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
 from worker.store.gateway import (
     QUERY_MAX_MEMORY_BYTES,
+    Columns,
     Params,
     Row,
     check_insert_names,
@@ -182,13 +183,7 @@ class NativeGateway:
     def execute(self, sql: str, params: Params | None = None) -> None:
         self._run(self._client, sql, params)
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
         if self._http is not None:
             return self._insert_http(self._http, table, columns, dedup_token)
         check_insert_names(table, columns)
@@ -211,7 +206,7 @@ class NativeGateway:
         self,
         http: ArrowHttpInserter,
         table: str,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Columns,
         dedup_token: str | None,
     ) -> int:
         payload, rows = self._inserts.payload(table, columns)

@@ -7,11 +7,8 @@ stream typed by them (:func:`~worker.store.arrow_columns.insert_payload`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from worker.store.arrow_columns import insert_payload
-from worker.store.gateway import Gateway, check_insert_names, column_types
+from worker.store.gateway import Columns, Gateway, check_insert_names, column_types
 
 
 class TypedInserts:
@@ -24,7 +21,7 @@ class TypedInserts:
         self._where = where
         self._types: dict[str, dict[str, str]] = {}
 
-    def payload(self, table: str, columns: Mapping[str, Sequence[Any]]) -> tuple[bytes, int]:
+    def payload(self, table: str, columns: Columns) -> tuple[bytes, int]:
         """The Arrow IPC stream of ``columns`` for ``table`` and its row count.
 
         Raises :class:`~worker.store.errors.StoreError` for a bad name, a
