@@ -90,15 +90,7 @@ class NativeGateway:
         self._inserts = TypedInserts(self, self._where())
         self._http: ArrowHttpInserter | None = None
         if location.http_port is not None:
-            self._http = ArrowHttpInserter(
-                host=location.host,
-                port=location.http_port,
-                secure=location.secure,
-                user=location.user,
-                password=location.password,
-                database=location.database,
-                timeout_s=timeout_s,
-            )
+            self._http = ArrowHttpInserter(location, location.http_port, timeout_s)
 
     @classmethod
     def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
