@@ -313,34 +313,28 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
 def _query_unprocessed(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.domain.catalog import CatalogError, load_catalog_file
     from worker.domain.catalog_index import CatalogIndex
-    from worker.query_unprocessed import (
-        EARLIEST,
-        LATEST,
-        UnprocessedQuery,
-        print_unprocessed,
-        unprocessed_events,
-    )
+    from worker.query_unprocessed import EARLIEST, LATEST, print_unprocessed, unprocessed_events
     from worker.store.connect import open_gateway
+    from worker.store.params import FindUnprocessedEventsParams
     from worker.store.schema import require_schema
 
     if not 1 <= args.limit <= 100_000:
         raise UserError(f"--limit: {args.limit} is not in 1..100000")
     try:
         index = CatalogIndex(load_catalog_file(args.catalog)) if args.catalog else None
-        query = UnprocessedQuery(
+        params = FindUnprocessedEventsParams(
             tenant_id=args.tenant,
             environment_id=args.environment,
-            start=_request_time("--start", args.start) if args.start else EARLIEST,
-            end=_request_time("--end", args.end) if args.end else LATEST,
+            start_time=_request_time("--start", args.start) if args.start else EARLIEST,
+            end_time=_request_time("--end", args.end) if args.end else LATEST,
             external_customer_id=args.external_customer_id or "",
             event_name=args.event_name or "",
-            limit=args.limit,
         )
         with _store_errors():
             gateway = open_gateway(settings.store_url, create=False)
             try:
                 require_schema(gateway)
-                events = unprocessed_events(gateway, query)
+                events = unprocessed_events(gateway, params, args.limit)
             finally:
                 gateway.close()
     except (CatalogError, ValueError) as exc:
