@@ -21,13 +21,14 @@ from worker.store.url import REDACTED, parse_store_url, redact_url
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 #: Session timeout of local runs (loopback brokers): joins in seconds, not ~22 s.
 LOCAL_SESSION_TIMEOUT_MS = 6_000
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: Host names of this machine in a bootstrap list (IPv6 with or without brackets).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def _all_loopback(bootstrap: str) -> bool:
     """Whether every ``host:port`` of a bootstrap list is on this machine."""
     hosts = [entry.strip().rsplit(":", 1)[0] for entry in bootstrap.split(",") if entry.strip()]
-    return bool(hosts) and all(host in _LOOPBACK_HOSTS for host in hosts)
+    return bool(hosts) and all(host in LOOPBACK_HOSTS for host in hosts)
 
 
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential|jaas)", re.IGNORECASE)
