@@ -13,12 +13,11 @@ import threading
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from worker.ops.local_broker import BrokerStartError, LocalTansuBroker
-from worker.ops.settings import WorkerSettings
+from worker.dev.local_broker import BrokerStartError, LocalTansuBroker
+from worker.ops.settings import LOOPBACK_HOSTS, WorkerSettings
 
 #: Port when neither ``--port`` nor a loopback ``EW_KAFKA_BOOTSTRAP`` names one.
 DEFAULT_PORT = 9092
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class BrokerCommandError(Exception):
@@ -31,7 +30,7 @@ def default_port(settings: WorkerSettings) -> int:
     first = settings.kafka_bootstrap.split(",")[0].strip()
     try:
         parts = urlsplit(f"//{first}")
-        if parts.hostname in _LOOPBACK and parts.port:
+        if parts.hostname in LOOPBACK_HOSTS and parts.port:
             return parts.port
     except ValueError:
         pass

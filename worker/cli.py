@@ -229,8 +229,9 @@ def _store_errors() -> Iterator[None]:
 
 
 def _migrate(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.store.gateway import open_gateway, parse_store_url
+    from worker.store.connect import open_gateway
     from worker.store.schema import LATEST_VERSION, migrate, migration_sql
+    from worker.store.url import parse_store_url
 
     cluster = settings.cluster_layout
     with _store_errors():
@@ -273,7 +274,7 @@ _LINE_ITEM_COLUMNS = (
 def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int:
     import orjson
 
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
     from worker.store.processed import line_item_totals
     from worker.store.schema import require_schema
 
@@ -312,34 +313,28 @@ def _query_line_items(args: argparse.Namespace, settings: WorkerSettings) -> int
 def _query_unprocessed(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.domain.catalog import CatalogError, load_catalog_file
     from worker.domain.catalog_index import CatalogIndex
-    from worker.query_unprocessed import (
-        EARLIEST,
-        LATEST,
-        UnprocessedQuery,
-        print_unprocessed,
-        unprocessed_events,
-    )
-    from worker.store.gateway import open_gateway
+    from worker.query_unprocessed import EARLIEST, LATEST, print_unprocessed, unprocessed_events
+    from worker.store.connect import open_gateway
+    from worker.store.params import FindUnprocessedEventsParams
     from worker.store.schema import require_schema
 
     if not 1 <= args.limit <= 100_000:
         raise UserError(f"--limit: {args.limit} is not in 1..100000")
     try:
         index = CatalogIndex(load_catalog_file(args.catalog)) if args.catalog else None
-        query = UnprocessedQuery(
+        params = FindUnprocessedEventsParams(
             tenant_id=args.tenant,
             environment_id=args.environment,
-            start=_request_time("--start", args.start) if args.start else EARLIEST,
-            end=_request_time("--end", args.end) if args.end else LATEST,
+            start_time=_request_time("--start", args.start) if args.start else EARLIEST,
+            end_time=_request_time("--end", args.end) if args.end else LATEST,
             external_customer_id=args.external_customer_id or "",
             event_name=args.event_name or "",
-            limit=args.limit,
         )
         with _store_errors():
             gateway = open_gateway(settings.store_url, create=False)
             try:
                 require_schema(gateway)
-                events = unprocessed_events(gateway, query)
+                events = unprocessed_events(gateway, params, args.limit)
             finally:
                 gateway.close()
     except (CatalogError, ValueError) as exc:
@@ -480,26 +475,34 @@ def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
         ) from None
 
 
-#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
-EXIT_NEVER_ASSIGNED = 3
-
-
-def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.domain.catalog import CatalogError
+def _observability(settings: WorkerSettings, *, needs_catalog: bool) -> tuple[Any, Any]:
+    """Configure JSON logs (secrets scrubbed); return a consumer's fresh
+    :class:`~worker.ops.metrics.Metrics` and :class:`~worker.ops.health.LoopHealth`."""
     from worker.ops.health import LoopHealth
     from worker.ops.logging import configure_logging, secret_values
     from worker.ops.metrics import Metrics
-    from worker.store.errors import StoreError
-    from worker.stream.consumer_support import NeverAssignedError
-    from worker.stream.run_usage import run_usage
-    from worker.stream.topics import TopicSetupError
 
     try:
         configure_logging(settings.log_level, secrets=secret_values(settings))
     except ValueError as exc:
         raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
     metrics = Metrics()
-    health = LoopHealth(settings.health_stall_seconds, metrics=metrics)
+    health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=needs_catalog)
+    return metrics, health
+
+
+#: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
+EXIT_NEVER_ASSIGNED = 3
+
+
+def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    from worker.domain.catalog import CatalogError
+    from worker.store.errors import StoreError
+    from worker.stream.consumer_support import NeverAssignedError
+    from worker.stream.run_usage import run_usage
+    from worker.stream.topics import TopicSetupError
+
+    metrics, health = _observability(settings, needs_catalog=True)
     try:
         with _health_server(settings, metrics, health):
             stats = run_usage(
@@ -531,19 +534,11 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    from worker.ops.health import LoopHealth
-    from worker.ops.logging import configure_logging, secret_values
-    from worker.ops.metrics import Metrics
     from worker.store.errors import StoreError
     from worker.stream.reprocess_run import run_reprocess
     from worker.stream.topics import TopicSetupError
 
-    try:
-        configure_logging(settings.log_level, secrets=secret_values(settings))
-    except ValueError as exc:
-        raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
-    metrics = Metrics()
-    health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=False)
+    metrics, health = _observability(settings, needs_catalog=False)
     try:
         with _health_server(settings, metrics, health):
             stats = run_reprocess(
@@ -621,7 +616,7 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
     """Print a request's saved progress (exit 1 when the store has none yet)."""
     import orjson
 
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
     from worker.store.reprocess_state import load_progress
     from worker.store.schema import require_schema
 
@@ -663,6 +658,7 @@ def _reprocess_status(args: argparse.Namespace, settings: WorkerSettings) -> int
 
 
 def _broker(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.broker_command import BrokerCommandError, default_port, run_broker
 
     port = args.port if args.port is not None else default_port(settings)
@@ -721,7 +717,18 @@ def _dlq_redrive(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
+def _require_local_broker() -> None:
+    """``demo``, ``broker`` and ``bench`` start tansu, the optional ``local`` extra:
+    without it, one line on what to install (exit 2) before anything starts."""
+    from worker.dev.local_broker import missing_local_extra
+
+    problem = missing_local_extra()
+    if problem is not None:
+        raise UserError(problem)
+
+
 def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.demo import run_demo
 
     run_demo(sys.stdout)
@@ -729,6 +736,7 @@ def _demo(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    _require_local_broker()
     from worker.benchmarks.child import scratch_root
     from worker.benchmarks.domain import print_domain_bench
     from worker.benchmarks.pipeline import print_pipeline_bench

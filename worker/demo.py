@@ -19,13 +19,13 @@ from typing import Any, TextIO
 import orjson
 from confluent_kafka import Producer
 
+from worker.dev.local_broker import LocalTansuBroker, local_settings
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
-from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.report import render_invoices
 from worker.samples.synthetic import generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.processed import line_item_totals
 from worker.store.schema import migrate
 from worker.stream.catalog_source import CatalogPublisher
@@ -58,9 +58,8 @@ def run_demo(out: TextIO = sys.stdout, *, events_per_tenant: int = 50_000) -> De
     logging.basicConfig(level=logging.WARNING)
     documents = sample_catalog()
     with LocalTansuBroker() as broker:
-        settings = WorkerSettings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_session_timeout_ms=6000,
+        settings = local_settings(
+            broker,
             store_url=DEMO_STORE,
             topic_partitions=4,
         )

@@ -11,56 +11,35 @@ store does not keep it).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Any, TextIO
 
 import orjson
 
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.events import Event
+from worker.domain.validation import MAX_TIMESTAMP, MIN_TIMESTAMP
 from worker.store.events_reads import find_unprocessed_events
 from worker.store.gateway import Gateway
 from worker.store.params import EventIterator, FindUnprocessedEventsParams
 
-#: Window when no --start / --end is given: everything the store can hold.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+#: Window when no --start / --end is given: every event time validation accepts.
+EARLIEST = MIN_TIMESTAMP
+LATEST = MAX_TIMESTAMP
 PRICEABLE = "priced now"
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class UnprocessedQuery:
-    tenant_id: str
-    environment_id: str
-    start: datetime = EARLIEST
-    end: datetime = LATEST
-    external_customer_id: str = ""
-    event_name: str = ""
-    limit: int = 100
-
-
-def unprocessed_events(gateway: Gateway, query: UnprocessedQuery) -> list[Event]:
-    """Up to ``query.limit`` unprocessed events, by (timestamp, id). Raises ``ValueError``
-    for a bad window (start not before end)."""
+def unprocessed_events(
+    gateway: Gateway, params: FindUnprocessedEventsParams, limit: int
+) -> list[Event]:
+    """Up to ``limit`` of the unprocessed events ``params`` selects, by (timestamp, id),
+    read in pages of at most ``params.batch_size`` (each page sets ``batch_size`` and ``after``)."""
     found: list[Event] = []
     after: EventIterator | None = None
-    while len(found) < query.limit:
-        wanted = min(1000, query.limit - len(found))
-        page = find_unprocessed_events(
-            gateway,
-            FindUnprocessedEventsParams(
-                tenant_id=query.tenant_id,
-                environment_id=query.environment_id,
-                start_time=query.start,
-                end_time=query.end,
-                external_customer_id=query.external_customer_id,
-                event_name=query.event_name,
-                batch_size=wanted,
-                after=after,
-            ),
-        )
+    while len(found) < limit:
+        wanted = min(params.batch_size, limit - len(found))
+        page = find_unprocessed_events(gateway, replace(params, batch_size=wanted, after=after))
         found += page
         if len(page) < wanted:
             break

@@ -41,7 +41,7 @@ from tests.integration.support import (
     producer_config,
 )
 from worker.dev.clickhouse_server import LocalClickHouseServer
-from worker.ops.local_broker import LocalTansuBroker
+from worker.dev.local_broker import LocalTansuBroker
 
 #: Images for the Docker fixtures (pulled by the engine, never at import).
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"

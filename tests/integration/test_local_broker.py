@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from worker.ops.local_broker import BrokerStartError, LocalTansuBroker
+from worker.dev.local_broker import BrokerStartError, LocalTansuBroker
 
 
 def _alive(pid: int) -> bool:
@@ -61,7 +61,7 @@ def test_a_killed_parent_takes_the_broker_with_it(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from worker.ops.local_broker import LocalTansuBroker\n"
+        "from worker.dev.local_broker import LocalTansuBroker\n"
         "b = LocalTansuBroker(log_path=Path(sys.argv[1])); b.start(); print(b.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )

@@ -38,7 +38,7 @@ from worker.domain.validation import EventLimits
 from worker.ops.health import HealthServer, LoopHealth
 from worker.ops.metrics import Metrics
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.topics import ensure_topics, worker_topics

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.ops.local_broker import _free_port
+from worker.dev.local_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     block = _walkthrough()
     assert len(block.splitlines()) <= 10
     shutil.copytree(ROOT / "worker" / "samples", tmp_path / "worker" / "samples")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -29,8 +29,9 @@ from worker.domain.events import Event
 from worker.domain.invoice import LineItemTotal, summarize
 from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.ops.settings import WorkerSettings
+from worker.store.connect import open_gateway
 from worker.store.errors import StoreError
-from worker.store.gateway import Gateway, Params, Row, open_gateway
+from worker.store.gateway import Gateway, Params, Row
 from worker.store.processed import line_item_totals
 from worker.stream.consumer_support import RetryPolicy
 from worker.stream.delivery import DeliveryTracker, produce_or_wait

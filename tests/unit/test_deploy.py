@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.ops.metrics import metric_names
+from tests.metric_names import metric_names
 from worker.ops.settings import WorkerSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

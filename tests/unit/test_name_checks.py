@@ -11,7 +11,8 @@ import pytest
 from worker.store.chdb_gateway import insert_settings
 from worker.store.ddl import ClusterLayout
 from worker.store.errors import StoreError
-from worker.store.gateway import check_identifier, parse_store_url
+from worker.store.gateway import check_identifier
+from worker.store.url import parse_store_url
 
 TRAILING = ["\n", "\r\n", " ", "\t"]
 

@@ -12,10 +12,11 @@ import pytest
 import structlog
 from confluent_kafka import Producer
 
+from tests.metric_names import metric_names
 from worker.cli import main
 from worker.ops.health import LoopHealth, StoreProbe
 from worker.ops.logging import KAFKA_LOGGER, configure_logging, secret_values, with_kafka_logger
-from worker.ops.metrics import Metrics, metric_names
+from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 
 SASL_PASSWORD = "sasl-Pa55-word-xyz"

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from worker.cli import UserError, build_parser, settings_from
-from worker.ops.settings import WorkerSettings, redact_url
+from worker.ops.settings import WorkerSettings
+from worker.store.url import redact_url
 
 
 def test_environment_variables_configure_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:

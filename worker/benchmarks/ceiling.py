@@ -24,13 +24,11 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.validation import DEFAULT_LIMITS, decode_event
 from worker.samples.synthetic import generate_events
-from worker.store.gateway import open_gateway
-from worker.store.processed import rated_columns
+from worker.store.connect import open_gateway
+from worker.store.processed import PROCESSED_TABLE, rated_columns
 from worker.store.raw import EVENTS_TABLE
 from worker.store.schema import migrate
 from worker.stream.usage_batch import SourceMessage
-
-PROCESSED_TABLE = "events_processed"
 
 
 def ingest_seconds(

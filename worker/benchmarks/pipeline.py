@@ -42,15 +42,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.benchmarks.ceiling import ingest_seconds
 from worker.benchmarks.child import scratch_directory
+from worker.dev.local_broker import LocalTansuBroker, local_settings
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.validation import decode_event
 from worker.ops.health import LoopHealth
-from worker.ops.local_broker import LocalTansuBroker
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.processed import insert_rated
 from worker.store.schema import migrate
 from worker.stream.consumer_support import group_consumer_config
@@ -93,9 +93,8 @@ def run_pipeline_bench(
     with scratch_directory("pipeline-") as tmp, LocalTansuBroker() as broker:
         catalog_file = Path(tmp) / "catalog.json"
         catalog_file.write_text(json.dumps(catalog))
-        settings = WorkerSettings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_session_timeout_ms=6000,
+        settings = local_settings(
+            broker,
             store_url=f"chdb://{tmp}/clickhouse",
             topic_partitions=4,
             log_level="WARNING",

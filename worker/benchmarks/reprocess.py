@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 from worker.benchmarks.child import run_child, scratch_directory
 from worker.benchmarks.store import ENVIRONMENT, MONTH, TENANT, generate_tables
-from worker.ops.local_broker import LocalTansuBroker
-from worker.ops.settings import WorkerSettings
+from worker.dev.local_broker import LocalTansuBroker, local_settings
 from worker.samples.synthetic import SAMPLE_START
+from worker.store.connect import open_gateway
 from worker.store.events_reads import find_unprocessed_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.gateway import Gateway
 from worker.store.params import EventIterator, FindUnprocessedEventsParams
 from worker.store.schema import migrate
 from worker.stream.reprocess_request import ReprocessRequest, publish_request
@@ -117,9 +117,8 @@ def _page_all(gateway: Gateway) -> tuple[int, list[float]]:
 def _run_consumer(store_url: str) -> tuple[int, float]:
     """One request over the month through the real reprocess consumer."""
     with LocalTansuBroker() as broker:
-        settings = WorkerSettings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_session_timeout_ms=6000,
+        settings = local_settings(
+            broker,
             store_url=store_url,
             topic_partitions=4,
             reprocess_rate_limit=1e9,

@@ -35,10 +35,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from worker.benchmarks.child import run_child, scratch_directory
 from worker.dev.clickhouse_server import LocalClickHouseServer
-from worker.ops.local_broker import LocalTansuBroker
+from worker.dev.local_broker import LocalTansuBroker, local_settings
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.connect import open_gateway
+from worker.store.gateway import Gateway
 from worker.store.processed import MatchColumnCache, insert_rated
 from worker.store.schema import migrate
 from worker.stream.topics import ensure_topics, worker_topics
@@ -100,9 +101,8 @@ def measure(events: int, customers: int, insert_rows: int) -> ServerBenchResult:
     ):
         catalog_file = tmp / "catalog.json"
         catalog_file.write_text(json.dumps(catalog))
-        settings = WorkerSettings(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_session_timeout_ms=6000,
+        settings = local_settings(
+            broker,
             topic_partitions=PARTITIONS,
         )
         ensure_topics(settings, worker_topics(settings))

@@ -53,7 +53,8 @@ from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import event_from_document
 from worker.ops.gc_tuning import tune_gc
 from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.connect import open_gateway
+from worker.store.gateway import Gateway
 from worker.store.processed import (
     PROCESSED_TABLE,
     MatchColumnCache,

@@ -31,17 +31,16 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, NoReturn, Self
+from typing import IO, Final, NoReturn
+
+from worker.dev.service import HOST, LOG_TAIL_LINES, LocalService, log_tail
 
 __all__ = ["ClickHouseServerError", "LocalClickHouseServer", "main"]
 
-HOST: Final = "127.0.0.1"
 _CONFIG: Final = "config.xml"
 _PORTS: Final = "ports.tsv"
 _STOP_FIFO: Final = "stop.fifo"
 _LOG: Final = "server.log"
-_LOG_TAIL_LINES: Final = 30
 
 
 class ClickHouseServerError(RuntimeError):
@@ -78,7 +77,7 @@ def _config_xml(tcp_port: int, http_port: int, cluster: str | None) -> str:
     )
 
 
-class LocalClickHouseServer:
+class LocalClickHouseServer(LocalService):
     """One ClickHouse server on loopback, serving a persistent data directory.
 
     Contract:
@@ -217,25 +216,9 @@ class LocalClickHouseServer:
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the server's output ("" when there is none)."""
-        path = self.run_dir / _LOG
-        if not path.exists():
-            return ""
-        text = path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return log_tail(self.run_dir / _LOG, lines)
 
     # -- internals -----------------------------------------------------------
 

@@ -78,8 +78,9 @@ _KNOWN_FIELDS = frozenset((*_STRING_FIELDS, "timestamp", "properties", "ingested
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?"
 )
-_MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+#: Event times outside ``[MIN_TIMESTAMP, MAX_TIMESTAMP)`` are invalid: none is ever stored.
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -97,7 +98,7 @@ def parse_timestamp(text: str) -> datetime:
             raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"{text!r}: {exc}") from None
     else:
         parsed = _parse_rfc3339(text)
-    if not _MIN_TIMESTAMP <= parsed < _MAX_TIMESTAMP:
+    if not MIN_TIMESTAMP <= parsed < MAX_TIMESTAMP:
         raise InvalidEvent(InvalidReason.INVALID_TIMESTAMP, f"out of range: {text[:64]!r}")
     return parsed
 

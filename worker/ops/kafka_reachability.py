@@ -90,10 +90,6 @@ class BrokerReachability(logging.Filter):
         self._librdkafka.parent = logging.getLogger()
         self._librdkafka.addFilter(self)
 
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
     def client_properties(self) -> dict[str, Any]:
         """librdkafka properties that route a client's noise and state through here."""
         return {

@@ -29,7 +29,8 @@ from worker.ops.kafka_reachability import (
     log_report,
     with_reachability,
 )
-from worker.ops.settings import REDACTED, WorkerSettings, is_secret_key
+from worker.ops.settings import WorkerSettings, is_secret_key
+from worker.store.url import REDACTED
 
 __all__ = ["KAFKA_LOGGER", "configure_logging", "secret_values", "with_kafka_logger"]
 

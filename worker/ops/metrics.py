@@ -10,8 +10,8 @@ Label sets are fixed and small: stage, table, reason, kind, state, and
 topic/partition for the consumer lag (bounded by the partition count).
 Never a tenant, customer or event id.
 
-:func:`metric_names` lists every exposed sample name; the deploy tests check
-that alert rules and dashboards only use these names.
+The deploy tests check that alert rules and dashboards only use the sample
+names a fresh :class:`Metrics` exposes (``tests/metric_names.py``).
 """
 
 from __future__ import annotations
@@ -376,14 +376,3 @@ class Metrics:
             for sample in family.samples:
                 labels.append((sample.labels["topic"], sample.labels["partition"]))
         return labels
-
-
-def metric_names(metrics: Metrics | None = None) -> set[str]:
-    """Names a scrape of a fresh :class:`Metrics` shows, suffixes included."""
-    registry = (metrics or Metrics()).registry
-    names: set[str] = set()
-    for family in registry.collect():
-        names.add(family.name)
-        for sample in family.samples:
-            names.add(sample.name)
-    return names

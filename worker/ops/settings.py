@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,17 +16,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS
 from worker.store.ddl import ClusterLayout
 from worker.store.errors import StoreError
+from worker.store.url import REDACTED, parse_store_url, redact_url
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 #: Session timeout of local runs (loopback brokers): joins in seconds, not ~22 s.
 LOCAL_SESSION_TIMEOUT_MS = 6_000
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: Host names of this machine in a bootstrap list (IPv6 with or without brackets).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def _all_loopback(bootstrap: str) -> bool:
     """Whether every ``host:port`` of a bootstrap list is on this machine."""
     hosts = [entry.strip().rsplit(":", 1)[0] for entry in bootstrap.split(",") if entry.strip()]
-    return bool(hosts) and all(host in _LOOPBACK_HOSTS for host in hosts)
+    return bool(hosts) and all(host in LOOPBACK_HOSTS for host in hosts)
 
 
 _SECRET_KEY = re.compile(r"(password|secret|token|key|credential|jaas)", re.IGNORECASE)
@@ -56,7 +57,6 @@ _PUBLIC_SECURITY_KEYS = frozenset(
 GroupProtocol = Literal["eager", "cooperative-sticky", "consumer"]
 #: librdkafka properties ``EW_KAFKA_GROUP_PROTOCOL`` decides; ``EW_KAFKA_EXTRA`` may not set them.
 GROUP_PROTOCOL_KEYS = frozenset({"group.protocol", "partition.assignment.strategy"})
-REDACTED = "***"
 
 
 def is_secret_key(key: str) -> bool:
@@ -199,8 +199,6 @@ class WorkerSettings(BaseSettings):
     @field_validator("store_url")
     @classmethod
     def _check_store_url(cls, value: str) -> str:
-        from worker.store.gateway import parse_store_url  # imports this module
-
         try:
             parse_store_url(value)
         except StoreError as exc:
@@ -250,14 +248,3 @@ class WorkerSettings(BaseSettings):
 def redact_mapping(values: dict[str, Any]) -> dict[str, Any]:
     """Copy of ``values`` with secret-looking keys' values replaced."""
     return {key: REDACTED if is_secret_key(key) else value for key, value in values.items()}
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the password of a URL is never shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    # Rebuild from the raw netloc: ``parts.port`` raises on a malformed port.
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username}:{REDACTED}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

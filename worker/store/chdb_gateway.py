@@ -20,22 +20,22 @@ from __future__ import annotations
 import fcntl
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
 from worker.store.gateway import (
     QUERY_MAX_MEMORY_BYTES,
-    ChdbLocation,
+    Columns,
     Params,
     Row,
     check_identifier,
-    column_types,
 )
+from worker.store.typed_insert import TypedInserts
+from worker.store.url import ChdbLocation
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 
@@ -149,7 +149,7 @@ class ChdbGateway:
         self._url = url
         self._timeout_s = timeout_s
         self._closed = False
-        self._column_types: dict[str, dict[str, str]] = {}
+        self._inserts = TypedInserts(self, self._where())
 
     @classmethod
     def open(cls, location: ChdbLocation, *, url: str, timeout_s: float) -> ChdbGateway:
@@ -228,17 +228,8 @@ class ChdbGateway:
         with self._session() as connection:
             connection.query(sql, "Null", params=adapt_params(params))
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
-        check_identifier(table, "table name")
-        for name in columns:
-            check_identifier(name, "column name")
-        payload, rows = insert_payload(table, columns, self._types(table))
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
+        payload, rows = self._inserts.payload(table, columns)
         if rows == 0:
             return 0
         # Identifiers were checked above; the token by insert_settings.
@@ -248,13 +239,6 @@ class ChdbGateway:
             ins.append(payload)
             ins.finish()
         return rows
-
-    def _types(self, table: str) -> dict[str, str]:
-        cached = self._column_types.get(table)
-        if cached is None:
-            cached = column_types(self, table, self._where())
-            self._column_types[table] = cached
-        return cached
 
     def ensure_database(self) -> None:
         with self._session(use_database=False) as connection:

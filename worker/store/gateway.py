@@ -1,11 +1,11 @@
-"""One small interface to ClickHouse, two thin implementations chosen by URL.
+"""One small interface to ClickHouse: the :class:`Gateway` protocol and its helpers.
 
-``chdb:///abs/dir`` or ``chdb://./relative/dir`` opens the embedded engine
-(:mod:`worker.store.chdb_gateway`); ``clickhouse://user:pass@host:port/db``
-(``?secure=1`` or ``clickhouses://`` for TLS) talks to a server over the
-native protocol (:mod:`worker.store.native_gateway`); with ``&http_port=N``
-its inserts go to the server's HTTP interface as Arrow streams, the fast path
-(:mod:`worker.store.http_insert`). Both run the same SQL.
+Two thin implementations run the same SQL: the embedded engine
+(:mod:`worker.store.chdb_gateway`) and a server over the native protocol
+(:mod:`worker.store.native_gateway`, inserts optionally as Arrow over HTTP).
+:func:`worker.store.connect.open_gateway` picks one by URL
+(:mod:`worker.store.url`). This module imports neither implementation: they
+import it.
 
 SQL never contains values: only ``{name:Type}`` query parameters. Identifiers
 (database names) are checked against :data:`IDENTIFIER` before use.
@@ -14,13 +14,9 @@ SQL never contains values: only ``{name:Type}`` query parameters. Identifiers
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from worker.ops.settings import redact_url
 from worker.store.errors import MIGRATE_HINT, SchemaMissingError, StoreError
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -36,13 +32,15 @@ chunked to 2,000 keys, pages to 10,000 rows)."""
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
+Columns = Mapping[str, Sequence[Any]]
+"""An insert's columns by name: equal-length sequences of values or ``pyarrow`` arrays."""
 
 
 class Gateway(Protocol):
     """A ClickHouse database as the store sees it. Safe to share across threads.
 
     Every call blocks until ClickHouse answers, at most about ``timeout_s``
-    (given to :func:`open_gateway`): longer statements are cancelled
+    (given to :func:`~worker.store.connect.open_gateway`): longer statements are cancelled
     server-side (``max_execution_time``) and waits for the shared connection
     are bounded, so a call fails with :class:`StoreError` instead of hanging.
     Every failure is a :class:`StoreError` with a one-line message;
@@ -81,13 +79,7 @@ class Gateway(Protocol):
         """
         ...
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
         """Insert equal-length columns into ``table`` of :attr:`database`; return the row count.
 
         A column is a sequence of Python values or a ``pyarrow.Array`` (which
@@ -113,28 +105,6 @@ class Gateway(Protocol):
     def close(self) -> None:
         """Release the connection (idempotent). The gateway is unusable afterwards."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChdbLocation:
-    """A parsed ``chdb://`` URL: the data directory and the database."""
-
-    path: Path
-    database: str
-
-
-@dataclass(frozen=True, slots=True)
-class NativeLocation:
-    """A parsed ``clickhouse://`` URL."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    secure: bool
-    http_port: int | None = None
-    """The server's HTTP port (``?http_port=N``): inserts then go there as Arrow."""
 
 
 def check_identifier(name: str, what: str = "database name") -> str:
@@ -163,103 +133,12 @@ def column_types(gateway: Gateway, table: str, where: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in rows}
 
 
-def _shown(url: str) -> str:
-    """``url`` safe to show: password redacted, or only the scheme when unparseable."""
-    try:
-        return redact_url(url)
-    except ValueError:
-        return url.partition("://")[0] + "://***" if "@" in url else url
+def check_insert_names(table: str, columns: Iterable[str]) -> None:
+    """Raise :class:`StoreError` unless ``table`` and every column name are plain identifiers.
 
-
-def _bad_url(url: str, why: str) -> StoreError:
-    return StoreError(
-        f"invalid store URL {_shown(url)!r} ({why}): expected chdb:///path/to/dir, "
-        "chdb://./relative/dir or clickhouse://user:pass@host:9000/db[?secure=1&http_port=8123]"
-    )
-
-
-#: Query parameters each scheme understands; any other one is a typo (``?databse=``).
-_URL_PARAMETERS: dict[str, frozenset[str]] = {
-    "chdb": frozenset({"database"}),
-    "clickhouse": frozenset({"secure", "http_port"}),
-    "clickhouses": frozenset({"secure", "http_port"}),
-}
-_SECURE_VALUES = frozenset({"0", "1", "false", "true"})
-
-
-def _http_port(url: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise _bad_url(url, f"http_port must be a port number 1..65535, got {text!r}")
-    return int(text)
-
-
-def parse_store_url(url: str) -> ChdbLocation | NativeLocation:
-    """Parse a store URL; raise :class:`StoreError` naming the expected forms.
-
-    Strict: a scheme without ``//``, an unknown query parameter or a bad
-    ``secure`` value is an error, never silently ignored.
+    Every gateway's insert starts here: the names are written into the
+    INSERT statement, values never are.
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise _bad_url(url, str(exc)) from None
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    if parts.scheme in _URL_PARAMETERS:
-        if not url.startswith(f"{parts.scheme}://"):
-            # chdb:/./store would silently mean /store.
-            raise _bad_url(url, f"write {parts.scheme}:// (two slashes) before the path or host")
-        unknown = sorted(
-            set(parse_qs(parts.query, keep_blank_values=True)) - _URL_PARAMETERS[parts.scheme]
-        )
-        if unknown:
-            known = ", ".join(sorted(_URL_PARAMETERS[parts.scheme])) or "none"
-            raise _bad_url(url, f"unknown parameter {unknown[0]!r}; known: {known}")
-        if query.get("secure", "0") not in _SECURE_VALUES:
-            raise _bad_url(url, "secure must be one of 0, 1, false, true")
-    if parts.scheme == "chdb":
-        if parts.netloc not in ("", ".", "localhost"):
-            raise _bad_url(url, "chdb takes a path, not a host")
-        raw = parts.path if parts.netloc != "." else "." + parts.path
-        if raw in ("", "/", "."):
-            raise _bad_url(url, "no directory")
-        database = check_identifier(query.get("database", DEFAULT_DATABASE))
-        return ChdbLocation(Path(unquote(raw)), database)
-    if parts.scheme in ("clickhouse", "clickhouses"):
-        if not parts.hostname:
-            raise _bad_url(url, "no host")
-        secure = parts.scheme == "clickhouses" or query.get("secure", "0") in ("1", "true")
-        database = check_identifier(unquote(parts.path.strip("/")) or DEFAULT_DATABASE)
-        return NativeLocation(
-            host=parts.hostname,
-            port=port or (9440 if secure else 9000),
-            user=unquote(parts.username or "default"),
-            password=unquote(parts.password or ""),
-            database=database,
-            secure=secure,
-            http_port=_http_port(url, query.get("http_port")),
-        )
-    raise _bad_url(url, f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme")
-
-
-def open_gateway(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, create: bool = True) -> Gateway:
-    """Open the gateway for ``url``; raise :class:`StoreError` if it cannot be reached.
-
-    Blocks at most about ``timeout_s`` (connect + ping). The caller owns the
-    gateway and must :meth:`~Gateway.close` it. ``create=False`` (readers)
-    refuses a ``chdb://`` directory that does not exist instead of creating it.
-    """
-    location = parse_store_url(url)
-    if isinstance(location, ChdbLocation):
-        from worker.store.chdb_gateway import ChdbGateway
-
-        if not create and not location.path.is_dir():
-            raise SchemaMissingError(
-                f"no chdb store at {location.path}: check the path, or {MIGRATE_HINT}"
-            )
-        return ChdbGateway.open(location, url=redact_url(url), timeout_s=timeout_s)
-    from worker.store.native_gateway import NativeGateway
-
-    return NativeGateway.open(location, url=redact_url(url), timeout_s=timeout_s)
+    check_identifier(table, "table name")
+    for name in columns:
+        check_identifier(name, "column name")

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from worker.store.errors import StoreError, first_line, translate
+from worker.store.url import NativeLocation
 
 #: The settings of every insert; see worker.store.chdb_gateway.insert_settings.
 INSERT_SETTINGS: Mapping[str, int] = {"optimize_on_insert": 0, "insert_distributed_sync": 1}
@@ -37,24 +38,16 @@ class ArrowHttpInserter:
     to it; a failed request drops the connection (the next one reconnects).
     """
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        secure: bool,
-        user: str,
-        password: str,
-        database: str,
-        timeout_s: float,
-    ) -> None:
-        self._host = host
+    def __init__(self, location: NativeLocation, port: int, timeout_s: float) -> None:
+        """Inserts into ``location``'s server and database through its HTTP ``port``
+        (TLS when ``location.secure``), as ``location``'s user. Connects lazily."""
+        self._host = location.host
         self._port = port
-        self._secure = secure
+        self._secure = location.secure
         self._headers = {
-            "X-ClickHouse-User": user,
-            "X-ClickHouse-Key": password,
-            "X-ClickHouse-Database": database,
+            "X-ClickHouse-User": location.user,
+            "X-ClickHouse-Key": location.password,
+            "X-ClickHouse-Database": location.database,
             "Content-Type": "application/vnd.apache.arrow.stream",
         }
         self._timeout_s = timeout_s

@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from worker.store.arrow_columns import insert_payload
 from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
 from worker.store.gateway import (
     QUERY_MAX_MEMORY_BYTES,
-    NativeLocation,
+    Columns,
     Params,
     Row,
-    check_identifier,
-    column_types,
+    check_insert_names,
 )
 from worker.store.http_insert import INSERT_SETTINGS, ArrowHttpInserter
+from worker.store.typed_insert import TypedInserts
+from worker.store.url import NativeLocation
 
 # The driver logs connection failures with a traceback; they reach the user as a
 # one-line StoreError instead (a configured root logger still receives them).
@@ -87,18 +87,10 @@ class NativeGateway:
         self._lock = threading.Lock()
         self._client = self._new_client(location.database)
         self._closed = False
-        self._column_types: dict[str, dict[str, str]] = {}
+        self._inserts = TypedInserts(self, self._where())
         self._http: ArrowHttpInserter | None = None
         if location.http_port is not None:
-            self._http = ArrowHttpInserter(
-                host=location.host,
-                port=location.http_port,
-                secure=location.secure,
-                user=location.user,
-                password=location.password,
-                database=location.database,
-                timeout_s=timeout_s,
-            )
+            self._http = ArrowHttpInserter(location, location.http_port, timeout_s)
 
     @classmethod
     def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
@@ -183,18 +175,10 @@ class NativeGateway:
     def execute(self, sql: str, params: Params | None = None) -> None:
         self._run(self._client, sql, params)
 
-    def insert(
-        self,
-        table: str,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        dedup_token: str | None = None,
-    ) -> int:
-        check_identifier(table, "table name")
-        for name in columns:
-            check_identifier(name, "column name")
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
         if self._http is not None:
             return self._insert_http(self._http, table, columns, dedup_token)
+        check_insert_names(table, columns)
         data = [_python_values(values) for values in columns.values()]
         lengths = {len(values) for values in data}
         if len(lengths) > 1:
@@ -214,10 +198,10 @@ class NativeGateway:
         self,
         http: ArrowHttpInserter,
         table: str,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Columns,
         dedup_token: str | None,
     ) -> int:
-        payload, rows = insert_payload(table, columns, self._types(table))
+        payload, rows = self._inserts.payload(table, columns)
         if rows == 0:
             return 0
         if self._closed:
@@ -229,13 +213,6 @@ class NativeGateway:
         finally:
             self._lock.release()
         return rows
-
-    def _types(self, table: str) -> dict[str, str]:
-        cached = self._column_types.get(table)
-        if cached is None:
-            cached = column_types(self, table, self._where())
-            self._column_types[table] = cached
-        return cached
 
     def ensure_database(self) -> None:
         admin = self._new_client("default")

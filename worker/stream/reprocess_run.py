@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from worker.ops.health import LoopHealth, StoreProbe
 from worker.ops.logging import with_kafka_logger
 from worker.ops.settings import WorkerSettings
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.reprocess_consumer import EventRepublisher, ReprocessConsumer, ReprocessStats

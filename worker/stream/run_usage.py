@@ -14,7 +14,7 @@ from worker.ops.health import LoopHealth, StoreProbe
 from worker.ops.logging import with_kafka_logger
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.catalog_guard import refuse_empty_file, rejection_handler, wait_for_entities
 from worker.stream.catalog_source import CatalogTopicSource

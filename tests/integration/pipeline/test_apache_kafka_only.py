@@ -47,7 +47,8 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.domain.events import Event
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import SAMPLE_START, build_catalog, generate_events
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.connect import open_gateway
+from worker.store.gateway import Gateway
 from worker.store.reprocess_state import RequestState, load_progress
 from worker.store.schema import migrate
 from worker.stream.catalog_source import CatalogPublisher, CatalogTopicSource, EntityType

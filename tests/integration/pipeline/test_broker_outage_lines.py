@@ -23,7 +23,7 @@ from tests.integration.workers import (
     worker_env,
     write_catalog,
 )
-from worker.ops.local_broker import LocalTansuBroker, _free_port
+from worker.dev.local_broker import LocalTansuBroker, free_port
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.topics import ensure_topics
 
@@ -65,7 +65,7 @@ class _Lines:
 def test_a_broker_outage_is_two_lines_of_ours_and_no_librdkafka_flood(
     unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     broker = LocalTansuBroker(port=port, log_path=tmp_path / "tansu.log")
     broker.start()
     try:

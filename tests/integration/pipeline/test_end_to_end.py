@@ -146,7 +146,7 @@ def _key(line: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def _raw_ids(settings: WorkerSettings) -> set[tuple[str, str]]:
-    from worker.store.gateway import open_gateway
+    from worker.store.connect import open_gateway
 
     gateway = open_gateway(settings.store_url)
     try:

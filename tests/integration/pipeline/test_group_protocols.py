@@ -50,7 +50,7 @@ from tests.reference import reference_invoice
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.topics import ensure_topics, worker_topics
 

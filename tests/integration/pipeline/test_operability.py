@@ -38,7 +38,7 @@ from worker.ops.logging import configure_logging, secret_values
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.run_usage import run_usage

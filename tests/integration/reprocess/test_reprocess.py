@@ -32,8 +32,8 @@ from worker.domain.catalog_index import CatalogIndex
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
+from worker.store.connect import open_gateway
 from worker.store.events_reads import find_unprocessed_events
-from worker.store.gateway import open_gateway
 from worker.store.params import FindUnprocessedEventsParams
 from worker.store.reprocess_state import RequestState, load_progress
 from worker.stream.reprocess_request import ReprocessRequest, publish_request

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.support import ChdbTarget
 from worker.cli import main
-from worker.store.gateway import open_gateway
+from worker.store.connect import open_gateway
 from worker.store.reprocess_state import ReprocessProgress, RequestState, save_progress
 
 REQUEST = ["reprocess", "request", "--tenant", "t1", "--environment", "prod"]

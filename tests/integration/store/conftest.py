@@ -20,8 +20,9 @@ from tests.integration.support import (
     ClickHouseTarget,
     ServedClickHouse,
 )
+from worker.store.connect import open_gateway
 from worker.store.ddl import LOCAL_SUFFIX, ClusterLayout
-from worker.store.gateway import Gateway, open_gateway
+from worker.store.gateway import Gateway
 from worker.store.schema import migrate
 
 

@@ -14,14 +14,10 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.support import ChdbTarget
+from worker.store.connect import open_gateway
 from worker.store.errors import SchemaMissingError, StoreError
-from worker.store.gateway import (
-    QUERY_MAX_MEMORY_BYTES,
-    ChdbLocation,
-    NativeLocation,
-    open_gateway,
-    parse_store_url,
-)
+from worker.store.gateway import QUERY_MAX_MEMORY_BYTES
+from worker.store.url import ChdbLocation, NativeLocation, parse_store_url
 
 TRICKY = ["x' OR '1'='1", "back\\slash", "tab\there", "new\nline", "\\N", "é☃", "); DROP --"]
 

