@@ -21,12 +21,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from worker.domain.catalog import parse_documents
+from tests.reference import never_priced as reference_never_priced
+from tests.reference import reference_invoice
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import UsageRater
-from worker.domain.events import Event
-from worker.domain.invoice import LineItemTotal, summarize
-from worker.domain.validation import DEFAULT_LIMITS, decode_event
+from worker.domain.validation import DEFAULT_LIMITS
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
 from worker.store.gateway import Gateway, Params, Row, open_gateway
@@ -40,7 +38,7 @@ from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
 
 #: The worker's command line, run with this interpreter.
 CLI = [sys.executable, "-m", "worker.cli"]
-#: When the reference rating runs; fallback timestamp of decoded events.
+#: The record time the reference gives an event without a timestamp.
 RATED_AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 #: Malformed messages (value, dead-letter reason).
@@ -185,29 +183,18 @@ def dead_letter_headers(
 # -- the reference -------------------------------------------------------------
 
 
-def decoded(documents: Iterable[Mapping[str, Any]]) -> dict[str, Event]:
-    """Distinct events by id (first copy wins), decoded as the worker decodes them."""
-    events: dict[str, Event] = {}
-    for document in documents:
-        event = decode_event(orjson.dumps(document), fallback_id="x", fallback_timestamp=RATED_AT)
-        events.setdefault(event.id, event)
-    return events
-
-
 def expected_invoice(
-    index: CatalogIndex, documents: Iterable[Mapping[str, Any]]
-) -> list[LineItemTotal]:
-    """An independent in-memory rating of the distinct `documents`, summed per line item."""
-    rater = UsageRater(index)
-    events = list(decoded(documents).values())
-    return list(summarize(rater.rate(rater.resolve(events), RATED_AT).rows))
+    catalog: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    documents: Iterable[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The t1/prod invoice lines of `documents` by the independent reference
+    (`tests/reference.py`), in the `query line-items --json` form."""
+    return reference_invoice(catalog, documents, "t1", record_time=RATED_AT)
 
 
-def never_priced(catalog: dict[str, Any], events: Mapping[str, Event]) -> set[str]:
-    """Ids of events an independent rating against ``catalog`` gives no row."""
-    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    rated = rater.rate(rater.resolve(list(events.values())), RATED_AT)
-    return set(events) - {row.event.id for row in rated.rows}
+def never_priced(catalog: Mapping[str, Any], documents: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Ids of event `documents` the reference prices on no line item of `catalog`."""
+    return reference_never_priced(catalog, documents, record_time=RATED_AT)
 
 
 def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]:
@@ -220,11 +207,12 @@ def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]
     return reduced
 
 
-def stored_totals(settings: WorkerSettings) -> list[LineItemTotal]:
-    """The line item totals of t1/prod in the store of `settings`."""
+def stored_totals(settings: WorkerSettings) -> list[dict[str, Any]]:
+    """The line item totals of t1/prod in the store of `settings`, as
+    `query line-items --json` prints them (comparable with `expected_invoice`)."""
     gateway = open_gateway(settings.store_url)
     try:
-        return line_item_totals(gateway, "t1", "prod")
+        return [total.to_json() for total in line_item_totals(gateway, "t1", "prod")]
     finally:
         gateway.close()
 

@@ -87,7 +87,7 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
         gateway.close()
     assert not runner.is_alive() and not helper.is_alive()
     assert first.stats.rebalances >= 3 and second.stats.messages > 0
-    assert stored_totals(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(catalog, documents)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -126,4 +126,4 @@ def test_store_outage_pauses_retries_and_loses_nothing(
         flaky.inner.close()
     assert not runner.is_alive()
     assert flaky.failures > 0 and consumer.stats.retries > 0
-    assert stored_totals(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(catalog, documents)
