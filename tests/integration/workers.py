@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
@@ -180,6 +181,31 @@ def dead_letter_headers(
     return letters
 
 
+def committed_messages(env: Mapping[str, str], partitions: int = 3) -> int:
+    """Messages of the events topic the usage group of `env` has committed, summed."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"],
+            "group.id": env["EW_USAGE_GROUP"],
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        topic = env["EW_EVENTS_TOPIC"]
+        committed = reader.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        reader.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    """Poll `condition` until it holds; the deadline only bounds a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
+        time.sleep(0.05)
+
+
 # -- the reference -------------------------------------------------------------
 
 
@@ -258,13 +284,15 @@ def make_consumer(
     idle_s: float,
     *,
     max_events: int = 300,
+    dead_letters: Any = None,
 ) -> UsageConsumer:
-    """An in-process usage consumer on `gateway` with short batches and retries."""
+    """An in-process usage consumer on `gateway` with short batches and retries
+    (`dead_letters`: the DLQ producer, a fresh one when None)."""
     processor = UsageBatchProcessor(gateway, index, limits=DEFAULT_LIMITS)
     return UsageConsumer(
         settings,
         processor,
-        DeadLetterProducer(settings),
+        dead_letters or DeadLetterProducer(settings),
         batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
         retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
         exit_when_idle_s=idle_s,
@@ -302,3 +330,20 @@ def stored_invoice(env: dict[str, str], store: str) -> list[dict[str, Any]]:
         check=True,
     )
     return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def query_store(store: str, sql: str) -> list[list[Any]]:
+    """Rows of `sql` on `store`, read by a child process (chdb: one process per
+    directory, so the test process never opens a worker's directory itself)."""
+    code = (
+        "import json, sys\n"
+        "from worker.store.gateway import open_gateway\n"
+        "gateway = open_gateway(sys.argv[1])\n"
+        "print(json.dumps([list(row) for row in gateway.query(sys.argv[2])], default=str))\n"
+        "gateway.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, store, sql], capture_output=True, check=True, timeout=120
+    )
+    rows: list[list[Any]] = json.loads(result.stdout)
+    return rows
