@@ -34,6 +34,7 @@ from tests.integration.workers import (
     settings_from_env,
     stored_invoice,
     stored_totals,
+    wait_until,
     worker_env,
     write_catalog,
 )
@@ -77,13 +78,6 @@ def _raw_events(store: str) -> int:
         return int(gateway.query("SELECT count() FROM events")[0][0])
     finally:
         gateway.close()
-
-
-def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("processes", [2, 3])
@@ -133,15 +127,15 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
         # tansu 0.6 can leave a group without any assignment for minutes when a
         # member dies while the group is still rebalancing (seen here), which is
         # the broker's problem, not the worker's.
-        _wait_until(lambda: all(map(started.assigned, first)), "the first members assigned")
-        _wait_until(lambda: _raw_events(store) > 0, "the first rows stored")
+        wait_until(lambda: all(map(started.assigned, first)), "the first members assigned")
+        wait_until(lambda: _raw_events(store) > 0, "the first rows stored")
 
         first[0].send_signal(signal.SIGKILL)  # a crash mid-stream
         assert first[0].wait(30) == -signal.SIGKILL
         live.append(usage(full_file))  # a replacement joins
         produce_next()
         for old in first[1:]:  # the others leave: each finishes its batch, commits, exits 0
-            _wait_until(lambda: started.assigned(live[-1]), "the replacement assigned")
+            wait_until(lambda: started.assigned(live[-1]), "the replacement assigned")
             old.send_signal(signal.SIGTERM)
             assert old.wait(60) == 0, stderr_tail(old)
             live.append(usage(full_file))
@@ -165,7 +159,7 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
             )  # fmt: skip
             return status.returncode == 0 and json.loads(status.stdout)["state"] == "completed"
 
-        _wait_until(completed, "the reprocess request completed", timeout_s=120)
+        wait_until(completed, "the reprocess request completed", timeout_s=120)
         # The live workers price the tail and the re-published events: give them
         # until the totals match (the final assert shows any difference), then
         # stop them all the polite way.

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from tests.integration.workers import (
     CLI,
+    committed_messages,
     expected_invoice,
     produce,
     settings_from_env,
     stored_invoice,
+    wait_until,
     worker_env,
     write_catalog,
 )
@@ -35,21 +34,6 @@ from worker.stream.topics import ensure_topics, worker_topics
 PARTITIONS = 3
 PAUSED = "consumption paused, nothing committed"
 RESUMED = "resumed after"  # ... N failed attempts in S s
-
-
-def _committed(env: dict[str, str]) -> int:
-    reader = Consumer(
-        {
-            "bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"],
-            "group.id": env["EW_USAGE_GROUP"],
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = [TopicPartition(env["EW_EVENTS_TOPIC"], p) for p in range(PARTITIONS)]
-        return sum(max(tp.offset, 0) for tp in reader.committed(partitions, timeout=10))
-    finally:
-        reader.close()
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
@@ -70,13 +54,6 @@ def _retries(path: Path) -> list[dict[str, Any]]:
     return [line for line in _said(path, PAUSED) if "attempt" in line]
 
 
-def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
-        time.sleep(0.1)
-
-
 def test_a_server_crash_pauses_the_worker_which_resumes_on_restart_losing_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -95,17 +72,20 @@ def test_a_server_crash_pauses_the_worker_which_resumes_on_restart_losing_nothin
         with log_path.open("wb") as log:
             worker = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
         try:
-            _wait_until(lambda: _committed(env) > 0, "a first commit")
+            wait_until(lambda: committed_messages(env, PARTITIONS) > 0, "a first commit")
             server.kill()  # ClickHouse crashes
-            before = _committed(env)
+            before = committed_messages(env, PARTITIONS)
             produce(settings, documents[2_000:])
             # Paused, not gone: it retries the same batch while the store is down.
-            _wait_until(lambda: len(_retries(log_path)) >= 3, "three failed attempts")
-            assert _committed(env) == before
+            wait_until(lambda: len(_retries(log_path)) >= 3, "three failed attempts")
+            assert committed_messages(env, PARTITIONS) == before
             assert worker.poll() is None
 
             server.start()  # the same data directory on the same ports
-            _wait_until(lambda: _committed(env) >= len(documents), "everything committed")
+            wait_until(
+                lambda: committed_messages(env, PARTITIONS) >= len(documents),
+                "everything committed",
+            )
         finally:
             worker.terminate()
             assert worker.wait(60) == 0

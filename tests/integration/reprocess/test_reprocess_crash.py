@@ -32,6 +32,7 @@ from tests.integration.workers import (
     start_cli,
     stderr_tail,
     stored_invoice,
+    wait_until,
     worker_env,
     write_catalog,
 )
@@ -128,7 +129,12 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
 
         restarted = start_cli(env, *reprocess)
         assert restarted.wait(120) == 0, stderr_tail(restarted)
-        reader.read(2.0)
+
+        def all_read_back() -> bool:
+            reader.read(0.2)
+            return {event_id for _, _, event_id in reader.messages} >= unprocessed
+
+        wait_until(all_read_back, "every unprocessed event read back from the events topic")
     finally:
         reader.close()
 

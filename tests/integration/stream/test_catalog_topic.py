@@ -191,10 +191,9 @@ def test_empty_topic_loads_an_empty_catalog(
     cli_env: WorkerSettings, source: CatalogTopicSource
 ) -> None:
     ensure_topics(cli_env, {cli_env.catalog_topic: 2}, timeout_s=10)
-    started = time.monotonic()
-    index = source.load(timeout_s=10)
+    # A load timeout far beyond pytest's own: only seeing the topic is empty can pass.
+    index = source.load(timeout_s=3600)
     assert index.customer_count == 0 and index.problems == []
-    assert time.monotonic() - started < 5
 
 
 def test_missing_topic_is_a_clear_error(source: CatalogTopicSource) -> None:
@@ -205,10 +204,8 @@ def test_missing_topic_is_a_clear_error(source: CatalogTopicSource) -> None:
 def test_load_times_out_on_an_unreachable_broker() -> None:
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1", kafka_extra={"log_level": 0})
     source = CatalogTopicSource(settings)
-    started = time.monotonic()
-    with pytest.raises(CatalogLoadTimeout):
+    with pytest.raises(CatalogLoadTimeout):  # not a hang (pytest's timeout bounds it)
         source.load(timeout_s=1.5)
-    assert time.monotonic() - started < 5
     source.close()
 
 
