@@ -44,7 +44,10 @@ _EXACT = Context(prec=100)
 #: One event's value at or above this is unusable (README, "Metering").
 MAX_EVENT_QUANTITY = Fraction(10**18)
 ZERO_DECIMAL_CURRENCIES = frozenset({"jpy", "krw", "vnd", "clp"})
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+#: A numeric string. Single underscores between digits are accepted ("1_000"): the
+#: worker and its SQL read side both read them so (noted in docs/testing.md).
+_DIGITS = r"\d(?:_?\d)*"
+_NUMBER = re.compile(rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?")
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)?"
 )
@@ -390,21 +393,36 @@ class Catalog:
 # -- quantities -----------------------------------------------------------------
 
 
-def _bucket(ts: datetime, size: str) -> Any:
-    """The UTC window of a bucketed MAX (toStartOfInterval, ISO week, month)."""
-    if size == "MONTH":
-        return (ts.year, ts.month)
+_WINDOW_MINUTES = {"MINUTE": 1, "15MIN": 15, "30MIN": 30, "HOUR": 60, "3HOUR": 180,
+                   "6HOUR": 360, "12HOUR": 720, "DAY": 1440}  # fmt: skip
+
+
+def window_start(ts: datetime, size: str) -> datetime:
+    """Start of the UTC window of ``size`` holding ``ts``: ``toStartOfInterval`` from the
+    epoch for minutes to days, the ISO week's Monday, the calendar month's first day."""
+    ts = ts.astimezone(UTC)
+    size = str(size).upper()
+    if size in _WINDOW_MINUTES:
+        step = timedelta(minutes=_WINDOW_MINUTES[size])
+        return EPOCH + (ts - EPOCH) // step * step
+    day = datetime(ts.year, ts.month, ts.day, tzinfo=UTC)
     if size == "WEEK":
-        return ts.date() - timedelta(days=ts.weekday())
-    minutes = {"MINUTE": 1, "15MIN": 15, "30MIN": 30, "HOUR": 60, "3HOUR": 180}
-    minutes |= {"6HOUR": 360, "12HOUR": 720, "DAY": 1440}
-    return (ts - EPOCH) // timedelta(minutes=minutes[size])
+        return day - timedelta(days=day.weekday())
+    if size == "MONTH":
+        return day.replace(day=1)
+    raise ValueError(f"unknown window size {size}")
 
 
 def _usable(value: Fraction | None) -> Fraction:
     if value is None or value >= MAX_EVENT_QUANTITY:
         return Fraction(0)
     return max(value, Fraction(0))
+
+
+def event_value(raw: Any) -> Decimal:
+    """One event's quantity from a property value (SUM, MAX, AVG, LATEST): the number,
+    negative -> 0, unusable (missing, not numeric, >= 10^18) -> 0, to 15 places."""
+    return q15(_usable(number(raw)))
 
 
 def period_quantity(
@@ -443,7 +461,7 @@ def period_quantity(
         return max(values)
     maxima: dict[Any, Fraction] = defaultdict(Fraction)
     for event, value in zip(events, values, strict=True):
-        key = _bucket(event.timestamp, str(size).upper())
+        key = window_start(event.timestamp, size)
         maxima[key] = max(maxima[key], value)
     return sum(maxima.values(), Fraction(0))
 

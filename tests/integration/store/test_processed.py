@@ -10,11 +10,11 @@ import pytest
 
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import PERIOD, T0, event, row
+from tests.reference import window_start
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.engine import DedupKey, StateKey, fingerprint
 from worker.domain.invoice import summarize
 from worker.domain.metering import AggregationType, WindowSize
-from worker.domain.windows import window_start
 from worker.store.processed import (
     PeriodFeatureTotal,
     find_hash_owners,
@@ -159,7 +159,7 @@ def test_load_snapshots_matches_a_hand_computation(
     expected_buckets: dict[datetime, Decimal] = {}
     if bucket is not None:
         for value, ts in zip(values, TIMES, strict=True):
-            start = window_start(ts, bucket)
+            start = window_start(ts, bucket)  # the independent reference
             expected_buckets[start] = max(value, expected_buckets.get(start, value))
     assert snapshots[KEY] == AggregateSnapshot(
         total=sum(values, Decimal(0)),
