@@ -559,3 +559,39 @@ def line_item_ids(
     }
     reference_event = RefEvent.from_document(document, event.timestamp)
     return sorted(item.id for item, _, _ in Catalog(catalog).matches(reference_event))
+
+
+def line_totals(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """The ``query line-items --json`` lines of given priced rows (objects with the
+    worker's ``ProcessedEvent`` attributes), summed here: per (subscription, line
+    item, period) the sums of free, billable and cost and the row count;
+    ``qty_total`` is free + billable (the rows telescope to the period quantity)."""
+    sums: dict[tuple[str, str, int], list[Any]] = {}
+    for row in rows:
+        key = (row.subscription_id, row.sub_line_item_id, row.period_id)
+        entry = sums.setdefault(key, [row, Fraction(0), Fraction(0), Fraction(0), 0])
+        entry[1] += Fraction(row.qty_free_applied)
+        entry[2] += Fraction(row.qty_billable)
+        entry[3] += Fraction(row.cost)
+        entry[4] += 1
+    lines = []
+    for key in sorted(sums):
+        first, free, billable, cost, count = sums[key]
+        lines.append(
+            {
+                "subscription_id": first.subscription_id,
+                "sub_line_item_id": first.sub_line_item_id,
+                "period_id": first.period_id,
+                "customer_id": first.customer_id,
+                "price_id": first.price_id,
+                "feature_id": first.feature_id,
+                "currency": first.currency,
+                "qty_total": f"{q15(free + billable):f}",
+                "qty_free_applied": f"{q15(free):f}",
+                "qty_billable": f"{q15(billable):f}",
+                "cost": f"{q15(cost):f}",
+                "amount": f"{round_amount(cost, first.currency):f}",
+                "event_count": count,
+            }
+        )
+    return lines
