@@ -45,13 +45,12 @@ def test_a_broker_that_exits_fails_start_with_its_log(tmp_path: Path) -> None:
     fake = tmp_path / "fake-tansu"
     fake.write_text("#!/bin/sh\necho 'fake tansu: cannot bind' >&2\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    broker = LocalTansuBroker(binary=str(fake), startup_timeout_s=10.0)
+    # A start timeout far beyond pytest's own: only noticing the exit can pass.
+    broker = LocalTansuBroker(binary=str(fake), startup_timeout_s=3600.0)
 
-    started = time.monotonic()
     with pytest.raises(BrokerStartError, match="exited with status 3") as raised:
         broker.start()
 
-    assert time.monotonic() - started < 5.0
     assert "fake tansu: cannot bind" in str(raised.value)
     assert not broker.is_running()
 

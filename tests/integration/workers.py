@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
@@ -21,13 +22,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.processed_rows import processed_events
-from worker.domain.catalog import parse_documents
+from tests.reference import never_priced as reference_never_priced
+from tests.reference import reference_invoice
 from worker.domain.catalog_index import CatalogIndex
-from worker.domain.engine import UsageRater
-from worker.domain.events import Event
-from worker.domain.invoice import LineItemTotal, summarize
-from worker.domain.validation import DEFAULT_LIMITS, decode_event
+from worker.domain.validation import DEFAULT_LIMITS
 from worker.ops.settings import WorkerSettings
 from worker.store.connect import open_gateway
 from worker.store.errors import StoreError
@@ -42,7 +40,7 @@ from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
 
 #: The worker's command line, run with this interpreter.
 CLI = [sys.executable, "-m", "worker.cli"]
-#: When the reference rating runs; fallback timestamp of decoded events.
+#: The record time the reference gives an event without a timestamp.
 RATED_AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 #: Malformed messages (value, dead-letter reason).
@@ -184,32 +182,46 @@ def dead_letter_headers(
     return letters
 
 
+def committed_messages(env: Mapping[str, str], partitions: int = 3) -> int:
+    """Messages of the events topic the usage group of `env` has committed, summed."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"],
+            "group.id": env["EW_USAGE_GROUP"],
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        topic = env["EW_EVENTS_TOPIC"]
+        committed = reader.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        reader.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    """Poll `condition` until it holds; the deadline only bounds a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
+        time.sleep(0.05)
+
+
 # -- the reference -------------------------------------------------------------
 
 
-def decoded(documents: Iterable[Mapping[str, Any]]) -> dict[str, Event]:
-    """Distinct events by id (first copy wins), decoded as the worker decodes them."""
-    events: dict[str, Event] = {}
-    for document in documents:
-        event = decode_event(orjson.dumps(document), fallback_id="x", fallback_timestamp=RATED_AT)
-        events.setdefault(event.id, event)
-    return events
-
-
 def expected_invoice(
-    index: CatalogIndex, documents: Iterable[Mapping[str, Any]]
-) -> list[LineItemTotal]:
-    """An independent in-memory rating of the distinct `documents`, summed per line item."""
-    rater = UsageRater(index)
-    events = list(decoded(documents).values())
-    return list(summarize(processed_events(rater.rate(rater.resolve(events), RATED_AT).rows)))
+    catalog: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    documents: Iterable[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The t1/prod invoice lines of `documents` by the independent reference
+    (`tests/reference.py`), in the `query line-items --json` form."""
+    return reference_invoice(catalog, documents, "t1", record_time=RATED_AT)
 
 
-def never_priced(catalog: dict[str, Any], events: Mapping[str, Event]) -> set[str]:
-    """Ids of events an independent rating against ``catalog`` gives no row."""
-    rater = UsageRater(CatalogIndex(parse_documents(catalog)))
-    rated = rater.rate(rater.resolve(list(events.values())), RATED_AT)
-    return set(events) - {event.id for event in rated.rows.events}
+def never_priced(catalog: Mapping[str, Any], documents: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Ids of event `documents` the reference prices on no line item of `catalog`."""
+    return reference_never_priced(catalog, documents, record_time=RATED_AT)
 
 
 def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]:
@@ -222,11 +234,12 @@ def catalog_without(catalog: dict[str, Any], customer_id: str) -> dict[str, Any]
     return reduced
 
 
-def stored_totals(settings: WorkerSettings) -> list[LineItemTotal]:
-    """The line item totals of t1/prod in the store of `settings`."""
+def stored_totals(settings: WorkerSettings) -> list[dict[str, Any]]:
+    """The line item totals of t1/prod in the store of `settings`, as
+    `query line-items --json` prints them (comparable with `expected_invoice`)."""
     gateway = open_gateway(settings.store_url)
     try:
-        return line_item_totals(gateway, "t1", "prod")
+        return [total.to_json() for total in line_item_totals(gateway, "t1", "prod")]
     finally:
         gateway.close()
 
@@ -272,13 +285,15 @@ def make_consumer(
     idle_s: float,
     *,
     max_events: int = 300,
+    dead_letters: Any = None,
 ) -> UsageConsumer:
-    """An in-process usage consumer on `gateway` with short batches and retries."""
+    """An in-process usage consumer on `gateway` with short batches and retries
+    (`dead_letters`: the DLQ producer, a fresh one when None)."""
     processor = UsageBatchProcessor(gateway, index, limits=DEFAULT_LIMITS)
     return UsageConsumer(
         settings,
         processor,
-        DeadLetterProducer(settings),
+        dead_letters or DeadLetterProducer(settings),
         batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
         retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
         exit_when_idle_s=idle_s,
@@ -316,3 +331,20 @@ def stored_invoice(env: dict[str, str], store: str) -> list[dict[str, Any]]:
         check=True,
     )
     return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def query_store(store: str, sql: str) -> list[list[Any]]:
+    """Rows of `sql` on `store`, read by a child process (chdb: one process per
+    directory, so the test process never opens a worker's directory itself)."""
+    code = (
+        "import json, sys\n"
+        "from worker.store.gateway import open_gateway\n"
+        "gateway = open_gateway(sys.argv[1])\n"
+        "print(json.dumps([list(row) for row in gateway.query(sys.argv[2])], default=str))\n"
+        "gateway.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, store, sql], capture_output=True, check=True, timeout=120
+    )
+    rows: list[list[Any]] = json.loads(result.stdout)
+    return rows

@@ -517,9 +517,17 @@ def test_arbitrary_json_objects_never_raise_anything_but_invalid_event(
     document: dict[str, Any],
 ) -> None:
     try:
-        _decode(json.dumps(document).encode("utf-8"))
+        event = _decode(json.dumps(document).encode("utf-8"))
     except InvalidEvent as exc:
         assert isinstance(exc.reason, InvalidReason)
+    else:  # accepted: exactly the document's own values, nothing invented
+        assert "other" not in document  # an unknown field is never accepted
+        assert event.tenant_id == document["tenant_id"]
+        assert event.event_name == document["event_name"].strip() != ""
+        assert event.id == (document.get("id") or FALLBACK_ID)
+        assert event.environment_id == (document.get("environment_id") or "")
+        assert event.properties == (document.get("properties") or {})
+        assert document.get("customer_id") or document.get("external_customer_id")
 
 
 @st.composite

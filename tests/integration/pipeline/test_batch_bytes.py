@@ -16,8 +16,6 @@ from tests.integration.workers import (
     stored_totals,
     write_catalog,
 )
-from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.run_usage import run_usage
 from worker.stream.topics import ensure_topics, worker_topics
@@ -58,5 +56,4 @@ def test_a_batch_of_large_messages_is_cut_by_bytes(
     sizes = [sum(len(m.value or b"") for m in batch) for batch in batches]
     assert stats.messages == len(documents) and sum(len(b) for b in batches) == len(documents)
     assert len(batches) >= 4 and max(sizes) <= BUDGET, sizes
-    index = CatalogIndex(parse_documents(catalog))
-    assert stored_totals(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(catalog, documents)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.integration.workers import (
     produce,
     settings_for,
     stored_totals,
+    wait_until,
     write_catalog,
 )
 from worker.domain.catalog import parse_documents
@@ -63,23 +63,34 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
     second = make_consumer(settings, gateway, index, idle_s=120.0)
     runner = threading.Thread(target=first.run)
     helper = threading.Thread(target=second.run)
+    produced = 0
+
+    def feed() -> None:
+        """Produce the next chunk and wait until the group has consumed it."""
+        nonlocal produced
+        chunk = chunks.pop(0)
+        produce(settings, chunk, MALFORMED_MESSAGES)
+        produced += len(chunk) + len(MALFORMED_MESSAGES)
+        wait_until(
+            lambda: first.stats.messages + second.stats.messages >= produced, "chunk consumed", 60
+        )
+
     try:
         runner.start()
-        produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
-        wait_for(lambda: first.stats.batches > 0)  # the first worker holds state for everyone
+        feed()
+        # the first worker holds state for everyone
+        wait_until(lambda: first.stats.batches > 0, "a first batch", 60)
         helper.start()
         while second.stats.batches == 0 and chunks:  # stream on until the second one works
-            produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
-            time.sleep(0.5)
+            feed()
         for _ in range(3):  # both share the stream for a while
             if chunks:
-                produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
-            time.sleep(0.5)
+                feed()
+        assert second.stats.batches > 0, "the second worker never took part"
         second.stop()  # ... then the second one leaves mid-stream
         helper.join(60)
         while chunks:  # the first one takes every partition back, with the others' history
-            produce(settings, chunks.pop(0), MALFORMED_MESSAGES)
-            time.sleep(0.2)
+            feed()
         runner.join(120)
     finally:
         first.stop()
@@ -87,14 +98,7 @@ def test_a_worker_joining_and_leaving_mid_stream_changes_no_total(
         gateway.close()
     assert not runner.is_alive() and not helper.is_alive()
     assert first.stats.rebalances >= 3 and second.stats.messages > 0
-    assert stored_totals(settings) == expected_invoice(index, documents)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
+    assert stored_totals(settings) == expected_invoice(catalog, documents)
 
 
 def test_store_outage_pauses_retries_and_loses_nothing(
@@ -112,13 +116,13 @@ def test_store_outage_pauses_retries_and_loses_nothing(
     runner = threading.Thread(target=consumer.run)
     runner.start()
     try:
-        wait_for(lambda: consumer.stats.batches > 0)
+        wait_until(lambda: consumer.stats.batches > 0, "a first batch", 60)
         flaky.down.set()  # ClickHouse goes away
         produce(settings, documents[2000:], MALFORMED_MESSAGES)
-        wait_for(lambda: consumer.stats.retries > 0)  # a batch is stuck on the store
-        committed_before = consumer.stats.messages
-        time.sleep(8)
-        assert consumer.stats.messages == committed_before  # nothing committed while down
+        wait_until(lambda: consumer.stats.retries > 0, "a batch stuck on the store", 60)
+        committed_before, retries = consumer.stats.messages, consumer.stats.retries
+        wait_until(lambda: consumer.stats.retries >= retries + 5, "it keeps retrying", 60)
+        assert consumer.stats.messages == committed_before  # ... and commits nothing meanwhile
         flaky.down.clear()
         runner.join(120)
     finally:
@@ -126,4 +130,4 @@ def test_store_outage_pauses_retries_and_loses_nothing(
         flaky.inner.close()
     assert not runner.is_alive()
     assert flaky.failures > 0 and consumer.stats.retries > 0
-    assert stored_totals(settings) == expected_invoice(index, documents)
+    assert stored_totals(settings) == expected_invoice(catalog, documents)

@@ -27,7 +27,6 @@ from tests.integration.support import NativeTarget
 from tests.integration.workers import (
     CLI,
     catalog_without,
-    decoded,
     expected_invoice,
     never_priced,
     produce,
@@ -35,11 +34,10 @@ from tests.integration.workers import (
     settings_from_env,
     stored_invoice,
     stored_totals,
+    wait_until,
     worker_env,
     write_catalog,
 )
-from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.connect import open_gateway
 from worker.stream.topics import ensure_topics, worker_topics
@@ -82,13 +80,6 @@ def _raw_events(store: str) -> int:
         gateway.close()
 
 
-def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("processes", [2, 3])
 def test_workers_of_one_group_on_one_server_count_every_event_once(
     processes: int,
@@ -109,7 +100,7 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
     )
     settings = settings_from_env(env, PARTITIONS)
     store_settings = settings.model_copy(update={"store_url": store})
-    expected = expected_invoice(CatalogIndex(parse_documents(full)), documents)
+    expected = expected_invoice(full, documents)
     ensure_topics(settings, worker_topics(settings))
     migrated = run_cli(env, "migrate")  # once, before the workers race to do it
     assert migrated.returncode == 0, migrated.stderr
@@ -136,15 +127,15 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
         # tansu 0.6 can leave a group without any assignment for minutes when a
         # member dies while the group is still rebalancing (seen here), which is
         # the broker's problem, not the worker's.
-        _wait_until(lambda: all(map(started.assigned, first)), "the first members assigned")
-        _wait_until(lambda: _raw_events(store) > 0, "the first rows stored")
+        wait_until(lambda: all(map(started.assigned, first)), "the first members assigned")
+        wait_until(lambda: _raw_events(store) > 0, "the first rows stored")
 
         first[0].send_signal(signal.SIGKILL)  # a crash mid-stream
         assert first[0].wait(30) == -signal.SIGKILL
         live.append(usage(full_file))  # a replacement joins
         produce_next()
         for old in first[1:]:  # the others leave: each finishes its batch, commits, exits 0
-            _wait_until(lambda: started.assigned(live[-1]), "the replacement assigned")
+            wait_until(lambda: started.assigned(live[-1]), "the replacement assigned")
             old.send_signal(signal.SIGTERM)
             assert old.wait(60) == 0, stderr_tail(old)
             live.append(usage(full_file))
@@ -168,7 +159,7 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
             )  # fmt: skip
             return status.returncode == 0 and json.loads(status.stdout)["state"] == "completed"
 
-        _wait_until(completed, "the reprocess request completed", timeout_s=120)
+        wait_until(completed, "the reprocess request completed", timeout_s=120)
         # The live workers price the tail and the re-published events: give them
         # until the totals match (the final assert shows any difference), then
         # stop them all the polite way.
@@ -188,6 +179,6 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
                 process.kill()
                 process.wait(30)
 
-    assert never_priced(initial, decoded(documents))  # the scenario needed reprocessing
+    assert never_priced(initial, documents)  # the scenario needed reprocessing
     # Nothing more after they all stopped; read back through the command line too.
-    assert stored_invoice(env, store) == [total.to_json() for total in expected]
+    assert stored_invoice(env, store) == expected

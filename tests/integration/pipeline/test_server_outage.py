@@ -12,46 +12,28 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from tests.integration.workers import (
     CLI,
+    committed_messages,
     expected_invoice,
     produce,
     settings_from_env,
     stored_invoice,
+    wait_until,
     worker_env,
     write_catalog,
 )
 from worker.dev.clickhouse_server import LocalClickHouseServer
-from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.topics import ensure_topics, worker_topics
 
 PARTITIONS = 3
 PAUSED = "consumption paused, nothing committed"
 RESUMED = "resumed after"  # ... N failed attempts in S s
-
-
-def _committed(env: dict[str, str]) -> int:
-    reader = Consumer(
-        {
-            "bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"],
-            "group.id": env["EW_USAGE_GROUP"],
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = [TopicPartition(env["EW_EVENTS_TOPIC"], p) for p in range(PARTITIONS)]
-        return sum(max(tp.offset, 0) for tp in reader.committed(partitions, timeout=10))
-    finally:
-        reader.close()
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
@@ -72,13 +54,6 @@ def _retries(path: Path) -> list[dict[str, Any]]:
     return [line for line in _said(path, PAUSED) if "attempt" in line]
 
 
-def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout_s:g}s"
-        time.sleep(0.1)
-
-
 def test_a_server_crash_pauses_the_worker_which_resumes_on_restart_losing_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -97,24 +72,26 @@ def test_a_server_crash_pauses_the_worker_which_resumes_on_restart_losing_nothin
         with log_path.open("wb") as log:
             worker = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
         try:
-            _wait_until(lambda: _committed(env) > 0, "a first commit")
+            wait_until(lambda: committed_messages(env, PARTITIONS) > 0, "a first commit")
             server.kill()  # ClickHouse crashes
-            before = _committed(env)
+            before = committed_messages(env, PARTITIONS)
             produce(settings, documents[2_000:])
             # Paused, not gone: it retries the same batch while the store is down.
-            _wait_until(lambda: len(_retries(log_path)) >= 3, "three failed attempts")
-            assert _committed(env) == before
+            wait_until(lambda: len(_retries(log_path)) >= 3, "three failed attempts")
+            assert committed_messages(env, PARTITIONS) == before
             assert worker.poll() is None
 
             server.start()  # the same data directory on the same ports
-            _wait_until(lambda: _committed(env) >= len(documents), "everything committed")
+            wait_until(
+                lambda: committed_messages(env, PARTITIONS) >= len(documents),
+                "everything committed",
+            )
         finally:
             worker.terminate()
             assert worker.wait(60) == 0
         invoice = stored_invoice(env, server.url)
 
-    index = CatalogIndex(parse_documents(catalog))
-    assert invoice == [total.to_json() for total in expected_invoice(index, documents)]
+    assert invoice == expected_invoice(catalog, documents)
     # Said once when it paused, once when it resumed; warnings in between: none.
     warnings = [line for line in _log_lines(log_path) if line.get("level") == "warning"]
     said = [str(line["event"]) for line in warnings]

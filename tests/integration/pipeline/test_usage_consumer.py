@@ -21,8 +21,6 @@ from tests.integration.workers import (
     stored_totals,
     write_catalog,
 )
-from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.run_usage import run_usage
 
@@ -46,7 +44,6 @@ def test_consumer_prices_every_event_once_and_dead_letters_bad_input(
 
     assert stats.messages == len(documents) + len(MALFORMED)
     stored = stored_totals(settings)
-    index = CatalogIndex(parse_documents(catalog))
-    assert stored == expected_invoice(index, documents)
+    assert stored == expected_invoice(catalog, documents)
     letters = dead_letter_headers(settings, len(MALFORMED))
     assert sorted(h["reason"].decode() for h in letters) == sorted(r for _, r in MALFORMED)

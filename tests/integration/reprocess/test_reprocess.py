@@ -19,7 +19,6 @@ from confluent_kafka import Producer
 from tests.integration.workers import (
     catalog_without,
     dead_letter_headers,
-    decoded,
     expected_invoice,
     never_priced,
     produce,
@@ -27,8 +26,7 @@ from tests.integration.workers import (
     stored_totals,
     write_catalog,
 )
-from worker.domain.catalog import parse_documents
-from worker.domain.catalog_index import CatalogIndex
+from tests.reference import parse_timestamp
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
 from worker.samples.synthetic import build_catalog, generate_events
@@ -102,11 +100,11 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     # 1. The late customer's events (and the ghost's) are stored raw, unprocessed,
     #    with the events that match no line item at all (e.g. filtered regions).
     run_usage(settings, catalog_file=str(initial_file), exit_when_idle_s=2.0)
-    events = decoded(documents + ghosts)
+    timestamps = {d["id"]: parse_timestamp(d["timestamp"]) for d in documents + ghosts}
     late_ids = {d["id"] for d in documents if d["external_customer_id"] == LATE_CUSTOMER}
     ghost_ids = {d["id"] for d in ghosts}
-    unresolved_before = never_priced(catalog_without(full, "cus_5"), events)
-    unresolved_forever = never_priced(full, events)
+    unresolved_before = never_priced(catalog_without(full, "cus_5"), documents + ghosts)
+    unresolved_forever = never_priced(full, documents + ghosts)
     assert late_ids | ghost_ids <= unresolved_before
     assert ghost_ids <= unresolved_forever and not late_ids <= unresolved_forever
     assert unprocessed_ids(settings) == unresolved_before
@@ -126,15 +124,14 @@ def test_reprocess_prices_late_customers_once_and_repeats_change_nothing(
     assert stats.republished == len(unresolved_before)
 
     run_usage(settings, catalog_file=str(full_file), exit_when_idle_s=2.0)
-    index = CatalogIndex(parse_documents(full))
     invoice = stored_totals(settings)
-    assert invoice == expected_invoice(index, documents + ghosts)
+    assert invoice == expected_invoice(full, documents + ghosts)
     assert unprocessed_ids(settings) == unresolved_forever
 
     # 3. The same request again is ignored; an overlapping one re-publishes only
     #    what is still unprocessed in its range (events that never resolve), once.
     overlap_start = datetime(2026, 1, 12, tzinfo=UTC)
-    still_unresolved = {i for i in unresolved_forever if events[i].timestamp >= overlap_start}
+    still_unresolved = {i for i in unresolved_forever if timestamps[i] >= overlap_start}
     #    Reusing a finished request's id for another window is dead-lettered.
     publish_request(settings, request("r1"))
     publish_request(settings, request("r1", overlap_start))

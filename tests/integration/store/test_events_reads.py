@@ -135,8 +135,8 @@ def test_tenants_never_see_each_other(migrated: StoreUnderTest) -> None:
     insert_raw(migrated.gateway, [event("z", tenant="t2"), event("y", env="dev")], dedup_token=None)
     assert ids(get_events(migrated.gateway, params(page_size=100)).events) == NEWEST_FIRST
     other = GetEventsParams("t2", "prod", T0, END, count_total=True)
-    assert get_events(migrated.gateway, other) == get_events(migrated.gateway, other)
-    assert ids(get_events(migrated.gateway, other).events) == ["z"]
+    page = get_events(migrated.gateway, other)
+    assert ids(page.events) == ["z"] and page.total == 1
     unprocessed = find_unprocessed_events(
         migrated.gateway, FindUnprocessedEventsParams("t1", "dev", T0, END)
     )

@@ -11,12 +11,12 @@ import pytest
 from tests.integration.store.conftest import StoreUnderTest
 from tests.integration.store.rows import PERIOD, T0, event, row
 from tests.processed_rows import insert_processed
+from tests.reference import line_totals, window_start
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.engine import fingerprint
-from worker.domain.invoice import summarize
+from worker.domain.invoice import LineItemTotal
 from worker.domain.metering import AggregationType, WindowSize
 from worker.domain.rating_reads import DedupKey, StateKey
-from worker.domain.windows import window_start
 from worker.store.processed import (
     PeriodFeatureTotal,
     find_hash_owners,
@@ -164,7 +164,7 @@ def test_load_snapshots_matches_a_hand_computation(
     expected_buckets: dict[datetime, Decimal] = {}
     if bucket is not None:
         for value, ts in zip(values, TIMES, strict=True):
-            start = window_start(ts, bucket)
+            start = window_start(ts, bucket)  # the independent reference
             expected_buckets[start] = max(value, expected_buckets.get(start, value))
     assert snapshots[KEY] == AggregateSnapshot(
         total=sum(values, Decimal(0)),
@@ -193,7 +193,11 @@ def test_loaded_state_equals_the_state_built_in_memory(
     assert new_aggregate(kind, bucket, snapshot).quantity() == in_memory.quantity()
 
 
-def test_line_item_totals_equal_the_domain_summary(migrated: StoreUnderTest) -> None:
+def as_json(totals: list[LineItemTotal]) -> list[dict[str, object]]:
+    return [total.to_json() for total in totals]
+
+
+def test_line_item_totals_equal_the_sums_of_their_rows(migrated: StoreUnderTest) -> None:
     rows = [
         row("e1", qty="2", qty_free_applied=Decimal(2), qty_billable=Decimal(0), cost=Decimal(0)),
         row("e2", qty="5", qty_free_applied=Decimal(1), qty_billable=Decimal(4)),
@@ -204,11 +208,13 @@ def test_line_item_totals_equal_the_domain_summary(migrated: StoreUnderTest) -> 
     ]
     insert_processed(migrated.gateway, rows, dedup_token=None)
     mine = [r for r in rows if r.event.tenant_id == "t1"]
-    assert line_item_totals(migrated.gateway, "t1", "prod") == summarize(mine)
+    assert as_json(line_item_totals(migrated.gateway, "t1", "prod")) == line_totals(mine)
     by_customer = line_item_totals(migrated.gateway, "t1", "prod", customer_id="cus_2")
-    assert by_customer == summarize([r for r in mine if r.customer_id == "cus_2"])
+    assert as_json(by_customer) == line_totals([r for r in mine if r.customer_id == "cus_2"])
     by_subscription = line_item_totals(migrated.gateway, "t1", "prod", subscription_id="sub_1")
-    assert by_subscription == summarize([r for r in mine if r.subscription_id == "sub_1"])
+    assert as_json(by_subscription) == line_totals(
+        [r for r in mine if r.subscription_id == "sub_1"]
+    )
     assert line_item_totals(migrated.gateway, "t1", "staging") == []
     features = get_period_feature_totals(migrated.gateway, "t1", "prod", "cus_1", "sub_1", PERIOD)
     assert [f.feature_id for f in features] == ["feat_1", "feat_2"]

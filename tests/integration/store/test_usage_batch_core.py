@@ -83,4 +83,4 @@ def test_core_raw_rows_equal_the_reference_rows(migrated: StoreUnderTest) -> Non
     assert {message.fallback_id for message in extra} <= stored_ids
     assert len(stored_ids) > 500  # the synthetic stream repeats some ids
     assert migrated.gateway.query(RAW_ROWS) == reference_rows
-    assert stored_invoice(migrated) == expected_invoice(index, stream)
+    assert stored_invoice(migrated) == expected_invoice(document, stream)
