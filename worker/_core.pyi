@@ -11,3 +11,30 @@ def decode_batch(
     limits: tuple[int, int, int, int, int],
 ) -> tuple[list[int], list[tuple[int, str]], dict[str, tuple[bytes, bytes]], bytes]: ...
 def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
+
+class CoreCatalog:
+    def __init__(
+        self,
+        customers: list[tuple[str, str, str, str]],
+        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
+        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
+        line_items: list[tuple[str, int, int, int | None, int]],
+    ) -> None: ...
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
+    def resolve_batch(
+        self,
+        values: list[bytes | None],
+        topics: list[str],
+        partitions: list[int],
+        offsets: list[int],
+        timestamps_ms: list[int | None],
+        now_us: int,
+        limits: tuple[int, int, int, int, int],
+    ) -> tuple[
+        list[int],
+        list[tuple[int, str]],
+        list[tuple[int, int]],
+        list[str],
+        list[tuple[int, str]],
+        list[tuple[int, int, int, int, int, str, str, bool]],
+    ]: ...

@@ -6,11 +6,14 @@
 //! message values -> rejection reasons and the columns of the raw `events`
 //! table (see docs/core.md for what is still to come).
 
+pub mod catalog;
 pub mod columns;
 pub mod decimal;
 pub mod event;
 pub mod fixed;
 pub mod json;
+pub mod measure;
+pub mod sha256;
 pub mod text;
 pub mod timestamp;
 
@@ -18,12 +21,258 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
+use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
 use event::{decode_event, Limits, RawColumns};
 
 /// The version of the core, so Python can check that the built extension matches.
 #[pyfunction]
 fn core_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
+}
+
+/// Rows of a decoded batch: accepted indices, `(index, reason)` of the others,
+/// and the raw columns of the accepted ones.
+type Decoded = (Vec<usize>, Vec<(usize, &'static str)>, RawColumns);
+
+/// The decode loop shared by `decode_batch` and `CoreCatalog.resolve_batch`.
+fn decode_all(
+    values: &[Option<PyBackedBytes>],
+    topics: &[String],
+    partitions: &[i64],
+    offsets: &[i64],
+    timestamps_ms: &[Option<i64>],
+    now_us: i64,
+    limits: (usize, usize, usize, usize, usize),
+) -> PyResult<Decoded> {
+    let count = values.len();
+    if [
+        topics.len(),
+        partitions.len(),
+        offsets.len(),
+        timestamps_ms.len(),
+    ]
+    .iter()
+    .any(|n| *n != count)
+    {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "decode_batch: argument lists differ in length",
+        ));
+    }
+    let limits = Limits {
+        max_message_bytes: limits.0,
+        max_properties: limits.1,
+        max_key_chars: limits.2,
+        max_id_chars: limits.3,
+        max_string_value_chars: limits.4,
+    };
+    let mut accepted = Vec::with_capacity(count);
+    let mut rejected = Vec::new();
+    let mut columns = RawColumns::new();
+    for i in 0..count {
+        let Some(value) = &values[i] else {
+            rejected.push((i, event::Reason::EmptyMessage.code()));
+            continue;
+        };
+        let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
+        let fallback_us = match timestamps_ms[i] {
+            Some(ms) if ms > 0 => ms * 1000,
+            _ => now_us,
+        };
+        match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
+            Ok(()) => accepted.push(i),
+            Err(reason) => rejected.push((i, reason.code())),
+        }
+    }
+    Ok((accepted, rejected, columns))
+}
+
+fn table_error(error: catalog::TableError) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(error.0)
+}
+
+/// Customers `(tenant, environment, id, external id)`.
+type CustomerTuple = (String, String, String, String);
+/// Subscriptions `(tenant, environment, customer, status, start µs, end µs, cancelled µs)`.
+type SubscriptionTuple = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+/// Meters `(id, event name, aggregation, field, multiplier, [(key, [values])])`.
+type MeterTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<(String, Vec<String>)>,
+);
+/// Line items `(id, subscription index, start µs, end µs, meter index)`.
+type LineItemTuple = (String, usize, i64, Option<i64>, usize);
+/// One routed (event, line item): `(row, line item, period id, period start µs,
+/// period end µs, quantity × 10^15 as text, unique hash, field missing)`.
+type MatchTuple = (usize, usize, i64, i64, i64, String, String, bool);
+
+/// The catalog tables held by the core (`worker/core_catalog.py` builds them).
+#[pyclass(module = "worker._core")]
+struct CoreCatalog {
+    catalog: Catalog,
+}
+
+#[pymethods]
+impl CoreCatalog {
+    #[new]
+    fn new(
+        customers: Vec<CustomerTuple>,
+        subscriptions: Vec<SubscriptionTuple>,
+        meters: Vec<MeterTuple>,
+        line_items: Vec<LineItemTuple>,
+    ) -> PyResult<Self> {
+        let customers: Vec<(&str, &str, &str, &str)> = customers
+            .iter()
+            .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
+            .collect();
+        let subscriptions: Vec<SubscriptionRow<'_>> = subscriptions
+            .iter()
+            .map(|s| SubscriptionRow {
+                tenant_id: &s.0,
+                environment_id: &s.1,
+                customer_id: &s.2,
+                status: &s.3,
+                start_us: s.4,
+                end_us: s.5,
+                cancelled_us: s.6,
+            })
+            .collect();
+        let meters: Vec<MeterRow<'_>> = meters
+            .iter()
+            .map(|m| MeterRow {
+                id: &m.0,
+                event_name: &m.1,
+                aggregation: &m.2,
+                field: &m.3,
+                multiplier: &m.4,
+                filters: m
+                    .5
+                    .iter()
+                    .map(|(k, vs)| (k.as_str(), vs.iter().map(String::as_str).collect()))
+                    .collect(),
+            })
+            .collect();
+        let line_items: Vec<LineItemRow<'_>> = line_items
+            .iter()
+            .map(|l| LineItemRow {
+                id: &l.0,
+                subscription: l.1,
+                start_us: l.2,
+                end_us: l.3,
+                meter: l.4,
+            })
+            .collect();
+        let catalog =
+            Catalog::new(&customers, &subscriptions, &meters, &line_items).map_err(table_error)?;
+        Ok(CoreCatalog { catalog })
+    }
+
+    /// Add billing periods `[start µs, end µs)` Python computed for a subscription.
+    fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {
+        for (start, end) in periods {
+            self.catalog
+                .add_period(subscription, start, end)
+                .map_err(table_error)?;
+        }
+        Ok(())
+    }
+
+    /// Decode, resolve and measure a batch (arguments as `decode_batch`).
+    ///
+    /// Returns `(accepted, rejected, need, customers, unresolved, matches)`:
+    /// `need` lists `(subscription, timestamp µs)` whose period Python must add
+    /// (then call again; nothing else is meaningful in that answer); per
+    /// accepted row its catalog customer id (`""` when unknown); `(row,
+    /// reason)` of unresolved rows; the matches in row order.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn resolve_batch(
+        &self,
+        py: Python<'_>,
+        values: Vec<Option<PyBackedBytes>>,
+        topics: Vec<String>,
+        partitions: Vec<i64>,
+        offsets: Vec<i64>,
+        timestamps_ms: Vec<Option<i64>>,
+        now_us: i64,
+        limits: (usize, usize, usize, usize, usize),
+    ) -> PyResult<(
+        Vec<usize>,
+        Vec<(usize, &'static str)>,
+        Vec<(usize, i64)>,
+        Vec<String>,
+        Vec<(usize, &'static str)>,
+        Vec<MatchTuple>,
+    )> {
+        let catalog = &self.catalog;
+        py.detach(|| {
+            let (accepted, rejected, columns) = decode_all(
+                &values,
+                &topics,
+                &partitions,
+                &offsets,
+                &timestamps_ms,
+                now_us,
+                limits,
+            )?;
+            let mut need = Vec::new();
+            let mut customers = Vec::with_capacity(accepted.len());
+            let mut unresolved = Vec::new();
+            let mut matches = Vec::new();
+            for row in 0..accepted.len() {
+                let text = columns.properties.get(row);
+                let properties = || match json::parse(text) {
+                    Ok(json::Value::Object(members)) => members,
+                    _ => Vec::new(),
+                };
+                let event = EventView {
+                    id: columns.id.get(row),
+                    tenant_id: columns.tenant_id.get(row),
+                    environment_id: columns.environment_id.get(row),
+                    event_name: columns.event_name.get(row),
+                    customer_id: columns.customer_id.get(row),
+                    external_customer_id: columns.external_customer_id.get(row),
+                    timestamp_us: columns.timestamp_us[row],
+                    properties: &properties,
+                };
+                let (customer, resolution) = catalog.resolve(&event);
+                customers.push(customer);
+                match resolution {
+                    Resolution::Matched(found) => {
+                        for m in found {
+                            matches.push((
+                                row,
+                                m.line_item,
+                                m.period_id(),
+                                m.period.0,
+                                m.period.1,
+                                fixed::format_scaled(m.measurement.quantity),
+                                m.measurement.unique_hash,
+                                m.measurement.field_missing,
+                            ));
+                        }
+                    }
+                    Resolution::Unresolved(reason) => unresolved.push((row, reason.code())),
+                    Resolution::NeedPeriods(subscriptions) => {
+                        for subscription in subscriptions {
+                            need.push((subscription, event.timestamp_us));
+                        }
+                    }
+                }
+            }
+            Ok((accepted, rejected, need, customers, unresolved, matches))
+        })
+    }
 }
 
 /// Decode and validate a batch of message values.
@@ -56,48 +305,17 @@ fn decode_batch<'py>(
     Bound<'py, PyDict>,
     Bound<'py, PyBytes>,
 )> {
-    let count = values.len();
-    if [
-        topics.len(),
-        partitions.len(),
-        offsets.len(),
-        timestamps_ms.len(),
-    ]
-    .iter()
-    .any(|n| *n != count)
-    {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "decode_batch: argument lists differ in length",
-        ));
-    }
-    let limits = Limits {
-        max_message_bytes: limits.0,
-        max_properties: limits.1,
-        max_key_chars: limits.2,
-        max_id_chars: limits.3,
-        max_string_value_chars: limits.4,
-    };
     let (accepted, rejected, columns) = py.detach(|| {
-        let mut accepted = Vec::with_capacity(count);
-        let mut rejected = Vec::new();
-        let mut columns = RawColumns::new();
-        for i in 0..count {
-            let Some(value) = &values[i] else {
-                rejected.push((i, event::Reason::EmptyMessage.code()));
-                continue;
-            };
-            let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
-            let fallback_us = match timestamps_ms[i] {
-                Some(ms) if ms > 0 => ms * 1000,
-                _ => now_us,
-            };
-            match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
-                Ok(()) => accepted.push(i),
-                Err(reason) => rejected.push((i, reason.code())),
-            }
-        }
-        (accepted, rejected, columns)
-    });
+        decode_all(
+            &values,
+            &topics,
+            &partitions,
+            &offsets,
+            &timestamps_ms,
+            now_us,
+            limits,
+        )
+    })?;
     let strings = PyDict::new(py);
     for (name, column) in columns.string_columns() {
         let buffers = (
@@ -138,5 +356,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
+    m.add_class::<CoreCatalog>()?;
     Ok(())
 }
