@@ -38,3 +38,13 @@ class CoreCatalog:
         list[tuple[int, str]],
         list[tuple[int, int, int, int, int, str, str, bool]],
     ]: ...
+
+def rate_period(
+    price: tuple[str, str, str, list[tuple[str | None, str, str]], str, str],
+    aggregation: str,
+    bucket: str | None,
+    free_units: str,
+    snapshot: tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]],
+    known: list[tuple[str, str]],
+    events: list[tuple[str, int, str, str]],
+) -> list[tuple[str, str, str, str, str, str, str] | None]: ...

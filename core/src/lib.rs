@@ -6,6 +6,7 @@
 //! message values -> rejection reasons and the columns of the raw `events`
 //! table (see docs/core.md for what is still to come).
 
+pub mod aggregate;
 pub mod catalog;
 pub mod columns;
 pub mod decimal;
@@ -13,6 +14,8 @@ pub mod event;
 pub mod fixed;
 pub mod json;
 pub mod measure;
+pub mod period_rating;
+pub mod pricing;
 pub mod sha256;
 pub mod text;
 pub mod timestamp;
@@ -351,11 +354,126 @@ fn fixed_point_ops(ops: Vec<(String, String, String)>) -> Vec<Option<String>> {
         .collect()
 }
 
+/// A price as Python describes it: `(model, tier mode, amount, [(up_to or
+/// None, unit amount, flat amount)], package size, package rounding)`.
+type PriceTuple = (
+    String,
+    String,
+    String,
+    Vec<(Option<String>, String, String)>,
+    String,
+    String,
+);
+/// `(total, count, maximum, (ts µs, event id, value) or None, [(bucket µs, max)])`.
+type SnapshotTuple = (
+    String,
+    i64,
+    String,
+    Option<(i64, String, String)>,
+    Vec<(i64, String)>,
+);
+/// `(outcome, qty_total, qty_free_applied, qty_billable, cost, unit_cost, tier_snapshot)`.
+type DeltaTuple = (&'static str, String, String, String, String, String, String);
+
+fn scaled(text: &str) -> PyResult<i128> {
+    fixed::parse_scaled(text).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("not a 15-place decimal: {text}"))
+    })
+}
+
+fn price_of(price: &PriceTuple) -> PyResult<pricing::Price> {
+    let (model, mode, amount, tiers, size, rounding) = price;
+    let tiers = tiers
+        .iter()
+        .map(|(up_to, unit, flat)| {
+            Ok(pricing::Tier {
+                up_to: up_to.as_deref().map(scaled).transpose()?,
+                unit_amount: scaled(unit)?,
+                flat_amount: scaled(flat)?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let bad = || pyo3::exceptions::PyValueError::new_err(format!("unratable price {model}"));
+    Ok(match (model.as_str(), mode.as_str()) {
+        ("FLAT_FEE", _) => pricing::Price::FlatFee {
+            amount: scaled(amount)?,
+        },
+        ("PACKAGE", _) if scaled(size)? > 0 => pricing::Price::Package {
+            amount: scaled(amount)?,
+            size: scaled(size)?,
+            round_up: rounding == "up",
+        },
+        ("TIERED", "VOLUME") if !tiers.is_empty() => pricing::Price::Volume { tiers },
+        ("TIERED", "SLAB") if !tiers.is_empty() => pricing::Price::Slab { tiers },
+        _ => return Err(bad()),
+    })
+}
+
+/// Test hook of the period rating (`period_rating.rs`, `pricing.rs`,
+/// `aggregate.rs`): one (line item, period) state built from `snapshot` and
+/// `known` hash owners, then each `(event id, ts µs, quantity, unique hash)`
+/// applied in order. Per event its delta, or None when refused
+/// (`value_out_of_range`). Decimals travel as plain text with <= 15 places.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn rate_period(
+    price: PriceTuple,
+    aggregation: String,
+    bucket: Option<String>,
+    free_units: String,
+    snapshot: SnapshotTuple,
+    known: Vec<(String, String)>,
+    events: Vec<(String, i64, String, String)>,
+) -> PyResult<Vec<Option<DeltaTuple>>> {
+    let price = price_of(&price)?;
+    let bad = |what: &str| pyo3::exceptions::PyValueError::new_err(format!("bad {what}"));
+    let kind = measure::Aggregation::from_code(&aggregation).ok_or_else(|| bad("aggregation"))?;
+    let bucket = bucket
+        .map(|code| aggregate::Bucket::from_code(&code).ok_or_else(|| bad("bucket")))
+        .transpose()?;
+    let (total, count, maximum, latest, maxima) = snapshot;
+    let snapshot = aggregate::Snapshot {
+        total: scaled(&total)?,
+        count,
+        maximum: scaled(&maximum)?,
+        latest: latest
+            .map(|(ts, id, value)| Ok::<_, PyErr>((ts, id, scaled(&value)?)))
+            .transpose()?,
+        bucket_maxima: maxima
+            .iter()
+            .map(|(ts, value)| Ok((*ts, scaled(value)?)))
+            .collect::<PyResult<Vec<_>>>()?,
+    };
+    let aggregate =
+        aggregate::Aggregate::new(kind, bucket, &snapshot).ok_or_else(|| bad("snapshot"))?;
+    let mut state = period_rating::PeriodRating::new(&price, scaled(&free_units)?, aggregate);
+    for (unique_hash, event_id) in &known {
+        state.remember(unique_hash, event_id);
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (event_id, ts, quantity, unique_hash) in &events {
+        let result = state.apply(&price, event_id, *ts, scaled(quantity)?, unique_hash);
+        out.push(result.ok().map(|d| {
+            (
+                d.outcome.code(),
+                fixed::format_scaled(d.qty_total),
+                fixed::format_scaled(d.qty_free_applied),
+                fixed::format_scaled(d.qty_billable),
+                fixed::format_scaled(d.cost),
+                fixed::format_scaled(d.unit_cost),
+                fixed::format_scaled(d.tier_snapshot),
+            )
+        }));
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
+    m.add_function(wrap_pyfunction!(rate_period, m)?)?;
     m.add_class::<CoreCatalog>()?;
     Ok(())
 }
