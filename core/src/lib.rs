@@ -16,6 +16,7 @@ pub mod json;
 pub mod measure;
 pub mod period_rating;
 pub mod pricing;
+pub mod rater;
 pub mod sha256;
 pub mod text;
 pub mod timestamp;
@@ -431,19 +432,7 @@ fn rate_period(
     let bucket = bucket
         .map(|code| aggregate::Bucket::from_code(&code).ok_or_else(|| bad("bucket")))
         .transpose()?;
-    let (total, count, maximum, latest, maxima) = snapshot;
-    let snapshot = aggregate::Snapshot {
-        total: scaled(&total)?,
-        count,
-        maximum: scaled(&maximum)?,
-        latest: latest
-            .map(|(ts, id, value)| Ok::<_, PyErr>((ts, id, scaled(&value)?)))
-            .transpose()?,
-        bucket_maxima: maxima
-            .iter()
-            .map(|(ts, value)| Ok((*ts, scaled(value)?)))
-            .collect::<PyResult<Vec<_>>>()?,
-    };
+    let snapshot = snapshot_of(&snapshot)?;
     let aggregate =
         aggregate::Aggregate::new(kind, bucket, &snapshot).ok_or_else(|| bad("snapshot"))?;
     let mut state = period_rating::PeriodRating::new(&price, scaled(&free_units)?, aggregate);
@@ -453,19 +442,205 @@ fn rate_period(
     let mut out = Vec::with_capacity(events.len());
     for (event_id, ts, quantity, unique_hash) in &events {
         let result = state.apply(&price, event_id, *ts, scaled(quantity)?, unique_hash);
-        out.push(result.ok().map(|d| {
-            (
-                d.outcome.code(),
-                fixed::format_scaled(d.qty_total),
-                fixed::format_scaled(d.qty_free_applied),
-                fixed::format_scaled(d.qty_billable),
-                fixed::format_scaled(d.cost),
-                fixed::format_scaled(d.unit_cost),
-                fixed::format_scaled(d.tier_snapshot),
-            )
-        }));
+        out.push(result.ok().map(|d| delta_tuple(&d)));
     }
     Ok(out)
+}
+
+/// A state key `(tenant, environment, line item id, period id)`.
+type KeyTuple = (String, String, String, i64);
+/// A pending row: `(state key, terms index, event id, ts µs, quantity, unique hash)`.
+type PendingTuple = (KeyTuple, usize, String, i64, String, String);
+/// Line item terms: `(price, free units, aggregation, bucket size or None)`.
+type TermsTuple = (PriceTuple, String, String, Option<String>);
+
+fn terms_of(terms: &TermsTuple) -> PyResult<rater::Terms> {
+    let (price, free_units, aggregation, bucket) = terms;
+    let bad = |what: &str| pyo3::exceptions::PyValueError::new_err(format!("bad {what}"));
+    Ok(rater::Terms {
+        price: price_of(price)?,
+        free_units: scaled(free_units)?,
+        aggregation: measure::Aggregation::from_code(aggregation)
+            .ok_or_else(|| bad("aggregation"))?,
+        bucket: bucket
+            .as_deref()
+            .map(|code| aggregate::Bucket::from_code(code).ok_or_else(|| bad("bucket")))
+            .transpose()?,
+    })
+}
+
+fn snapshot_of(snapshot: &SnapshotTuple) -> PyResult<aggregate::Snapshot> {
+    let (total, count, maximum, latest, maxima) = snapshot;
+    Ok(aggregate::Snapshot {
+        total: scaled(total)?,
+        count: *count,
+        maximum: scaled(maximum)?,
+        latest: latest
+            .as_ref()
+            .map(|(ts, id, value)| Ok::<_, PyErr>((*ts, id.clone(), scaled(value)?)))
+            .transpose()?,
+        bucket_maxima: maxima
+            .iter()
+            .map(|(ts, value)| Ok((*ts, scaled(value)?)))
+            .collect::<PyResult<Vec<_>>>()?,
+    })
+}
+
+fn delta_tuple(d: &period_rating::Delta) -> DeltaTuple {
+    (
+        d.outcome.code(),
+        fixed::format_scaled(d.qty_total),
+        fixed::format_scaled(d.qty_free_applied),
+        fixed::format_scaled(d.qty_billable),
+        fixed::format_scaled(d.cost),
+        fixed::format_scaled(d.unit_cost),
+        fixed::format_scaled(d.tier_snapshot),
+    )
+}
+
+/// The rating state held by the core (`engine.UsageRater`'s state rules);
+/// `worker/core_rating.py` drives it. Terms are indexed; `line_items` maps
+/// `(tenant, environment, line item id)` to the current catalog's terms.
+#[pyclass(module = "worker._core")]
+struct CoreRater {
+    rater: rater::Rater,
+    terms: Vec<rater::Terms>,
+    line_items: std::collections::HashMap<(String, String, String), usize>,
+}
+
+impl CoreRater {
+    fn pending(rows: &[PendingTuple]) -> PyResult<Vec<rater::Pending>> {
+        rows.iter()
+            .map(|(key, terms, event_id, ts, quantity, unique_hash)| {
+                Ok(rater::Pending {
+                    key: key.clone(),
+                    terms: *terms,
+                    event_id: event_id.clone(),
+                    timestamp_us: *ts,
+                    quantity: scaled(quantity)?,
+                    unique_hash: unique_hash.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl CoreRater {
+    #[new]
+    fn new(max_fingerprints: usize, max_remembered_owners: usize) -> Self {
+        CoreRater {
+            rater: rater::Rater::new(max_fingerprints, max_remembered_owners),
+            terms: Vec::new(),
+            line_items: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Replace the terms table (a catalog load): `(tenant, environment, line
+    /// item id, terms)` per line item, indexed in this order.
+    fn set_terms(&mut self, items: Vec<(String, String, String, TermsTuple)>) -> PyResult<()> {
+        let mut terms = Vec::with_capacity(items.len());
+        let mut line_items = std::collections::HashMap::new();
+        for (index, (tenant, environment, id, item)) in items.into_iter().enumerate() {
+            terms.push(terms_of(&item)?);
+            line_items.insert((tenant, environment, id), index);
+        }
+        self.terms = terms;
+        self.line_items = line_items;
+        Ok(())
+    }
+
+    #[getter]
+    fn fingerprint_count(&self) -> usize {
+        self.rater.fingerprint_count()
+    }
+
+    fn missing_states(&self, rows: Vec<PendingTuple>) -> PyResult<Vec<KeyTuple>> {
+        Ok(self
+            .rater
+            .missing_states(&Self::pending(&rows)?)
+            .into_iter()
+            .collect())
+    }
+
+    fn coverable(&self, counts: Vec<(KeyTuple, i64)>) -> Vec<KeyTuple> {
+        self.rater.coverable(&counts)
+    }
+
+    #[pyo3(signature = (snapshots, stored_fingerprints=None))]
+    fn load_states(
+        &mut self,
+        snapshots: Vec<(KeyTuple, SnapshotTuple)>,
+        stored_fingerprints: Option<std::collections::HashMap<KeyTuple, Vec<u64>>>,
+    ) -> PyResult<()> {
+        let snapshots = snapshots
+            .iter()
+            .map(|(key, snapshot)| Ok((key.clone(), snapshot_of(snapshot)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let (terms, line_items) = (&self.terms, &self.line_items);
+        self.rater
+            .load_states(&snapshots, stored_fingerprints.as_ref(), |key| {
+                let index = line_items.get(&(key.0.clone(), key.1.clone(), key.2.clone()))?;
+                terms.get(*index).cloned()
+            });
+        Ok(())
+    }
+
+    fn lookup_keys(&self, rows: Vec<PendingTuple>) -> PyResult<Vec<(KeyTuple, String)>> {
+        Ok(self
+            .rater
+            .lookup_keys(&Self::pending(&rows)?)
+            .into_iter()
+            .collect())
+    }
+
+    fn remember(&mut self, owners: Vec<(KeyTuple, String, String)>) {
+        self.rater.remember(&owners);
+    }
+
+    /// Per row `("rated", delta)`, `("skipped", None)` (a redelivery: no row)
+    /// or `("refused", None)` (`value_out_of_range`); and the counts of
+    /// counted, repeated and skipped rows.
+    #[allow(clippy::type_complexity)]
+    fn rate(
+        &mut self,
+        rows: Vec<PendingTuple>,
+    ) -> PyResult<(
+        Vec<(&'static str, Option<DeltaTuple>)>,
+        (usize, usize, usize),
+    )> {
+        let pending = Self::pending(&rows)?;
+        if pending.iter().any(|row| row.terms >= self.terms.len()) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "rate: terms index out of range",
+            ));
+        }
+        let (results, outcomes) = self.rater.rate(&pending, &self.terms);
+        let rows = results
+            .iter()
+            .map(|result| match result {
+                Ok(Some(delta)) => ("rated", Some(delta_tuple(delta))),
+                Ok(None) => ("skipped", None),
+                Err(_) => ("refused", None),
+            })
+            .collect();
+        Ok((
+            rows,
+            (outcomes.counted, outcomes.repeated, outcomes.skipped),
+        ))
+    }
+
+    fn committed(&mut self) {
+        self.rater.committed();
+    }
+
+    fn forget_hashes(&mut self) {
+        self.rater.forget_hashes();
+    }
+
+    fn drop_states(&mut self, keys: Vec<KeyTuple>) {
+        self.rater.drop_states(&keys);
+    }
 }
 
 #[pymodule]
@@ -475,5 +650,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
     m.add_function(wrap_pyfunction!(rate_period, m)?)?;
     m.add_class::<CoreCatalog>()?;
+    m.add_class::<CoreRater>()?;
     Ok(())
 }

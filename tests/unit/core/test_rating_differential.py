@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker import _core
+from worker.core_rating import price_tuple, snapshot_tuple
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
 from worker.domain.metering import AggregationType, Measurement, WindowSize
 from worker.domain.money import exact, format_decimal, quantize
@@ -26,6 +27,12 @@ from worker.domain.pricing import BillingModel, PackageRounding, PriceTable, Tie
 from worker.domain.rating import LineItemPeriodRating, ValueOutOfRange
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _text(value: Decimal) -> str:
+    return format_decimal(quantize(value))
+
+
 _START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -103,32 +110,6 @@ def snapshots(draw: st.DrawFn) -> AggregateSnapshot:
     )
 
 
-def _text(value: Decimal) -> str:
-    return format_decimal(quantize(value))
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def core_price(price: PriceTable) -> tuple[Any, ...]:
-    return (
-        price.model.value,
-        price.tier_mode.value,
-        _text(price.amount),
-        [
-            (
-                None if t.up_to is None else _text(t.up_to),
-                _text(t.unit_amount),
-                _text(t.flat_amount),
-            )
-            for t in price.tiers
-        ],
-        _text(price.package_size),
-        price.package_rounding.value,
-    )
-
-
 @exact
 def reference(
     price: PriceTable,
@@ -171,21 +152,13 @@ def test_core_rates_a_period_exactly_like_the_reference(data: st.DataObject) -> 
     events = data.draw(st.lists(st.tuples(ids, _MOMENTS, _QUANTITIES, hashes), max_size=12))
     want = reference(price, kind, bucket, free_units, snapshot, known, events)
     got = _core.rate_period(
-        core_price(price),
+        price_tuple(price),
         kind.value,
         None if bucket is None else bucket.value,
         _text(free_units),
-        (
-            _text(snapshot.total),
-            snapshot.count,
-            _text(snapshot.maximum),
-            None
-            if snapshot.latest is None
-            else (_us(snapshot.latest[0]), snapshot.latest[1], _text(snapshot.latest[2])),
-            [(_us(ts), _text(value)) for ts, value in snapshot.bucket_maxima.items()],
-        ),
+        snapshot_tuple(snapshot),
         list(known.items()),
-        [(e, _us(ts), _text(q), h) for e, ts, q, h in events],
+        [(e, (ts - _EPOCH) // timedelta(microseconds=1), _text(q), h) for e, ts, q, h in events],
     )
     assert len(got) == len(want)
     for got_delta, want_delta in zip(got, want, strict=True):

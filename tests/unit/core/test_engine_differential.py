@@ -1,0 +1,205 @@
+"""The core's rating state against ``UsageRater``, batch for batch.
+
+Random catalogs (every price model and aggregation, free units, bucketed
+MAX) and event streams with redeliveries, repeated ids and values, and events
+out of order go through the usage batch flow of both raters against a store
+made of the rows written so far: missing states -> snapshots -> coverable ->
+stored fingerprints -> lookup keys -> owners -> rate -> committed, with
+restarts (a new rater loading its state from the store and replaying the
+batch) and memory budgets from 0. Every step's answer must be equal: the keys
+asked for, every rated row's values, outcome counts, refusals and the
+fingerprints held.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.core.strategies import NOW, catalogs, events
+from worker.core_rating import CoreUsageRater
+from worker.domain.aggregates import AggregateSnapshot
+from worker.domain.catalog import parse_documents
+from worker.domain.catalog_index import CatalogIndex
+from worker.domain.engine import (
+    DedupKey,
+    RatedBatch,
+    ResolvedBatch,
+    StateKey,
+    UsageRater,
+    fingerprint,
+)
+from worker.domain.events import Event
+from worker.domain.validation import InvalidEvent, decode_event
+from worker.domain.windows import window_start
+
+Row = tuple[Any, ...]
+
+
+class Rater(Protocol):
+    @property
+    def fingerprint_count(self) -> int: ...
+    def resolve(self, events: list[Event]) -> ResolvedBatch: ...
+    def missing_states(self, batch: ResolvedBatch) -> set[StateKey]: ...
+    def coverable(self, snapshots: dict[StateKey, AggregateSnapshot]) -> list[StateKey]: ...
+    def load_states(
+        self,
+        snapshots: dict[StateKey, AggregateSnapshot],
+        stored_fingerprints: dict[StateKey, list[int]] | None = None,
+    ) -> None: ...
+    def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]: ...
+    def remember(self, owners: dict[DedupKey, str]) -> None: ...
+    def rate(self, batch: ResolvedBatch, processed_at: datetime) -> RatedBatch: ...
+    def committed(self) -> None: ...
+
+
+def _stored(written: list[Row]) -> dict[tuple[StateKey, str], Row]:
+    """What a ReplacingMergeTree keeps: the last row per (state key, event id)."""
+    return {(row[0], row[1]): row for row in written}
+
+
+def _snapshots(written: list[Row], index: CatalogIndex) -> dict[StateKey, AggregateSnapshot]:
+    grouped: dict[StateKey, list[Row]] = defaultdict(list)
+    for row in _stored(written).values():
+        grouped[row[0]].append(row)
+    snapshots = {}
+    for key, group in grouped.items():
+        binding = index.line_item(*key[:3])
+        assert binding is not None
+        buckets: dict[datetime, Decimal] = {}
+        if binding.meter.bucket_size is not None:
+            for row in group:
+                start = window_start(row[2], binding.meter.bucket_size)
+                buckets[start] = max(buckets.get(start, Decimal(0)), row[4])
+        newest = max(group, key=lambda r: (r[2], r[1]))
+        snapshots[key] = AggregateSnapshot(
+            total=sum((r[4] for r in group), Decimal(0)),
+            count=len(group),
+            maximum=max(r[4] for r in group),
+            latest=(newest[2], newest[1], newest[4]),
+            bucket_maxima=buckets,
+        )
+    return snapshots
+
+
+def _owners(written: list[Row]) -> dict[DedupKey, str]:
+    owners: dict[DedupKey, str] = {}
+    for row in sorted(_stored(written).values(), key=lambda r: r[4] == 0):
+        owners.setdefault((row[0], row[3]), row[1])
+    return owners
+
+
+def run(
+    new_rater: Any, index: CatalogIndex, stream: list[list[Event]], crash_after: set[int]
+) -> list[Any]:
+    """The usage batch flow; returns everything each step answered."""
+    log: list[Any] = []
+    written: list[Row] = []
+    rater: Rater = new_rater()
+    crashes = set(crash_after)
+    n = 0
+    while n < len(stream):
+        resolved = rater.resolve(stream[n])
+        stored = _snapshots(written, index)
+        missing = rater.missing_states(resolved)
+        snapshots = {key: stored.get(key, AggregateSnapshot()) for key in sorted(missing)}
+        coverable = rater.coverable(snapshots)
+        fingerprints: dict[StateKey, list[int]] = {key: [] for key in coverable}
+        for row in written:
+            if row[0] in fingerprints:
+                fingerprints[row[0]].append(fingerprint(row[3]))
+        rater.load_states(snapshots, fingerprints)
+        lookup = rater.lookup_keys(resolved)
+        owners = _owners(written)
+        rater.remember({key: owners[key] for key in sorted(lookup) if key in owners})
+        rated = rater.rate(resolved, NOW)
+        # (key, event id, timestamp, hash, qty_total, outcome, the other deltas)
+        rows = [
+            (
+                pending.key,
+                pending.event.id,
+                pending.event.timestamp,
+                pending.measurement.unique_hash,
+                delta.qty_total,
+                delta.outcome.value,
+                *delta[2:],
+            )
+            for pending, delta in rated.rated
+        ]
+        written.extend(rows)
+        refused = [(pending.key, pending.event.id) for pending, _ in rated.refused]
+        log.append(
+            (
+                n,
+                missing,
+                coverable,
+                lookup,
+                rows,
+                dict(rated.outcomes),
+                refused,
+                rater.fingerprint_count,
+            )
+        )
+        if n in crashes:
+            crashes.discard(n)
+            rater = new_rater()
+            continue
+        rater.committed()
+        log.append(("committed", rater.fingerprint_count))
+        n += 1
+    return log
+
+
+def _decoded(payloads: list[bytes]) -> list[Event]:
+    found = []
+    for number, payload in enumerate(payloads):
+        try:
+            found.append(decode_event(payload, fallback_id=f"e-{number}", fallback_timestamp=NOW))
+        except InvalidEvent:
+            continue
+    return found
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_core_rating_state_follows_the_reference_step_by_step(data: st.DataObject) -> None:
+    index = CatalogIndex(parse_documents(data.draw(catalogs())))
+    unique = _decoded(data.draw(st.lists(events(index), min_size=1, max_size=16)))
+    # Redeliveries and repeats: the stream draws events again, in any order.
+    stream_events = data.draw(
+        st.lists(st.sampled_from(unique), min_size=1, max_size=24) if unique else st.just([])
+    )
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream_events) - 1)), max_size=4)))
+    stream = [
+        stream_events[start:end]
+        for start, end in zip([0, *cuts], [*cuts, len(stream_events)], strict=True)
+        if start < end
+    ]
+    max_fingerprints = data.draw(st.sampled_from([0, 1, 3, 10, 10**6]))
+    max_owners = data.draw(st.sampled_from([0, 2, 10**6]))
+    crash_after = data.draw(st.sets(st.integers(0, max(0, len(stream) - 1)), max_size=2))
+
+    def reference() -> UsageRater:
+        return UsageRater(
+            index, max_fingerprints=max_fingerprints, max_remembered_owners=max_owners
+        )
+
+    def core() -> CoreUsageRater:
+        return CoreUsageRater(
+            index, max_fingerprints=max_fingerprints, max_remembered_owners=max_owners
+        )
+
+    want = run(reference, index, stream, crash_after)
+    got = run(core, index, stream, crash_after)
+    assert len(got) == len(want)
+    for got_step, want_step in zip(got, want, strict=True):
+        assert got_step == want_step
