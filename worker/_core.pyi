@@ -1,5 +1,7 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
+from typing import Any
+
 def core_version() -> str: ...
 def decode_batch(
     values: list[bytes | None],
@@ -77,4 +79,50 @@ class CoreRater:
     ) -> tuple[list[tuple[str, _Delta | None]], tuple[int, int, int]]: ...
     def committed(self) -> None: ...
     def forget_hashes(self) -> None: ...
+    def drop_states(self, keys: list[_Key]) -> None: ...
+
+class CoreEngine:
+    def __init__(
+        self,
+        customers: list[tuple[str, str, str, str]],
+        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
+        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
+        line_items: list[tuple[str, int, int, int | None, int]],
+        terms: list[tuple[_Price, str, str, str | None]],
+        max_fingerprints: int,
+        max_remembered_owners: int,
+    ) -> None: ...
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
+    @property
+    def fingerprint_count(self) -> int: ...
+    def prepare(
+        self,
+        values: list[bytes | None],
+        topics: list[str],
+        partitions: list[int],
+        offsets: list[int],
+        timestamps_ms: list[int | None],
+        now_us: int,
+        limits: tuple[int, int, int, int, int],
+    ) -> tuple[
+        list[int],
+        list[tuple[int, str]],
+        list[tuple[int, int]],
+        list[str],
+        list[tuple[int, str]],
+        int,
+    ]: ...
+    def missing_states(self) -> list[_Key]: ...
+    def coverable(self, counts: list[tuple[_Key, int]]) -> list[_Key]: ...
+    def load_states(
+        self,
+        snapshots: list[tuple[_Key, _Snapshot]],
+        stored_fingerprints: dict[_Key, list[int]] | None = None,
+    ) -> None: ...
+    def lookup_keys(self) -> list[tuple[_Key, str]]: ...
+    def remember(self, owners: list[tuple[_Key, str, str]]) -> None: ...
+    def rate(
+        self,
+    ) -> tuple[dict[str, Any], int, tuple[int, int, int], list[tuple[int, int, int]]]: ...
+    def committed(self) -> None: ...
     def drop_states(self, keys: list[_Key]) -> None: ...

@@ -92,45 +92,11 @@ class CoreRouting:
         before: timedelta = DEFAULT_PERIODS_BEFORE,
         after: timedelta = DEFAULT_PERIODS_AFTER,
     ) -> None:
-        tables = index.routing_tables()
-        customers = [(t, e, c, "") for t, e, c in sorted(tables.customers)]
-        customers += [(t, e, c, x) for (t, e, x), c in tables.external_ids.items()]
-        self._subscriptions: list[SubscriptionTerms] = []
-        subscription_rows = []
-        subscription_index: dict[int, int] = {}
-        for (tenant, environment, _), terms_list in tables.subscriptions.items():
-            for terms in terms_list:
-                subscription_index[id(terms)] = len(self._subscriptions)
-                self._subscriptions.append(terms)
-                subscription_rows.append(_subscription_row(tenant, environment, terms))
-        meters: list[Meter] = []
-        meter_index: dict[int, int] = {}
-        self._bindings: list[LineItemBinding] = []
-        line_items = []
-        for bindings in tables.bindings.values():
-            for binding in bindings:
-                meter = binding.meter
-                if id(meter) not in meter_index:
-                    meter_index[id(meter)] = len(meters)
-                    meters.append(meter)
-                self._bindings.append(binding)
-                line_items.append(
-                    (
-                        binding.line_item_id,
-                        subscription_index[id(binding.subscription)],
-                        micros(binding.start_date),
-                        None if binding.end_date is None else micros(binding.end_date),
-                        meter_index[id(meter)],
-                    )
-                )
-        self._core = _core.CoreCatalog(
-            customers,
-            subscription_rows,
-            [_meter_row(meter) for meter in meters],
-            line_items,
-        )
-        for number, terms in enumerate(self._subscriptions):
-            self._core.add_periods(number, _periods_between(terms, now - before, now + after))
+        self._tables = catalog_tables(index)
+        self._subscriptions = self._tables.subscriptions
+        self._bindings = self._tables.bindings
+        self._core = _core.CoreCatalog(*self._tables.arguments())
+        self._tables.add_periods_around(self._core, now - before, now + after)
 
     def resolve(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
@@ -139,28 +105,14 @@ class CoreRouting:
 
         ``now`` is the timestamp of messages without one (as in decoding).
         """
-        arguments = (
-            [m.value for m in messages],
-            [m.topic for m in messages],
-            [m.partition for m in messages],
-            [m.offset for m in messages],
-            [m.timestamp_ms for m in messages],
-            micros(now),
-            (
-                limits.max_message_bytes,
-                limits.max_properties,
-                limits.max_key_chars,
-                limits.max_id_chars,
-                limits.max_string_value_chars,
-            ),
-        )
+        arguments = batch_arguments(messages, now, limits)
         for _ in range(_MAX_PERIOD_ROUNDS):
             accepted, rejected, need, customers, unresolved, matches = self._core.resolve_batch(
                 *arguments
             )
             if not need:
                 break
-            self._add_periods(need)
+            add_periods(self._core, self._subscriptions, need)
         else:  # pragma: no cover - each round adds every period the last one asked for
             raise RuntimeError("the core kept asking for billing periods")
         bindings = self._bindings
@@ -184,12 +136,121 @@ class CoreRouting:
             ],
         )
 
-    def _add_periods(self, need: list[tuple[int, int]]) -> None:
-        for number, timestamp_us in set(need):
-            cycle = self._subscriptions[number].cycle
-            period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
-            if period is not None:
-                self._core.add_periods(number, [(micros(period.start), micros(period.end))])
+
+def add_periods(
+    core: _core.CoreCatalog | _core.CoreEngine,
+    subscriptions: list[SubscriptionTerms],
+    need: list[tuple[int, int]],
+) -> None:
+    """Add the periods the core asked for: (subscription, timestamp µs) each."""
+    for number, timestamp_us in set(need):
+        cycle = subscriptions[number].cycle
+        period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
+        if period is not None:
+            core.add_periods(number, [(micros(period.start), micros(period.end))])
+
+
+def batch_arguments(
+    messages: Sequence[Message], now: datetime, limits: EventLimits
+) -> tuple[
+    list[bytes | None],
+    list[str],
+    list[int],
+    list[int],
+    list[int | None],
+    int,
+    tuple[int, int, int, int, int],
+]:
+    """The message columns and limits a core batch call takes."""
+    return (
+        [m.value for m in messages],
+        [m.topic for m in messages],
+        [m.partition for m in messages],
+        [m.offset for m in messages],
+        [m.timestamp_ms for m in messages],
+        micros(now),
+        (
+            limits.max_message_bytes,
+            limits.max_properties,
+            limits.max_key_chars,
+            limits.max_id_chars,
+            limits.max_string_value_chars,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTables:
+    """The core's flat tables of one catalog index, with the Python objects they index."""
+
+    customers: list[tuple[str, str, str, str]]
+    subscription_rows: list[tuple[str, str, str, str, int, int | None, int | None]]
+    meter_rows: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]]
+    line_item_rows: list[tuple[str, int, int, int | None, int]]
+    subscriptions: list[SubscriptionTerms]
+    """Indexed like ``subscription_rows``: whose periods Python computes."""
+    bindings: list[LineItemBinding]
+    """Indexed like ``line_item_rows``."""
+
+    def arguments(
+        self,
+    ) -> tuple[
+        list[tuple[str, str, str, str]],
+        list[tuple[str, str, str, str, int, int | None, int | None]],
+        list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
+        list[tuple[str, int, int, int | None, int]],
+    ]:
+        return self.customers, self.subscription_rows, self.meter_rows, self.line_item_rows
+
+    def add_periods_around(
+        self, core: _core.CoreCatalog | _core.CoreEngine, first: datetime, last: datetime
+    ) -> None:
+        """Precompute every subscription's periods overlapping ``[first, last]``."""
+        for number, terms in enumerate(self.subscriptions):
+            core.add_periods(number, _periods_between(terms, first, last))
+
+
+def catalog_tables(index: CatalogIndex) -> CatalogTables:
+    """Flatten ``index`` into the core's tables (once per catalog load)."""
+    tables = index.routing_tables()
+    customers = [(t, e, c, "") for t, e, c in sorted(tables.customers)]
+    customers += [(t, e, c, x) for (t, e, x), c in tables.external_ids.items()]
+    subscriptions: list[SubscriptionTerms] = []
+    subscription_rows = []
+    subscription_index: dict[int, int] = {}
+    for (tenant, environment, _), terms_list in tables.subscriptions.items():
+        for terms in terms_list:
+            subscription_index[id(terms)] = len(subscriptions)
+            subscriptions.append(terms)
+            subscription_rows.append(_subscription_row(tenant, environment, terms))
+    meters: list[Meter] = []
+    meter_index: dict[int, int] = {}
+    bindings: list[LineItemBinding] = []
+    line_items = []
+    for routed in tables.bindings.values():
+        for binding in routed:
+            meter = binding.meter
+            if id(meter) not in meter_index:
+                meter_index[id(meter)] = len(meters)
+                meters.append(meter)
+            bindings.append(binding)
+            line_items.append(
+                (
+                    binding.line_item_id,
+                    subscription_index[id(binding.subscription)],
+                    micros(binding.start_date),
+                    None if binding.end_date is None else micros(binding.end_date),
+                    meter_index[id(meter)],
+                )
+            )
+    return CatalogTables(
+        customers,
+        subscription_rows,
+        [_meter_row(meter) for meter in meters],
+        line_items,
+        subscriptions,
+        bindings,
+    )
 
 
 def _subscription_row(

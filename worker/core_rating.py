@@ -36,7 +36,7 @@ _OUT_OF_RANGE = "the row or its period total is beyond the stored range (Decimal
 
 PendingTuple = tuple[tuple[str, str, str, int], int, str, int, str, str]
 PriceTuple = tuple[str, str, str, list[tuple[str | None, str, str]], str, str]
-_TermsTuple = tuple[PriceTuple, str, str, str | None]
+TermsTuple = tuple[PriceTuple, str, str, str | None]
 
 
 def _text(value: Decimal) -> str:
@@ -66,9 +66,10 @@ def price_tuple(price: PriceTable) -> PriceTuple:
     )
 
 
-def snapshot_tuple(
-    snapshot: AggregateSnapshot,
-) -> tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]:
+SnapshotTuple = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
+
+
+def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
     """An ``AggregateSnapshot`` as the core reads it."""
     latest = snapshot.latest
     return (
@@ -78,6 +79,19 @@ def snapshot_tuple(
         None if latest is None else (_micros(latest[0]), latest[1], _text(latest[2])),
         [(_micros(start), _text(value)) for start, value in snapshot.bucket_maxima.items()],
     )
+
+
+def load_arguments(
+    snapshots: Mapping[StateKey, AggregateSnapshot],
+    stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
+) -> tuple[list[tuple[StateKey, SnapshotTuple]], dict[StateKey, list[int]] | None]:
+    """``load_states``' arguments as the core reads them."""
+    fingerprints = (
+        None
+        if stored_fingerprints is None
+        else {key: list(values) for key, values in stored_fingerprints.items()}
+    )
+    return [(key, snapshot_tuple(s)) for key, s in snapshots.items()], fingerprints
 
 
 class CoreUsageRater:
@@ -106,7 +120,7 @@ class CoreUsageRater:
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for states created from now on."""
         self._resolver.replace_index(index)
-        items: list[tuple[str, str, str, _TermsTuple]] = []
+        items: list[tuple[str, str, str, TermsTuple]] = []
         self._terms = {}
         for bindings in index.routing_tables().bindings.values():
             for binding in bindings:
@@ -116,7 +130,7 @@ class CoreUsageRater:
                         binding.tenant_id,
                         binding.environment_id,
                         binding.line_item_id,
-                        _terms_tuple(binding),
+                        terms_tuple(binding),
                     )
                 )
         self._core.set_terms(items)
@@ -136,15 +150,7 @@ class CoreUsageRater:
         snapshots: Mapping[StateKey, AggregateSnapshot],
         stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
     ) -> None:
-        fingerprints = (
-            None
-            if stored_fingerprints is None
-            else {key: list(values) for key, values in stored_fingerprints.items()}
-        )
-        self._core.load_states(
-            [(key, snapshot_tuple(snapshot)) for key, snapshot in snapshots.items()],
-            fingerprints,
-        )
+        self._core.load_states(*load_arguments(snapshots, stored_fingerprints))
 
     def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]:
         return set(self._core.lookup_keys(self._rows(batch)))
@@ -197,7 +203,7 @@ class CoreUsageRater:
         ]
 
 
-def _terms_tuple(binding: LineItemBinding) -> _TermsTuple:
+def terms_tuple(binding: LineItemBinding) -> TermsTuple:
     meter = binding.meter
     return (
         price_tuple(binding.price),

@@ -10,12 +10,14 @@ pub mod aggregate;
 pub mod catalog;
 pub mod columns;
 pub mod decimal;
+pub mod engine;
 pub mod event;
 pub mod fixed;
 pub mod json;
 pub mod measure;
 pub mod period_rating;
 pub mod pricing;
+mod py_engine;
 pub mod rater;
 pub mod sha256;
 pub mod text;
@@ -121,6 +123,57 @@ type LineItemTuple = (String, usize, i64, Option<i64>, usize);
 /// period end µs, quantity × 10^15 as text, unique hash, field missing)`.
 type MatchTuple = (usize, usize, i64, i64, i64, String, String, bool);
 
+/// The catalog of the tables Python passes (`CoreCatalog`, `CoreEngine`).
+fn catalog_of(
+    customers: &[CustomerTuple],
+    subscriptions: &[SubscriptionTuple],
+    meters: &[MeterTuple],
+    line_items: &[LineItemTuple],
+) -> PyResult<Catalog> {
+    let customers: Vec<(&str, &str, &str, &str)> = customers
+        .iter()
+        .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
+        .collect();
+    let subscriptions: Vec<SubscriptionRow<'_>> = subscriptions
+        .iter()
+        .map(|s| SubscriptionRow {
+            tenant_id: &s.0,
+            environment_id: &s.1,
+            customer_id: &s.2,
+            status: &s.3,
+            start_us: s.4,
+            end_us: s.5,
+            cancelled_us: s.6,
+        })
+        .collect();
+    let meters: Vec<MeterRow<'_>> = meters
+        .iter()
+        .map(|m| MeterRow {
+            id: &m.0,
+            event_name: &m.1,
+            aggregation: &m.2,
+            field: &m.3,
+            multiplier: &m.4,
+            filters: m
+                .5
+                .iter()
+                .map(|(k, vs)| (k.as_str(), vs.iter().map(String::as_str).collect()))
+                .collect(),
+        })
+        .collect();
+    let line_items: Vec<LineItemRow<'_>> = line_items
+        .iter()
+        .map(|l| LineItemRow {
+            id: &l.0,
+            subscription: l.1,
+            start_us: l.2,
+            end_us: l.3,
+            meter: l.4,
+        })
+        .collect();
+    Catalog::new(&customers, &subscriptions, &meters, &line_items).map_err(table_error)
+}
+
 /// The catalog tables held by the core (`worker/core_catalog.py` builds them).
 #[pyclass(module = "worker._core")]
 struct CoreCatalog {
@@ -136,50 +189,9 @@ impl CoreCatalog {
         meters: Vec<MeterTuple>,
         line_items: Vec<LineItemTuple>,
     ) -> PyResult<Self> {
-        let customers: Vec<(&str, &str, &str, &str)> = customers
-            .iter()
-            .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
-            .collect();
-        let subscriptions: Vec<SubscriptionRow<'_>> = subscriptions
-            .iter()
-            .map(|s| SubscriptionRow {
-                tenant_id: &s.0,
-                environment_id: &s.1,
-                customer_id: &s.2,
-                status: &s.3,
-                start_us: s.4,
-                end_us: s.5,
-                cancelled_us: s.6,
-            })
-            .collect();
-        let meters: Vec<MeterRow<'_>> = meters
-            .iter()
-            .map(|m| MeterRow {
-                id: &m.0,
-                event_name: &m.1,
-                aggregation: &m.2,
-                field: &m.3,
-                multiplier: &m.4,
-                filters: m
-                    .5
-                    .iter()
-                    .map(|(k, vs)| (k.as_str(), vs.iter().map(String::as_str).collect()))
-                    .collect(),
-            })
-            .collect();
-        let line_items: Vec<LineItemRow<'_>> = line_items
-            .iter()
-            .map(|l| LineItemRow {
-                id: &l.0,
-                subscription: l.1,
-                start_us: l.2,
-                end_us: l.3,
-                meter: l.4,
-            })
-            .collect();
-        let catalog =
-            Catalog::new(&customers, &subscriptions, &meters, &line_items).map_err(table_error)?;
-        Ok(CoreCatalog { catalog })
+        Ok(CoreCatalog {
+            catalog: catalog_of(&customers, &subscriptions, &meters, &line_items)?,
+        })
     }
 
     /// Add billing periods `[start µs, end µs)` Python computed for a subscription.
@@ -651,5 +663,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rate_period, m)?)?;
     m.add_class::<CoreCatalog>()?;
     m.add_class::<CoreRater>()?;
+    m.add_class::<py_engine::CoreEngine>()?;
     Ok(())
 }

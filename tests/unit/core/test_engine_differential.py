@@ -8,13 +8,14 @@ stored fingerprints -> lookup keys -> owners -> rate -> committed, with
 restarts (a new rater loading its state from the store and replaying the
 batch) and memory budgets from 0. Every step's answer must be equal: the keys
 asked for, every rated row's values, outcome counts, refusals and the
-fingerprints held.
+fingerprints held. The fused core engine (messages in, Arrow rows out) runs
+the same flow and must give the same answers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.core.strategies import NOW, catalogs, events
+from worker.core_engine import CoreBatchEngine
 from worker.core_rating import CoreUsageRater
 from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog import parse_documents
@@ -35,8 +37,9 @@ from worker.domain.engine import (
     fingerprint,
 )
 from worker.domain.events import Event
-from worker.domain.validation import InvalidEvent, decode_event
+from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 from worker.domain.windows import window_start
+from worker.stream.usage_batch import SourceMessage
 
 Row = tuple[Any, ...]
 
@@ -94,6 +97,35 @@ def _owners(written: list[Row]) -> dict[DedupKey, str]:
     return owners
 
 
+class StateLoader(Protocol):
+    def coverable(self, snapshots: dict[StateKey, AggregateSnapshot]) -> list[StateKey]: ...
+    def load_states(
+        self,
+        snapshots: dict[StateKey, AggregateSnapshot],
+        stored_fingerprints: dict[StateKey, list[int]] | None = None,
+    ) -> None: ...
+
+
+def _load_from_store(
+    target: StateLoader, written: list[Row], index: CatalogIndex, missing: set[StateKey]
+) -> list[StateKey]:
+    """Snapshots of the missing states, fingerprints of the coverable ones, loaded."""
+    stored = _snapshots(written, index)
+    snapshots = {key: stored.get(key, AggregateSnapshot()) for key in sorted(missing)}
+    coverable = target.coverable(snapshots)
+    fingerprints: dict[StateKey, list[int]] = {key: [] for key in coverable}
+    for row in written:
+        if row[0] in fingerprints:
+            fingerprints[row[0]].append(fingerprint(row[3]))
+    target.load_states(snapshots, fingerprints)
+    return coverable
+
+
+def _owners_of(written: list[Row], lookup: set[DedupKey]) -> dict[DedupKey, str]:
+    owners = _owners(written)
+    return {key: owners[key] for key in sorted(lookup) if key in owners}
+
+
 def run(
     new_rater: Any, index: CatalogIndex, stream: list[list[Event]], crash_after: set[int]
 ) -> list[Any]:
@@ -105,18 +137,10 @@ def run(
     n = 0
     while n < len(stream):
         resolved = rater.resolve(stream[n])
-        stored = _snapshots(written, index)
         missing = rater.missing_states(resolved)
-        snapshots = {key: stored.get(key, AggregateSnapshot()) for key in sorted(missing)}
-        coverable = rater.coverable(snapshots)
-        fingerprints: dict[StateKey, list[int]] = {key: [] for key in coverable}
-        for row in written:
-            if row[0] in fingerprints:
-                fingerprints[row[0]].append(fingerprint(row[3]))
-        rater.load_states(snapshots, fingerprints)
+        coverable = _load_from_store(rater, written, index, missing)
         lookup = rater.lookup_keys(resolved)
-        owners = _owners(written)
-        rater.remember({key: owners[key] for key in sorted(lookup) if key in owners})
+        rater.remember(_owners_of(written, lookup))
         rated = rater.rate(resolved, NOW)
         # (key, event id, timestamp, hash, qty_total, outcome, the other deltas)
         rows = [
@@ -155,14 +179,94 @@ def run(
     return log
 
 
-def _decoded(payloads: list[bytes]) -> list[Event]:
+def _decoded(payloads: list[bytes]) -> list[tuple[bytes, Event]]:
     found = []
     for number, payload in enumerate(payloads):
         try:
-            found.append(decode_event(payload, fallback_id=f"e-{number}", fallback_timestamp=NOW))
+            event = decode_event(payload, fallback_id=f"e-{number}", fallback_timestamp=NOW)
         except InvalidEvent:
             continue
+        found.append((payload, event))
     return found
+
+
+def run_fused(
+    new_engine: Any,
+    index: CatalogIndex,
+    stream: list[list[tuple[bytes, Event]]],
+    crash_after: set[int],
+) -> list[Any]:
+    """:func:`run` with the fused core engine: messages in, Arrow rows out."""
+    log: list[Any] = []
+    written: list[Row] = []
+    engine: CoreBatchEngine = new_engine()
+    crashes = set(crash_after)
+    n = 0
+    while n < len(stream):
+        messages = [
+            SourceMessage("events", 0, i, payload) for i, (payload, _) in enumerate(stream[n])
+        ]
+        prepared = engine.prepare(messages, NOW, EventLimits())
+        events = [stream[n][i][1] for i in prepared.accepted]
+        missing = engine.missing_states()
+        coverable = _load_from_store(engine, written, index, missing)
+        lookup = engine.lookup_keys()
+        engine.remember(_owners_of(written, lookup))
+        rated = engine.rate()
+        columns = {name: array.to_pylist() for name, array in rated.columns.items()}
+
+        def key(
+            event: int,
+            line_item: int,
+            period_id: int,
+            events: list[Event] = events,
+            engine: CoreBatchEngine = engine,
+        ) -> StateKey:
+            return (
+                events[event].tenant_id,
+                events[event].environment_id,
+                engine.bindings[line_item].line_item_id,
+                period_id,
+            )
+
+        rows = [
+            (
+                key(columns["event"][i], columns["line_item"][i], columns["period_id"][i]),
+                events[columns["event"][i]].id,
+                events[columns["event"][i]].timestamp,
+                columns["unique_hash"][i],
+                columns["qty_total"][i],
+                "repeated_value" if columns["outcome"][i] else "counted",
+                columns["qty_free_applied"][i],
+                columns["qty_billable"][i],
+                columns["cost"][i],
+                columns["unit_cost"][i],
+                columns["tier_snapshot"][i],
+            )
+            for i in range(len(columns["row"]))
+        ]
+        written.extend(rows)
+        refused = [(key(e, li, p), events[e].id) for e, li, p in rated.refused]
+        log.append(
+            (
+                n,
+                missing,
+                coverable,
+                lookup,
+                rows,
+                dict(rated.outcomes),
+                refused,
+                engine.fingerprint_count,
+            )
+        )
+        if n in crashes:
+            crashes.discard(n)
+            engine = new_engine()
+            continue
+        engine.committed()
+        log.append(("committed", engine.fingerprint_count))
+        n += 1
+    return log
 
 
 @settings(
@@ -179,13 +283,14 @@ def test_core_rating_state_follows_the_reference_step_by_step(data: st.DataObjec
         st.lists(st.sampled_from(unique), min_size=1, max_size=24) if unique else st.just([])
     )
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream_events) - 1)), max_size=4)))
-    stream = [
+    batches = [
         stream_events[start:end]
         for start, end in zip([0, *cuts], [*cuts, len(stream_events)], strict=True)
         if start < end
     ]
     max_fingerprints = data.draw(st.sampled_from([0, 1, 3, 10, 10**6]))
     max_owners = data.draw(st.sampled_from([0, 2, 10**6]))
+    stream = [[event for _, event in batch] for batch in batches]
     crash_after = data.draw(st.sets(st.integers(0, max(0, len(stream) - 1)), max_size=2))
 
     def reference() -> UsageRater:
@@ -198,8 +303,20 @@ def test_core_rating_state_follows_the_reference_step_by_step(data: st.DataObjec
             index, max_fingerprints=max_fingerprints, max_remembered_owners=max_owners
         )
 
+    def fused() -> CoreBatchEngine:
+        return CoreBatchEngine(
+            index,
+            NOW,
+            max_fingerprints=max_fingerprints,
+            max_remembered_owners=max_owners,
+            before=timedelta(days=2),
+            after=timedelta(days=1),
+        )
+
     want = run(reference, index, stream, crash_after)
     got = run(core, index, stream, crash_after)
-    assert len(got) == len(want)
-    for got_step, want_step in zip(got, want, strict=True):
+    fused_log = run_fused(fused, index, batches, crash_after)
+    assert len(got) == len(want) == len(fused_log)
+    for got_step, fused_step, want_step in zip(got, fused_log, want, strict=True):
         assert got_step == want_step
+        assert fused_step == want_step
