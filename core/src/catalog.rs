@@ -139,14 +139,21 @@ pub struct EventView<'a> {
     pub properties: &'a dyn Fn() -> Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
-/// A key of several strings that no choice of their contents can confuse.
-fn key(parts: &[&str]) -> String {
-    let mut out = String::new();
+/// A key of several strings that no choice of their contents can confuse,
+/// written into `out` (reused across lookups: no allocation per event).
+fn key_in<'b>(out: &'b mut String, parts: &[&str]) -> &'b str {
+    use std::fmt::Write;
+    out.clear();
     for part in parts {
-        out.push_str(&part.len().to_string());
-        out.push(':');
+        let _ = write!(out, "{}:", part.len());
         out.push_str(part);
     }
+    out.as_str()
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut out = String::new();
+    key_in(&mut out, parts);
     out
 }
 
@@ -323,23 +330,27 @@ impl Catalog {
     }
 
     /// The catalog customer id the event refers to (`customer_id_for`).
-    fn customer_of(&self, event: &EventView<'_>) -> Option<String> {
+    fn customer_of(&self, event: &EventView<'_>, buffer: &mut String) -> Option<String> {
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         if !event.customer_id.is_empty()
             && self
                 .customers
-                .contains(&key(&[tenant, environment, event.customer_id]))
+                .contains(key_in(buffer, &[tenant, environment, event.customer_id]))
         {
             return Some(event.customer_id.to_string());
         }
         self.by_external_id
-            .get(&key(&[tenant, environment, event.external_customer_id]))
+            .get(key_in(
+                buffer,
+                &[tenant, environment, event.external_customer_id],
+            ))
             .cloned()
     }
 
     /// Every active usage line item the event hits, with its period and measurement.
     pub fn resolve(&self, event: &EventView<'_>) -> (String, Resolution) {
-        let Some(customer) = self.customer_of(event) else {
+        let mut buffer = String::with_capacity(96);
+        let Some(customer) = self.customer_of(event, &mut buffer) else {
             return (
                 String::new(),
                 Resolution::Unresolved(Unresolved::UnknownCustomer),
@@ -349,9 +360,10 @@ impl Catalog {
         let ts = event.timestamp_us;
         let mut candidates = Vec::new();
         let mut need = Vec::new();
-        let bindings = self
-            .bindings
-            .get(&key(&[tenant, environment, &customer, event.event_name]));
+        let bindings = self.bindings.get(key_in(
+            &mut buffer,
+            &[tenant, environment, &customer, event.event_name],
+        ));
         for &index in bindings.map_or(&[][..], |b| b.as_slice()) {
             let item = &self.line_items[index];
             let subscription = &self.subscriptions[item.subscription];
@@ -369,9 +381,9 @@ impl Catalog {
             need.dedup();
             return (customer, Resolution::NeedPeriods(need));
         }
-        let subscriptions =
-            self.subscriptions_by_customer
-                .get(&key(&[tenant, environment, &customer]));
+        let subscriptions = self
+            .subscriptions_by_customer
+            .get(key_in(&mut buffer, &[tenant, environment, &customer]));
         let reason = if subscriptions
             .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
         {

@@ -208,7 +208,9 @@ impl Rater {
                 self.states.insert(row.key.clone(), state);
             }
             let state = self.states.get_mut(&row.key).expect("inserted above");
-            self.touched.insert(row.key.clone());
+            if !self.touched.contains(&row.key) {
+                self.touched.insert(row.key.clone());
+            }
             let applied = state.rating.apply(
                 &state.price,
                 &row.event_id,
