@@ -38,14 +38,25 @@ pub struct Prepared {
 /// row) or its refusal.
 pub type Rated = (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes);
 
+/// A state key inside the engine: the rank of the line item's (tenant,
+/// environment, id) among all of them in `StateKey` order, and the period id.
+/// Same order as the `StateKey` it stands for, without a string to hash or
+/// allocate per row.
+type RankKey = (u32, i64);
+
 /// Catalog tables, line item terms and the rating state of one consumer.
 pub struct Engine {
     catalog: Catalog,
     /// Per catalog line item: its price, free units and aggregation.
     terms: Vec<Terms>,
-    by_line_item: HashMap<(String, String, String), usize>,
-    rater: Rater,
-    pending: Vec<Pending>,
+    /// Per catalog line item: the rank of its (tenant, environment, id).
+    ranks: Vec<u32>,
+    /// Per rank: the (tenant, environment, id) and the line item whose terms
+    /// a loaded state takes (the last one, as `CatalogIndex.line_item`).
+    names: Vec<((String, String, String), usize)>,
+    rank_of: HashMap<(String, String, String), u32>,
+    rater: Rater<RankKey>,
+    pending: Vec<Pending<RankKey>>,
     sources: Vec<RowSource>,
 }
 
@@ -56,34 +67,59 @@ impl Engine {
         catalog: Catalog,
         terms: Vec<Terms>,
         owners: Vec<(String, String, String)>,
-        rater: Rater,
+        rater: Rater<RankKey>,
     ) -> Engine {
-        let by_line_item = owners
-            .into_iter()
+        let mut last: HashMap<&(String, String, String), usize> = HashMap::new();
+        for (item, owner) in owners.iter().enumerate() {
+            last.insert(owner, item);
+        }
+        let mut names: Vec<((String, String, String), usize)> =
+            last.into_iter().map(|(k, i)| (k.clone(), i)).collect();
+        names.sort();
+        let rank_of: HashMap<(String, String, String), u32> = names
+            .iter()
             .enumerate()
-            .map(|(i, k)| (k, i))
+            .map(|(rank, (name, _))| (name.clone(), rank as u32))
             .collect();
+        let ranks = owners.iter().map(|owner| rank_of[owner]).collect();
         Engine {
             catalog,
             terms,
-            by_line_item,
+            ranks,
+            names,
+            rank_of,
             rater,
             pending: Vec::new(),
             sources: Vec::new(),
         }
     }
 
+    fn state_key(&self, key: &RankKey) -> StateKey {
+        let ((tenant, environment, id), _) = &self.names[key.0 as usize];
+        (tenant.clone(), environment.clone(), id.clone(), key.1)
+    }
+
+    fn rank_key(&self, key: &StateKey) -> Option<RankKey> {
+        let name = (key.0.clone(), key.1.clone(), key.2.clone());
+        Some((*self.rank_of.get(&name)?, key.3))
+    }
+
     pub fn catalog_mut(&mut self) -> &mut Catalog {
         &mut self.catalog
     }
 
-    pub fn rater(&self) -> &Rater {
+    pub fn rater(&self) -> &Rater<RankKey> {
         &self.rater
     }
 
-    /// The held rows and where each comes from.
-    pub fn rows(&self) -> (&[Pending], &[RowSource]) {
-        (&self.pending, &self.sources)
+    /// The held rows' period ids and unique hashes, and where each comes from.
+    pub fn rows(&self) -> (Vec<(i64, &str)>, &[RowSource]) {
+        let rows = self
+            .pending
+            .iter()
+            .map(|row| (row.key.1, row.unique_hash.as_str()))
+            .collect();
+        (rows, &self.sources)
     }
 
     /// Route and measure the decoded events; hold their rows for the next steps.
@@ -118,12 +154,7 @@ impl Engine {
                         let period_id = m.period_id();
                         let line_item = m.line_item;
                         prepared.missing_fields += usize::from(m.measurement.field_missing);
-                        let key: StateKey = (
-                            view.tenant_id.to_string(),
-                            view.environment_id.to_string(),
-                            self.catalog.line_item(line_item).id.clone(),
-                            period_id,
-                        );
+                        let key: RankKey = (self.ranks[line_item], period_id);
                         sources.push(RowSource { event, line_item });
                         pending.push(Pending {
                             key,
@@ -146,11 +177,17 @@ impl Engine {
     }
 
     pub fn missing_states(&self) -> HashSet<StateKey> {
-        self.rater.missing_states(&self.pending)
+        let missing = self.rater.missing_states(&self.pending);
+        missing.iter().map(|key| self.state_key(key)).collect()
     }
 
     pub fn coverable(&self, counts: &[(StateKey, i64)]) -> Vec<StateKey> {
-        self.rater.coverable(counts)
+        let counts: Vec<(RankKey, i64)> = counts
+            .iter()
+            .filter_map(|(key, count)| Some((self.rank_key(key)?, *count)))
+            .collect();
+        let chosen = self.rater.coverable(&counts);
+        chosen.iter().map(|key| self.state_key(key)).collect()
     }
 
     pub fn load_states(
@@ -158,20 +195,37 @@ impl Engine {
         snapshots: &[(StateKey, Snapshot)],
         stored_fingerprints: Option<&HashMap<StateKey, Vec<u64>>>,
     ) {
-        let (terms, by_line_item) = (&self.terms, &self.by_line_item);
+        let snapshots: Vec<(RankKey, Snapshot)> = snapshots
+            .iter()
+            .filter_map(|(key, snapshot)| Some((self.rank_key(key)?, snapshot.clone())))
+            .collect();
+        let fingerprints: Option<HashMap<RankKey, Vec<u64>>> = stored_fingerprints.map(|all| {
+            all.iter()
+                .filter_map(|(key, values)| Some((self.rank_key(key)?, values.clone())))
+                .collect()
+        });
+        let (terms, names) = (&self.terms, &self.names);
         self.rater
-            .load_states(snapshots, stored_fingerprints, |key| {
-                let index = by_line_item.get(&(key.0.clone(), key.1.clone(), key.2.clone()))?;
-                terms.get(*index).cloned()
+            .load_states(&snapshots, fingerprints.as_ref(), |key: &RankKey| {
+                terms.get(names[key.0 as usize].1).cloned()
             });
     }
 
     pub fn lookup_keys(&self) -> HashSet<(StateKey, String)> {
-        self.rater.lookup_keys(&self.pending)
+        let keys = self.rater.lookup_keys(&self.pending);
+        keys.into_iter()
+            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash))
+            .collect()
     }
 
     pub fn remember(&mut self, owners: &[(StateKey, String, String)]) {
-        self.rater.remember(owners);
+        let owners: Vec<(RankKey, String, String)> = owners
+            .iter()
+            .filter_map(|(key, unique_hash, event_id)| {
+                Some((self.rank_key(key)?, unique_hash.clone(), event_id.clone()))
+            })
+            .collect();
+        self.rater.remember(&owners);
     }
 
     /// Rate the held rows in order (they stay held for reading until the next `prepare`).
@@ -184,6 +238,7 @@ impl Engine {
     }
 
     pub fn drop_states(&mut self, keys: &[StateKey]) {
-        self.rater.drop_states(keys);
+        let keys: Vec<RankKey> = keys.iter().filter_map(|key| self.rank_key(key)).collect();
+        self.rater.drop_states(&keys);
     }
 }

@@ -190,16 +190,16 @@ impl CoreEngine {
                 Ok(Some(delta)) => delta,
                 Ok(None) => continue,
                 Err(_) => {
-                    refused.push((sources[i].event, sources[i].line_item, pending[i].key.3));
+                    refused.push((sources[i].event, sources[i].line_item, pending[i].0));
                     continue;
                 }
             };
             row_index.push(i as i32);
             events.push(sources[i].event as i32);
             line_items.push(sources[i].line_item as i32);
-            periods.push(pending[i].key.3);
+            periods.push(pending[i].0);
             outcome_codes.push(i8::from(delta.outcome == Outcome::RepeatedValue));
-            hashes.push(&pending[i].unique_hash);
+            hashes.push(pending[i].1);
             let values = [
                 delta.qty_total,
                 delta.qty_billable,

@@ -5,6 +5,7 @@
 //! (see the module docs of `engine.py`).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use crate::aggregate::{Aggregate, Bucket, Snapshot};
 use crate::measure::Aggregation;
@@ -13,6 +14,11 @@ use crate::pricing::Price;
 
 /// (tenant, environment, line item id, period id).
 pub type StateKey = (String, String, String, i64);
+
+/// What a state key must offer: its order must be the reference's order of
+/// the `StateKey` it stands for (ties in `coverable` and `committed`).
+pub trait Key: Hash + Eq + Ord + Clone {}
+impl<T: Hash + Eq + Ord + Clone> Key for T {}
 
 /// What a state needs from its line item when it is created.
 #[derive(Debug, Clone)]
@@ -25,8 +31,8 @@ pub struct Terms {
 
 /// One (event, line item) awaiting rating (`PendingRow`).
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub key: StateKey,
+pub struct Pending<K = StateKey> {
+    pub key: K,
     /// Index of the line item's terms (the binding the event resolved to).
     pub terms: usize,
     pub event_id: String,
@@ -58,12 +64,12 @@ pub struct Outcomes {
 }
 
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
-pub struct Rater {
-    states: HashMap<StateKey, State>,
-    touched: HashSet<StateKey>,
+pub struct Rater<K = StateKey> {
+    states: HashMap<K, State>,
+    touched: HashSet<K>,
     /// Covered states -> (insertion number, fingerprints): the reference's
     /// dict order breaks ties when trimming.
-    fingerprints: HashMap<StateKey, (u64, HashSet<u64>)>,
+    fingerprints: HashMap<K, (u64, HashSet<u64>)>,
     inserted: u64,
     fingerprint_count: usize,
     max_fingerprints: usize,
@@ -71,8 +77,8 @@ pub struct Rater {
     max_remembered: usize,
 }
 
-impl Rater {
-    pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater {
+impl<K: Key> Rater<K> {
+    pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
         Rater {
             states: HashMap::new(),
             touched: HashSet::new(),
@@ -100,7 +106,7 @@ impl Rater {
     }
 
     /// State keys of `rows` not in memory (to load from the store).
-    pub fn missing_states(&self, rows: &[Pending]) -> HashSet<StateKey> {
+    pub fn missing_states(&self, rows: &[Pending<K>]) -> HashSet<K> {
         rows.iter()
             .filter(|row| !self.states.contains_key(&row.key))
             .map(|row| row.key.clone())
@@ -108,9 +114,9 @@ impl Rater {
     }
 
     /// Loaded keys with stored rows whose fingerprints fit the budget, smallest first.
-    pub fn coverable(&self, snapshots: &[(StateKey, i64)]) -> Vec<StateKey> {
+    pub fn coverable(&self, snapshots: &[(K, i64)]) -> Vec<K> {
         let mut room = self.max_fingerprints as i128 - self.fingerprint_count as i128;
-        let mut stored: Vec<(i64, &StateKey)> = snapshots
+        let mut stored: Vec<(i64, &K)> = snapshots
             .iter()
             .filter(|(key, count)| *count > 0 && !self.states.contains_key(key))
             .map(|(key, count)| (*count, key))
@@ -132,9 +138,9 @@ impl Rater {
     /// cannot be held (sums beyond `i128`) is skipped as well.
     pub fn load_states(
         &mut self,
-        snapshots: &[(StateKey, Snapshot)],
-        stored_fingerprints: Option<&HashMap<StateKey, Vec<u64>>>,
-        terms: impl Fn(&StateKey) -> Option<Terms>,
+        snapshots: &[(K, Snapshot)],
+        stored_fingerprints: Option<&HashMap<K, Vec<u64>>>,
+        terms: impl Fn(&K) -> Option<Terms>,
     ) {
         for (key, snapshot) in snapshots {
             if self.states.contains_key(key) {
@@ -155,7 +161,7 @@ impl Rater {
     }
 
     /// The dedup keys of `rows` only the store can answer.
-    pub fn lookup_keys(&self, rows: &[Pending]) -> HashSet<(StateKey, String)> {
+    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, String)> {
         let mut keys = HashSet::new();
         for row in rows {
             let known = self.fingerprints.get(&row.key);
@@ -170,8 +176,8 @@ impl Rater {
     }
 
     /// Record stored unique hashes and the event ids that counted them.
-    pub fn remember(&mut self, owners: &[(StateKey, String, String)]) {
-        let mut grouped: HashMap<&StateKey, HashMap<&str, &str>> = HashMap::new();
+    pub fn remember(&mut self, owners: &[(K, String, String)]) {
+        let mut grouped: HashMap<&K, HashMap<&str, &str>> = HashMap::new();
         for (key, unique_hash, event_id) in owners {
             grouped
                 .entry(key)
@@ -193,7 +199,7 @@ impl Rater {
     /// writes no row) or the refusal; and the outcome counts.
     pub fn rate(
         &mut self,
-        rows: &[Pending],
+        rows: &[Pending<K>],
         terms: &[Terms],
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
@@ -252,7 +258,7 @@ impl Rater {
         if self.remembered <= self.max_remembered {
             return;
         }
-        let mut kept: Vec<(usize, StateKey)> = Vec::new();
+        let mut kept: Vec<(usize, K)> = Vec::new();
         for key in self.touched.clone() {
             match self.states.get_mut(&key) {
                 None => {
@@ -291,7 +297,7 @@ impl Rater {
     }
 
     /// Drop the state of `keys` (on revoke).
-    pub fn drop_states(&mut self, keys: &[StateKey]) {
+    pub fn drop_states(&mut self, keys: &[K]) {
         for key in keys {
             self.states.remove(key);
             self.touched.remove(key);
@@ -299,7 +305,7 @@ impl Rater {
         }
     }
 
-    fn cover(&mut self, key: &StateKey, fingerprints: &[u64]) {
+    fn cover(&mut self, key: &K, fingerprints: &[u64]) {
         let known: HashSet<u64> = fingerprints.iter().copied().collect();
         self.uncover(key);
         self.fingerprint_count += known.len();
@@ -308,7 +314,7 @@ impl Rater {
             .insert(key.clone(), (self.inserted, known));
     }
 
-    fn uncover(&mut self, key: &StateKey) {
+    fn uncover(&mut self, key: &K) {
         if let Some((_, known)) = self.fingerprints.remove(key) {
             self.fingerprint_count -= known.len();
         }
@@ -320,7 +326,7 @@ impl Rater {
             return;
         }
         let target = self.max_fingerprints * 3 / 4;
-        let mut by_size: Vec<(usize, u64, StateKey)> = self
+        let mut by_size: Vec<(usize, u64, K)> = self
             .fingerprints
             .iter()
             .map(|(key, (order, known))| (known.len(), *order, key.clone()))
