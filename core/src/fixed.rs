@@ -93,7 +93,12 @@ impl U256 {
 
 /// `numerator / divisor` rounded half away from zero, for a positive divisor.
 fn round_div(numerator: U256, divisor: u128, negative: bool) -> Option<i128> {
-    let (quotient, remainder) = numerator.div_rem(divisor)?;
+    // Most products fit 128 bits: divide natively; else the long division.
+    let (quotient, remainder) = if numerator.hi == 0 {
+        (numerator.lo / divisor, numerator.lo % divisor)
+    } else {
+        numerator.div_rem(divisor)?
+    };
     // remainder >= divisor / 2, without overflow: remainder >= divisor - remainder.
     let up = remainder >= divisor - remainder;
     let magnitude = quotient.checked_add(up as u128)?;
