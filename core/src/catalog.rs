@@ -135,8 +135,8 @@ pub struct EventView<'a> {
     pub customer_id: &'a str,
     pub external_customer_id: &'a str,
     pub timestamp_us: i64,
-    /// The `properties` object's members, read only when a meter needs them.
-    pub properties: &'a dyn Fn() -> Vec<(Cow<'a, str>, Value<'a>)>,
+    /// The `properties` object's members, as decoded.
+    pub properties: &'a [(Cow<'a, str>, Value<'a>)],
 }
 
 /// A key of several strings that no choice of their contents can confuse,
@@ -391,15 +391,7 @@ impl Catalog {
         } else {
             Unresolved::NoActiveSubscription
         };
-        let needs_properties = candidates.iter().any(|(index, _)| {
-            let meter = &self.meters[self.line_items[*index].meter];
-            !meter.filters.is_empty() || meter.aggregation != Aggregation::Count
-        });
-        let properties = if needs_properties {
-            (event.properties)()
-        } else {
-            Vec::new()
-        };
+        let properties = event.properties;
         let ids = EventIds {
             tenant_id: tenant,
             environment_id: environment,
@@ -421,7 +413,7 @@ impl Catalog {
                 field: &meter.field,
                 multiplier: &meter.multiplier,
             };
-            let measurement = measure::measure(&rule, &ids, &properties, ts, period);
+            let measurement = measure::measure(&rule, &ids, properties, ts, period);
             matches.push(Match {
                 line_item: index,
                 period,
@@ -476,7 +468,7 @@ mod tests {
     }
 
     fn resolve(catalog: &Catalog, customer: &str, ts: i64, properties: &str) -> Resolution {
-        let parse = || match crate::json::parse(properties) {
+        let parsed = match crate::json::parse(properties) {
             Ok(Value::Object(members)) => members,
             _ => Vec::new(),
         };
@@ -488,7 +480,7 @@ mod tests {
             customer_id: "",
             external_customer_id: customer,
             timestamp_us: ts,
-            properties: &parse,
+            properties: &parsed,
         };
         catalog.resolve(&event).1
     }

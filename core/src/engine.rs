@@ -9,8 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Resolution, Unresolved};
-use crate::event::RawColumns;
-use crate::json;
+use crate::event::{Properties, RawColumns};
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
 
@@ -123,15 +122,11 @@ impl Engine {
     }
 
     /// Route and measure the decoded events; hold their rows for the next steps.
-    pub fn prepare(&mut self, columns: &RawColumns) -> Prepared {
+    /// `properties` are the decoded events' (`decode_event`'s answers).
+    pub fn prepare(&mut self, columns: &RawColumns, properties: &[Properties<'_>]) -> Prepared {
         let mut prepared = Prepared::default();
         let (mut pending, mut sources) = (Vec::new(), Vec::new());
-        for event in 0..columns.len() {
-            let text = columns.properties.get(event);
-            let properties = || match json::parse(text) {
-                Ok(json::Value::Object(members)) => members,
-                _ => Vec::new(),
-            };
+        for (event, members) in properties.iter().enumerate().take(columns.len()) {
             let view = EventView {
                 id: columns.id.get(event),
                 tenant_id: columns.tenant_id.get(event),
@@ -140,7 +135,7 @@ impl Engine {
                 customer_id: columns.customer_id.get(event),
                 external_customer_id: columns.external_customer_id.get(event),
                 timestamp_us: columns.timestamp_us[event],
-                properties: &properties,
+                properties: members,
             };
             let (customer, resolution) = self.catalog.resolve(&view);
             prepared.customers.push(customer);

@@ -40,15 +40,18 @@ fn core_version() -> &'static str {
 /// and the raw columns of the accepted ones.
 type Decoded = (Vec<usize>, Vec<(usize, &'static str)>, RawColumns);
 
-/// The decode loop shared by `decode_batch` and `CoreCatalog.resolve_batch`.
-fn decode_all(
-    values: &[Option<PyBackedBytes>],
+/// The decode loop shared by `decode_batch`, `CoreCatalog.resolve_batch` and
+/// `CoreEngine.prepare`; `keep` collects the accepted events' properties.
+#[allow(clippy::too_many_arguments)]
+fn decode_all<'a>(
+    values: &'a [Option<PyBackedBytes>],
     topics: &[String],
     partitions: &[i64],
     offsets: &[i64],
     timestamps_ms: &[Option<i64>],
     now_us: i64,
     limits: (usize, usize, usize, usize, usize),
+    mut keep: Option<&mut Vec<event::Properties<'a>>>,
 ) -> PyResult<Decoded> {
     let count = values.len();
     if [
@@ -85,7 +88,12 @@ fn decode_all(
             _ => now_us,
         };
         match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
-            Ok(()) => accepted.push(i),
+            Ok(properties) => {
+                accepted.push(i);
+                if let Some(kept) = keep.as_deref_mut() {
+                    kept.push(properties);
+                }
+            }
             Err(reason) => rejected.push((i, reason.code())),
         }
     }
@@ -232,6 +240,7 @@ impl CoreCatalog {
     )> {
         let catalog = &self.catalog;
         py.detach(|| {
+            let mut decoded = Vec::new();
             let (accepted, rejected, columns) = decode_all(
                 &values,
                 &topics,
@@ -240,17 +249,13 @@ impl CoreCatalog {
                 &timestamps_ms,
                 now_us,
                 limits,
+                Some(&mut decoded),
             )?;
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
             let mut matches = Vec::new();
-            for row in 0..accepted.len() {
-                let text = columns.properties.get(row);
-                let properties = || match json::parse(text) {
-                    Ok(json::Value::Object(members)) => members,
-                    _ => Vec::new(),
-                };
+            for (row, members) in decoded.iter().enumerate() {
                 let event = EventView {
                     id: columns.id.get(row),
                     tenant_id: columns.tenant_id.get(row),
@@ -259,7 +264,7 @@ impl CoreCatalog {
                     customer_id: columns.customer_id.get(row),
                     external_customer_id: columns.external_customer_id.get(row),
                     timestamp_us: columns.timestamp_us[row],
-                    properties: &properties,
+                    properties: members,
                 };
                 let (customer, resolution) = catalog.resolve(&event);
                 customers.push(customer);
@@ -330,6 +335,7 @@ fn decode_batch<'py>(
             &timestamps_ms,
             now_us,
             limits,
+            None,
         )
     })?;
     let strings = PyDict::new(py);

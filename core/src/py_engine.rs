@@ -101,6 +101,7 @@ impl CoreEngine {
     ) -> PyResult<PrepareResult> {
         let engine = &mut self.engine;
         py.detach(|| {
+            let mut properties = Vec::new();
             let (accepted, rejected, columns) = decode_all(
                 &values,
                 &topics,
@@ -109,8 +110,9 @@ impl CoreEngine {
                 &timestamps_ms,
                 now_us,
                 limits,
+                Some(&mut properties),
             )?;
-            let prepared = engine.prepare(&columns);
+            let prepared = engine.prepare(&columns, &properties);
             let unresolved = prepared
                 .unresolved
                 .iter()
