@@ -392,11 +392,7 @@ impl Catalog {
             Unresolved::NoActiveSubscription
         };
         let properties = event.properties;
-        let ids = EventIds {
-            tenant_id: tenant,
-            environment_id: environment,
-            id: event.id,
-        };
+        let ids = EventIds::new(tenant, environment, event.id);
         let mut matches = Vec::new();
         for (index, period) in candidates {
             let meter = &self.meters[self.line_items[index].meter];

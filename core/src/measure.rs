@@ -61,12 +61,25 @@ pub struct EventIds<'a> {
     pub tenant_id: &'a str,
     pub environment_id: &'a str,
     pub id: &'a str,
+    /// The event hash, computed once for all the event's matches.
+    hash: std::cell::OnceCell<String>,
 }
 
-impl EventIds<'_> {
+impl<'a> EventIds<'a> {
+    pub fn new(tenant_id: &'a str, environment_id: &'a str, id: &'a str) -> Self {
+        EventIds {
+            tenant_id,
+            environment_id,
+            id,
+            hash: std::cell::OnceCell::new(),
+        }
+    }
+
     /// `metering.event_hash`.
     pub fn event_hash(&self) -> String {
-        sha256::hex_of_parts(&[self.tenant_id, self.environment_id, self.id])
+        self.hash
+            .get_or_init(|| sha256::hex_of_parts(&[self.tenant_id, self.environment_id, self.id]))
+            .clone()
     }
 }
 
