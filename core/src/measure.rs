@@ -167,6 +167,17 @@ pub fn measure(
         }
         _ => {}
     }
+    let plain = !matches!(
+        meter.aggregation,
+        Aggregation::SumWithMultiplier | Aggregation::WeightedSum
+    );
+    if let Some(quantity) = plain.then(|| whole_quantity(raw())).flatten() {
+        return Measurement {
+            quantity,
+            unique_hash: event.event_hash(),
+            field_missing: false,
+        };
+    }
     let Some(mut value) = parse_value(raw()) else {
         return missing(event);
     };
@@ -184,6 +195,22 @@ pub fn measure(
         quantity: fixed::parse_scaled(&text).expect("a quantized value below 10^18"),
         unique_hash: event.event_hash(),
         field_missing: false,
+    }
+}
+
+/// The quantity of a whole number below 10^18 (an integer, or a string of at
+/// most 18 ASCII digits), scaled; negatives are 0. `None`: take the general
+/// path (`parse_value`), which gives the same answer for these, only slower.
+fn whole_quantity(value: Option<&Value<'_>>) -> Option<i128> {
+    const LIMIT: i128 = 1_000_000_000_000_000_000;
+    match value? {
+        Value::Int(number) if *number < LIMIT => Some((*number).max(0) * fixed::ONE),
+        Value::Str(text)
+            if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(text.parse::<i128>().ok()? * fixed::ONE)
+        }
+        _ => None,
     }
 }
 
@@ -286,6 +313,25 @@ mod tests {
 
     fn dec(text: &str) -> Decimal {
         parse_py_decimal(text).unwrap()
+    }
+
+    #[test]
+    fn whole_numbers_take_the_short_path_to_the_same_answer() {
+        for text in ["61", "007", "999999999999999999", "0"] {
+            let value = Value::Str(text.into());
+            let general = numeric_text(&parse_value(Some(&value)).unwrap()).unwrap();
+            assert_eq!(
+                whole_quantity(Some(&value)),
+                fixed::parse_scaled(&general),
+                "{text}"
+            );
+        }
+        assert_eq!(whole_quantity(Some(&Value::Int(-5))), Some(0));
+        assert_eq!(whole_quantity(Some(&Value::Str(" 1".into()))), None);
+        assert_eq!(
+            whole_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
+            None
+        );
     }
 
     #[test]
