@@ -126,16 +126,38 @@ def _owners_of(written: list[Row], lookup: set[DedupKey]) -> dict[DedupKey, str]
     return {key: owners[key] for key in sorted(lookup) if key in owners}
 
 
+def _drive(new_target: Any, batches: int, crash_after: set[int], step: Any) -> list[Any]:
+    """The usage batch flow around ``step(target, n, written)``, which does
+    batch ``n`` and returns (missing, coverable, lookup, rows, outcomes,
+    refused); a crash after batch n (written, not committed) restarts with a
+    new target and replays batch n. Returns everything each step answered."""
+    log: list[Any] = []
+    written: list[Row] = []
+    target = new_target()
+    crashes = set(crash_after)
+    n = 0
+    while n < batches:
+        missing, coverable, lookup, rows, outcomes, refused = step(target, n, written)
+        written.extend(rows)
+        log.append(
+            (n, missing, coverable, lookup, rows, outcomes, refused, target.fingerprint_count)
+        )
+        if n in crashes:
+            crashes.discard(n)
+            target = new_target()
+            continue
+        target.committed()
+        log.append(("committed", target.fingerprint_count))
+        n += 1
+    return log
+
+
 def run(
     new_rater: Any, index: CatalogIndex, stream: list[list[Event]], crash_after: set[int]
 ) -> list[Any]:
-    """The usage batch flow; returns everything each step answered."""
-    log: list[Any] = []
-    written: list[Row] = []
-    rater: Rater = new_rater()
-    crashes = set(crash_after)
-    n = 0
-    while n < len(stream):
+    """The usage batch flow of a ``UsageRater``-like rater."""
+
+    def step(rater: Rater, n: int, written: list[Row]) -> tuple[Any, ...]:
         resolved = rater.resolve(stream[n])
         missing = rater.missing_states(resolved)
         coverable = _load_from_store(rater, written, index, missing)
@@ -155,28 +177,10 @@ def run(
             )
             for pending, delta in rated.rated
         ]
-        written.extend(rows)
         refused = [(pending.key, pending.event.id) for pending, _ in rated.refused]
-        log.append(
-            (
-                n,
-                missing,
-                coverable,
-                lookup,
-                rows,
-                dict(rated.outcomes),
-                refused,
-                rater.fingerprint_count,
-            )
-        )
-        if n in crashes:
-            crashes.discard(n)
-            rater = new_rater()
-            continue
-        rater.committed()
-        log.append(("committed", rater.fingerprint_count))
-        n += 1
-    return log
+        return missing, coverable, lookup, rows, dict(rated.outcomes), refused
+
+    return _drive(new_rater, len(stream), crash_after, step)
 
 
 def _decoded(payloads: list[bytes]) -> list[tuple[bytes, Event]]:
@@ -197,12 +201,8 @@ def run_fused(
     crash_after: set[int],
 ) -> list[Any]:
     """:func:`run` with the fused core engine: messages in, Arrow rows out."""
-    log: list[Any] = []
-    written: list[Row] = []
-    engine: CoreBatchEngine = new_engine()
-    crashes = set(crash_after)
-    n = 0
-    while n < len(stream):
+
+    def step(engine: CoreBatchEngine, n: int, written: list[Row]) -> tuple[Any, ...]:
         messages = [
             SourceMessage("events", 0, i, payload) for i, (payload, _) in enumerate(stream[n])
         ]
@@ -215,13 +215,7 @@ def run_fused(
         rated = engine.rate()
         columns = {name: array.to_pylist() for name, array in rated.columns.items()}
 
-        def key(
-            event: int,
-            line_item: int,
-            period_id: int,
-            events: list[Event] = events,
-            engine: CoreBatchEngine = engine,
-        ) -> StateKey:
+        def key(event: int, line_item: int, period_id: int) -> StateKey:
             return (
                 events[event].tenant_id,
                 events[event].environment_id,
@@ -245,28 +239,10 @@ def run_fused(
             )
             for i in range(len(columns["row"]))
         ]
-        written.extend(rows)
         refused = [(key(e, li, p), events[e].id) for e, li, p in rated.refused]
-        log.append(
-            (
-                n,
-                missing,
-                coverable,
-                lookup,
-                rows,
-                dict(rated.outcomes),
-                refused,
-                engine.fingerprint_count,
-            )
-        )
-        if n in crashes:
-            crashes.discard(n)
-            engine = new_engine()
-            continue
-        engine.committed()
-        log.append(("committed", engine.fingerprint_count))
-        n += 1
-    return log
+        return missing, coverable, lookup, rows, dict(rated.outcomes), refused
+
+    return _drive(new_engine, len(stream), crash_after, step)
 
 
 @settings(
