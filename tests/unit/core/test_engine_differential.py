@@ -14,6 +14,7 @@ the same flow and must give the same answers.
 
 from __future__ import annotations
 
+import decimal
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -183,6 +184,17 @@ def run(
     return _drive(new_rater, len(stream), crash_after, step)
 
 
+def _reference_measures(index: CatalogIndex, event: Event) -> bool:
+    """False for the reference's poison events: a huge numeric string on a
+    SUM_WITH_MULTIPLIER meter raises decimal.Overflow out of ``measure``
+    (docs/core.md); the core reads it as a missing field."""
+    try:
+        UsageRater(index).resolve([event])
+    except decimal.Overflow:
+        return False
+    return True
+
+
 def _decoded(payloads: list[bytes]) -> list[tuple[bytes, Event]]:
     found = []
     for number, payload in enumerate(payloads):
@@ -253,7 +265,11 @@ def run_fused(
 @given(st.data())
 def test_core_rating_state_follows_the_reference_step_by_step(data: st.DataObject) -> None:
     index = CatalogIndex(parse_documents(data.draw(catalogs())))
-    decoded = _decoded(data.draw(st.lists(events(index), min_size=1, max_size=24)))
+    decoded = [
+        pair
+        for pair in _decoded(data.draw(st.lists(events(index), min_size=1, max_size=24)))
+        if _reference_measures(index, pair[1])
+    ]
     # Mostly events that are rated (the state rules are what this test is
     # about), a few that are not.
     rated = [pair for pair in decoded if index.resolve(pair[1]).matches]
