@@ -1,5 +1,8 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 def core_version() -> str: ...
 def decode_batch(
     values: list[bytes | None],
@@ -11,3 +14,116 @@ def decode_batch(
     limits: tuple[int, int, int, int, int],
 ) -> tuple[list[int], list[tuple[int, str]], dict[str, tuple[bytes, bytes]], bytes]: ...
 def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
+
+class CoreCatalog:
+    def __init__(
+        self,
+        customers: list[tuple[str, str, str, str]],
+        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
+        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
+        line_items: list[tuple[str, int, int, int | None, int]],
+    ) -> None: ...
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
+    def resolve_batch(
+        self,
+        values: list[bytes | None],
+        topics: list[str],
+        partitions: list[int],
+        offsets: list[int],
+        timestamps_ms: list[int | None],
+        now_us: int,
+        limits: tuple[int, int, int, int, int],
+    ) -> tuple[
+        list[int],
+        list[tuple[int, str]],
+        list[tuple[int, int]],
+        list[str],
+        list[tuple[int, str]],
+        list[tuple[int, int, int, int, int, str, str, bool]],
+    ]: ...
+
+def rate_period(
+    price: tuple[str, str, str, list[tuple[str | None, str, str]], str, str],
+    aggregation: str,
+    bucket: str | None,
+    free_units: str,
+    snapshot: tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]],
+    known: list[tuple[str, str]],
+    events: list[tuple[str, int, str, str]],
+) -> list[tuple[str, str, str, str, str, str, str] | None]: ...
+
+_Key = tuple[str, str, str, int]
+_Price = tuple[str, str, str, list[tuple[str | None, str, str]], str, str]
+_Snapshot = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
+_Delta = tuple[str, str, str, str, str, str, str]
+
+class CoreRater:
+    def __init__(self, max_fingerprints: int, max_remembered_owners: int) -> None: ...
+    def set_terms(
+        self, items: list[tuple[str, str, str, tuple[_Price, str, str, str | None]]]
+    ) -> None: ...
+    @property
+    def fingerprint_count(self) -> int: ...
+    def missing_states(self, rows: list[tuple[_Key, int, str, int, str, str]]) -> list[_Key]: ...
+    def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
+    def load_states(
+        self,
+        snapshots: Sequence[tuple[_Key, _Snapshot]],
+        stored_fingerprints: Mapping[_Key, list[int]] | None = None,
+    ) -> None: ...
+    def lookup_keys(
+        self, rows: list[tuple[_Key, int, str, int, str, str]]
+    ) -> list[tuple[_Key, str]]: ...
+    def remember(self, owners: list[tuple[_Key, str, str]]) -> None: ...
+    def rate(
+        self, rows: list[tuple[_Key, int, str, int, str, str]]
+    ) -> tuple[list[tuple[str, _Delta | None]], tuple[int, int, int]]: ...
+    def committed(self) -> None: ...
+    def forget_hashes(self) -> None: ...
+    def drop_states(self, keys: list[_Key]) -> None: ...
+
+class CoreEngine:
+    def __init__(
+        self,
+        customers: list[tuple[str, str, str, str]],
+        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
+        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
+        line_items: list[tuple[str, int, int, int | None, int]],
+        terms: list[tuple[_Price, str, str, str | None]],
+        max_fingerprints: int,
+        max_remembered_owners: int,
+    ) -> None: ...
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
+    @property
+    def fingerprint_count(self) -> int: ...
+    def prepare(
+        self,
+        values: list[bytes | None],
+        topics: list[str],
+        partitions: list[int],
+        offsets: list[int],
+        timestamps_ms: list[int | None],
+        now_us: int,
+        limits: tuple[int, int, int, int, int],
+    ) -> tuple[
+        list[int],
+        list[tuple[int, str]],
+        list[tuple[int, int]],
+        list[str],
+        list[tuple[int, str]],
+        int,
+    ]: ...
+    def missing_states(self) -> list[_Key]: ...
+    def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
+    def load_states(
+        self,
+        snapshots: Sequence[tuple[_Key, _Snapshot]],
+        stored_fingerprints: Mapping[_Key, list[int]] | None = None,
+    ) -> None: ...
+    def lookup_keys(self) -> list[tuple[_Key, str]]: ...
+    def remember(self, owners: list[tuple[_Key, str, str]]) -> None: ...
+    def rate(
+        self,
+    ) -> tuple[dict[str, Any], int, tuple[int, int, int], list[tuple[int, int, int]]]: ...
+    def committed(self) -> None: ...
+    def drop_states(self, keys: list[_Key]) -> None: ...

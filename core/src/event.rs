@@ -145,19 +145,23 @@ const OTHER_KNOWN_FIELDS: [&str; 3] = ["timestamp", "properties", "ingested_at"]
 /// properties object itself); the reference then writes with `json.dumps`.
 const ORJSON_MAX_WRITE_DEPTH: usize = 255;
 
-/// Decode and validate one message value; see the module docs.
+/// The members of an event's `properties` object, as decoded.
+pub type Properties<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
+
+/// Decode and validate one message value; see the module docs. Returns the
+/// decoded `properties` members of an accepted event.
 ///
 /// `fallback_id` makes the id of a message without one (called only then),
 /// `fallback_timestamp_us` is the timestamp of a message without one. An
 /// accepted event is appended to `out` as one row; a rejected one leaves it as
 /// it was.
-pub fn decode_event(
-    payload: &[u8],
+pub fn decode_event<'a>(
+    payload: &'a [u8],
     fallback_id: impl FnOnce() -> String,
     fallback_timestamp_us: i64,
     limits: &Limits,
     out: &mut RawColumns,
-) -> Result<(), Reason> {
+) -> Result<Properties<'a>, Reason> {
     if payload.len() > limits.max_message_bytes {
         return Err(Reason::MessageTooLarge);
     }
@@ -223,7 +227,15 @@ pub fn decode_event(
         &mut out.canonical_json,
         &mut out.numeric_json,
     );
-    Ok(())
+    // The decoded properties, for routing and metering without parsing again.
+    let Value::Object(mut members) = document else {
+        unreachable!("an accepted event is an object")
+    };
+    let position = members.iter().position(|(key, _)| key == "properties");
+    Ok(match position.map(|i| members.swap_remove(i).1) {
+        Some(Value::Object(properties)) => properties,
+        _ => Vec::new(),
+    })
 }
 
 /// The first fault among the identifier fields, required ones first.

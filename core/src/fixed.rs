@@ -11,7 +11,7 @@
 pub const ONE: i128 = 1_000_000_000_000_000;
 
 /// An unsigned 256-bit integer as (high, low) halves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct U256 {
     hi: u128,
     lo: u128,
@@ -37,6 +37,14 @@ impl U256 {
         let lo = (middle << 64) | (lo_lo & mask);
         let hi = hi_hi + (hi_lo >> 64) + (lo_hi >> 64) + (middle >> 64);
         U256 { hi, lo }
+    }
+
+    fn add(self, other: U256) -> U256 {
+        let (lo, carry) = self.lo.overflowing_add(other.lo);
+        U256 {
+            hi: self.hi + other.hi + carry as u128,
+            lo,
+        }
     }
 
     fn shl1(self) -> U256 {
@@ -85,7 +93,12 @@ impl U256 {
 
 /// `numerator / divisor` rounded half away from zero, for a positive divisor.
 fn round_div(numerator: U256, divisor: u128, negative: bool) -> Option<i128> {
-    let (quotient, remainder) = numerator.div_rem(divisor)?;
+    // Most products fit 128 bits: divide natively; else the long division.
+    let (quotient, remainder) = if numerator.hi == 0 {
+        (numerator.lo / divisor, numerator.lo % divisor)
+    } else {
+        numerator.div_rem(divisor)?
+    };
     // remainder >= divisor / 2, without overflow: remainder >= divisor - remainder.
     let up = remainder >= divisor - remainder;
     let magnitude = quotient.checked_add(up as u128)?;
@@ -108,6 +121,42 @@ pub fn div(a: i128, b: i128) -> Option<i128> {
     let negative = (a < 0) != (b < 0);
     let numerator = U256::mul(a.unsigned_abs(), ONE as u128);
     round_div(numerator, b.unsigned_abs(), negative)
+}
+
+/// An exact sum of products of scaled values and of scaled values, rounded
+/// once: `quantize(sum(mul(a, b)) + ...)` of the reference, whose 76-digit
+/// intermediates are exact for the magnitudes of prices (< 10^12) times
+/// quantities (< 10^24).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProductSum {
+    positive: U256,
+    negative: U256,
+}
+
+impl ProductSum {
+    /// Add `a × b` (both scaled).
+    pub fn add_product(&mut self, a: i128, b: i128) {
+        let product = U256::mul(a.unsigned_abs(), b.unsigned_abs());
+        if (a < 0) != (b < 0) {
+            self.negative = self.negative.add(product);
+        } else {
+            self.positive = self.positive.add(product);
+        }
+    }
+
+    /// Add a scaled value.
+    pub fn add(&mut self, a: i128) {
+        self.add_product(a, ONE);
+    }
+
+    /// The sum rounded to 15 places half away from zero; `None` past `i128`.
+    pub fn round(&self) -> Option<i128> {
+        if self.positive >= self.negative {
+            round_div(self.positive.sub(self.negative), ONE as u128, false)
+        } else {
+            round_div(self.negative.sub(self.positive), ONE as u128, true)
+        }
+    }
 }
 
 /// Plain decimal text with at most 15 places as a scaled value.
@@ -166,6 +215,18 @@ mod tests {
         assert_eq!(div(fx("2"), fx("3")), Some(fx("0.666666666666667")));
         assert_eq!(div(fx("-2"), fx("3")), Some(fx("-0.666666666666667")));
         assert_eq!(div(fx("1"), 0), None);
+    }
+
+    #[test]
+    fn product_sums_round_once() {
+        let mut sum = ProductSum::default();
+        sum.add_product(fx("-0.000000000000001"), fx("0.5"));
+        sum.add(fx("0.000000000000001"));
+        // -0.0000000000000005 + 0.000000000000001 = +half a unit: away from zero.
+        assert_eq!(sum.round(), Some(fx("0.000000000000001")));
+        let mut negative = ProductSum::default();
+        negative.add_product(fx("-1.5"), fx("2"));
+        assert_eq!(negative.round(), Some(fx("-3")));
     }
 
     #[test]

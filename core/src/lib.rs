@@ -6,11 +6,20 @@
 //! message values -> rejection reasons and the columns of the raw `events`
 //! table (see docs/core.md for what is still to come).
 
+pub mod aggregate;
+pub mod catalog;
 pub mod columns;
 pub mod decimal;
+pub mod engine;
 pub mod event;
 pub mod fixed;
 pub mod json;
+pub mod measure;
+pub mod period_rating;
+pub mod pricing;
+mod py_engine;
+pub mod rater;
+pub mod sha256;
 pub mod text;
 pub mod timestamp;
 
@@ -18,12 +27,273 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
+use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
 use event::{decode_event, Limits, RawColumns};
 
 /// The version of the core, so Python can check that the built extension matches.
 #[pyfunction]
 fn core_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
+}
+
+/// Rows of a decoded batch: accepted indices, `(index, reason)` of the others,
+/// and the raw columns of the accepted ones.
+type Decoded = (Vec<usize>, Vec<(usize, &'static str)>, RawColumns);
+
+/// The decode loop shared by `decode_batch`, `CoreCatalog.resolve_batch` and
+/// `CoreEngine.prepare`; `keep` collects the accepted events' properties.
+#[allow(clippy::too_many_arguments)]
+fn decode_all<'a>(
+    values: &'a [Option<PyBackedBytes>],
+    topics: &[String],
+    partitions: &[i64],
+    offsets: &[i64],
+    timestamps_ms: &[Option<i64>],
+    now_us: i64,
+    limits: (usize, usize, usize, usize, usize),
+    mut keep: Option<&mut Vec<event::Properties<'a>>>,
+) -> PyResult<Decoded> {
+    let count = values.len();
+    if [
+        topics.len(),
+        partitions.len(),
+        offsets.len(),
+        timestamps_ms.len(),
+    ]
+    .iter()
+    .any(|n| *n != count)
+    {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "decode_batch: argument lists differ in length",
+        ));
+    }
+    let limits = Limits {
+        max_message_bytes: limits.0,
+        max_properties: limits.1,
+        max_key_chars: limits.2,
+        max_id_chars: limits.3,
+        max_string_value_chars: limits.4,
+    };
+    let mut accepted = Vec::with_capacity(count);
+    let mut rejected = Vec::new();
+    let mut columns = RawColumns::new();
+    for i in 0..count {
+        let Some(value) = &values[i] else {
+            rejected.push((i, event::Reason::EmptyMessage.code()));
+            continue;
+        };
+        let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
+        let fallback_us = match timestamps_ms[i] {
+            Some(ms) if ms > 0 => ms * 1000,
+            _ => now_us,
+        };
+        match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
+            Ok(properties) => {
+                accepted.push(i);
+                if let Some(kept) = keep.as_deref_mut() {
+                    kept.push(properties);
+                }
+            }
+            Err(reason) => rejected.push((i, reason.code())),
+        }
+    }
+    Ok((accepted, rejected, columns))
+}
+
+fn table_error(error: catalog::TableError) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(error.0)
+}
+
+/// Customers `(tenant, environment, id, external id)`.
+type CustomerTuple = (String, String, String, String);
+/// Subscriptions `(tenant, environment, customer, status, start µs, end µs, cancelled µs)`.
+type SubscriptionTuple = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+/// Meters `(id, event name, aggregation, field, multiplier, [(key, [values])])`.
+type MeterTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<(String, Vec<String>)>,
+);
+/// Line items `(id, subscription index, start µs, end µs, meter index)`.
+type LineItemTuple = (String, usize, i64, Option<i64>, usize);
+/// One routed (event, line item): `(row, line item, period id, period start µs,
+/// period end µs, quantity × 10^15 as text, unique hash, field missing)`.
+type MatchTuple = (usize, usize, i64, i64, i64, String, String, bool);
+
+/// The catalog of the tables Python passes (`CoreCatalog`, `CoreEngine`).
+fn catalog_of(
+    customers: &[CustomerTuple],
+    subscriptions: &[SubscriptionTuple],
+    meters: &[MeterTuple],
+    line_items: &[LineItemTuple],
+) -> PyResult<Catalog> {
+    let customers: Vec<(&str, &str, &str, &str)> = customers
+        .iter()
+        .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
+        .collect();
+    let subscriptions: Vec<SubscriptionRow<'_>> = subscriptions
+        .iter()
+        .map(|s| SubscriptionRow {
+            tenant_id: &s.0,
+            environment_id: &s.1,
+            customer_id: &s.2,
+            status: &s.3,
+            start_us: s.4,
+            end_us: s.5,
+            cancelled_us: s.6,
+        })
+        .collect();
+    let meters: Vec<MeterRow<'_>> = meters
+        .iter()
+        .map(|m| MeterRow {
+            id: &m.0,
+            event_name: &m.1,
+            aggregation: &m.2,
+            field: &m.3,
+            multiplier: &m.4,
+            filters: m
+                .5
+                .iter()
+                .map(|(k, vs)| (k.as_str(), vs.iter().map(String::as_str).collect()))
+                .collect(),
+        })
+        .collect();
+    let line_items: Vec<LineItemRow<'_>> = line_items
+        .iter()
+        .map(|l| LineItemRow {
+            id: &l.0,
+            subscription: l.1,
+            start_us: l.2,
+            end_us: l.3,
+            meter: l.4,
+        })
+        .collect();
+    Catalog::new(&customers, &subscriptions, &meters, &line_items).map_err(table_error)
+}
+
+/// The catalog tables held by the core (`worker/core_catalog.py` builds them).
+#[pyclass(module = "worker._core")]
+struct CoreCatalog {
+    catalog: Catalog,
+}
+
+#[pymethods]
+impl CoreCatalog {
+    #[new]
+    fn new(
+        customers: Vec<CustomerTuple>,
+        subscriptions: Vec<SubscriptionTuple>,
+        meters: Vec<MeterTuple>,
+        line_items: Vec<LineItemTuple>,
+    ) -> PyResult<Self> {
+        Ok(CoreCatalog {
+            catalog: catalog_of(&customers, &subscriptions, &meters, &line_items)?,
+        })
+    }
+
+    /// Add billing periods `[start µs, end µs)` Python computed for a subscription.
+    fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {
+        for (start, end) in periods {
+            self.catalog
+                .add_period(subscription, start, end)
+                .map_err(table_error)?;
+        }
+        Ok(())
+    }
+
+    /// Decode, resolve and measure a batch (arguments as `decode_batch`).
+    ///
+    /// Returns `(accepted, rejected, need, customers, unresolved, matches)`:
+    /// `need` lists `(subscription, timestamp µs)` whose period Python must add
+    /// (then call again; nothing else is meaningful in that answer); per
+    /// accepted row its catalog customer id (`""` when unknown); `(row,
+    /// reason)` of unresolved rows; the matches in row order.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn resolve_batch(
+        &self,
+        py: Python<'_>,
+        values: Vec<Option<PyBackedBytes>>,
+        topics: Vec<String>,
+        partitions: Vec<i64>,
+        offsets: Vec<i64>,
+        timestamps_ms: Vec<Option<i64>>,
+        now_us: i64,
+        limits: (usize, usize, usize, usize, usize),
+    ) -> PyResult<(
+        Vec<usize>,
+        Vec<(usize, &'static str)>,
+        Vec<(usize, i64)>,
+        Vec<String>,
+        Vec<(usize, &'static str)>,
+        Vec<MatchTuple>,
+    )> {
+        let catalog = &self.catalog;
+        py.detach(|| {
+            let mut decoded = Vec::new();
+            let (accepted, rejected, columns) = decode_all(
+                &values,
+                &topics,
+                &partitions,
+                &offsets,
+                &timestamps_ms,
+                now_us,
+                limits,
+                Some(&mut decoded),
+            )?;
+            let mut need = Vec::new();
+            let mut customers = Vec::with_capacity(accepted.len());
+            let mut unresolved = Vec::new();
+            let mut matches = Vec::new();
+            for (row, members) in decoded.iter().enumerate() {
+                let event = EventView {
+                    id: columns.id.get(row),
+                    tenant_id: columns.tenant_id.get(row),
+                    environment_id: columns.environment_id.get(row),
+                    event_name: columns.event_name.get(row),
+                    customer_id: columns.customer_id.get(row),
+                    external_customer_id: columns.external_customer_id.get(row),
+                    timestamp_us: columns.timestamp_us[row],
+                    properties: members,
+                };
+                let (customer, resolution) = catalog.resolve(&event);
+                customers.push(customer);
+                match resolution {
+                    Resolution::Matched(found) => {
+                        for m in found {
+                            matches.push((
+                                row,
+                                m.line_item,
+                                m.period_id(),
+                                m.period.0,
+                                m.period.1,
+                                fixed::format_scaled(m.measurement.quantity),
+                                m.measurement.unique_hash,
+                                m.measurement.field_missing,
+                            ));
+                        }
+                    }
+                    Resolution::Unresolved(reason) => unresolved.push((row, reason.code())),
+                    Resolution::NeedPeriods(subscriptions) => {
+                        for subscription in subscriptions {
+                            need.push((subscription, event.timestamp_us));
+                        }
+                    }
+                }
+            }
+            Ok((accepted, rejected, need, customers, unresolved, matches))
+        })
+    }
 }
 
 /// Decode and validate a batch of message values.
@@ -56,48 +326,18 @@ fn decode_batch<'py>(
     Bound<'py, PyDict>,
     Bound<'py, PyBytes>,
 )> {
-    let count = values.len();
-    if [
-        topics.len(),
-        partitions.len(),
-        offsets.len(),
-        timestamps_ms.len(),
-    ]
-    .iter()
-    .any(|n| *n != count)
-    {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "decode_batch: argument lists differ in length",
-        ));
-    }
-    let limits = Limits {
-        max_message_bytes: limits.0,
-        max_properties: limits.1,
-        max_key_chars: limits.2,
-        max_id_chars: limits.3,
-        max_string_value_chars: limits.4,
-    };
     let (accepted, rejected, columns) = py.detach(|| {
-        let mut accepted = Vec::with_capacity(count);
-        let mut rejected = Vec::new();
-        let mut columns = RawColumns::new();
-        for i in 0..count {
-            let Some(value) = &values[i] else {
-                rejected.push((i, event::Reason::EmptyMessage.code()));
-                continue;
-            };
-            let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
-            let fallback_us = match timestamps_ms[i] {
-                Some(ms) if ms > 0 => ms * 1000,
-                _ => now_us,
-            };
-            match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
-                Ok(()) => accepted.push(i),
-                Err(reason) => rejected.push((i, reason.code())),
-            }
-        }
-        (accepted, rejected, columns)
-    });
+        decode_all(
+            &values,
+            &topics,
+            &partitions,
+            &offsets,
+            &timestamps_ms,
+            now_us,
+            limits,
+            None,
+        )
+    })?;
     let strings = PyDict::new(py);
     for (name, column) in columns.string_columns() {
         let buffers = (
@@ -133,10 +373,302 @@ fn fixed_point_ops(ops: Vec<(String, String, String)>) -> Vec<Option<String>> {
         .collect()
 }
 
+/// A price as Python describes it: `(model, tier mode, amount, [(up_to or
+/// None, unit amount, flat amount)], package size, package rounding)`.
+type PriceTuple = (
+    String,
+    String,
+    String,
+    Vec<(Option<String>, String, String)>,
+    String,
+    String,
+);
+/// `(total, count, maximum, (ts µs, event id, value) or None, [(bucket µs, max)])`.
+type SnapshotTuple = (
+    String,
+    i64,
+    String,
+    Option<(i64, String, String)>,
+    Vec<(i64, String)>,
+);
+/// `(outcome, qty_total, qty_free_applied, qty_billable, cost, unit_cost, tier_snapshot)`.
+type DeltaTuple = (&'static str, String, String, String, String, String, String);
+
+fn scaled(text: &str) -> PyResult<i128> {
+    fixed::parse_scaled(text).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("not a 15-place decimal: {text}"))
+    })
+}
+
+fn price_of(price: &PriceTuple) -> PyResult<pricing::Price> {
+    let (model, mode, amount, tiers, size, rounding) = price;
+    let tiers = tiers
+        .iter()
+        .map(|(up_to, unit, flat)| {
+            Ok(pricing::Tier {
+                up_to: up_to.as_deref().map(scaled).transpose()?,
+                unit_amount: scaled(unit)?,
+                flat_amount: scaled(flat)?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let bad = || pyo3::exceptions::PyValueError::new_err(format!("unratable price {model}"));
+    Ok(match (model.as_str(), mode.as_str()) {
+        ("FLAT_FEE", _) => pricing::Price::FlatFee {
+            amount: scaled(amount)?,
+        },
+        ("PACKAGE", _) if scaled(size)? > 0 => pricing::Price::Package {
+            amount: scaled(amount)?,
+            size: scaled(size)?,
+            round_up: rounding == "up",
+        },
+        ("TIERED", "VOLUME") if !tiers.is_empty() => pricing::Price::Volume { tiers },
+        ("TIERED", "SLAB") if !tiers.is_empty() => pricing::Price::Slab { tiers },
+        _ => return Err(bad()),
+    })
+}
+
+/// Test hook of the period rating (`period_rating.rs`, `pricing.rs`,
+/// `aggregate.rs`): one (line item, period) state built from `snapshot` and
+/// `known` hash owners, then each `(event id, ts µs, quantity, unique hash)`
+/// applied in order. Per event its delta, or None when refused
+/// (`value_out_of_range`). Decimals travel as plain text with <= 15 places.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn rate_period(
+    price: PriceTuple,
+    aggregation: String,
+    bucket: Option<String>,
+    free_units: String,
+    snapshot: SnapshotTuple,
+    known: Vec<(String, String)>,
+    events: Vec<(String, i64, String, String)>,
+) -> PyResult<Vec<Option<DeltaTuple>>> {
+    let price = price_of(&price)?;
+    let bad = |what: &str| pyo3::exceptions::PyValueError::new_err(format!("bad {what}"));
+    let kind = measure::Aggregation::from_code(&aggregation).ok_or_else(|| bad("aggregation"))?;
+    let bucket = bucket
+        .map(|code| aggregate::Bucket::from_code(&code).ok_or_else(|| bad("bucket")))
+        .transpose()?;
+    let snapshot = snapshot_of(&snapshot)?;
+    let aggregate =
+        aggregate::Aggregate::new(kind, bucket, &snapshot).ok_or_else(|| bad("snapshot"))?;
+    let mut state = period_rating::PeriodRating::new(&price, scaled(&free_units)?, aggregate);
+    for (unique_hash, event_id) in &known {
+        state.remember(unique_hash, event_id);
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for (event_id, ts, quantity, unique_hash) in &events {
+        let result = state.apply(&price, event_id, *ts, scaled(quantity)?, unique_hash);
+        out.push(result.ok().map(|d| delta_tuple(&d)));
+    }
+    Ok(out)
+}
+
+/// A state key `(tenant, environment, line item id, period id)`.
+type KeyTuple = (String, String, String, i64);
+/// A pending row: `(state key, terms index, event id, ts µs, quantity, unique hash)`.
+type PendingTuple = (KeyTuple, usize, String, i64, String, String);
+/// Line item terms: `(price, free units, aggregation, bucket size or None)`.
+type TermsTuple = (PriceTuple, String, String, Option<String>);
+
+fn terms_of(terms: &TermsTuple) -> PyResult<rater::Terms> {
+    let (price, free_units, aggregation, bucket) = terms;
+    let bad = |what: &str| pyo3::exceptions::PyValueError::new_err(format!("bad {what}"));
+    Ok(rater::Terms {
+        price: price_of(price)?,
+        free_units: scaled(free_units)?,
+        aggregation: measure::Aggregation::from_code(aggregation)
+            .ok_or_else(|| bad("aggregation"))?,
+        bucket: bucket
+            .as_deref()
+            .map(|code| aggregate::Bucket::from_code(code).ok_or_else(|| bad("bucket")))
+            .transpose()?,
+    })
+}
+
+fn snapshot_of(snapshot: &SnapshotTuple) -> PyResult<aggregate::Snapshot> {
+    let (total, count, maximum, latest, maxima) = snapshot;
+    Ok(aggregate::Snapshot {
+        total: scaled(total)?,
+        count: *count,
+        maximum: scaled(maximum)?,
+        latest: latest
+            .as_ref()
+            .map(|(ts, id, value)| Ok::<_, PyErr>((*ts, id.clone(), scaled(value)?)))
+            .transpose()?,
+        bucket_maxima: maxima
+            .iter()
+            .map(|(ts, value)| Ok((*ts, scaled(value)?)))
+            .collect::<PyResult<Vec<_>>>()?,
+    })
+}
+
+fn delta_tuple(d: &period_rating::Delta) -> DeltaTuple {
+    (
+        d.outcome.code(),
+        fixed::format_scaled(d.qty_total),
+        fixed::format_scaled(d.qty_free_applied),
+        fixed::format_scaled(d.qty_billable),
+        fixed::format_scaled(d.cost),
+        fixed::format_scaled(d.unit_cost),
+        fixed::format_scaled(d.tier_snapshot),
+    )
+}
+
+/// The rating state held by the core (`engine.UsageRater`'s state rules);
+/// `worker/core_rating.py` drives it. Terms are indexed; `line_items` maps
+/// `(tenant, environment, line item id)` to the current catalog's terms.
+#[pyclass(module = "worker._core")]
+struct CoreRater {
+    rater: rater::Rater,
+    terms: Vec<rater::Terms>,
+    line_items: std::collections::HashMap<(String, String, String), usize>,
+}
+
+impl CoreRater {
+    fn pending(rows: &[PendingTuple]) -> PyResult<Vec<rater::Pending>> {
+        rows.iter()
+            .map(|(key, terms, event_id, ts, quantity, unique_hash)| {
+                Ok(rater::Pending {
+                    key: key.clone(),
+                    terms: *terms,
+                    event_id: event_id.clone(),
+                    timestamp_us: *ts,
+                    quantity: scaled(quantity)?,
+                    unique_hash: unique_hash.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl CoreRater {
+    #[new]
+    fn new(max_fingerprints: usize, max_remembered_owners: usize) -> Self {
+        CoreRater {
+            rater: rater::Rater::new(max_fingerprints, max_remembered_owners),
+            terms: Vec::new(),
+            line_items: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Replace the terms table (a catalog load): `(tenant, environment, line
+    /// item id, terms)` per line item, indexed in this order.
+    fn set_terms(&mut self, items: Vec<(String, String, String, TermsTuple)>) -> PyResult<()> {
+        let mut terms = Vec::with_capacity(items.len());
+        let mut line_items = std::collections::HashMap::new();
+        for (index, (tenant, environment, id, item)) in items.into_iter().enumerate() {
+            terms.push(terms_of(&item)?);
+            line_items.insert((tenant, environment, id), index);
+        }
+        self.terms = terms;
+        self.line_items = line_items;
+        Ok(())
+    }
+
+    #[getter]
+    fn fingerprint_count(&self) -> usize {
+        self.rater.fingerprint_count()
+    }
+
+    fn missing_states(&self, rows: Vec<PendingTuple>) -> PyResult<Vec<KeyTuple>> {
+        Ok(self
+            .rater
+            .missing_states(&Self::pending(&rows)?)
+            .into_iter()
+            .collect())
+    }
+
+    fn coverable(&self, counts: Vec<(KeyTuple, i64)>) -> Vec<KeyTuple> {
+        self.rater.coverable(&counts)
+    }
+
+    #[pyo3(signature = (snapshots, stored_fingerprints=None))]
+    fn load_states(
+        &mut self,
+        snapshots: Vec<(KeyTuple, SnapshotTuple)>,
+        stored_fingerprints: Option<std::collections::HashMap<KeyTuple, Vec<u64>>>,
+    ) -> PyResult<()> {
+        let snapshots = snapshots
+            .iter()
+            .map(|(key, snapshot)| Ok((key.clone(), snapshot_of(snapshot)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let (terms, line_items) = (&self.terms, &self.line_items);
+        self.rater
+            .load_states(&snapshots, stored_fingerprints.as_ref(), |key| {
+                let index = line_items.get(&(key.0.clone(), key.1.clone(), key.2.clone()))?;
+                terms.get(*index).cloned()
+            });
+        Ok(())
+    }
+
+    fn lookup_keys(&self, rows: Vec<PendingTuple>) -> PyResult<Vec<(KeyTuple, String)>> {
+        Ok(self
+            .rater
+            .lookup_keys(&Self::pending(&rows)?)
+            .into_iter()
+            .collect())
+    }
+
+    fn remember(&mut self, owners: Vec<(KeyTuple, String, String)>) {
+        self.rater.remember(&owners);
+    }
+
+    /// Per row `("rated", delta)`, `("skipped", None)` (a redelivery: no row)
+    /// or `("refused", None)` (`value_out_of_range`); and the counts of
+    /// counted, repeated and skipped rows.
+    #[allow(clippy::type_complexity)]
+    fn rate(
+        &mut self,
+        rows: Vec<PendingTuple>,
+    ) -> PyResult<(
+        Vec<(&'static str, Option<DeltaTuple>)>,
+        (usize, usize, usize),
+    )> {
+        let pending = Self::pending(&rows)?;
+        if pending.iter().any(|row| row.terms >= self.terms.len()) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "rate: terms index out of range",
+            ));
+        }
+        let (results, outcomes) = self.rater.rate(&pending, &self.terms);
+        let rows = results
+            .iter()
+            .map(|result| match result {
+                Ok(Some(delta)) => ("rated", Some(delta_tuple(delta))),
+                Ok(None) => ("skipped", None),
+                Err(_) => ("refused", None),
+            })
+            .collect();
+        Ok((
+            rows,
+            (outcomes.counted, outcomes.repeated, outcomes.skipped),
+        ))
+    }
+
+    fn committed(&mut self) {
+        self.rater.committed();
+    }
+
+    fn forget_hashes(&mut self) {
+        self.rater.forget_hashes();
+    }
+
+    fn drop_states(&mut self, keys: Vec<KeyTuple>) {
+        self.rater.drop_states(&keys);
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
+    m.add_function(wrap_pyfunction!(rate_period, m)?)?;
+    m.add_class::<CoreCatalog>()?;
+    m.add_class::<CoreRater>()?;
+    m.add_class::<py_engine::CoreEngine>()?;
     Ok(())
 }

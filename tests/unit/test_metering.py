@@ -297,6 +297,27 @@ def test_sum_with_multiplier_clamps_negative_value_first() -> None:
     assert result.quantity == Decimal(0)
 
 
+@pytest.mark.parametrize(
+    ("value", "multiplier", "quantity", "missing"),
+    [
+        ("1e1000001", "2", "0", True),  # beyond the decimal context's exponents: unusable
+        ("-1e1000001", "2", "0", False),  # negative: clamped to 0 like any negative
+        ("1e999999999999999999", "10", "0", True),
+        ("1e30", "0.000000000000001", "1000000000000000", False),  # in range after the product
+        ("1e17", "10", "0", True),  # exactly 10^18: unusable
+        ("0.00000000000000000001e-1000001", "5", "0", False),
+    ],
+)
+def test_sum_with_multiplier_of_huge_or_tiny_values_never_raises(
+    value: str, multiplier: str, quantity: str, missing: bool
+) -> None:
+    result = _measure(
+        AggregationType.SUM_WITH_MULTIPLIER, {"calls": value}, multiplier=Decimal(multiplier)
+    )
+    assert result.quantity == Decimal(quantity)
+    assert result.field_missing is missing
+
+
 def test_count_unique_measures_one() -> None:
     result = _measure(AggregationType.COUNT_UNIQUE, {"calls": "user-7"})
     assert result.quantity == Decimal(1)

@@ -10,7 +10,7 @@ subscriptions.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -151,6 +151,20 @@ for ordinary ids, and the ids are bounded by the message size limit."""
 _ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
+class RoutingTables(NamedTuple):
+    """What :meth:`CatalogIndex.resolve` routes by, read-only (for the compiled core).
+
+    ``external_ids`` maps (tenant, environment, external id) to the customer id;
+    ``bindings`` is keyed by (tenant, environment, customer id, event name) and
+    lists line items in the order :meth:`CatalogIndex.resolve` matches them.
+    """
+
+    customers: frozenset[tuple[str, str, str]]
+    external_ids: Mapping[tuple[str, str, str], str]
+    subscriptions: Mapping[tuple[str, str, str], tuple[SubscriptionTerms, ...]]
+    bindings: Mapping[tuple[str, str, str, str], tuple[LineItemBinding, ...]]
+
+
 class CatalogIndex:
     """Immutable lookup structure over one or more catalog documents."""
 
@@ -172,6 +186,12 @@ class CatalogIndex:
             self._add_document(document, bindings, subscriptions)
         self._bindings = {key: tuple(value) for key, value in bindings.items()}
         self._subscriptions = {key: tuple(value) for key, value in subscriptions.items()}
+
+    def routing_tables(self) -> RoutingTables:
+        """The lookup tables, for building the compiled core's copy (``worker.core_catalog``)."""
+        return RoutingTables(
+            frozenset(self._customers), self._by_external_id, self._subscriptions, self._bindings
+        )
 
     @property
     def line_item_count(self) -> int:

@@ -140,7 +140,7 @@ def measure(
         return Measurement(ONE, value_hash(event, meter.id, canonical), False)
     value = parse_decimal(raw)
     if value is not None and kind is _SUM_WITH_MULTIPLIER:
-        value = mul(value, meter.multiplier)
+        value = _times_multiplier(value, meter.multiplier)
     if value is None or value >= MAX_EVENT_QUANTITY:
         return Measurement(ZERO, event_hash(event), True)
     if value < 0:
@@ -148,6 +148,16 @@ def measure(
     elif kind is _WEIGHTED_SUM:
         value = mul(value, time_weight(event.timestamp, period_start, period_end))
     return Measurement(quantize(value), event_hash(event), False)
+
+
+def _times_multiplier(value: Decimal, multiplier: Decimal) -> Decimal:
+    """``value × multiplier``, or a stand-in of the same sign at 10^18 when the
+    product is at least 10^19: such a product is out of range whatever its
+    digits, and computing it could overflow the arithmetic context's exponent
+    range (a property of ``"1e1000001"`` would otherwise stop the batch)."""
+    if value and multiplier and value.adjusted() + multiplier.adjusted() >= 19:
+        return -MAX_EVENT_QUANTITY if (value < 0) != (multiplier < 0) else MAX_EVENT_QUANTITY
+    return mul(value, multiplier)
 
 
 def time_weight(ts: datetime, period_start: datetime, period_end: datetime) -> Decimal:

@@ -29,8 +29,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.core_decode import CoreDecoded, decode_raw_batch
+from worker.core_rating import CoreUsageRater
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.engine import DEFAULT_MAX_FINGERPRINTS, RatedBatch, UsageRater
+from worker.domain.engine import (
+    DEFAULT_MAX_FINGERPRINTS,
+    DEFAULT_MAX_REMEMBERED_OWNERS,
+    RatedBatch,
+    UsageRater,
+)
 from worker.domain.events import Event
 from worker.domain.rating import VALUE_OUT_OF_RANGE
 from worker.domain.rating_reads import StateKey
@@ -143,6 +149,7 @@ class UsageBatchProcessor:
         metrics: Metrics | None = None,
         max_dedup_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
         decode_in_core: bool = False,
+        rate_in_core: bool = False,
     ) -> None:
         self._gateway = gateway
         self._reads = StoreRatingReads(gateway)
@@ -151,7 +158,17 @@ class UsageBatchProcessor:
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
-        self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
+        # --- issue 13, EW_ENGINE=core: the rating state and rating in the core ---
+        self._rater: UsageRater | CoreUsageRater = (
+            CoreUsageRater(
+                index,
+                max_fingerprints=max_dedup_fingerprints,
+                max_remembered_owners=DEFAULT_MAX_REMEMBERED_OWNERS,
+            )
+            if rate_in_core
+            else UsageRater(index, max_fingerprints=max_dedup_fingerprints)
+        )
+        # --- end of issue 13 block ---
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
 
     @property

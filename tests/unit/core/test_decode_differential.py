@@ -17,6 +17,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.core.strategies import numeric_strings
 from worker.core_decode import decode_raw_batch, rejection_detail
 from worker.domain.validation import _STRING_FIELDS, EventLimits, InvalidEvent, decode_event
 from worker.store.raw import event_columns
@@ -77,25 +78,6 @@ def assert_same(messages: list[SourceMessage], limits: EventLimits) -> None:
 # --- generated messages -------------------------------------------------------
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=10)
-_SPACE = st.sampled_from(["", " ", "\t", "\u3000", "\x1c", "\xa0", "\u2028"])
-_DIGITS = st.sampled_from([*"0123456789", "٣", "０", "²", "_", "𝟡"])
-
-
-@st.composite
-def numeric_strings(draw: st.DrawFn) -> str:
-    sign = draw(st.sampled_from(["", "-", "+"]))
-    whole = "".join(draw(st.lists(_DIGITS, max_size=22)))
-    fraction = "".join(draw(st.lists(_DIGITS, max_size=20)))
-    exponent = draw(
-        st.sampled_from(
-            ["", "e5", "E-3", "e+17", "e-1999999999999999997", "e999999999999999999", "e"]
-        )
-    )
-    point = draw(st.sampled_from([".", ""])) if fraction else draw(st.sampled_from(["", "."]))
-    text = f"{sign}{whole}{point}{fraction}{exponent}"
-    return draw(_SPACE) + text + draw(_SPACE)
-
-
 _FLOATS = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.floats(min_value=-1e20, max_value=1e20, allow_nan=False),

@@ -1,0 +1,527 @@
+//! The catalog as flat tables, and routing an event to its line items
+//! (`CatalogIndex.resolve` + `metering.measure` of the reference).
+//!
+//! Python loads and validates the catalog and hands the core the tables
+//! (`worker/core_catalog.py`) once per load. Billing periods stay Python's
+//! (IANA zones, DST, month-end clamping): each subscription carries the periods
+//! Python computed, `[start, end)` in epoch µs, over a window around now; an
+//! event outside them makes [`Catalog::resolve`] ask for the period
+//! ([`Resolution::NeedPeriods`]) and Python adds it with `add_period`.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use crate::decimal::{parse_py_decimal, Decimal};
+use crate::json::Value;
+use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
+
+/// `catalog_index.UnresolvedReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    UnknownCustomer,
+    NoActiveSubscription,
+    NoMatchingLineItem,
+}
+
+impl Unresolved {
+    pub fn code(self) -> &'static str {
+        match self {
+            Unresolved::UnknownCustomer => "unknown_customer",
+            Unresolved::NoActiveSubscription => "no_active_subscription",
+            Unresolved::NoMatchingLineItem => "no_matching_line_item",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// `active` or `trialing`.
+    Active,
+    /// `cancelled` or `canceled`: active until `cancelled_at`, if set.
+    Cancelled,
+    Other,
+}
+
+/// One subscription: its terms and the billing periods Python computed.
+#[derive(Debug)]
+pub struct Subscription {
+    status: Status,
+    start_us: i64,
+    end_us: Option<i64>,
+    cancelled_us: Option<i64>,
+    /// Disjoint `[start, end)` periods, sorted by start (the first one starts
+    /// at `start_us`, as `BillingCycle.period_at` clamps it).
+    periods: Vec<(i64, i64)>,
+}
+
+impl Subscription {
+    /// `SubscriptionTerms.active_at`.
+    fn active_at(&self, ts: i64) -> bool {
+        if ts < self.start_us || self.end_us.is_some_and(|end| ts >= end) {
+            return false;
+        }
+        match self.status {
+            Status::Active => true,
+            Status::Cancelled => self.cancelled_us.is_some_and(|at| ts < at),
+            Status::Other => false,
+        }
+    }
+
+    /// The period containing `ts`: `Ok(None)` before the start, `Err(())` when
+    /// Python has not computed it yet.
+    fn period_at(&self, ts: i64) -> Result<Option<(i64, i64)>, ()> {
+        if ts < self.start_us {
+            return Ok(None);
+        }
+        let after = self.periods.partition_point(|(start, _)| *start <= ts);
+        match after.checked_sub(1).map(|i| self.periods[i]) {
+            Some((start, end)) if ts < end => Ok(Some((start, end))),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A compiled meter (`metering.Meter`).
+#[derive(Debug)]
+pub struct Meter {
+    pub id: String,
+    pub aggregation: Aggregation,
+    pub field: String,
+    pub multiplier: Decimal,
+    /// AND across keys, OR within a key's canonical values.
+    pub filters: Vec<(String, HashSet<String>)>,
+}
+
+/// A usage line item bound to its subscription and meter (`LineItemBinding`).
+#[derive(Debug)]
+pub struct LineItem {
+    pub id: String,
+    pub subscription: usize,
+    pub start_us: i64,
+    pub end_us: Option<i64>,
+    pub meter: usize,
+}
+
+/// One (event, line item) pair with the event's period and measurement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub line_item: usize,
+    pub period: (i64, i64),
+    pub measurement: measure::Measurement,
+}
+
+impl Match {
+    /// `Period.period_id`: the start in epoch milliseconds, floored.
+    pub fn period_id(&self) -> i64 {
+        self.period.0.div_euclid(1000)
+    }
+}
+
+/// What [`Catalog::resolve`] answers for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Matched(Vec<Match>),
+    Unresolved(Unresolved),
+    /// Subscriptions whose period at the event's time Python must add first.
+    NeedPeriods(Vec<usize>),
+}
+
+/// The fields of a decoded event that routing reads.
+pub struct EventView<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub environment_id: &'a str,
+    pub event_name: &'a str,
+    pub customer_id: &'a str,
+    pub external_customer_id: &'a str,
+    pub timestamp_us: i64,
+    /// The `properties` object's members, as decoded.
+    pub properties: &'a [(Cow<'a, str>, Value<'a>)],
+}
+
+/// A key of several strings that no choice of their contents can confuse,
+/// written into `out` (reused across lookups: no allocation per event).
+fn key_in<'b>(out: &'b mut String, parts: &[&str]) -> &'b str {
+    use std::fmt::Write;
+    out.clear();
+    for part in parts {
+        let _ = write!(out, "{}:", part.len());
+        out.push_str(part);
+    }
+    out.as_str()
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut out = String::new();
+    key_in(&mut out, parts);
+    out
+}
+
+/// A bad table entry (a bug of the Python side, never of the data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableError(pub String);
+
+/// The catalog tables of one or more catalog documents.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    customers: HashSet<String>,
+    by_external_id: HashMap<String, String>,
+    subscriptions: Vec<Subscription>,
+    subscriptions_by_customer: HashMap<String, Vec<usize>>,
+    meters: Vec<Meter>,
+    line_items: Vec<LineItem>,
+    /// (tenant, environment, customer, event name) -> line items, in catalog order.
+    bindings: HashMap<String, Vec<usize>>,
+}
+
+/// One subscription row of the tables.
+pub struct SubscriptionRow<'a> {
+    pub tenant_id: &'a str,
+    pub environment_id: &'a str,
+    pub customer_id: &'a str,
+    /// `SubscriptionTerms.status`: already stripped and lower-cased by Python.
+    pub status: &'a str,
+    pub start_us: i64,
+    pub end_us: Option<i64>,
+    pub cancelled_us: Option<i64>,
+}
+
+/// One meter row of the tables.
+pub struct MeterRow<'a> {
+    pub id: &'a str,
+    pub event_name: &'a str,
+    pub aggregation: &'a str,
+    pub field: &'a str,
+    pub multiplier: &'a str,
+    pub filters: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+/// One line item row of the tables (indices into the other tables).
+pub struct LineItemRow<'a> {
+    pub id: &'a str,
+    pub subscription: usize,
+    pub start_us: i64,
+    pub end_us: Option<i64>,
+    pub meter: usize,
+}
+
+impl Catalog {
+    /// Build from the tables; customers are `(tenant, environment, id, external id)`.
+    pub fn new(
+        customers: &[(&str, &str, &str, &str)],
+        subscriptions: &[SubscriptionRow<'_>],
+        meters: &[MeterRow<'_>],
+        line_items: &[LineItemRow<'_>],
+    ) -> Result<Catalog, TableError> {
+        let mut catalog = Catalog::default();
+        for (tenant, environment, id, external_id) in customers {
+            catalog.customers.insert(key(&[tenant, environment, id]));
+            if !external_id.is_empty() {
+                catalog
+                    .by_external_id
+                    .insert(key(&[tenant, environment, external_id]), id.to_string());
+            }
+        }
+        let mut owners = Vec::new();
+        for (index, row) in subscriptions.iter().enumerate() {
+            let status = match row.status {
+                "active" | "trialing" => Status::Active,
+                "cancelled" | "canceled" => Status::Cancelled,
+                _ => Status::Other,
+            };
+            catalog.subscriptions.push(Subscription {
+                status,
+                start_us: row.start_us,
+                end_us: row.end_us,
+                cancelled_us: row.cancelled_us,
+                periods: Vec::new(),
+            });
+            owners.push((row.tenant_id, row.environment_id, row.customer_id));
+            catalog
+                .subscriptions_by_customer
+                .entry(key(&[row.tenant_id, row.environment_id, row.customer_id]))
+                .or_default()
+                .push(index);
+        }
+        let mut event_names = Vec::new();
+        for row in meters {
+            let aggregation = Aggregation::from_code(row.aggregation)
+                .ok_or_else(|| TableError(format!("unknown aggregation {}", row.aggregation)))?;
+            let multiplier = parse_py_decimal(row.multiplier)
+                .ok_or_else(|| TableError(format!("bad multiplier {}", row.multiplier)))?;
+            let filters = row
+                .filters
+                .iter()
+                .map(|(k, values)| {
+                    (
+                        k.to_string(),
+                        values.iter().map(|v| v.to_string()).collect(),
+                    )
+                })
+                .collect();
+            catalog.meters.push(Meter {
+                id: row.id.to_string(),
+                aggregation,
+                field: row.field.to_string(),
+                multiplier,
+                filters,
+            });
+            event_names.push(row.event_name);
+        }
+        for (index, row) in line_items.iter().enumerate() {
+            let (Some((tenant, environment, customer)), Some(event_name)) =
+                (owners.get(row.subscription), event_names.get(row.meter))
+            else {
+                return Err(TableError(format!("line item {} out of range", row.id)));
+            };
+            catalog.line_items.push(LineItem {
+                id: row.id.to_string(),
+                subscription: row.subscription,
+                start_us: row.start_us,
+                end_us: row.end_us,
+                meter: row.meter,
+            });
+            catalog
+                .bindings
+                .entry(key(&[tenant, environment, customer, event_name]))
+                .or_default()
+                .push(index);
+        }
+        Ok(catalog)
+    }
+
+    pub fn line_item(&self, index: usize) -> &LineItem {
+        &self.line_items[index]
+    }
+
+    pub fn meter(&self, index: usize) -> &Meter {
+        &self.meters[index]
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Add a period Python computed for `subscription` (ignored when known).
+    pub fn add_period(
+        &mut self,
+        subscription: usize,
+        start_us: i64,
+        end_us: i64,
+    ) -> Result<(), TableError> {
+        let periods = &mut self
+            .subscriptions
+            .get_mut(subscription)
+            .ok_or_else(|| TableError(format!("subscription {subscription} out of range")))?
+            .periods;
+        let at = periods.partition_point(|(start, _)| *start < start_us);
+        if periods.get(at).is_some_and(|p| p.0 == start_us) {
+            return Ok(());
+        }
+        let overlaps_before = at > 0 && periods[at - 1].1 > start_us;
+        let overlaps_after = periods.get(at).is_some_and(|p| p.0 < end_us);
+        if end_us <= start_us || overlaps_before || overlaps_after {
+            return Err(TableError(format!(
+                "period [{start_us}, {end_us}) of subscription {subscription} overlaps"
+            )));
+        }
+        periods.insert(at, (start_us, end_us));
+        Ok(())
+    }
+
+    /// The catalog customer id the event refers to (`customer_id_for`).
+    fn customer_of(&self, event: &EventView<'_>, buffer: &mut String) -> Option<String> {
+        let (tenant, environment) = (event.tenant_id, event.environment_id);
+        if !event.customer_id.is_empty()
+            && self
+                .customers
+                .contains(key_in(buffer, &[tenant, environment, event.customer_id]))
+        {
+            return Some(event.customer_id.to_string());
+        }
+        self.by_external_id
+            .get(key_in(
+                buffer,
+                &[tenant, environment, event.external_customer_id],
+            ))
+            .cloned()
+    }
+
+    /// Every active usage line item the event hits, with its period and measurement.
+    pub fn resolve(&self, event: &EventView<'_>) -> (String, Resolution) {
+        let mut buffer = String::with_capacity(96);
+        let Some(customer) = self.customer_of(event, &mut buffer) else {
+            return (
+                String::new(),
+                Resolution::Unresolved(Unresolved::UnknownCustomer),
+            );
+        };
+        let (tenant, environment) = (event.tenant_id, event.environment_id);
+        let ts = event.timestamp_us;
+        let mut candidates = Vec::new();
+        let mut need = Vec::new();
+        let bindings = self.bindings.get(key_in(
+            &mut buffer,
+            &[tenant, environment, &customer, event.event_name],
+        ));
+        for &index in bindings.map_or(&[][..], |b| b.as_slice()) {
+            let item = &self.line_items[index];
+            let subscription = &self.subscriptions[item.subscription];
+            let item_active = ts >= item.start_us && item.end_us.is_none_or(|end| ts < end);
+            if !(item_active && subscription.active_at(ts)) {
+                continue;
+            }
+            match subscription.period_at(ts) {
+                Ok(Some(period)) => candidates.push((index, period)),
+                Ok(None) => {}
+                Err(()) => need.push(item.subscription),
+            }
+        }
+        if !need.is_empty() {
+            need.dedup();
+            return (customer, Resolution::NeedPeriods(need));
+        }
+        let subscriptions = self
+            .subscriptions_by_customer
+            .get(key_in(&mut buffer, &[tenant, environment, &customer]));
+        let reason = if subscriptions
+            .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
+        {
+            Unresolved::NoMatchingLineItem
+        } else {
+            Unresolved::NoActiveSubscription
+        };
+        let properties = event.properties;
+        let ids = EventIds::new(tenant, environment, event.id);
+        let mut matches = Vec::new();
+        for (index, period) in candidates {
+            let meter = &self.meters[self.line_items[index].meter];
+            let passes = meter.filters.iter().all(|(name, values)| {
+                let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                canonical_value(value).is_some_and(|c| values.contains(&c))
+            });
+            if !passes {
+                continue;
+            }
+            let rule = MeterRule {
+                id: &meter.id,
+                aggregation: meter.aggregation,
+                field: &meter.field,
+                multiplier: &meter.multiplier,
+            };
+            let measurement = measure::measure(&rule, &ids, properties, ts, period);
+            matches.push(Match {
+                line_item: index,
+                period,
+                measurement,
+            });
+        }
+        if matches.is_empty() {
+            return (customer, Resolution::Unresolved(reason));
+        }
+        (customer, Resolution::Matched(matches))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let subscription = |status| SubscriptionRow {
+            tenant_id: "t",
+            environment_id: "e",
+            customer_id: "c",
+            status,
+            start_us: 100,
+            end_us: None,
+            cancelled_us: Some(500),
+        };
+        let meter = MeterRow {
+            id: "m",
+            event_name: "api",
+            aggregation: "COUNT",
+            field: "",
+            multiplier: "1",
+            filters: vec![("region", vec!["us"])],
+        };
+        let item = LineItemRow {
+            id: "li",
+            subscription: 1,
+            start_us: 0,
+            end_us: None,
+            meter: 0,
+        };
+        let mut catalog = Catalog::new(
+            &[("t", "e", "c", "x")],
+            &[subscription("paused"), subscription("cancelled")],
+            &[meter],
+            &[item],
+        )
+        .unwrap();
+        catalog.add_period(1, 100, 300).unwrap();
+        catalog
+    }
+
+    fn resolve(catalog: &Catalog, customer: &str, ts: i64, properties: &str) -> Resolution {
+        let parsed = match crate::json::parse(properties) {
+            Ok(Value::Object(members)) => members,
+            _ => Vec::new(),
+        };
+        let event = EventView {
+            id: "e1",
+            tenant_id: "t",
+            environment_id: "e",
+            event_name: "api",
+            customer_id: "",
+            external_customer_id: customer,
+            timestamp_us: ts,
+            properties: &parsed,
+        };
+        catalog.resolve(&event).1
+    }
+
+    #[test]
+    fn routes_by_customer_status_period_and_filter() {
+        let catalog = catalog();
+        let us = r#"{"region":"us"}"#;
+        let Resolution::Matched(found) = resolve(&catalog, "x", 299, us) else {
+            panic!("matched expected")
+        };
+        assert_eq!((found[0].line_item, found[0].period), (0, (100, 300)));
+        assert_eq!(found[0].measurement.quantity, crate::fixed::ONE);
+        let unresolved = |reason| Resolution::Unresolved(reason);
+        assert_eq!(
+            resolve(&catalog, "y", 299, us),
+            unresolved(Unresolved::UnknownCustomer)
+        );
+        assert_eq!(
+            resolve(&catalog, "x", 299, r#"{"region":"eu"}"#),
+            unresolved(Unresolved::NoMatchingLineItem)
+        );
+        // Cancelled at 500: inactive from then on; before the start, too.
+        assert_eq!(
+            resolve(&catalog, "x", 500, us),
+            unresolved(Unresolved::NoActiveSubscription)
+        );
+        assert_eq!(
+            resolve(&catalog, "x", 99, us),
+            unresolved(Unresolved::NoActiveSubscription)
+        );
+        // Active, but its period is not in the table yet: Python adds it.
+        assert_eq!(
+            resolve(&catalog, "x", 300, us),
+            Resolution::NeedPeriods(vec![1])
+        );
+    }
+
+    #[test]
+    fn periods_must_not_overlap() {
+        let mut catalog = catalog();
+        assert!(catalog.add_period(1, 100, 300).is_ok()); // already known
+        assert!(catalog.add_period(1, 200, 400).is_err());
+        assert!(catalog.add_period(1, 300, 300).is_err());
+        assert!(catalog.add_period(1, 300, 600).is_ok());
+        assert!(catalog.add_period(9, 0, 1).is_err());
+    }
+}

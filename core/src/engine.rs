@@ -1,0 +1,239 @@
+//! The fused batch step: decoded events -> routed and measured rows held in
+//! the core -> rated with the core's state, without a Python object per row.
+//!
+//! The two-phase shape of the pipeline's `prepare` stays, because the store
+//! reads stay in Python: `prepare` (route and measure, hold the rows), then
+//! `missing_states` / `load_states`, `lookup_keys` / `remember`, then `rate`.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::aggregate::Snapshot;
+use crate::catalog::{Catalog, EventView, Resolution, Unresolved};
+use crate::event::{Properties, RawColumns};
+use crate::period_rating::{Delta, OutOfRange};
+use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
+
+/// Where a held row comes from (parallel to the held `Pending` rows).
+#[derive(Debug, Clone, Copy)]
+pub struct RowSource {
+    /// Index of the event among the batch's decoded (accepted) events.
+    pub event: usize,
+    pub line_item: usize,
+}
+
+/// What `prepare` found besides the held rows.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// `(subscription, timestamp µs)` whose period Python must add first; when
+    /// not empty nothing is held (call `prepare` again after adding them).
+    pub need: Vec<(usize, i64)>,
+    /// The catalog customer id per decoded event (`""` when unknown).
+    pub customers: Vec<String>,
+    pub unresolved: Vec<(usize, Unresolved)>,
+    pub missing_fields: usize,
+}
+
+/// The rows `rate` produced: per held row its delta (None: a redelivery, no
+/// row) or its refusal.
+pub type Rated = (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes);
+
+/// A state key inside the engine: the rank of the line item's (tenant,
+/// environment, id) among all of them in `StateKey` order, and the period id.
+/// Same order as the `StateKey` it stands for, without a string to hash or
+/// allocate per row.
+type RankKey = (u32, i64);
+
+/// Catalog tables, line item terms and the rating state of one consumer.
+pub struct Engine {
+    catalog: Catalog,
+    /// Per catalog line item: its price, free units and aggregation.
+    terms: Vec<Terms>,
+    /// Per catalog line item: the rank of its (tenant, environment, id).
+    ranks: Vec<u32>,
+    /// Per rank: the (tenant, environment, id) and the line item whose terms
+    /// a loaded state takes (the last one, as `CatalogIndex.line_item`).
+    names: Vec<((String, String, String), usize)>,
+    rank_of: HashMap<(String, String, String), u32>,
+    rater: Rater<RankKey>,
+    pending: Vec<Pending<RankKey>>,
+    sources: Vec<RowSource>,
+}
+
+impl Engine {
+    /// `terms` are aligned with the catalog's line items; `owners` names each
+    /// line item's (tenant, environment, id) for state loading.
+    pub fn new(
+        catalog: Catalog,
+        terms: Vec<Terms>,
+        owners: Vec<(String, String, String)>,
+        rater: Rater<RankKey>,
+    ) -> Engine {
+        let mut last: HashMap<&(String, String, String), usize> = HashMap::new();
+        for (item, owner) in owners.iter().enumerate() {
+            last.insert(owner, item);
+        }
+        let mut names: Vec<((String, String, String), usize)> =
+            last.into_iter().map(|(k, i)| (k.clone(), i)).collect();
+        names.sort();
+        let rank_of: HashMap<(String, String, String), u32> = names
+            .iter()
+            .enumerate()
+            .map(|(rank, (name, _))| (name.clone(), rank as u32))
+            .collect();
+        let ranks = owners.iter().map(|owner| rank_of[owner]).collect();
+        Engine {
+            catalog,
+            terms,
+            ranks,
+            names,
+            rank_of,
+            rater,
+            pending: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    fn state_key(&self, key: &RankKey) -> StateKey {
+        let ((tenant, environment, id), _) = &self.names[key.0 as usize];
+        (tenant.clone(), environment.clone(), id.clone(), key.1)
+    }
+
+    fn rank_key(&self, key: &StateKey) -> Option<RankKey> {
+        let name = (key.0.clone(), key.1.clone(), key.2.clone());
+        Some((*self.rank_of.get(&name)?, key.3))
+    }
+
+    pub fn catalog_mut(&mut self) -> &mut Catalog {
+        &mut self.catalog
+    }
+
+    pub fn rater(&self) -> &Rater<RankKey> {
+        &self.rater
+    }
+
+    /// The held rows' period ids and unique hashes, and where each comes from.
+    pub fn rows(&self) -> (Vec<(i64, &str)>, &[RowSource]) {
+        let rows = self
+            .pending
+            .iter()
+            .map(|row| (row.key.1, row.unique_hash.as_str()))
+            .collect();
+        (rows, &self.sources)
+    }
+
+    /// Route and measure the decoded events; hold their rows for the next steps.
+    /// `properties` are the decoded events' (`decode_event`'s answers).
+    pub fn prepare(&mut self, columns: &RawColumns, properties: &[Properties<'_>]) -> Prepared {
+        let mut prepared = Prepared::default();
+        let (mut pending, mut sources) = (Vec::new(), Vec::new());
+        for (event, members) in properties.iter().enumerate().take(columns.len()) {
+            let view = EventView {
+                id: columns.id.get(event),
+                tenant_id: columns.tenant_id.get(event),
+                environment_id: columns.environment_id.get(event),
+                event_name: columns.event_name.get(event),
+                customer_id: columns.customer_id.get(event),
+                external_customer_id: columns.external_customer_id.get(event),
+                timestamp_us: columns.timestamp_us[event],
+                properties: members,
+            };
+            let (customer, resolution) = self.catalog.resolve(&view);
+            prepared.customers.push(customer);
+            match resolution {
+                Resolution::Unresolved(reason) => prepared.unresolved.push((event, reason)),
+                Resolution::NeedPeriods(subscriptions) => prepared
+                    .need
+                    .extend(subscriptions.into_iter().map(|s| (s, view.timestamp_us))),
+                Resolution::Matched(matches) => {
+                    for m in matches {
+                        let period_id = m.period_id();
+                        let line_item = m.line_item;
+                        prepared.missing_fields += usize::from(m.measurement.field_missing);
+                        let key: RankKey = (self.ranks[line_item], period_id);
+                        sources.push(RowSource { event, line_item });
+                        pending.push(Pending {
+                            key,
+                            terms: line_item,
+                            event_id: view.id.to_string(),
+                            timestamp_us: view.timestamp_us,
+                            quantity: m.measurement.quantity,
+                            unique_hash: m.measurement.unique_hash,
+                        });
+                    }
+                }
+            }
+        }
+        if !prepared.need.is_empty() {
+            pending.clear();
+            sources.clear();
+        }
+        (self.pending, self.sources) = (pending, sources);
+        prepared
+    }
+
+    pub fn missing_states(&self) -> HashSet<StateKey> {
+        let missing = self.rater.missing_states(&self.pending);
+        missing.iter().map(|key| self.state_key(key)).collect()
+    }
+
+    pub fn coverable(&self, counts: &[(StateKey, i64)]) -> Vec<StateKey> {
+        let counts: Vec<(RankKey, i64)> = counts
+            .iter()
+            .filter_map(|(key, count)| Some((self.rank_key(key)?, *count)))
+            .collect();
+        let chosen = self.rater.coverable(&counts);
+        chosen.iter().map(|key| self.state_key(key)).collect()
+    }
+
+    pub fn load_states(
+        &mut self,
+        snapshots: &[(StateKey, Snapshot)],
+        stored_fingerprints: Option<&HashMap<StateKey, Vec<u64>>>,
+    ) {
+        let snapshots: Vec<(RankKey, Snapshot)> = snapshots
+            .iter()
+            .filter_map(|(key, snapshot)| Some((self.rank_key(key)?, snapshot.clone())))
+            .collect();
+        let fingerprints: Option<HashMap<RankKey, Vec<u64>>> = stored_fingerprints.map(|all| {
+            all.iter()
+                .filter_map(|(key, values)| Some((self.rank_key(key)?, values.clone())))
+                .collect()
+        });
+        let (terms, names) = (&self.terms, &self.names);
+        self.rater
+            .load_states(&snapshots, fingerprints.as_ref(), |key: &RankKey| {
+                terms.get(names[key.0 as usize].1).cloned()
+            });
+    }
+
+    pub fn lookup_keys(&self) -> HashSet<(StateKey, String)> {
+        let keys = self.rater.lookup_keys(&self.pending);
+        keys.into_iter()
+            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash))
+            .collect()
+    }
+
+    pub fn remember(&mut self, owners: &[(StateKey, String, String)]) {
+        let owners: Vec<(RankKey, String, String)> = owners
+            .iter()
+            .filter_map(|(key, unique_hash, event_id)| {
+                Some((self.rank_key(key)?, unique_hash.clone(), event_id.clone()))
+            })
+            .collect();
+        self.rater.remember(&owners);
+    }
+
+    /// Rate the held rows in order (they stay held for reading until the next `prepare`).
+    pub fn rate(&mut self) -> Rated {
+        self.rater.rate(&self.pending, &self.terms)
+    }
+
+    pub fn committed(&mut self) {
+        self.rater.committed();
+    }
+
+    pub fn drop_states(&mut self, keys: &[StateKey]) {
+        let keys: Vec<RankKey> = keys.iter().filter_map(|key| self.rank_key(key)).collect();
+        self.rater.drop_states(&keys);
+    }
+}

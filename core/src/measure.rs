@@ -1,0 +1,358 @@
+//! What one event contributes to a meter (`metering.measure` of the reference):
+//! the quantity at the stored scale, the unique hash, and whether the field was
+//! missing.
+//!
+//! Quantities are exact: a property value is read as Python's `Decimal` reads
+//! it (digit strings, never a binary float), products with the multiplier and
+//! with the `WEIGHTED_SUM` weight are exact digit products, rounded once to 15
+//! places half away from zero. The reference truncates products at 76
+//! significant digits before that rounding; for values below 10^18 that
+//! truncation happens far beyond the 16th decimal place and cannot move the
+//! rounding (see `money.py`). The weight itself is the reference's: the
+//! quotient of integer microseconds truncated to 76 significant digits.
+
+use crate::decimal::{numeric_text, parse_py_decimal, Decimal};
+use crate::event::canonical_float;
+use crate::fixed;
+use crate::json::Value;
+use crate::sha256;
+use crate::text::{py_strip, shortest_digits};
+
+/// `metering.AggregationType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    Count,
+    Sum,
+    Avg,
+    Max,
+    Latest,
+    SumWithMultiplier,
+    CountUnique,
+    WeightedSum,
+}
+
+impl Aggregation {
+    /// The catalog's spelling (`AggregationType` values).
+    pub fn from_code(code: &str) -> Option<Aggregation> {
+        Some(match code {
+            "COUNT" => Aggregation::Count,
+            "SUM" => Aggregation::Sum,
+            "AVG" => Aggregation::Avg,
+            "MAX" => Aggregation::Max,
+            "LATEST" => Aggregation::Latest,
+            "SUM_WITH_MULTIPLIER" => Aggregation::SumWithMultiplier,
+            "COUNT_UNIQUE" => Aggregation::CountUnique,
+            "WEIGHTED_SUM" => Aggregation::WeightedSum,
+            _ => return None,
+        })
+    }
+}
+
+/// `metering.Measurement`: `quantity` is scaled by 10^15.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measurement {
+    pub quantity: i128,
+    pub unique_hash: String,
+    pub field_missing: bool,
+}
+
+/// The identity parts of an event that its hashes read.
+pub struct EventIds<'a> {
+    pub tenant_id: &'a str,
+    pub environment_id: &'a str,
+    pub id: &'a str,
+    /// The event hash, computed once for all the event's matches.
+    hash: std::cell::OnceCell<String>,
+}
+
+impl<'a> EventIds<'a> {
+    pub fn new(tenant_id: &'a str, environment_id: &'a str, id: &'a str) -> Self {
+        EventIds {
+            tenant_id,
+            environment_id,
+            id,
+            hash: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// `metering.event_hash`.
+    pub fn event_hash(&self) -> String {
+        self.hash
+            .get_or_init(|| sha256::hex_of_parts(&[self.tenant_id, self.environment_id, self.id]))
+            .clone()
+    }
+}
+
+/// The meter fields measuring reads.
+pub struct MeterRule<'a> {
+    pub id: &'a str,
+    pub aggregation: Aggregation,
+    pub field: &'a str,
+    /// `multiplier` of `SUM_WITH_MULTIPLIER` (1 otherwise).
+    pub multiplier: &'a Decimal,
+}
+
+/// `metering.canonical_value`: the string a filter or `COUNT_UNIQUE` compares.
+pub fn canonical_value(value: Option<&Value<'_>>) -> Option<String> {
+    match value? {
+        Value::Str(text) => Some(text.to_string()),
+        Value::Bool(flag) => Some(if *flag { "true" } else { "false" }.to_string()),
+        Value::Int(number) => Some(number.to_string()),
+        Value::Float(number) => Some(canonical_float(*number)),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// `money.parse_decimal` of a JSON value.
+pub fn parse_value(value: Option<&Value<'_>>) -> Option<Decimal> {
+    match value? {
+        Value::Int(number) => parse_py_decimal(&number.to_string()),
+        Value::Float(number) => {
+            let (negative, digits, exp) = shortest_digits(*number);
+            let exponent = i128::from(exp) - (digits.len() as i128 - 1);
+            let trimmed = digits.trim_start_matches('0');
+            Some(Decimal {
+                negative,
+                coefficient: if trimmed.is_empty() { "0" } else { trimmed }.to_string(),
+                exponent,
+            })
+        }
+        Value::Str(text) => parse_py_decimal(py_strip(text)),
+        Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// `metering.measure` for one event in the period `[period_start_us, period_end_us)`.
+pub fn measure(
+    meter: &MeterRule<'_>,
+    event: &EventIds<'_>,
+    properties: &[(std::borrow::Cow<'_, str>, Value<'_>)],
+    timestamp_us: i64,
+    period: (i64, i64),
+) -> Measurement {
+    let missing = |event: &EventIds<'_>| Measurement {
+        quantity: 0,
+        unique_hash: event.event_hash(),
+        field_missing: true,
+    };
+    let raw = || {
+        properties
+            .iter()
+            .find(|(key, _)| key.as_ref() == meter.field)
+            .map(|(_, value)| value)
+    };
+    match meter.aggregation {
+        Aggregation::Count => {
+            return Measurement {
+                quantity: fixed::ONE,
+                unique_hash: event.event_hash(),
+                field_missing: false,
+            }
+        }
+        Aggregation::CountUnique => {
+            let Some(canonical) = canonical_value(raw()) else {
+                return missing(event);
+            };
+            let unique_hash = sha256::hex_of_parts(&[
+                event.tenant_id,
+                event.environment_id,
+                meter.id,
+                &canonical,
+            ]);
+            return Measurement {
+                quantity: fixed::ONE,
+                unique_hash,
+                field_missing: false,
+            };
+        }
+        _ => {}
+    }
+    let plain = !matches!(
+        meter.aggregation,
+        Aggregation::SumWithMultiplier | Aggregation::WeightedSum
+    );
+    if let Some(quantity) = plain.then(|| whole_quantity(raw())).flatten() {
+        return Measurement {
+            quantity,
+            unique_hash: event.event_hash(),
+            field_missing: false,
+        };
+    }
+    let Some(mut value) = parse_value(raw()) else {
+        return missing(event);
+    };
+    if meter.aggregation == Aggregation::SumWithMultiplier {
+        value = mul_exact(&value, meter.multiplier);
+    }
+    if meter.aggregation == Aggregation::WeightedSum && !value.negative && !is_zero(&value) {
+        value = mul_exact(&value, &time_weight(timestamp_us, period.0, period.1));
+    }
+    // numeric_text: None at or above 10^18, 0 for negatives, else quantized.
+    let Some(text) = numeric_text(&value) else {
+        return missing(event);
+    };
+    Measurement {
+        quantity: fixed::parse_scaled(&text).expect("a quantized value below 10^18"),
+        unique_hash: event.event_hash(),
+        field_missing: false,
+    }
+}
+
+/// The quantity of a whole number below 10^18 (an integer, or a string of at
+/// most 18 ASCII digits), scaled; negatives are 0. `None`: take the general
+/// path (`parse_value`), which gives the same answer for these, only slower.
+fn whole_quantity(value: Option<&Value<'_>>) -> Option<i128> {
+    const LIMIT: i128 = 1_000_000_000_000_000_000;
+    match value? {
+        Value::Int(number) if *number < LIMIT => Some((*number).max(0) * fixed::ONE),
+        Value::Str(text)
+            if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(text.parse::<i128>().ok()? * fixed::ONE)
+        }
+        _ => None,
+    }
+}
+
+fn is_zero(value: &Decimal) -> bool {
+    value.coefficient == "0"
+}
+
+/// The exact product of two decimals.
+pub fn mul_exact(a: &Decimal, b: &Decimal) -> Decimal {
+    let negative = a.negative != b.negative;
+    if is_zero(a) || is_zero(b) {
+        return Decimal {
+            negative,
+            coefficient: "0".to_string(),
+            exponent: a.exponent + b.exponent,
+        };
+    }
+    let x: Vec<u32> = a
+        .coefficient
+        .bytes()
+        .rev()
+        .map(|d| u32::from(d - b'0'))
+        .collect();
+    let y: Vec<u32> = b
+        .coefficient
+        .bytes()
+        .rev()
+        .map(|d| u32::from(d - b'0'))
+        .collect();
+    let mut product = vec![0u64; x.len() + y.len()];
+    for (i, xi) in x.iter().enumerate() {
+        for (j, yj) in y.iter().enumerate() {
+            product[i + j] += u64::from(xi * yj);
+        }
+    }
+    let mut carry = 0u64;
+    for slot in product.iter_mut() {
+        let total = *slot + carry;
+        *slot = total % 10;
+        carry = total / 10;
+    }
+    debug_assert_eq!(carry, 0);
+    let digits: String = product
+        .iter()
+        .rev()
+        .map(|d| char::from(b'0' + *d as u8))
+        .collect();
+    let trimmed = digits.trim_start_matches('0');
+    Decimal {
+        negative,
+        coefficient: if trimmed.is_empty() { "0" } else { trimmed }.to_string(),
+        exponent: a.exponent + b.exponent,
+    }
+}
+
+/// `metering.time_weight`: `min(end - ts, end - start) / (end - start)` truncated
+/// to 76 significant digits (the reference's `div`), 0 when either is <= 0.
+pub fn time_weight(timestamp_us: i64, start_us: i64, end_us: i64) -> Decimal {
+    let length = i128::from(end_us) - i128::from(start_us);
+    let remaining = i128::from(end_us) - i128::from(timestamp_us);
+    let zero = Decimal {
+        negative: false,
+        coefficient: "0".to_string(),
+        exponent: 0,
+    };
+    if length <= 0 || remaining <= 0 {
+        return zero;
+    }
+    if remaining >= length {
+        return Decimal {
+            negative: false,
+            coefficient: "1".to_string(),
+            exponent: 0,
+        };
+    }
+    let mut rest = remaining;
+    let mut digits = String::new();
+    let mut places: i128 = 0;
+    let mut significant = 0;
+    while rest != 0 && significant < 76 {
+        rest *= 10;
+        let digit = rest / length;
+        rest %= length;
+        places += 1;
+        if digit != 0 || significant > 0 {
+            digits.push(char::from(b'0' + digit as u8));
+            significant += 1;
+        }
+    }
+    Decimal {
+        negative: false,
+        coefficient: digits,
+        exponent: -places,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(text: &str) -> Decimal {
+        parse_py_decimal(text).unwrap()
+    }
+
+    #[test]
+    fn whole_numbers_take_the_short_path_to_the_same_answer() {
+        for text in ["61", "007", "999999999999999999", "0"] {
+            let value = Value::Str(text.into());
+            let general = numeric_text(&parse_value(Some(&value)).unwrap()).unwrap();
+            assert_eq!(
+                whole_quantity(Some(&value)),
+                fixed::parse_scaled(&general),
+                "{text}"
+            );
+        }
+        assert_eq!(whole_quantity(Some(&Value::Int(-5))), Some(0));
+        assert_eq!(whole_quantity(Some(&Value::Str(" 1".into()))), None);
+        assert_eq!(
+            whole_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
+            None
+        );
+    }
+
+    #[test]
+    fn products_are_exact() {
+        assert_eq!(mul_exact(&dec("1.5"), &dec("-2.25")), dec("-3.375"));
+        assert_eq!(
+            mul_exact(&dec("999999999999"), &dec("999999999999")),
+            dec("999999999998000000000001")
+        );
+    }
+
+    #[test]
+    fn the_weight_is_truncated_like_the_reference() {
+        let third = time_weight(2, 0, 3);
+        assert_eq!(third.exponent, -76);
+        assert_eq!(third.coefficient, "3".repeat(76));
+        assert_eq!(time_weight(0, 0, 4), dec("1"));
+        assert_eq!(time_weight(3, 0, 4), dec("0.25"));
+        assert_eq!(time_weight(4, 0, 4).coefficient, "0");
+        // 1.5e-15 × 1/3 is exactly half a unit, but the truncated third makes it less.
+        let value = mul_exact(&dec("0.0000000000000015"), &third);
+        assert_eq!(numeric_text(&value).unwrap(), "0.000000000000000");
+    }
+}

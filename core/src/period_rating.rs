@@ -1,0 +1,194 @@
+//! Incremental rating of one (line item, period) (`rating.LineItemPeriodRating`):
+//! the per-event deltas of free, billable and rated amounts that telescope to
+//! the invoice (DESIGN.md §4), with the dedup of unique hashes.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::aggregate::Aggregate;
+use crate::fixed;
+use crate::pricing::Price;
+
+/// `money.STORED_LIMIT` (10^23) at the stored scale.
+pub const STORED_LIMIT: i128 = 100_000_000_000_000_000_000_000 * fixed::ONE;
+
+/// `rating.Outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Counted,
+    RepeatedValue,
+    AlreadyProcessed,
+}
+
+impl Outcome {
+    pub fn code(self) -> &'static str {
+        match self {
+            Outcome::Counted => "counted",
+            Outcome::RepeatedValue => "repeated_value",
+            Outcome::AlreadyProcessed => "already_processed",
+        }
+    }
+}
+
+/// `rating.RatedDelta` (scaled values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub outcome: Outcome,
+    pub qty_total: i128,
+    pub qty_free_applied: i128,
+    pub qty_billable: i128,
+    pub cost: i128,
+    pub unit_cost: i128,
+    pub tier_snapshot: i128,
+}
+
+impl Delta {
+    fn snapshot_only(outcome: Outcome, tier_snapshot: i128) -> Delta {
+        Delta {
+            outcome,
+            qty_total: 0,
+            qty_free_applied: 0,
+            qty_billable: 0,
+            cost: 0,
+            unit_cost: 0,
+            tier_snapshot,
+        }
+    }
+}
+
+/// The event would not fit the stored columns (`ValueOutOfRange`): the state
+/// is unchanged and the pipeline dead-letters it (`value_out_of_range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfRange;
+
+/// The rating state of one (line item, period).
+#[derive(Debug, Clone)]
+pub struct PeriodRating {
+    free_units: i128,
+    aggregate: Aggregate,
+    known: HashMap<String, String>,
+    repeat_rows: HashSet<String>,
+    free: i128,
+    billable: i128,
+    /// `None`: the amount of a loaded state is beyond `i128` (far out of range).
+    rated: Option<i128>,
+}
+
+impl PeriodRating {
+    /// `free_units` is at the stored scale already (catalog numbers have <= 15 places).
+    pub fn new(price: &Price, free_units: i128, aggregate: Aggregate) -> PeriodRating {
+        let quantity = aggregate.quantity().unwrap_or(i128::MAX);
+        let free = quantity.min(free_units);
+        let billable = quantity - free;
+        PeriodRating {
+            free_units,
+            aggregate,
+            known: HashMap::new(),
+            repeat_rows: HashSet::new(),
+            free,
+            billable,
+            rated: price.rate(billable),
+        }
+    }
+
+    pub fn quantity(&self) -> i128 {
+        self.free + self.billable
+    }
+
+    pub fn billable(&self) -> i128 {
+        self.billable
+    }
+
+    pub fn knows(&self, unique_hash: &str) -> bool {
+        self.known.contains_key(unique_hash)
+    }
+
+    /// Hashes and repeat-row event ids held (`remembered`).
+    pub fn remembered(&self) -> usize {
+        self.known.len() + self.repeat_rows.len()
+    }
+
+    /// Record a stored hash and the event id that counted it (first one wins).
+    pub fn remember(&mut self, unique_hash: &str, event_id: &str) {
+        self.known
+            .entry(unique_hash.to_string())
+            .or_insert_with(|| event_id.to_string());
+    }
+
+    /// Drop remembered hashes and repeat rows (`forget_hashes`).
+    pub fn forget_hashes(&mut self) {
+        self.known.clear();
+        self.repeat_rows.clear();
+    }
+
+    /// Apply one event (`LineItemPeriodRating.apply`).
+    pub fn apply(
+        &mut self,
+        price: &Price,
+        event_id: &str,
+        ts: i64,
+        quantity: i128,
+        unique_hash: &str,
+    ) -> Result<Delta, OutOfRange> {
+        if let Some(owner) = self.known.get(unique_hash) {
+            if owner == event_id || self.repeat_rows.contains(event_id) {
+                return Ok(Delta::snapshot_only(
+                    Outcome::AlreadyProcessed,
+                    self.billable,
+                ));
+            }
+            self.repeat_rows.insert(event_id.to_string());
+            return Ok(Delta::snapshot_only(Outcome::RepeatedValue, self.billable));
+        }
+        let value = quantity;
+        let period_quantity = self.aggregate.peek(value, ts, event_id).ok_or(OutOfRange)?;
+        if !(period_quantity < STORED_LIMIT && value < STORED_LIMIT) {
+            return Err(OutOfRange);
+        }
+        let free = period_quantity.min(self.free_units);
+        let billable = period_quantity - free;
+        if billable == self.billable {
+            let delta = Delta {
+                outcome: Outcome::Counted,
+                qty_total: value,
+                qty_free_applied: free - self.free,
+                qty_billable: 0,
+                cost: 0,
+                unit_cost: 0,
+                tier_snapshot: billable,
+            };
+            self.commit(unique_hash, event_id, value, ts);
+            self.free = free;
+            return Ok(delta);
+        }
+        let rated = price.rate(billable).ok_or(OutOfRange)?;
+        let qty_billable = billable - self.billable;
+        let cost = rated
+            .checked_sub(self.rated.ok_or(OutOfRange)?)
+            .ok_or(OutOfRange)?;
+        let unit_cost = fixed::div(cost, qty_billable).ok_or(OutOfRange)?;
+        let in_range = |v: i128| -STORED_LIMIT < v && v < STORED_LIMIT;
+        if !(in_range(rated) && in_range(cost) && in_range(unit_cost)) {
+            return Err(OutOfRange);
+        }
+        self.commit(unique_hash, event_id, value, ts);
+        let delta = Delta {
+            outcome: Outcome::Counted,
+            qty_total: value,
+            qty_free_applied: free - self.free,
+            qty_billable,
+            cost,
+            unit_cost,
+            tier_snapshot: billable,
+        };
+        self.free = free;
+        self.billable = billable;
+        self.rated = Some(rated);
+        Ok(delta)
+    }
+
+    fn commit(&mut self, unique_hash: &str, event_id: &str, value: i128, ts: i64) {
+        self.known
+            .insert(unique_hash.to_string(), event_id.to_string());
+        self.aggregate.add(value, ts, event_id);
+    }
+}

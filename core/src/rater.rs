@@ -1,0 +1,418 @@
+//! The rating state of the (line item, period) pairs one consumer owns
+//! (`engine.UsageRater` of the reference): which states to load, which dedup
+//! keys only the store can answer, rating in batch order, and the memory
+//! bounds of fingerprints and remembered owners with the reference's rules
+//! (see the module docs of `engine.py`).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use crate::aggregate::{Aggregate, Bucket, Snapshot};
+use crate::measure::Aggregation;
+use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
+use crate::pricing::Price;
+
+/// (tenant, environment, line item id, period id).
+pub type StateKey = (String, String, String, i64);
+
+/// What a state key must offer: its order must be the reference's order of
+/// the `StateKey` it stands for (ties in `coverable` and `committed`).
+pub trait Key: Hash + Eq + Ord + Clone {}
+impl<T: Hash + Eq + Ord + Clone> Key for T {}
+
+/// What a state needs from its line item when it is created.
+#[derive(Debug, Clone)]
+pub struct Terms {
+    pub price: Price,
+    pub free_units: i128,
+    pub aggregation: Aggregation,
+    pub bucket: Option<Bucket>,
+}
+
+/// One (event, line item) awaiting rating (`PendingRow`).
+#[derive(Debug, Clone)]
+pub struct Pending<K = StateKey> {
+    pub key: K,
+    /// Index of the line item's terms (the binding the event resolved to).
+    pub terms: usize,
+    pub event_id: String,
+    pub timestamp_us: i64,
+    pub quantity: i128,
+    pub unique_hash: String,
+}
+
+/// `engine.fingerprint`: the first 16 hex digits of the hash (0 if not hex).
+pub fn fingerprint(unique_hash: &str) -> u64 {
+    unique_hash
+        .get(..16)
+        .and_then(|head| u64::from_str_radix(head, 16).ok())
+        .unwrap_or(0)
+}
+
+struct State {
+    rating: PeriodRating,
+    price: Price,
+    count_unique: bool,
+}
+
+/// Outcome counts of one `rate` call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    pub counted: usize,
+    pub repeated: usize,
+    pub skipped: usize,
+}
+
+/// `UsageRater` without the catalog: `terms` are looked up by the caller.
+pub struct Rater<K = StateKey> {
+    states: HashMap<K, State>,
+    touched: HashSet<K>,
+    /// Covered states -> (insertion number, fingerprints): the reference's
+    /// dict order breaks ties when trimming.
+    fingerprints: HashMap<K, (u64, HashSet<u64>)>,
+    inserted: u64,
+    fingerprint_count: usize,
+    max_fingerprints: usize,
+    remembered: usize,
+    max_remembered: usize,
+}
+
+impl<K: Key> Rater<K> {
+    pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
+        Rater {
+            states: HashMap::new(),
+            touched: HashSet::new(),
+            fingerprints: HashMap::new(),
+            inserted: 0,
+            fingerprint_count: 0,
+            max_fingerprints,
+            remembered: 0,
+            max_remembered,
+        }
+    }
+
+    pub fn fingerprint_count(&self) -> usize {
+        self.fingerprint_count
+    }
+
+    fn new_state(terms: &Terms, snapshot: &Snapshot) -> Result<State, OutOfRange> {
+        let aggregate =
+            Aggregate::new(terms.aggregation, terms.bucket, snapshot).ok_or(OutOfRange)?;
+        Ok(State {
+            rating: PeriodRating::new(&terms.price, terms.free_units, aggregate),
+            price: terms.price.clone(),
+            count_unique: terms.aggregation == Aggregation::CountUnique,
+        })
+    }
+
+    /// State keys of `rows` not in memory (to load from the store).
+    pub fn missing_states(&self, rows: &[Pending<K>]) -> HashSet<K> {
+        rows.iter()
+            .filter(|row| !self.states.contains_key(&row.key))
+            .map(|row| row.key.clone())
+            .collect()
+    }
+
+    /// Loaded keys with stored rows whose fingerprints fit the budget, smallest first.
+    pub fn coverable(&self, snapshots: &[(K, i64)]) -> Vec<K> {
+        let mut room = self.max_fingerprints as i128 - self.fingerprint_count as i128;
+        let mut stored: Vec<(i64, &K)> = snapshots
+            .iter()
+            .filter(|(key, count)| *count > 0 && !self.states.contains_key(key))
+            .map(|(key, count)| (*count, key))
+            .collect();
+        stored.sort();
+        let mut chosen = Vec::new();
+        for (count, key) in stored {
+            if i128::from(count) > room {
+                break;
+            }
+            room -= i128::from(count);
+            chosen.push(key.clone());
+        }
+        chosen
+    }
+
+    /// Install loaded aggregates (`load_states`). `terms` gives the current
+    /// catalog's terms of a key's line item (None: skipped). A snapshot that
+    /// cannot be held (sums beyond `i128`) is skipped as well.
+    pub fn load_states(
+        &mut self,
+        snapshots: &[(K, Snapshot)],
+        stored_fingerprints: Option<&HashMap<K, Vec<u64>>>,
+        terms: impl Fn(&K) -> Option<Terms>,
+    ) {
+        for (key, snapshot) in snapshots {
+            if self.states.contains_key(key) {
+                continue;
+            }
+            let Some(found) = terms(key) else { continue };
+            let Ok(state) = Self::new_state(&found, snapshot) else {
+                continue;
+            };
+            self.states.insert(key.clone(), state);
+            if snapshot.count == 0 {
+                self.cover(key, &[]);
+            } else if let Some(stored) = stored_fingerprints.and_then(|all| all.get(key)) {
+                self.cover(key, stored);
+            }
+        }
+        self.trim_fingerprints();
+    }
+
+    /// The dedup keys of `rows` only the store can answer.
+    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, String)> {
+        let mut keys = HashSet::new();
+        for row in rows {
+            let known = self.fingerprints.get(&row.key);
+            if known.is_none_or(|(_, set)| set.contains(&fingerprint(&row.unique_hash))) {
+                let state = self.states.get(&row.key);
+                if state.is_none_or(|s| !s.rating.knows(&row.unique_hash)) {
+                    keys.insert((row.key.clone(), row.unique_hash.clone()));
+                }
+            }
+        }
+        keys
+    }
+
+    /// Record stored unique hashes and the event ids that counted them.
+    pub fn remember(&mut self, owners: &[(K, String, String)]) {
+        let mut grouped: HashMap<&K, HashMap<&str, &str>> = HashMap::new();
+        for (key, unique_hash, event_id) in owners {
+            grouped
+                .entry(key)
+                .or_default()
+                .insert(unique_hash.as_str(), event_id.as_str());
+        }
+        for (key, hashes) in grouped {
+            if let Some(state) = self.states.get_mut(key) {
+                for (unique_hash, event_id) in &hashes {
+                    state.rating.remember(unique_hash, event_id);
+                }
+                self.touched.insert(key.clone());
+                self.remembered += hashes.len();
+            }
+        }
+    }
+
+    /// Rate `rows` in order: per row its delta (None for a redelivery, which
+    /// writes no row) or the refusal; and the outcome counts.
+    pub fn rate(
+        &mut self,
+        rows: &[Pending<K>],
+        terms: &[Terms],
+    ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
+        let mut results = Vec::with_capacity(rows.len());
+        let mut outcomes = Outcomes::default();
+        let mut added = 0;
+        for row in rows {
+            if !self.states.contains_key(&row.key) {
+                let Ok(state) = Self::new_state(&terms[row.terms], &Snapshot::default()) else {
+                    results.push(Err(OutOfRange));
+                    continue;
+                };
+                self.states.insert(row.key.clone(), state);
+            }
+            let state = self.states.get_mut(&row.key).expect("inserted above");
+            if !self.touched.contains(&row.key) {
+                self.touched.insert(row.key.clone());
+            }
+            let applied = state.rating.apply(
+                &state.price,
+                &row.event_id,
+                row.timestamp_us,
+                row.quantity,
+                &row.unique_hash,
+            );
+            let delta = match applied {
+                Ok(delta) => delta,
+                Err(refused) => {
+                    results.push(Err(refused));
+                    continue;
+                }
+            };
+            match delta.outcome {
+                Outcome::Counted => outcomes.counted += 1,
+                Outcome::RepeatedValue => outcomes.repeated += 1,
+                Outcome::AlreadyProcessed => {
+                    outcomes.skipped += 1;
+                    results.push(Ok(None));
+                    continue;
+                }
+            }
+            if let Some((_, known)) = self.fingerprints.get_mut(&row.key) {
+                if known.insert(fingerprint(&row.unique_hash)) {
+                    added += 1;
+                }
+            }
+            results.push(Ok(Some(delta)));
+        }
+        self.fingerprint_count += added;
+        self.remembered += outcomes.counted + outcomes.repeated;
+        self.trim_fingerprints();
+        (results, outcomes)
+    }
+
+    /// After the rows are durable and committed: bound the remembered owners.
+    pub fn committed(&mut self) {
+        if self.remembered <= self.max_remembered {
+            return;
+        }
+        let mut kept: Vec<(usize, K)> = Vec::new();
+        for key in self.touched.clone() {
+            match self.states.get_mut(&key) {
+                None => {
+                    self.touched.remove(&key);
+                }
+                Some(state) if state.count_unique => kept.push((state.rating.remembered(), key)),
+                Some(state) => {
+                    state.rating.forget_hashes();
+                    self.touched.remove(&key);
+                }
+            }
+        }
+        let mut total: usize = kept.iter().map(|(size, _)| size).sum();
+        if total > self.max_remembered / 2 {
+            kept.sort();
+            while total > self.max_remembered / 4 {
+                let Some((size, key)) = kept.pop() else { break };
+                if let Some(state) = self.states.get_mut(&key) {
+                    state.rating.forget_hashes();
+                }
+                self.touched.remove(&key);
+                total -= size;
+            }
+        }
+        self.remembered = total;
+    }
+
+    /// Drop remembered owners (once durable in the store).
+    pub fn forget_hashes(&mut self) {
+        self.remembered = 0;
+        for key in self.touched.drain() {
+            if let Some(state) = self.states.get_mut(&key) {
+                state.rating.forget_hashes();
+            }
+        }
+    }
+
+    /// Drop the state of `keys` (on revoke).
+    pub fn drop_states(&mut self, keys: &[K]) {
+        for key in keys {
+            self.states.remove(key);
+            self.touched.remove(key);
+            self.uncover(key);
+        }
+    }
+
+    fn cover(&mut self, key: &K, fingerprints: &[u64]) {
+        let known: HashSet<u64> = fingerprints.iter().copied().collect();
+        self.uncover(key);
+        self.fingerprint_count += known.len();
+        self.inserted += 1;
+        self.fingerprints
+            .insert(key.clone(), (self.inserted, known));
+    }
+
+    fn uncover(&mut self, key: &K) {
+        if let Some((_, known)) = self.fingerprints.remove(key) {
+            self.fingerprint_count -= known.len();
+        }
+    }
+
+    /// Over budget: uncover the largest states until a quarter of the budget is free.
+    fn trim_fingerprints(&mut self) {
+        if self.fingerprint_count <= self.max_fingerprints {
+            return;
+        }
+        let target = self.max_fingerprints * 3 / 4;
+        let mut by_size: Vec<(usize, u64, K)> = self
+            .fingerprints
+            .iter()
+            .map(|(key, (order, known))| (known.len(), *order, key.clone()))
+            .collect();
+        by_size.sort();
+        while self.fingerprint_count > target {
+            let Some((_, _, key)) = by_size.pop() else {
+                break;
+            };
+            self.uncover(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(period: i64) -> StateKey {
+        ("t".into(), "e".into(), "li".into(), period)
+    }
+
+    fn terms() -> Terms {
+        Terms {
+            price: Price::FlatFee { amount: 2 },
+            free_units: 0,
+            aggregation: Aggregation::Count,
+            bucket: None,
+        }
+    }
+
+    fn row(period: i64, event_id: &str, unique_hash: &str) -> Pending {
+        Pending {
+            key: key(period),
+            terms: 0,
+            event_id: event_id.into(),
+            timestamp_us: 0,
+            quantity: crate::fixed::ONE,
+            unique_hash: unique_hash.into(),
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_the_first_16_hex_digits() {
+        assert_eq!(fingerprint("00000000000000ffzz"), 255);
+        assert_eq!(fingerprint("short"), 0);
+    }
+
+    #[test]
+    fn covered_states_ask_only_about_repeats_and_redeliveries_write_no_row() {
+        let mut rater = Rater::new(10, 10);
+        rater.load_states(&[(key(1), Snapshot::default())], None, |_| Some(terms()));
+        let first = [row(1, "a", "00000000000000aa")];
+        assert!(rater.lookup_keys(&first).is_empty()); // empty and covered
+        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        assert_eq!(outcomes.counted, 1);
+        assert!(matches!(&results[0], Ok(Some(d)) if d.cost == 2));
+        assert_eq!(rater.fingerprint_count(), 1);
+        // Answered from memory: no store lookup, and no row.
+        assert!(rater.lookup_keys(&first).is_empty());
+        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        assert_eq!((outcomes.skipped, &results[0]), (1, &Ok(None)));
+        // An uncovered state sends every hash to the store.
+        assert_eq!(rater.lookup_keys(&[row(2, "b", "bb")]).len(), 1);
+    }
+
+    #[test]
+    fn past_the_budget_the_largest_states_are_uncovered() {
+        let mut rater = Rater::new(4, 10);
+        let stored = HashMap::from([(key(1), vec![1, 2, 3]), (key(2), vec![4])]);
+        let snapshot = Snapshot {
+            count: 3,
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            rater.coverable(&[(key(1), 3), (key(2), 1), (key(3), 0)]),
+            vec![key(2), key(1)]
+        );
+        rater.load_states(
+            &[(key(1), snapshot.clone()), (key(2), snapshot)],
+            Some(&stored),
+            |_| Some(terms()),
+        );
+        assert_eq!(rater.fingerprint_count(), 4);
+        rater.rate(&[row(2, "x", "0000000000000009")], &[terms()]);
+        // 5 > 4: uncover the largest (key 1) until at most 3 remain.
+        assert_eq!(rater.fingerprint_count(), 2);
+    }
+}

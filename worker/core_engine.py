@@ -1,0 +1,172 @@
+"""The fused batch step in the compiled core: decode, route, measure and rate.
+
+:class:`CoreBatchEngine` holds the catalog tables (``worker.core_catalog``),
+the terms of every line item and the rating state (``worker.core_rating``'s
+rules) in one core object, so the rows of a batch never become Python
+objects: :meth:`prepare` decodes and routes a batch and keeps its rows,
+:meth:`missing_states` / :meth:`load_states` and :meth:`lookup_keys` /
+:meth:`remember` let the pipeline read the store between the phases as
+today, and :meth:`rate` returns the priced rows as Arrow arrays
+(``decimal128(38, 15)`` deltas straight from the core's scaled integers).
+
+Not in the pipeline yet (docs/core.md): the columns of ``events_processed``
+that come from the event and the line item are to be taken from the raw
+columns and from a per-line-item table by the ``event`` / ``line_item``
+indices.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+
+from worker import _core
+from worker.core_catalog import (
+    DEFAULT_PERIODS_AFTER,
+    DEFAULT_PERIODS_BEFORE,
+    add_periods,
+    batch_arguments,
+    catalog_tables,
+)
+from worker.core_decode import Message
+from worker.core_rating import load_arguments, terms_tuple
+from worker.domain.aggregates import AggregateSnapshot
+from worker.domain.catalog_index import CatalogIndex, LineItemBinding
+from worker.domain.rating import Outcome
+from worker.domain.rating_reads import DedupKey, StateKey
+from worker.domain.validation import EventLimits
+
+_DECIMAL = pa.decimal128(38, 15)
+_INTEGERS = {"row": pa.int32(), "event": pa.int32(), "line_item": pa.int32()}
+_INTEGERS |= {"period_id": pa.int64(), "outcome": pa.int8()}
+_DELTAS = ("qty_total", "qty_billable", "qty_free_applied", "tier_snapshot", "unit_cost", "cost")
+_MAX_PERIOD_ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePrepared:
+    """A prepared batch: messages accepted/rejected, unresolved events
+    (``(event, reason)``, ``event`` indexing the accepted messages), the
+    catalog customer per accepted event and the matches with a missing field."""
+
+    accepted: list[int]
+    rejected: list[tuple[int, str]]
+    customers: list[str]
+    unresolved: list[tuple[int, str]]
+    missing_fields: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRated:
+    """The written rows of a batch as Arrow arrays, the outcome counts, and
+    ``(event, line item, period id)`` of refused rows (``value_out_of_range``).
+
+    ``columns``: ``row`` (held row), ``event`` (accepted message), ``line_item``
+    (index into :attr:`CoreBatchEngine.bindings`), ``period_id``, ``outcome``
+    (0 counted, 1 repeated value), ``unique_hash`` and the six deltas.
+    """
+
+    columns: dict[str, pa.Array]
+    outcomes: Counter[Outcome]
+    refused: list[tuple[int, int, int]]
+
+
+class CoreBatchEngine:
+    """Catalog, terms and rating state of one consumer in the core. One thread only."""
+
+    def __init__(
+        self,
+        index: CatalogIndex,
+        now: datetime,
+        *,
+        max_fingerprints: int,
+        max_remembered_owners: int,
+        before: timedelta = DEFAULT_PERIODS_BEFORE,
+        after: timedelta = DEFAULT_PERIODS_AFTER,
+    ) -> None:
+        tables = catalog_tables(index)
+        self._subscriptions = tables.subscriptions
+        self.bindings: list[LineItemBinding] = tables.bindings
+        self._core = _core.CoreEngine(
+            *tables.arguments(),
+            [terms_tuple(binding) for binding in tables.bindings],
+            max_fingerprints,
+            max_remembered_owners,
+        )
+        tables.add_periods_around(self._core, now - before, now + after)
+
+    @property
+    def fingerprint_count(self) -> int:
+        return self._core.fingerprint_count
+
+    def prepare(
+        self, messages: Sequence[Message], now: datetime, limits: EventLimits
+    ) -> EnginePrepared:
+        """Decode, route and measure ``messages``; the core holds their rows."""
+        arguments = batch_arguments(messages, now, limits)
+        for _ in range(_MAX_PERIOD_ROUNDS):
+            accepted, rejected, need, customers, unresolved, missing = self._core.prepare(
+                *arguments
+            )
+            if not need:
+                return EnginePrepared(accepted, rejected, customers, unresolved, missing)
+            add_periods(self._core, self._subscriptions, need)
+        raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
+
+    def missing_states(self) -> set[StateKey]:
+        return {StateKey(*key) for key in self._core.missing_states()}
+
+    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
+        counts = [(key, s.count) for key, s in snapshots.items()]
+        return [StateKey(*key) for key in self._core.coverable(counts)]
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None:
+        self._core.load_states(*load_arguments(snapshots, stored_fingerprints))
+
+    def lookup_keys(self) -> set[DedupKey]:
+        return {
+            DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
+        }
+
+    def remember(self, owners: Mapping[DedupKey, str]) -> None:
+        self._core.remember(
+            [(key, unique_hash, event) for (key, unique_hash), event in owners.items()]
+        )
+
+    def rate(self) -> EngineRated:
+        """Rate the held rows in order (the GIL released meanwhile)."""
+        buffers, rows, (counted, repeated, skipped), refused = self._core.rate()
+        columns: dict[str, pa.Array] = {
+            name: pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(buffers[name])])
+            for name, kind in _INTEGERS.items()
+        }
+        offsets, data = buffers["unique_hash"]
+        columns["unique_hash"] = pa.Array.from_buffers(
+            pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        for name in _DELTAS:
+            columns[name] = pa.Array.from_buffers(
+                _DECIMAL, rows, [None, pa.py_buffer(buffers[name])]
+            )
+        outcomes = Counter(
+            {
+                Outcome.COUNTED: counted,
+                Outcome.REPEATED_VALUE: repeated,
+                Outcome.ALREADY_PROCESSED: skipped,
+            }
+        )
+        return EngineRated(columns, outcomes, refused)
+
+    def committed(self) -> None:
+        self._core.committed()
+
+    def drop(self, keys: Iterable[StateKey]) -> None:
+        self._core.drop_states(list(keys))
