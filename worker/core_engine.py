@@ -18,7 +18,7 @@ indices.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,9 +33,9 @@ from worker.core_catalog import (
     catalog_tables,
 )
 from worker.core_decode import Message
-from worker.core_rating import load_arguments, terms_tuple
-from worker.domain.aggregates import AggregateSnapshot
+from worker.core_rating import CoreState, terms_tuple
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
+from worker.domain.engine import outcome_counts
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import EventLimits
@@ -75,7 +75,7 @@ class EngineRated:
     refused: list[tuple[int, int, int]]
 
 
-class CoreBatchEngine:
+class CoreBatchEngine(CoreState[_core.CoreEngine]):
     """Catalog, terms and rating state of one consumer in the core. One thread only."""
 
     def __init__(
@@ -99,10 +99,6 @@ class CoreBatchEngine:
         )
         tables.add_periods_around(self._core, now - before, now + after)
 
-    @property
-    def fingerprint_count(self) -> int:
-        return self._core.fingerprint_count
-
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
     ) -> EnginePrepared:
@@ -120,26 +116,10 @@ class CoreBatchEngine:
     def missing_states(self) -> set[StateKey]:
         return {StateKey(*key) for key in self._core.missing_states()}
 
-    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
-        counts = [(key, s.count) for key, s in snapshots.items()]
-        return [StateKey(*key) for key in self._core.coverable(counts)]
-
-    def load_states(
-        self,
-        snapshots: Mapping[StateKey, AggregateSnapshot],
-        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
-    ) -> None:
-        self._core.load_states(*load_arguments(snapshots, stored_fingerprints))
-
     def lookup_keys(self) -> set[DedupKey]:
         return {
             DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
         }
-
-    def remember(self, owners: Mapping[DedupKey, str]) -> None:
-        self._core.remember(
-            [(key, unique_hash, event) for (key, unique_hash), event in owners.items()]
-        )
 
     def rate(self) -> EngineRated:
         """Rate the held rows in order (the GIL released meanwhile)."""
@@ -156,17 +136,4 @@ class CoreBatchEngine:
             columns[name] = pa.Array.from_buffers(
                 _DECIMAL, rows, [None, pa.py_buffer(buffers[name])]
             )
-        outcomes = Counter(
-            {
-                Outcome.COUNTED: counted,
-                Outcome.REPEATED_VALUE: repeated,
-                Outcome.ALREADY_PROCESSED: skipped,
-            }
-        )
-        return EngineRated(columns, outcomes, refused)
-
-    def committed(self) -> None:
-        self._core.committed()
-
-    def drop(self, keys: Iterable[StateKey]) -> None:
-        self._core.drop_states(list(keys))
+        return EngineRated(columns, outcome_counts(counted, repeated, skipped), refused)

@@ -17,10 +17,10 @@ and the stored range, not the numbers (dead letters keep the reason code
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from worker import _core
 from worker.domain.aggregates import AggregateSnapshot
@@ -31,6 +31,7 @@ from worker.domain.engine import (
     RefusedRow,
     ResolvedBatch,
     UsageRater,
+    outcome_counts,
     processed_rows,
     rate_batch,
 )
@@ -105,7 +106,43 @@ def load_arguments(
     return [(key, snapshot_tuple(s)) for key, s in snapshots.items()], fingerprints
 
 
-class CoreUsageRater:
+_Core = TypeVar("_Core", _core.CoreRater, _core.CoreEngine)
+
+
+class CoreState(Generic[_Core]):
+    """The rating-state steps the core's rater and fused engine share: what
+    the batch flow loads into, asks of and tells the state held in ``_core``."""
+
+    _core: _Core
+
+    @property
+    def fingerprint_count(self) -> int:
+        return self._core.fingerprint_count
+
+    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
+        counts = [(key, s.count) for key, s in snapshots.items()]
+        return [StateKey(*key) for key in self._core.coverable(counts)]
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None:
+        self._core.load_states(*load_arguments(snapshots, stored_fingerprints))
+
+    def remember(self, owners: Mapping[DedupKey, str]) -> None:
+        self._core.remember(
+            [(key, unique_hash, event) for (key, unique_hash), event in owners.items()]
+        )
+
+    def committed(self) -> None:
+        self._core.committed()
+
+    def drop(self, keys: Iterable[StateKey]) -> None:
+        self._core.drop_states(list(keys))
+
+
+class CoreUsageRater(CoreState[_core.CoreRater]):
     """``UsageRater`` with its state in the core. Use from one thread (the partition owner)."""
 
     def __init__(
@@ -123,10 +160,6 @@ class CoreUsageRater:
     @property
     def index(self) -> CatalogIndex:
         return self._resolver.index
-
-    @property
-    def fingerprint_count(self) -> int:
-        return self._core.fingerprint_count
 
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for states created from now on."""
@@ -153,27 +186,11 @@ class CoreUsageRater:
     def missing_states(self, batch: ResolvedBatch) -> set[StateKey]:
         return {StateKey(*key) for key in self._core.missing_states(self._rows(batch))}
 
-    def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
-        counts = [(key, s.count) for key, s in snapshots.items()]
-        return [StateKey(*key) for key in self._core.coverable(counts)]
-
-    def load_states(
-        self,
-        snapshots: Mapping[StateKey, AggregateSnapshot],
-        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
-    ) -> None:
-        self._core.load_states(*load_arguments(snapshots, stored_fingerprints))
-
     def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]:
         return {
             DedupKey(StateKey(*key), unique_hash)
             for key, unique_hash in self._core.lookup_keys(self._rows(batch))
         }
-
-    def remember(self, owners: Mapping[DedupKey, str]) -> None:
-        self._core.remember(
-            [(key, unique_hash, event) for (key, unique_hash), event in owners.items()]
-        )
 
     def rate_batch(
         self, events: Sequence[Event], reads: RatingReads, processed_at: datetime
@@ -193,23 +210,11 @@ class CoreUsageRater:
             elif delta is not None:
                 outcome, *values = delta
                 rated.append((row, RatedDelta(Outcome(outcome), *map(Decimal, values))))
-        outcomes = Counter(
-            {
-                Outcome.COUNTED: counted,
-                Outcome.REPEATED_VALUE: repeated,
-                Outcome.ALREADY_PROCESSED: skipped,
-            }
-        )
+        outcomes = outcome_counts(counted, repeated, skipped)
         return RatedBatch(processed_rows(processed_at, rated), outcomes, refused)
-
-    def committed(self) -> None:
-        self._core.committed()
 
     def forget_hashes(self) -> None:
         self._core.forget_hashes()
-
-    def drop(self, keys: Iterable[StateKey]) -> None:
-        self._core.drop_states(list(keys))
 
     def _rows(self, batch: ResolvedBatch) -> list[PendingTuple]:
         terms = self._terms

@@ -131,6 +131,17 @@ class RatedBatch:
     """Dedup keys sent to :meth:`RatingReads.hash_owners`."""
 
 
+def outcome_counts(counted: int, repeated: int, skipped: int) -> Counter[Outcome]:
+    """A batch's dedup outcomes, every outcome present (0 when none)."""
+    return Counter(
+        {
+            Outcome.COUNTED: counted,
+            Outcome.REPEATED_VALUE: repeated,
+            Outcome.ALREADY_PROCESSED: skipped,
+        }
+    )
+
+
 def processed_rows(
     processed_at: datetime, rated: list[tuple[PendingRow, RatedDelta]]
 ) -> ProcessedRows:
@@ -340,13 +351,7 @@ class UsageRater:
         self._fingerprint_count += added
         self._remembered += counted + repeated
         self._trim_fingerprints()
-        outcomes = Counter(
-            {
-                Outcome.COUNTED: counted,
-                Outcome.REPEATED_VALUE: repeated,
-                Outcome.ALREADY_PROCESSED: skipped,
-            }
-        )
+        outcomes = outcome_counts(counted, repeated, skipped)
         return RatedBatch(processed_rows(processed_at, rated), outcomes, refused)
 
     def committed(self) -> None:
