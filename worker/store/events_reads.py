@@ -255,18 +255,8 @@ def _first_copies(rows: Sequence[Row]) -> list[Event]:
 def event_from_row(row: Row | Sequence[Any]) -> Event:
     """An :class:`Event` from (id, tenant, env, name, ts, properties, source,
     customer, external customer, ingested_at)."""
-    (
-        event_id,
-        tenant_id,
-        environment_id,
-        event_name,
-        timestamp,
-        properties,
-        source,
-        customer_id,
-        external_customer_id,
-        ingested_at,
-    ) = row
+    event_id, tenant_id, environment_id, event_name, timestamp, properties, *rest = row
+    source, customer_id, external_customer_id, ingested_at = rest
     return Event(
         id=event_id,
         tenant_id=tenant_id,
