@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -78,7 +78,7 @@ from worker.stream.runtime import (
     ConsumerFactory,
     ConsumerRuntime,
     Interrupted,
-    RunCounters,
+    RunSummary,
     RuntimeConfig,
     position,
 )
@@ -177,13 +177,12 @@ class EventRepublisher:
 
 
 @dataclass(slots=True)
-class ReprocessStats:
+class ReprocessStats(RunSummary):
     """The run summary of a reprocess consumer (the CLI's last line, tests).
 
     Interruptions, retries and rebalances are the runtime's own counters.
     """
 
-    counters: RunCounters = field(default_factory=RunCounters)
     requests_completed: int = 0
     requests_ignored: int = 0
     requests_rejected: int = 0
@@ -194,14 +193,6 @@ class ReprocessStats:
     @property
     def requests_interrupted(self) -> int:
         return self.counters.interrupted
-
-    @property
-    def retries(self) -> int:
-        return self.counters.retries
-
-    @property
-    def rebalances(self) -> int:
-        return self.counters.rebalances
 
 
 class ReprocessConsumer:

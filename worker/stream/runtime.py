@@ -113,6 +113,21 @@ class RunCounters:
     """Whether any partition was ever owned (the idle exit is honest only then)."""
 
 
+@dataclass(slots=True)
+class RunSummary:
+    """Base of a pipeline's run summary: the runtime's counters, read, never copied."""
+
+    counters: RunCounters = field(default_factory=RunCounters)
+
+    @property
+    def retries(self) -> int:
+        return self.counters.retries
+
+    @property
+    def rebalances(self) -> int:
+        return self.counters.rebalances
+
+
 def _ignore(*_: object) -> None:
     return None
 

@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from worker.domain.rating import Outcome
 from worker.ops.health import LoopHealth
 from worker.ops.metrics import Metrics
-from worker.stream.runtime import PartitionKey, RunCounters
+from worker.stream.runtime import PartitionKey, RunSummary
 from worker.stream.usage_batch import PreparedBatch, SourceMessage
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,13 @@ _DUPLICATE_KINDS: Final = frozenset(o.value for o in Outcome if o is not Outcome
 
 
 @dataclass(slots=True)
-class LoopStats:
+class LoopStats(RunSummary):
     """The run summary of a usage consumer (the CLI's last line, tests, benchmarks).
 
     Batch counts are filled by :class:`BatchRecorder` when a batch is committed;
     retries, abandoned batches and rebalances are the runtime's own counters.
     """
 
-    counters: RunCounters = field(default_factory=RunCounters)
     batches: int = 0
     messages: int = 0
     rows: int = 0
@@ -62,16 +61,8 @@ class LoopStats:
     Kafka timestamp to the commit of its offset."""
 
     @property
-    def retries(self) -> int:
-        return self.counters.retries
-
-    @property
     def abandoned(self) -> int:
         return self.counters.interrupted
-
-    @property
-    def rebalances(self) -> int:
-        return self.counters.rebalances
 
     @property
     def busy_seconds(self) -> float:
