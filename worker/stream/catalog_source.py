@@ -38,7 +38,6 @@ from confluent_kafka import (
     Consumer,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from pydantic import BaseModel, ValidationError
@@ -55,7 +54,7 @@ from worker.domain.catalog import (
 )
 from worker.domain.catalog_index import CatalogIndex
 from worker.ops.settings import WorkerSettings
-from worker.stream.delivery import DeliveryTracker, produce_or_wait
+from worker.stream.delivery import AckedProducer
 
 __all__ = [
     "REJECTED_REASON",
@@ -164,29 +163,12 @@ class CatalogPublisher:
 
     def __init__(self, settings: WorkerSettings, *, topic: str | None = None) -> None:
         self.topic = topic or settings.catalog_topic
-        config = {
-            "linger.ms": 10,
-            "message.timeout.ms": 30_000,
-            **settings.kafka_config(),
-            "acks": "all",
-            "enable.idempotence": True,
-        }
-        self._queue_timeout_s = float(config["message.timeout.ms"]) / 1000.0
-        self._producer = Producer(config)
-        self._tracker = DeliveryTracker()
+        self._producer = AckedProducer(self.topic, {"linger.ms": 10, **settings.kafka_config()})
         self._counts: dict[str, int] = {}
 
     def _send(self, key: str, value: bytes | None, kind: str) -> None:
-        produce_or_wait(
-            self._producer,
-            self._tracker,
-            self.topic,
-            value=value,
-            key=key,
-            queue_full_timeout_s=self._queue_timeout_s,
-        )
+        self._producer.send(value, key=key)
         self._counts[kind] = self._counts.get(kind, 0) + 1
-        self._producer.poll(0)
 
     def upsert_documents(self, documents: Iterable[CatalogDocument]) -> None:
         """Queue an upsert for every entity of ``documents`` (never deletes what they lack)."""
@@ -206,7 +188,7 @@ class CatalogPublisher:
         count as failed. Never raises for delivery failures: check ``failed``.
         """
         remaining = self._producer.flush(timeout_s)
-        tracker = self._tracker
+        tracker = self._producer.tracker
         errors = list(tracker.errors)
         if remaining:
             errors.append(f"{remaining} messages unacknowledged after {timeout_s}s")

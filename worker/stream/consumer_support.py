@@ -1,4 +1,5 @@
-"""Pieces shared by the usage and reprocess consumer loops (ADR 0001)."""
+"""Pieces of the consumer runtime (:mod:`worker.stream.runtime`, ADR 0001): retry policy,
+consumer configuration, the protocol's assign/release, the idle rule, signals."""
 
 from __future__ import annotations
 

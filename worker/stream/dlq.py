@@ -28,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from worker import __version__
 from worker.ops.settings import WorkerSettings
-from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
+from worker.stream.delivery import AckedProducer, DeliveryError
 
 __all__ = [
     "HEADER_ERROR",
@@ -60,7 +60,6 @@ MAX_ERROR_CHARS: Final = 1000
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 900 * 1024
 
 _DLQ_CONFIG: Final[dict[str, Any]] = {"linger.ms": 5, "message.timeout.ms": 30_000}
-_GUARANTEES: Final[dict[str, Any]] = {"acks": "all", "enable.idempotence": True}
 
 
 class DeadLetterError(DeliveryError):
@@ -96,20 +95,13 @@ class DeadLetterProducer:
         """Build the producer (no network I/O until the first message)."""
         self.topic = topic or settings.dlq_topic
         self.max_payload_bytes = max_payload_bytes
-        config = {
-            **_DLQ_CONFIG,
-            **settings.kafka_config(),
-            **_GUARANTEES,
-        }
-        self._queue_timeout_s = float(config["message.timeout.ms"]) / 1000.0
-        self._producer = Producer(config)
-        self._tracker = DeliveryTracker()
+        self._producer = AckedProducer(self.topic, {**_DLQ_CONFIG, **settings.kafka_config()})
         self.total_sent = 0
 
     @property
     def pending(self) -> int:
         """Dead letters sent since the last successful :meth:`flush_and_check`."""
-        return self._tracker.sent
+        return self._producer.tracker.sent
 
     def send(
         self,
@@ -140,15 +132,7 @@ class DeadLetterProducer:
             letter_headers.append((HEADER_TRUNCATED_FROM, str(len(value)).encode()))
             value = value[: self.max_payload_bytes]
         try:
-            produce_or_wait(
-                self._producer,
-                self._tracker,
-                self.topic,
-                value=value,
-                key=key,
-                headers=letter_headers,
-                queue_full_timeout_s=self._queue_timeout_s,
-            )
+            self._producer.send(value, key=key, headers=letter_headers)
         except DeliveryError as exc:
             raise DeadLetterError(str(exc)) from None
         except Exception as exc:  # KafkaException: refused locally (size, unknown topic...)
@@ -156,7 +140,6 @@ class DeadLetterProducer:
                 f"dead letter for {source.topic}[{source.partition}]@{source.offset} refused: {exc}"
             ) from None
         self.total_sent += 1
-        self._producer.poll(0)
 
     def send_message(self, message: Message, *, reason: str, error: str) -> None:
         """:meth:`send` for a consumed message: its value, key, headers and position."""
@@ -183,17 +166,10 @@ class DeadLetterProducer:
         raises too, until the caller drops the batch (it will be redelivered and
         dead-lettered again) and calls :meth:`reset_after_failure`.
         """
-        remaining = self._producer.flush(timeout_s)
-        tracker = self._tracker
-        if tracker.failed or remaining or tracker.in_flight:
-            detail = "; ".join(tracker.errors[:3])
-            raise DeadLetterError(
-                f"{tracker.failed} dead letters failed and {tracker.in_flight} unacknowledged "
-                f"after {timeout_s}s on {self.topic}" + (f": {detail}" if detail else "")
-            )
-        acked = tracker.delivered
-        tracker.reset()
-        return acked
+        try:
+            return self._producer.check(timeout_s, "dead letters")
+        except DeliveryError as exc:
+            raise DeadLetterError(str(exc)) from None
 
     def reset_after_failure(self) -> None:
         """Forget failed dead letters once the caller has arranged to re-send them.
@@ -202,10 +178,8 @@ class DeadLetterProducer:
         redelivered and dead-lettered again). Blocks at most 5 s to let
         in-flight reports arrive first.
         """
-        self._producer.flush(5.0)
-        self._tracker.reset()
+        self._producer.reset()
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flush (bounded by ``timeout_s``); return the messages still unacknowledged."""
-        remaining: int = self._producer.flush(timeout_s)
-        return remaining
+        return self._producer.flush(timeout_s)

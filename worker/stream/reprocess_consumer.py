@@ -43,14 +43,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message
+from prometheus_client import CollectorRegistry
 
 from worker.domain.events import Event
+from worker.ops.health import LoopHealth
+from worker.ops.metrics import ReprocessMetrics
 from worker.ops.settings import WorkerSettings
-from worker.store.errors import StoreError
 from worker.store.events_reads import find_unprocessed_events
 from worker.store.gateway import Gateway
 from worker.store.params import EventIterator, FindUnprocessedEventsParams
@@ -60,17 +62,8 @@ from worker.store.reprocess_state import (
     load_progress,
     save_progress,
 )
-from worker.stream.consumer_support import (
-    RetryPolicy,
-    StopOnSignals,
-    commit_offsets,
-    describe_consumer_error,
-    group_consumer_config,
-    idle_long_enough,
-    release_partitions,
-    take_partitions,
-)
-from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
+from worker.stream.consumer_support import RetryPolicy
+from worker.stream.delivery import AckedProducer
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
 from worker.stream.producer import event_key, producer_config
 from worker.stream.reprocess_request import (
@@ -80,10 +73,15 @@ from worker.stream.reprocess_request import (
     parse_request,
     rfc3339,
 )
-
-if TYPE_CHECKING:
-    from worker.ops.health import LoopHealth
-    from worker.ops.metrics import ReprocessMetrics
+from worker.stream.runtime import (
+    BatchPolicy,
+    ConsumerFactory,
+    ConsumerRuntime,
+    Interrupted,
+    RunSummary,
+    RuntimeConfig,
+    position,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,6 @@ T = TypeVar("T")
 
 #: Header naming the request on every re-published event.
 HEADER_REQUEST_ID: Final = "reprocess_request_id"
-_POLL_TIMEOUT_S: Final = 0.5  # consume() ignores signals while waiting: keep it short
 _ACK_TIMEOUT_S: Final = 30.0
 #: A page is sent in chunks of about this many seconds of the rate limit.
 _CHUNK_SECONDS: Final = 0.1
@@ -161,66 +158,41 @@ class EventRepublisher:
 
     def __init__(self, settings: WorkerSettings, *, topic: str | None = None) -> None:
         self.topic = topic or settings.events_topic
-        config = producer_config(settings, **{"linger.ms": 5})
-        self._queue_timeout_s = float(config.get("message.timeout.ms", 30_000)) / 1000.0
-        self._producer = Producer(config)
-        self._tracker = DeliveryTracker()
+        self._producer = AckedProducer(self.topic, producer_config(settings, **{"linger.ms": 5}))
 
     def send(self, key: str, value: bytes, headers: list[tuple[str, str | bytes | None]]) -> None:
         """Queue one event (blocks only while the local queue is full)."""
-        produce_or_wait(
-            self._producer,
-            self._tracker,
-            self.topic,
-            value=value,
-            key=key,
-            headers=headers,
-            queue_full_timeout_s=self._queue_timeout_s,
-        )
-        self._producer.poll(0)
+        self._producer.send(value, key=key, headers=headers)
 
     def flush_and_check(self, timeout_s: float) -> int:
         """Wait for every acknowledgement (at most ``timeout_s``); return how many."""
-        remaining = self._producer.flush(timeout_s)
-        tracker = self._tracker
-        if tracker.failed or remaining or tracker.in_flight:
-            detail = "; ".join(tracker.errors[:3])
-            raise DeliveryError(
-                f"{tracker.failed} re-published events failed and {tracker.in_flight} "
-                f"unacknowledged after {timeout_s}s on {self.topic}"
-                + (f": {detail}" if detail else "")
-            )
-        delivered = tracker.delivered
-        tracker.reset()
-        return delivered
+        return self._producer.check(timeout_s, "re-published events")
 
     def reset(self) -> None:
         """Forget counts (before re-sending a failed page); waits at most 5 s for reports."""
-        self._producer.flush(5.0)
-        self._tracker.reset()
+        self._producer.reset()
 
     def close(self, timeout_s: float = 10.0) -> int:
-        remaining: int = self._producer.flush(timeout_s)
-        return remaining
-
-
-class _Interrupted(Exception):
-    """The request in flight was interrupted (revoke or stop): do not commit it."""
+        return self._producer.flush(timeout_s)
 
 
 @dataclass(slots=True)
-class ReprocessStats:
-    """Counters of one run (for logs and tests)."""
+class ReprocessStats(RunSummary):
+    """The run summary of a reprocess consumer (the CLI's last line, tests).
+
+    Interruptions, retries and rebalances are the runtime's own counters.
+    """
 
     requests_completed: int = 0
     requests_ignored: int = 0
     requests_rejected: int = 0
-    requests_interrupted: int = 0
     found: int = 0
     republished: int = 0
     pages: int = 0
-    retries: int = 0
-    rebalances: int = 0
+
+    @property
+    def requests_interrupted(self) -> int:
+        return self.counters.interrupted
 
 
 class ReprocessConsumer:
@@ -238,31 +210,40 @@ class ReprocessConsumer:
         metrics: ReprocessMetrics | None = None,
         health: LoopHealth | None = None,
         clock: Callable[[], float] = time.monotonic,
+        consumer_factory: ConsumerFactory = Consumer,
     ) -> None:
         self._settings = settings
-        self._health = health
         self._gateway = gateway
-        self._metrics = metrics
+        self._metrics = metrics if metrics is not None else ReprocessMetrics(CollectorRegistry())
+        self._health = (
+            health
+            if health is not None
+            else LoopHealth(settings.health_stall_seconds, needs_catalog=False, clock=clock)
+        )
         # State of each request this process has served (for the metrics gauges).
         self._states: dict[str, tuple[str, int]] = {}
         self._dlq = dead_letters
         self._republisher = republisher
-        self._retry = retry_policy or RetryPolicy()
-        self._exit_when_idle_s = exit_when_idle_s
-        self._clock = clock
         self._limiter = RateLimiter(settings.reprocess_rate_limit, clock)
-        self._stop = False
-        self._abandon = False
-        self._in_flight = False
-        self._assigned: set[tuple[str, int]] = set()
-        self._current: tuple[str, int] | None = None
-        self._carried: list[Message] = []
-        self._last_activity = clock()
-        self.stats = ReprocessStats()
+        self._runtime = ConsumerRuntime(
+            settings,
+            RuntimeConfig(
+                settings.reprocess_group,
+                settings.reprocess_topic,
+                retry=retry_policy or RetryPolicy(),
+                exit_when_idle_s=exit_when_idle_s,
+                stop_interrupts=True,
+                interrupt_on_any_revoke=False,
+            ),
+            health=self._health,
+            consumer_factory=consumer_factory,
+            clock=clock,
+        )
+        self.stats = ReprocessStats(self._runtime.counters)
 
     def stop(self) -> None:
         """Ask the loop to stop between chunks, without committing an unfinished request."""
-        self._stop = True
+        self._runtime.stop()
 
     def run(self) -> None:
         """Consume requests until :meth:`stop`, SIGTERM/SIGINT or the idle exit. Blocking.
@@ -270,77 +251,55 @@ class ReprocessConsumer:
         Returns after a clean shutdown (finished requests committed, an
         unfinished one left for redelivery); raises on a fatal error.
         """
-        consumer = Consumer(group_consumer_config(self._settings, self._settings.reprocess_group))
         try:
-            with StopOnSignals(self.stop, "stopping after the current chunk"):
-                consumer.subscribe(
-                    [self._settings.reprocess_topic],
-                    on_assign=self._on_assign,
-                    on_revoke=self._on_revoke,
-                    on_lost=self._on_revoke,
-                )
-                self._last_activity = self._clock()
-                while not self._stop:
-                    if self._health is not None:
-                        self._health.beat()
-                    message = self._next_message(consumer)
-                    if message is not None:
-                        self._handle(consumer, message)
-                    elif self._idle_long_enough():
-                        log.info("idle for %.1fs: exiting", self._exit_when_idle_s)
-                        break
+            idle = self._runtime.run(self._step, stopping_says="stopping after the current chunk")
         finally:
-            consumer.close()
             self._republisher.close()
             self._dlq.close()
+        if idle:
+            log.info("idle for %.1fs: exiting", self._runtime.config.exit_when_idle_s)
 
-    # -- one control message ---------------------------------------------------------
+    def _step(self) -> bool:
+        messages = self._runtime.collect(_ONE_AT_A_TIME)
+        for message in messages:
+            self._handle(message)
+        return bool(messages)
 
-    def _next_message(self, consumer: Consumer) -> Message | None:
-        self._carried = [m for m in self._carried if _position(m) in self._assigned]
-        if self._carried:
-            return self._carried.pop(0)
-        for message in consumer.consume(1, _POLL_TIMEOUT_S):
-            if self._usable(message):
-                return message
-        return None
+    # -- one control message: the pipeline -------------------------------------------
 
-    def _handle(self, consumer: Consumer, message: Message) -> None:
-        if self._health is not None:
-            self._health.batch_started()
+    def _handle(self, message: Message) -> None:
+        """parse -> progress -> pages re-published -> completed -> commit; or interrupted."""
+        topic, partition, offset = position(message)
+        self._health.batch_started()
         committed = False
-        self._in_flight = True
-        self._abandon = False
-        self._current = _position(message)
         try:
-            self._serve(consumer, message)
-            self._with_retry(consumer, lambda: self._commit(consumer, message))
-            committed = True
-        except _Interrupted:
-            self.stats.requests_interrupted += 1
+            with self._runtime.unit_of_work([(topic, partition)]):
+                self._serve(message)
+                self._retry(
+                    lambda: self._runtime.commit({(topic, partition): offset + 1}), "commit"
+                )
+                committed = True
+        except Interrupted:
             log.warning(
                 "request at %s[%d]@%d interrupted: it resumes from its saved cursor",
-                *self._current,
-                message.offset(),
+                topic,
+                partition,
+                offset,
             )
         finally:
-            self._in_flight = False
-            self._current = None
-            self._last_activity = self._clock()
-            if self._health is not None:
-                self._health.batch_finished(committed=committed)
+            self._health.batch_finished(committed=committed)
 
-    def _serve(self, consumer: Consumer, message: Message) -> None:
+    def _serve(self, message: Message) -> None:
         try:
             request = parse_request(message.value())
         except InvalidRequest as exc:
-            self._reject(consumer, message, exc)
+            self._reject(message, exc)
             return
-        progress = self._with_retry(
-            consumer,
+        progress = self._retry(
             lambda: load_progress(
                 self._gateway, request.tenant_id, request.environment_id, request.request_id
             ),
+            "load progress",
         )
         canonical = request.canonical()
         if (
@@ -349,7 +308,6 @@ class ReprocessConsumer:
             and progress.request != canonical
         ):
             self._reject(
-                consumer,
                 message,
                 InvalidRequest(
                     RejectReason.REQUEST_ID_REUSED,
@@ -374,7 +332,7 @@ class ReprocessConsumer:
                 updated_at=now,
                 version=(progress.version if progress else 0) + 1,
             )
-            self._with_retry(consumer, lambda: save_progress(self._gateway, started))
+            self._retry(lambda: save_progress(self._gateway, started), "save progress")
             progress = started
         else:
             log.info(
@@ -384,11 +342,9 @@ class ReprocessConsumer:
                 progress.cursor_timestamp.isoformat(),
                 progress.cursor_id,
             )
-        self._drive(consumer, request, progress)
+        self._drive(request, progress)
 
-    def _drive(
-        self, consumer: Consumer, request: ReprocessRequest, progress: ReprocessProgress
-    ) -> None:
+    def _drive(self, request: ReprocessRequest, progress: ReprocessProgress) -> None:
         """Page, re-publish and save until the window is exhausted; then save completed."""
         page_size = request.page_size
         after = (
@@ -397,7 +353,7 @@ class ReprocessConsumer:
             else None
         )
         while True:
-            self._check_interrupt(consumer)
+            self._runtime.check_interrupt()
             params = FindUnprocessedEventsParams(
                 tenant_id=request.tenant_id,
                 environment_id=request.environment_id,
@@ -408,11 +364,9 @@ class ReprocessConsumer:
                 batch_size=page_size,
                 after=after,
             )
-            page = self._with_retry(
-                consumer, partial(find_unprocessed_events, self._gateway, params)
-            )
+            page = self._retry(partial(find_unprocessed_events, self._gateway, params), "read")
             if page:
-                republished = self._republish(consumer, request.request_id, page)
+                republished = self._republish(request.request_id, page)
                 last = page[-1]
                 progress = progress.advanced(
                     cursor_timestamp=last.timestamp,
@@ -421,7 +375,7 @@ class ReprocessConsumer:
                     republished=progress.republished + republished,
                     pages=progress.pages + 1,
                 )
-                self._with_retry(consumer, partial(save_progress, self._gateway, progress))
+                self._retry(partial(save_progress, self._gateway, progress), "save progress")
                 self._record(progress, republished)
                 after = EventIterator.of(last)
                 self.stats.found += len(page)
@@ -430,7 +384,7 @@ class ReprocessConsumer:
             if len(page) < page_size:
                 break
         done = progress.advanced(state=RequestState.COMPLETED)
-        self._with_retry(consumer, lambda: save_progress(self._gateway, done))
+        self._retry(lambda: save_progress(self._gateway, done), "save progress")
         self._record(done)
         self.stats.requests_completed += 1
         log.info(
@@ -441,7 +395,7 @@ class ReprocessConsumer:
             done.pages,
         )
 
-    def _republish(self, consumer: Consumer, request_id: str, page: list[Event]) -> int:
+    def _republish(self, request_id: str, page: list[Event]) -> int:
         """Send ``page`` paced by the rate limit; return the count acknowledged.
 
         A failed page is sent again whole (duplicates are deduplicated downstream).
@@ -454,21 +408,22 @@ class ReprocessConsumer:
             except ValueError as exc:  # stored events were validated: not expected
                 log.warning("event %s cannot be keyed, skipped: %s", event.id, exc)
         chunk = self._limiter.chunk_size(len(messages) or 1)
+        runtime = self._runtime
 
         def attempt() -> int:
             self._republisher.reset()
             for start in range(0, len(messages), chunk):
                 part = messages[start : start + chunk]
-                self._wait_polling(consumer, self._limiter.reserve(len(part)))
-                self._check_interrupt(consumer)
+                runtime.wait_polling(self._limiter.reserve(len(part)))
+                runtime.check_interrupt()
                 for key, value in part:
                     self._republisher.send(key, value, headers)
-                self._poll_control(consumer, 0.0)
+                runtime.poll(0.0)
             return self._republisher.flush_and_check(_ACK_TIMEOUT_S)
 
-        return self._with_retry(consumer, attempt)
+        return self._retry(attempt, "republish")
 
-    def _reject(self, consumer: Consumer, message: Message, problem: InvalidRequest) -> None:
+    def _reject(self, message: Message, problem: InvalidRequest) -> None:
         """Dead-letter ``message`` with its reason and wait for the ack; record it when new."""
         self.stats.requests_rejected += 1
         log.warning("reprocess request rejected: %s", problem)
@@ -486,13 +441,13 @@ class ReprocessConsumer:
             )
             self._dlq.flush_and_check(_ACK_TIMEOUT_S)
 
-        self._with_retry(consumer, send)
+        self._retry(send, "dead_letters")
         request_id = problem.request_id
         if request_id is None or problem.reason is RejectReason.REQUEST_ID_REUSED:
             return
         tenant, environment = problem.scope
-        existing = self._with_retry(
-            consumer, lambda: load_progress(self._gateway, tenant, environment, request_id)
+        existing = self._retry(
+            lambda: load_progress(self._gateway, tenant, environment, request_id), "load progress"
         )
         if existing is not None:
             return
@@ -508,13 +463,11 @@ class ReprocessConsumer:
             updated_at=now,
             version=1,
         )
-        self._with_retry(consumer, lambda: save_progress(self._gateway, rejected))
+        self._retry(lambda: save_progress(self._gateway, rejected), "save progress")
         self._record(rejected)
 
     def _record(self, progress: ReprocessProgress, republished: int = 0) -> None:
-        """Update the metrics (when given) after ``progress`` was saved."""
-        if self._metrics is None:
-            return
+        """Update the metrics after ``progress`` was saved."""
         if republished:
             self._metrics.republished_events(republished)
         state = "failed" if progress.state is RequestState.REJECTED else progress.state.value
@@ -529,92 +482,9 @@ class ReprocessConsumer:
             totals[known_state] = totals.get(known_state, 0) + known_events
         self._metrics.set_requests(counts, totals)
 
-    def _commit(self, consumer: Consumer, message: Message) -> None:
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
-        commit_offsets(consumer, [TopicPartition(topic, partition, offset + 1)])
-
-    # -- waiting, polling, retrying --------------------------------------------------
-
-    def _check_interrupt(self, consumer: Consumer) -> None:
-        if self._health is not None:
-            self._health.beat()  # a long request is progress, chunk by chunk
-        self._poll_control(consumer, 0.0)
-        if self._abandon or self._stop:
-            raise _Interrupted
-
-    def _poll_control(self, consumer: Consumer, timeout_s: float) -> None:
-        """Serve the group (heartbeats, rebalances); keep any control message for later."""
-        for message in consumer.consume(100, timeout_s):
-            if self._usable(message):
-                self._carried.append(message)
-
-    def _wait_polling(self, consumer: Consumer, seconds: float) -> None:
-        until = self._clock() + seconds
-        while not self._abandon and not self._stop:
-            left = until - self._clock()
-            if left <= 0:
-                return
-            self._poll_control(consumer, min(_POLL_TIMEOUT_S, left))
-
-    def _with_retry(self, consumer: Consumer, operation: Callable[[], T]) -> T:
-        """Run ``operation``; on store/broker failure back off (polling) and retry."""
-        delays = self._retry.delays()
-        while True:
-            try:
-                return operation()
-            except (StoreError, DeliveryError, KafkaException) as exc:
-                self.stats.retries += 1
-                delay = next(delays)
-                log.warning("retrying in %.1fs: %s", delay, exc)
-                self._wait_polling(consumer, delay)
-                if self._abandon or self._stop:
-                    raise _Interrupted from None
-
-    # -- rebalance callbacks (run inside consume()) ---------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        take_partitions(consumer, self._settings, partitions)
-        keys = {(p.topic, p.partition) for p in partitions}
-        self._assigned |= keys
-        self.stats.rebalances += 1
-        self._last_activity = self._clock()
-        if self._health is not None:
-            self._health.set_assigned(len(self._assigned))
-        log.info("assigned %s", sorted(keys))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = {(p.topic, p.partition) for p in partitions}
-        self._assigned -= keys
-        self._last_activity = self._clock()
-        if self._current in keys:
-            self._abandon = True
-        self._carried = [m for m in self._carried if _position(m) not in keys]
-        if self._health is not None:
-            self._health.set_assigned(len(self._assigned))
-        release_partitions(consumer, self._settings, partitions)
-        log.info("revoked %s", sorted(keys))
-
-    # -- helpers --------------------------------------------------------------------
-
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("%s", describe_consumer_error(error))
-            return False
-        return message.offset() is not None and _position(message) in self._assigned
-
-    def _idle_long_enough(self) -> bool:
-        return idle_long_enough(
-            idle_s=self._exit_when_idle_s,
-            idle_for_s=self._clock() - self._last_activity,
-            busy=self._in_flight or bool(self._carried),
-            owns_partitions=bool(self._assigned),
-            session_timeout_ms=self._settings.kafka_session_timeout_ms,
-        )
+    def _retry(self, operation: Callable[[], T], stage: str) -> T:
+        return self._runtime.retry(operation, stage=stage)
 
 
-def _position(message: Message) -> tuple[str, int]:
-    return (message.topic() or "", message.partition() or 0)
+#: One control message at a time, handed over as soon as it arrives.
+_ONE_AT_A_TIME: Final = BatchPolicy(max_events=1, max_wait_s=0.0)

@@ -33,6 +33,8 @@ def run_reprocess(
     Creates missing topics and applies pending migrations first. Raises
     ``StoreError``/``TopicSetupError`` with one-line messages for set-up problems.
     """
+    if health is None:
+        health = LoopHealth(settings.health_stall_seconds, needs_catalog=False)
     # librdkafka lines into our JSON logs, its connection noise folded into ours
     clients = with_kafka_logger(settings, on_reachability=on_reachability)
     ensure_topics(clients, worker_topics(settings))
@@ -48,9 +50,9 @@ def run_reprocess(
             metrics=metrics,
             health=health,
         )
-        if health is not None:
-            health.watch_store(StoreProbe(gateway.ping))
+        health.watch_store(StoreProbe(gateway.ping))
         consumer.run()
         return consumer.stats
     finally:
+        health.watch_store(None)
         gateway.close()
