@@ -58,7 +58,10 @@ def test_killed_and_restarted_worker_counts_every_event_exactly_once(
         kills += 1
     # ... then SIGKILL mid-stream, each time after the restarted worker committed
     # a batch of its own (so it had joined and was working), then a run to the end.
-    worker = start_worker(env, store, catalog_file)
+    # Small batches keep the rest of the stream longer than noticing a commit
+    # takes, so the kill lands with work left even on a fast store.
+    slow = dict(env, EW_BATCH_MAX_EVENTS="20")
+    worker = start_worker(slow, store, catalog_file)
     for _ in range(2):
         before = committed_messages(env)
         wait_until(lambda n=before: committed_messages(env) > n, "a restarted worker committed")
@@ -66,7 +69,7 @@ def test_killed_and_restarted_worker_counts_every_event_exactly_once(
         assert worker.wait(30) == -signal.SIGKILL, "killed while still running"
         assert committed_messages(env) < len(documents), "killed before the end"
         kills += 1
-        worker = start_worker(env, store, catalog_file)
+        worker = start_worker(slow, store, catalog_file)
     assert worker.wait(300) == 0, stderr_tail(worker)
 
     assert kills == 7
