@@ -49,8 +49,9 @@ def test_killed_and_restarted_worker_counts_every_event_exactly_once(
     produce(settings, documents)
 
     kills = 0
-    # Between write and commit, deterministically (fault injection), five times ...
-    for crash_after in (3, 2, 4, 1, 5):
+    # Between write and commit, deterministically (fault injection): after the
+    # first write, and with committed batches before the crash ...
+    for crash_after in (3, 1, 4):
         crashing = start_worker(
             dict(env, EW_FAULT_CRASH_AFTER_WRITES=str(crash_after)), store, catalog_file
         )
@@ -72,6 +73,6 @@ def test_killed_and_restarted_worker_counts_every_event_exactly_once(
         worker = start_worker(slow, store, catalog_file)
     assert worker.wait(300) == 0, stderr_tail(worker)
 
-    assert kills == 7
+    assert kills == 5
     expected = expected_invoice(catalog, documents)
     assert stored_invoice(env, store) == expected
