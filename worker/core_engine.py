@@ -58,6 +58,9 @@ class EnginePrepared:
     unresolved: list[tuple[int, str]]
     missing_fields: int
     columns: dict[str, pa.Array]
+    topics: list[str]
+    """Per message (not per accepted event): its topic, and below its partition."""
+    partitions: list[int]
 
     @property
     def decoded(self) -> CoreDecoded:
@@ -116,7 +119,16 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             )
             if not need:
                 columns = raw_columns(len(accepted), *buffers)
-                return EnginePrepared(accepted, rejected, customers, unresolved, missing, columns)
+                return EnginePrepared(
+                    accepted,
+                    rejected,
+                    customers,
+                    unresolved,
+                    missing,
+                    columns,
+                    arguments[1],
+                    arguments[2],
+                )
             add_periods(self._core, self._subscriptions, need)
         raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
 

@@ -110,7 +110,7 @@ def run_pipeline_bench(
             settings.store_url, catalog, events, settings.batch_max_events
         )
         ceiling_rate = events / (events / consume_rate + ingest_s)
-        # The same events again with the core's raw columns (EW_ENGINE=core), in a
+        # The same events again through the fused core (EW_ENGINE=core), in a
         # group and database of their own (one chdb directory per process).
         core_settings = settings.model_copy(
             update={
@@ -170,7 +170,7 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         "(start-up and idle tail included)\n"
         f"  same, EW_ENGINE=core    : {result.core_pipeline_per_s:>10,.0f} events/s, "
         f"all committed, {result.core_worker_cpu_us:.1f} us/event worker thread CPU "
-        "(raw rows from the compiled core's columns; rating still in Python)\n"
+        "(the fused core: decode, route, measure, rate and both tables' columns)\n"
         f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
         f"(sample of {result.naive_sample:,}; usage consumer is "
         f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from worker.core_catalog import micros
 from worker.core_decode import CoreDecoded, Message
-from worker.core_engine import CoreBatchEngine
+from worker.core_engine import CoreBatchEngine, EnginePrepared
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import load_missing_states
@@ -153,7 +153,7 @@ class CoreBatchStep:
             engine.drop(missing)
             raise
         engine.remember(owners)
-        touched = self._touched(messages, prepared.accepted)
+        touched = self._touched(prepared)
         rated = engine.rate()
         accepted = prepared.accepted
         bindings = engine.bindings
@@ -178,18 +178,16 @@ class CoreBatchStep:
         )
         return result
 
-    def _touched(
-        self, messages: Sequence[Message], accepted: list[int]
-    ) -> list[tuple[PartitionKey, StateKey]]:
+    def _touched(self, prepared: EnginePrepared) -> list[tuple[PartitionKey, StateKey]]:
         """The distinct (partition, state) of the held rows, grouped in Arrow."""
         held = self._engine.held_rows()
         if not len(held["event"]):
             return []
-        message = pa.array(accepted, pa.int32()).take(held["event"])
+        message = pa.array(prepared.accepted, pa.int32()).take(held["event"])
         sources = pa.table(
             {
-                "topic": pa.array([m.topic for m in messages], pa.string()),
-                "partition": pa.array([m.partition for m in messages], pa.int64()),
+                "topic": pa.array(prepared.topics, pa.string()),
+                "partition": pa.array(prepared.partitions, pa.int64()),
             }
         ).take(message)
         rows = pa.table(
