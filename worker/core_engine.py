@@ -97,6 +97,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         after: timedelta = DEFAULT_PERIODS_AFTER,
     ) -> None:
         self.index = index
+        self._around = (before, after)
         tables = catalog_tables(index)
         self._subscriptions = tables.subscriptions
         self.bindings: list[LineItemBinding] = tables.bindings
@@ -107,6 +108,20 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             max_remembered_owners,
         )
         tables.add_periods_around(self._core, now - before, now + after)
+
+    def replace_index(self, index: CatalogIndex, now: datetime) -> None:
+        """Use a new catalog version from the next :meth:`prepare` on, keeping
+        the rating state (states keep the price they were created with, as
+        ``UsageRater.replace_index``). Call between batches."""
+        tables = catalog_tables(index)
+        self._core.replace_catalog(
+            *tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
+        )
+        before, after = self._around
+        tables.add_periods_around(self._core, now - before, now + after)
+        self.index = index
+        self._subscriptions = tables.subscriptions
+        self.bindings = tables.bindings
 
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits

@@ -7,10 +7,11 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::catalog::Catalog;
 use crate::columns::StringColumn;
 use crate::engine::Engine;
 use crate::period_rating::Outcome;
-use crate::rater::Rater;
+use crate::rater::{Rater, Terms};
 use crate::{
     catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, CustomerTuple,
     KeyTuple, LineItemTuple, MeterTuple, SnapshotTuple, SubscriptionTuple, TermsTuple,
@@ -36,6 +37,32 @@ pub struct CoreEngine {
 
 fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
     values.iter().flat_map(|v| to(*v)).collect()
+}
+
+/// The engine's catalog, terms and line item owners from the Python tables.
+#[allow(clippy::type_complexity)]
+fn engine_tables(
+    customers: &[CustomerTuple],
+    subscriptions: &[SubscriptionTuple],
+    meters: &[MeterTuple],
+    line_items: &[LineItemTuple],
+    terms: &[TermsTuple],
+) -> PyResult<(Catalog, Vec<Terms>, Vec<(String, String, String)>)> {
+    if terms.len() != line_items.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "CoreEngine: one terms entry per line item",
+        ));
+    }
+    let catalog = catalog_of(customers, subscriptions, meters, line_items)?;
+    let owners = line_items
+        .iter()
+        .map(|l| {
+            let s = &subscriptions[l.1];
+            (s.0.clone(), s.1.clone(), l.0.clone())
+        })
+        .collect();
+    let terms = terms.iter().map(terms_of).collect::<PyResult<Vec<_>>>()?;
+    Ok((catalog, terms, owners))
 }
 
 /// Sets the `event`, `line_item` (int32) and `period_id` (int64) buffers of rows.
@@ -73,24 +100,28 @@ impl CoreEngine {
         max_fingerprints: usize,
         max_remembered_owners: usize,
     ) -> PyResult<Self> {
-        if terms.len() != line_items.len() {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "CoreEngine: one terms entry per line item",
-            ));
-        }
-        let catalog = catalog_of(&customers, &subscriptions, &meters, &line_items)?;
-        let owners = line_items
-            .iter()
-            .map(|l| {
-                let s = &subscriptions[l.1];
-                (s.0.clone(), s.1.clone(), l.0.clone())
-            })
-            .collect();
-        let terms = terms.iter().map(terms_of).collect::<PyResult<Vec<_>>>()?;
+        let (catalog, terms, owners) =
+            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
         let rater = Rater::new(max_fingerprints, max_remembered_owners);
         Ok(CoreEngine {
             engine: Engine::new(catalog, terms, owners, rater),
         })
+    }
+
+    /// A new catalog version (tables as `__init__`'s), keeping the rating
+    /// state (`Engine::replace_catalog`). Periods must be added again.
+    fn replace_catalog(
+        &mut self,
+        customers: Vec<CustomerTuple>,
+        subscriptions: Vec<SubscriptionTuple>,
+        meters: Vec<MeterTuple>,
+        line_items: Vec<LineItemTuple>,
+        terms: Vec<TermsTuple>,
+    ) -> PyResult<()> {
+        let (catalog, terms, owners) =
+            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
+        self.engine.replace_catalog(catalog, terms, owners);
+        Ok(())
     }
 
     fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {

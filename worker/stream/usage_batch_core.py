@@ -102,15 +102,13 @@ class CoreBatchStep:
         max_remembered_owners: int,
     ) -> None:
         self._limits = limits
-        self._budgets = (max_fingerprints, max_remembered_owners)
-        self._engine = self._build(index, now)
-        self._line_items = line_item_table(self._engine.bindings)
-
-    def _build(self, index: CatalogIndex, now: datetime) -> CoreBatchEngine:
-        fingerprints, owners = self._budgets
-        return CoreBatchEngine(
-            index, now, max_fingerprints=fingerprints, max_remembered_owners=owners
+        self._engine = CoreBatchEngine(
+            index,
+            now,
+            max_fingerprints=max_fingerprints,
+            max_remembered_owners=max_remembered_owners,
         )
+        self._line_items = line_item_table(self._engine.bindings)
 
     @property
     def fingerprint_count(self) -> int:
@@ -125,14 +123,10 @@ class CoreBatchStep:
         self._engine.drop(keys)
 
     def replace_index(self, index: CatalogIndex, now: datetime) -> None:
-        """Rebuild the engine's tables for a new catalog version.
-
-        Call between batches (every row rated so far is durable): the rating
-        state starts over and is reloaded from the store on first touch, as
-        after a rebalance (docs/core.md: states do not keep the terms they
-        were created with, unlike the Python rater's).
-        """
-        self._engine = self._build(index, now)
+        """Use a new catalog version from the next batch on (call between
+        batches): the engine's tables are rebuilt, the rating state is kept
+        (states keep the price they were created with, as in the Python rater)."""
+        self._engine.replace_index(index, now)
         self._line_items = line_item_table(self._engine.bindings)
 
     def prepare(

@@ -4,7 +4,8 @@ The fused core (decode, route, measure and rate in ``worker._core``) must
 store exactly the rows the Python reference path stores - raw ``events`` and
 priced ``events_processed``, every column but the insert time - answer the
 same dead letters and counts, and add up to the invoice of the independent
-reference (``tests/reference.py``), across a restart that replays a batch.
+reference (``tests/reference.py``), across a restart that replays a batch and
+a catalog update.
 """
 
 from __future__ import annotations
@@ -109,10 +110,14 @@ def test_core_rows_equal_the_reference_rows(migrated: StoreUnderTest) -> None:
     for table in ("events", "events_processed"):
         migrated.gateway.execute(f"TRUNCATE TABLE {migrated.rows_table(table)}")
 
-    # Other batch boundaries (other insert tokens), and a restart that replays
-    # a written batch: state reloaded from the store, redeliveries skipped.
+    # Other batch boundaries (other insert tokens), a restart that replays a
+    # written batch (state reloaded from the store, redeliveries skipped) and
+    # a catalog update (new tables in the core, the state kept).
     run(processor(migrated, index, core=True), stream[:300], 150)
-    run(processor(migrated, index, core=True), stream[150:], 150)
+    restarted = processor(migrated, index, core=True)
+    run(restarted, stream[150:450], 150)
+    restarted.replace_index(catalog_index()[0])
+    run(restarted, stream[450:], 150)
 
     stored_ids = {row[2] for row in reference_rows}
     assert {message.fallback_id for message in extra} <= stored_ids
