@@ -15,12 +15,15 @@ must be retried *with the same PreparedBatch* (never re-prepared: its events
 are already applied to the in-memory state); if the process dies instead, the
 restarted consumer reloads state from the store and the dedup check skips
 whatever had been written.
+
+With ``fused_core`` (``EW_ENGINE=core``) the whole prepare runs in the
+compiled core (:mod:`worker.stream.usage_batch_core`), with the same store
+reads, failure contract, rows, dead letters and counts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections import Counter
@@ -29,8 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.core_decode import CoreDecoded, decode_raw_batch, rejection_detail
-from worker.core_rating import CoreUsageRater
+from worker.core_decode import rejection_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -49,8 +51,6 @@ from worker.store.processed import PROCESSED_TABLE, MatchColumnCache, insert_rat
 from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
 from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRows
-
-log = logging.getLogger(__name__)
 
 PartitionKey = tuple[str, int]
 """(topic, partition): the unit of ownership."""
@@ -103,12 +103,9 @@ class PreparedBatch:
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     first_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     messages: int = 0
-    core: CoreDecoded | None = None
-    """The raw ``events`` columns built by the compiled core (``EW_ENGINE=core``),
-    present only when its verdicts equal the reference's for this batch."""
     core_rows: CoreRows | None = None
-    """The fused core's batch (``EW_ENGINE=core``): then ``events`` and
-    ``rated`` stay empty and ``core`` holds its raw columns."""
+    """The batch as the fused core prepared it (``EW_ENGINE=core``): its raw
+    columns and priced rows' arrays; ``events`` and ``rated`` stay empty."""
 
     @property
     def row_count(self) -> int:
@@ -176,28 +173,16 @@ class UsageBatchProcessor:
         clock: Clock = _utc_now,
         metrics: Metrics | None = None,
         max_dedup_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
-        decode_in_core: bool = False,
-        rate_in_core: bool = False,
         fused_core: bool = False,
     ) -> None:
         self._gateway = gateway
         self._reads = StoreRatingReads(gateway)
-        self._decode_in_core = decode_in_core
         self._metrics = metrics
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
-        # --- issue 13, EW_ENGINE=core: the rating state and rating in the core ---
-        self._rater: UsageRater | CoreUsageRater = (
-            CoreUsageRater(
-                index,
-                max_fingerprints=max_dedup_fingerprints,
-                max_remembered_owners=DEFAULT_MAX_REMEMBERED_OWNERS,
-            )
-            if rate_in_core
-            else UsageRater(index, max_fingerprints=max_dedup_fingerprints)
-        )
-        # With fused_core the whole batch runs in the core instead (EW_ENGINE=core).
+        # --- issue 13: EW_ENGINE=core runs the whole batch in the fused core ---
+        self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
         self._core_step = (
             CoreBatchStep(
                 index,
@@ -245,10 +230,11 @@ class UsageBatchProcessor:
             partition = (message.topic, message.partition)
             batch.first_offsets.setdefault(partition, message.offset)
             batch.next_offsets[partition] = message.next_offset
-        if self._core_step is not None:
-            self._fill_from_core(
-                batch, messages, self._core_step.prepare(messages, now, self._reads)
-            )
+        step = self._core_step
+        if step is not None:
+            self._fill_from_core(batch, messages, step.prepare(messages, now, self._reads))
+            if self._metrics is not None:
+                self._metrics.dedup_fingerprints.set(step.fingerprint_count)
             return batch
         source: dict[int, SourceMessage] = {}
         for message in messages:
@@ -256,8 +242,6 @@ class UsageBatchProcessor:
             if event is not None:
                 source[id(event)] = message
                 batch.events.append(event)
-        if self._decode_in_core:
-            batch.core = self._core_columns(messages, now, batch)
         rated = batch.rated = self._rater.rate_batch(batch.events, self._reads, now)
         batch.unresolved.update(reason for _, reason in rated.unresolved)
         batch.missing_fields = rated.missing_fields
@@ -286,16 +270,11 @@ class UsageBatchProcessor:
             batch.dead_letters.append(DeadLetter(messages[number], VALUE_OUT_OF_RANGE, detail))
         batch.unresolved = core.unresolved
         batch.missing_fields = core.missing_fields
-        batch.core = core.rows.decoded
         batch.core_rows = core.rows
         for partition, key in core.touched:
             self._keys_by_partition.setdefault(partition, set()).add(key)
         if self._metrics is not None:
             self._metrics.dedup_store_lookups.inc(core.store_lookups)
-            self._metrics.dedup_fingerprints.set(self._core_step_fingerprints())
-
-    def _core_step_fingerprints(self) -> int:
-        return 0 if self._core_step is None else self._core_step.fingerprint_count
 
     def write(self, batch: PreparedBatch) -> None:
         """Store raw events then priced rows. Blocking, idempotent; raises StoreError.
@@ -305,8 +284,8 @@ class UsageBatchProcessor:
         on a helper thread while the processed columns are built (the gateway
         releases the GIL inside an insert); both are durable on return.
         """
-        if batch.core is not None:
-            self._write_overlapped(batch, batch.core)
+        if batch.core_rows is not None:
+            self._write_overlapped(batch, batch.core_rows)
             return
         self._timed(
             "raw_events",
@@ -314,9 +293,9 @@ class UsageBatchProcessor:
         )
         self._write_processed(batch)
 
-    def _write_overlapped(self, batch: PreparedBatch, core: CoreDecoded) -> None:
+    def _write_overlapped(self, batch: PreparedBatch, rows: CoreRows) -> None:
+        core = rows.decoded
         columns = core.insert_columns(datetime.now(UTC))
-        ingested = columns["ingested_at"]
         token = batch.dedup_token("raw")
         failure: list[BaseException] = []
 
@@ -333,10 +312,7 @@ class UsageBatchProcessor:
         raw = threading.Thread(target=insert_raw_columns, name="raw-insert", daemon=True)
         raw.start()
         try:
-            if batch.core_rows is not None:
-                self._write_core_processed(batch, batch.core_rows, ingested)
-            else:
-                self._write_processed(batch)
+            self._write_core_processed(batch, rows, columns["ingested_at"])
         finally:
             raw.join()
         if failure:
@@ -409,19 +385,3 @@ class UsageBatchProcessor:
         except InvalidEvent as exc:
             batch.dead_letters.append(DeadLetter(message, exc.reason.value, exc.detail))
             return None
-
-    def _core_columns(
-        self, messages: Sequence[SourceMessage], now: datetime, batch: PreparedBatch
-    ) -> CoreDecoded | None:
-        """The core's raw columns for ``messages``, if its verdict on every message
-        (accepted, or rejected with the same reason) is the reference's."""
-        core = decode_raw_batch(messages, now, self._limits)
-        reference_rejected = [(id(d.message), d.reason) for d in batch.dead_letters]
-        core_rejected = [(id(messages[i]), reason) for i, reason in core.rejected]
-        if core_rejected == reference_rejected and len(core.accepted) == len(batch.events):
-            return core
-        log.warning(
-            "the compiled core disagrees with the reference decoder on this batch; "
-            "its raw columns are built in Python instead"
-        )
-        return None
