@@ -151,7 +151,7 @@ class CoreBatchStep:
         rated = engine.rate()
         accepted = prepared.accepted
         bindings = engine.bindings
-        result = CorePrepared(
+        return CorePrepared(
             CoreRows(
                 prepared.decoded,
                 now,
@@ -170,7 +170,6 @@ class CoreBatchStep:
             touched=touched,
             store_lookups=len(lookup),
         )
-        return result
 
     def _touched(self, prepared: EnginePrepared) -> list[tuple[PartitionKey, StateKey]]:
         """The distinct (partition, state) of the held rows, grouped in Arrow."""
