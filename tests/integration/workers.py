@@ -338,7 +338,7 @@ def query_store(store: str, sql: str) -> list[list[Any]]:
     directory, so the test process never opens a worker's directory itself)."""
     code = (
         "import json, sys\n"
-        "from worker.store.gateway import open_gateway\n"
+        "from worker.store.connect import open_gateway\n"
         "gateway = open_gateway(sys.argv[1])\n"
         "print(json.dumps([list(row) for row in gateway.query(sys.argv[2])], default=str))\n"
         "gateway.close()\n"
