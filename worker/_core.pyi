@@ -3,6 +3,11 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+_Customers = list[tuple[str, str, str, str]]
+_Subscriptions = list[tuple[str, str, str, str, int, int | None, int | None]]
+_Meters = list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]]
+_LineItems = list[tuple[str, int, int, int | None, int]]
+
 def core_version() -> str: ...
 def decode_batch(
     values: list[bytes | None],
@@ -18,10 +23,10 @@ def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
 class CoreCatalog:
     def __init__(
         self,
-        customers: list[tuple[str, str, str, str]],
-        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
-        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
-        line_items: list[tuple[str, int, int, int | None, int]],
+        customers: _Customers,
+        subscriptions: _Subscriptions,
+        meters: _Meters,
+        line_items: _LineItems,
     ) -> None: ...
     def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
     def resolve_batch(
@@ -85,13 +90,21 @@ class CoreRater:
 class CoreEngine:
     def __init__(
         self,
-        customers: list[tuple[str, str, str, str]],
-        subscriptions: list[tuple[str, str, str, str, int, int | None, int | None]],
-        meters: list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]],
-        line_items: list[tuple[str, int, int, int | None, int]],
+        customers: _Customers,
+        subscriptions: _Subscriptions,
+        meters: _Meters,
+        line_items: _LineItems,
         terms: list[tuple[_Price, str, str, str | None]],
         max_fingerprints: int,
         max_remembered_owners: int,
+    ) -> None: ...
+    def replace_catalog(
+        self,
+        customers: _Customers,
+        subscriptions: _Subscriptions,
+        meters: _Meters,
+        line_items: _LineItems,
+        terms: list[tuple[_Price, str, str, str | None]],
     ) -> None: ...
     def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
     @property
@@ -112,7 +125,9 @@ class CoreEngine:
         list[str],
         list[tuple[int, str]],
         int,
+        tuple[dict[str, tuple[bytes, bytes]], bytes],
     ]: ...
+    def held_rows(self) -> tuple[dict[str, bytes], int]: ...
     def missing_states(self) -> list[_Key]: ...
     def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
     def load_states(

@@ -90,7 +90,13 @@ def decode_raw_batch(
             limits.max_string_value_chars,
         ),
     )
-    rows = len(accepted)
+    return CoreDecoded(accepted, rejected, raw_columns(len(accepted), strings, timestamps))
+
+
+def raw_columns(
+    rows: int, strings: dict[str, tuple[bytes, bytes]], timestamps: bytes
+) -> dict[str, pa.Array]:
+    """The core's raw column buffers (string offsets and data; int64 µs) as Arrow arrays."""
     columns: dict[str, pa.Array] = {
         name: pa.Array.from_buffers(
             pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
@@ -100,7 +106,7 @@ def decode_raw_batch(
     columns["timestamp"] = pa.Array.from_buffers(
         _TIMESTAMP_TYPE, rows, [None, pa.py_buffer(timestamps)]
     )
-    return CoreDecoded(accepted, rejected, columns)
+    return columns
 
 
 def rejection_detail(message: Message, now: datetime, limits: EventLimits) -> str:

@@ -9,10 +9,8 @@ objects: :meth:`prepare` decodes and routes a batch and keeps its rows,
 today, and :meth:`rate` returns the priced rows as Arrow arrays
 (``decimal128(38, 15)`` deltas straight from the core's scaled integers).
 
-Not in the pipeline yet (docs/core.md): the columns of ``events_processed``
-that come from the event and the line item are to be taken from the raw
-columns and from a per-line-item table by the ``event`` / ``line_item``
-indices.
+With ``EW_ENGINE=core`` the usage batch step runs on it
+(``worker.stream.usage_batch_core``).
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from worker.core_catalog import (
     batch_arguments,
     catalog_tables,
 )
-from worker.core_decode import Message
+from worker.core_decode import CoreDecoded, Message, raw_columns
 from worker.core_rating import CoreState, terms_tuple
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
@@ -51,13 +49,23 @@ _MAX_PERIOD_ROUNDS = 3
 class EnginePrepared:
     """A prepared batch: messages accepted/rejected, unresolved events
     (``(event, reason)``, ``event`` indexing the accepted messages), the
-    catalog customer per accepted event and the matches with a missing field."""
+    catalog customer per accepted event, the matches with a missing field and
+    the accepted events' raw ``events`` columns (as ``decode_raw_batch``'s)."""
 
     accepted: list[int]
     rejected: list[tuple[int, str]]
     customers: list[str]
     unresolved: list[tuple[int, str]]
     missing_fields: int
+    columns: dict[str, pa.Array]
+    topics: list[str]
+    """Per message (not per accepted event): its topic, and below its partition."""
+    partitions: list[int]
+
+    @property
+    def decoded(self) -> CoreDecoded:
+        """The decoding verdicts and raw columns, as :func:`decode_raw_batch` gives them."""
+        return CoreDecoded(self.accepted, self.rejected, self.columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,8 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         before: timedelta = DEFAULT_PERIODS_BEFORE,
         after: timedelta = DEFAULT_PERIODS_AFTER,
     ) -> None:
+        self.index = index
+        self._around = (before, after)
         tables = catalog_tables(index)
         self._subscriptions = tables.subscriptions
         self.bindings: list[LineItemBinding] = tables.bindings
@@ -99,17 +109,41 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         )
         tables.add_periods_around(self._core, now - before, now + after)
 
+    def replace_index(self, index: CatalogIndex, now: datetime) -> None:
+        """Use a new catalog version from the next :meth:`prepare` on, keeping
+        the rating state (states keep the price they were created with, as
+        ``UsageRater.replace_index``). Call between batches."""
+        tables = catalog_tables(index)
+        self._core.replace_catalog(
+            *tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
+        )
+        before, after = self._around
+        tables.add_periods_around(self._core, now - before, now + after)
+        self.index = index
+        self._subscriptions = tables.subscriptions
+        self.bindings = tables.bindings
+
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
     ) -> EnginePrepared:
         """Decode, route and measure ``messages``; the core holds their rows."""
         arguments = batch_arguments(messages, now, limits)
         for _ in range(_MAX_PERIOD_ROUNDS):
-            accepted, rejected, need, customers, unresolved, missing = self._core.prepare(
+            accepted, rejected, need, customers, unresolved, missing, buffers = self._core.prepare(
                 *arguments
             )
             if not need:
-                return EnginePrepared(accepted, rejected, customers, unresolved, missing)
+                columns = raw_columns(len(accepted), *buffers)
+                return EnginePrepared(
+                    accepted,
+                    rejected,
+                    customers,
+                    unresolved,
+                    missing,
+                    columns,
+                    arguments[1],
+                    arguments[2],
+                )
             add_periods(self._core, self._subscriptions, need)
         raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
 
@@ -119,6 +153,15 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
     def lookup_keys(self) -> set[DedupKey]:
         return {
             DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
+        }
+
+    def held_rows(self) -> dict[str, pa.Array]:
+        """Every routed row of the prepared batch (refused and redelivered ones
+        too): ``event``, ``line_item`` (int32) and ``period_id`` (int64)."""
+        buffers, rows = self._core.held_rows()
+        return {
+            name: pa.Array.from_buffers(_INTEGERS[name], rows, [None, pa.py_buffer(buffers[name])])
+            for name in ("event", "line_item", "period_id")
         }
 
     def rate(self) -> EngineRated:

@@ -51,6 +51,11 @@ PriceTuple = tuple[str, str, str, list[tuple[str | None, str, str]], str, str]
 TermsTuple = tuple[PriceTuple, str, str, str | None]
 
 
+def refused_detail(line_item_id: str) -> str:
+    """The dead-letter text of a row refused as ``value_out_of_range`` by the core."""
+    return f"line item {line_item_id}: {_OUT_OF_RANGE}"
+
+
 def _text(value: Decimal) -> str:
     return format_decimal(quantize(value))
 
@@ -205,7 +210,7 @@ class CoreUsageRater(CoreState[_core.CoreRater]):
         refused: list[RefusedRow] = []
         for row, (status, delta) in zip(batch.pending, results, strict=True):
             if status == "refused":
-                detail = f"line item {row.key.line_item_id}: {_OUT_OF_RANGE}"
+                detail = refused_detail(row.key.line_item_id)
                 refused.append(RefusedRow(row.event, row.key, detail))
             elif delta is not None:
                 outcome, *values = delta

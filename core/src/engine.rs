@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Resolution, Unresolved};
 use crate::event::{Properties, RawColumns};
+use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
 
@@ -43,6 +44,35 @@ pub type Rated = (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes);
 /// allocate per row.
 type RankKey = (u32, i64);
 
+/// Per rank, the (tenant, environment, id) and the line item whose terms a
+/// loaded state takes (`usize::MAX`: none, a line item only `held` names);
+/// the rank of each name; the rank of each of `owners`' line items. Ranks
+/// follow the names' order, which is the `StateKey` order.
+#[allow(clippy::type_complexity)]
+fn rank_tables(
+    owners: &[(String, String, String)],
+    held: HashSet<(String, String, String)>,
+) -> (
+    Vec<((String, String, String), usize)>,
+    HashMap<(String, String, String), u32>,
+    Vec<u32>,
+) {
+    let mut last: HashMap<(String, String, String), usize> =
+        held.into_iter().map(|name| (name, usize::MAX)).collect();
+    for (item, owner) in owners.iter().enumerate() {
+        last.insert(owner.clone(), item);
+    }
+    let mut names: Vec<((String, String, String), usize)> = last.into_iter().collect();
+    names.sort();
+    let rank_of: HashMap<(String, String, String), u32> = names
+        .iter()
+        .enumerate()
+        .map(|(rank, (name, _))| (name.clone(), rank as u32))
+        .collect();
+    let ranks = owners.iter().map(|owner| rank_of[owner]).collect();
+    (names, rank_of, ranks)
+}
+
 /// Catalog tables, line item terms and the rating state of one consumer.
 pub struct Engine {
     catalog: Catalog,
@@ -68,19 +98,7 @@ impl Engine {
         owners: Vec<(String, String, String)>,
         rater: Rater<RankKey>,
     ) -> Engine {
-        let mut last: HashMap<&(String, String, String), usize> = HashMap::new();
-        for (item, owner) in owners.iter().enumerate() {
-            last.insert(owner, item);
-        }
-        let mut names: Vec<((String, String, String), usize)> =
-            last.into_iter().map(|(k, i)| (k.clone(), i)).collect();
-        names.sort();
-        let rank_of: HashMap<(String, String, String), u32> = names
-            .iter()
-            .enumerate()
-            .map(|(rank, (name, _))| (name.clone(), rank as u32))
-            .collect();
-        let ranks = owners.iter().map(|owner| rank_of[owner]).collect();
+        let (names, rank_of, ranks) = rank_tables(&owners, HashSet::new());
         Engine {
             catalog,
             terms,
@@ -91,6 +109,38 @@ impl Engine {
             pending: Vec::new(),
             sources: Vec::new(),
         }
+    }
+
+    /// Use a new catalog version (arguments as `new`) from the next `prepare`
+    /// on, keeping the rating state: states keep the price they were created
+    /// with and stay keyed by (tenant, environment, line item id, period), as
+    /// the reference's `UsageRater.replace_index`. Call between batches.
+    pub fn replace_catalog(
+        &mut self,
+        catalog: Catalog,
+        terms: Vec<Terms>,
+        owners: Vec<(String, String, String)>,
+    ) {
+        let held: HashSet<(String, String, String)> = self
+            .rater
+            .keys()
+            .iter()
+            .map(|key| self.names[key.0 as usize].0.clone())
+            .collect();
+        let (names, rank_of, ranks) = rank_tables(&owners, held);
+        let old = std::mem::replace(&mut self.names, names);
+        let names = &self.names;
+        self.rater.rekey(
+            |key: &RankKey| (rank_of[&old[key.0 as usize].0], key.1),
+            |key: &RankKey| {
+                terms
+                    .get(names[key.0 as usize].1)
+                    .is_some_and(|t| t.aggregation == Aggregation::CountUnique)
+            },
+        );
+        (self.catalog, self.terms, self.ranks, self.rank_of) = (catalog, terms, ranks, rank_of);
+        self.pending.clear();
+        self.sources.clear();
     }
 
     fn state_key(&self, key: &RankKey) -> StateKey {

@@ -338,6 +338,16 @@ fn decode_batch<'py>(
             None,
         )
     })?;
+    let (strings, timestamps) = raw_buffers(py, &columns)?;
+    Ok((accepted, rejected, strings, timestamps))
+}
+
+/// The raw `events` columns as Arrow buffers: `{name: (offsets, data)}` of
+/// the string columns, and the timestamps as little-endian int64 µs.
+fn raw_buffers<'py>(
+    py: Python<'py>,
+    columns: &RawColumns,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyBytes>)> {
     let strings = PyDict::new(py);
     for (name, column) in columns.string_columns() {
         let buffers = (
@@ -351,7 +361,7 @@ fn decode_batch<'py>(
         .iter()
         .flat_map(|t| t.to_le_bytes())
         .collect();
-    Ok((accepted, rejected, strings, PyBytes::new(py, &timestamps)))
+    Ok((strings, PyBytes::new(py, &timestamps)))
 }
 
 /// Test hook of the fixed-point arithmetic (`fixed.rs`) the rating stage will

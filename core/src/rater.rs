@@ -296,6 +296,35 @@ impl<K: Key> Rater<K> {
         }
     }
 
+    /// Every key the rater holds something for (a state, a coverage, a touch).
+    pub fn keys(&self) -> HashSet<K> {
+        let mut keys: HashSet<K> = self.states.keys().cloned().collect();
+        keys.extend(self.fingerprints.keys().cloned());
+        keys.extend(self.touched.iter().cloned());
+        keys
+    }
+
+    /// Rename every key (a new catalog's numbering; `map` must keep keys
+    /// distinct and in the same order) and tell each state whether its line
+    /// item is COUNT_UNIQUE in the new catalog (false when it is gone), which
+    /// is what `committed` asks the catalog in the reference. States keep the
+    /// price they were created with.
+    pub fn rekey(&mut self, map: impl Fn(&K) -> K, count_unique: impl Fn(&K) -> bool) {
+        self.states = std::mem::take(&mut self.states)
+            .into_iter()
+            .map(|(key, mut state)| {
+                let key = map(&key);
+                state.count_unique = count_unique(&key);
+                (key, state)
+            })
+            .collect();
+        self.touched = std::mem::take(&mut self.touched).iter().map(&map).collect();
+        self.fingerprints = std::mem::take(&mut self.fingerprints)
+            .into_iter()
+            .map(|(key, known)| (map(&key), known))
+            .collect();
+    }
+
     /// Drop the state of `keys` (on revoke).
     pub fn drop_states(&mut self, keys: &[K]) {
         for key in keys {

@@ -4,7 +4,9 @@ Single thread, no Kafka, no ClickHouse. Reports events/s for decoding +
 validation and for matching + rating separately, against a catalog of
 ``customers`` customers with 3 line items each; and the compiled core's decode
 stage alone (decode + validate + the raw ``events`` Arrow columns) on the same
-payloads, next to the Python equivalent (decode + ``event_columns``).
+payloads, next to the Python equivalent (decode + ``event_columns``); and the
+fused core alone (``EW_ENGINE=core``'s batch step: decode to rated Arrow rows,
+then both tables' insert columns; :mod:`worker.benchmarks.core_engine`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from worker.benchmarks.core_engine import fused_core_seconds
 from worker.core_decode import decode_raw_batch
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
@@ -39,6 +42,9 @@ class DomainBenchResult:
     unresolved: int
     core_decode_events_per_s: float
     python_raw_columns_events_per_s: float
+    fused_core_events_per_s: float
+    fused_core_columns_events_per_s: float
+    fused_core_rows: int
 
 
 def run_domain_bench(
@@ -74,6 +80,7 @@ def run_domain_bench(
         rows += len(rated.rows)
         unresolved += len(batch.unresolved)
     core_seconds, python_seconds = _raw_column_seconds(payloads, now, batch_size)
+    fused = fused_core_seconds(index, payloads, now, batch_size)
     return DomainBenchResult(
         events=events,
         customers=customers,
@@ -84,6 +91,9 @@ def run_domain_bench(
         unresolved=unresolved,
         core_decode_events_per_s=events / core_seconds,
         python_raw_columns_events_per_s=events / python_seconds,
+        fused_core_events_per_s=events / fused.core,
+        fused_core_columns_events_per_s=events / (fused.core + fused.columns),
+        fused_core_rows=fused.rows,
     )
 
 
@@ -120,6 +130,11 @@ def print_domain_bench(events: int = 1_000_000, customers: int = 10_000) -> Doma
         f"  raw columns, core : {result.core_decode_events_per_s:>10,.0f} events/s "
         "(compiled core: decode + validate + raw events Arrow columns)\n"
         f"  same, Python      : {result.python_raw_columns_events_per_s:>10,.0f} events/s "
-        "(decode_event + event_columns)"
+        "(decode_event + event_columns)\n"
+        f"  fused core alone  : {result.fused_core_events_per_s:>10,.0f} events/s "
+        f"(EW_ENGINE=core: decode, route, measure, state, rate -> {result.fused_core_rows:,} "
+        "Arrow rows; empty store)\n"
+        f"  + insert columns  : {result.fused_core_columns_events_per_s:>10,.0f} events/s "
+        "(the same, then both tables' insert columns)"
     )
     return result

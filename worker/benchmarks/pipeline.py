@@ -11,7 +11,8 @@ Prints, for the same generated events:
 * the CPU time of the worker thread per event (``time.thread_time`` around the
   run: start-up and the idle tail included; librdkafka's and chdb's own
   threads are not);
-* the same run with ``EW_ENGINE=core``;
+* the same run with ``EW_ENGINE=core`` (the fused core), and its
+  event-to-commit latency at half its own measured throughput;
 * a naive per-event baseline (decode, resolve, one insert of its rows and one
   synchronous commit per message, as the reference platform does), measured
   on a sample because it is slow;
@@ -80,6 +81,9 @@ class PipelineBenchResult:
     latency_p99_ms: float
     warmup_p50_ms: float
     warmup_p99_ms: float
+    core_latency_rate: float
+    core_latency_p50_ms: float
+    core_latency_p99_ms: float
 
 
 def run_pipeline_bench(
@@ -110,7 +114,7 @@ def run_pipeline_bench(
             settings.store_url, catalog, events, settings.batch_max_events
         )
         ceiling_rate = events / (events / consume_rate + ingest_s)
-        # The same events again with the core's raw columns (EW_ENGINE=core), in a
+        # The same events again through the fused core (EW_ENGINE=core), in a
         # group and database of their own (one chdb directory per process).
         core_settings = settings.model_copy(
             update={
@@ -127,10 +131,20 @@ def run_pipeline_bench(
         latency_rate = pipeline_rate / 2
         latency_count = max(1_000, int(latency_rate * latency_seconds))
         latencies = _latency_at(settings, catalog, catalog_file, latency_rate, latency_count)
+        core_latency_rate = core_rate / 2
+        core_latencies = _latency_at(
+            core_settings.model_copy(update={"store_url": settings.store_url}),
+            catalog,
+            catalog_file,
+            core_latency_rate,
+            max(1_000, int(core_latency_rate * latency_seconds)),
+            name="bench-latency-core",
+        )
     # Commit order is production order per partition: the first third is the warm-up.
     warmup = len(latencies) // 3
     p50, p99 = _percentiles(latencies[warmup:])
     warmup_p50, warmup_p99 = _percentiles(latencies[:warmup])
+    core_p50, core_p99 = _percentiles(core_latencies[len(core_latencies) // 3 :])
     return PipelineBenchResult(
         events,
         produce_rate,
@@ -150,6 +164,9 @@ def run_pipeline_bench(
         p99,
         warmup_p50,
         warmup_p99,
+        core_latency_rate,
+        core_p50,
+        core_p99,
     )
 
 
@@ -170,7 +187,7 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         "(start-up and idle tail included)\n"
         f"  same, EW_ENGINE=core    : {result.core_pipeline_per_s:>10,.0f} events/s, "
         f"all committed, {result.core_worker_cpu_us:.1f} us/event worker thread CPU "
-        "(raw rows from the compiled core's columns; rating still in Python)\n"
+        "(the fused core: decode, route, measure, rate and both tables' columns)\n"
         f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
         f"(sample of {result.naive_sample:,}; usage consumer is "
         f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"
@@ -179,7 +196,10 @@ def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> No
         f"(half load, steady state: {result.latency_events:,} events; Kafka timestamp to "
         f"offset commit)\n"
         f"    first third of that run : p50 {result.warmup_p50_ms:,.0f} ms, "
-        f"p99 {result.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)"
+        f"p99 {result.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)\n"
+        f"    same, EW_ENGINE=core    : p50 {result.core_latency_p50_ms:,.0f} ms, "
+        f"p99 {result.core_latency_p99_ms:,.0f} ms at {result.core_latency_rate:,.0f} events/s "
+        "(half the core's own throughput, steady state)"
     )
 
 
@@ -265,19 +285,21 @@ def _latency_at(
     catalog_file: Path,
     rate: float,
     count: int,
+    *,
+    name: str = "bench-latency",
 ) -> list[float]:
     """Per-message commit latency (ms) with a producer paced at ``rate`` events/s.
 
     The producer runs in its own process (so it does not share the consumer's
     interpreter) on a fresh topic and store database, and starts only once the
     consumer holds its partitions: the figures are steady-state, not the
-    first group join.
+    first group join. ``name`` names its topic, group and database (one per run).
     """
     latency_settings = settings.model_copy(
         update={
-            "events_topic": "bench-latency-events",
-            "usage_group": "bench-latency",
-            "store_url": settings.store_url + "?database=latency",
+            "events_topic": f"{name}-events",
+            "usage_group": name,
+            "store_url": settings.store_url + f"?database={name.replace('-', '_')}",
         }
     )
     ensure_topics(latency_settings, worker_topics(latency_settings))
@@ -287,7 +309,7 @@ def _latency_at(
         target=_paced_produce,
         args=(
             settings.kafka_bootstrap,
-            "bench-latency-events",
+            latency_settings.events_topic,
             catalog,
             count,
             rate,

@@ -421,19 +421,12 @@ class UsageRater:
             self._uncover(by_size.pop())
 
 
-class RatingSteps(Protocol):
-    """The steps :func:`rate_batch` drives, in its order; :class:`UsageRater` has them.
-
-    A rater with its state elsewhere (the compiled core) implements the same
-    steps and gets the same batch flow, store reads and failure contract.
-    """
+class StateLoading(Protocol):
+    """What :func:`load_missing_states` needs of a rater: its catalog, the
+    coverage rule and the loading step."""
 
     @property
     def index(self) -> CatalogIndex: ...
-
-    def resolve(self, events: Iterable[Event]) -> ResolvedBatch: ...
-
-    def missing_states(self, batch: ResolvedBatch) -> set[StateKey]: ...
 
     def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]: ...
 
@@ -442,6 +435,18 @@ class RatingSteps(Protocol):
         snapshots: Mapping[StateKey, AggregateSnapshot],
         stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
     ) -> None: ...
+
+
+class RatingSteps(StateLoading, Protocol):
+    """The steps :func:`rate_batch` drives, in its order; :class:`UsageRater` has them.
+
+    A rater with its state elsewhere (the compiled core) implements the same
+    steps and gets the same batch flow, store reads and failure contract.
+    """
+
+    def resolve(self, events: Iterable[Event]) -> ResolvedBatch: ...
+
+    def missing_states(self, batch: ResolvedBatch) -> set[StateKey]: ...
 
     def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]: ...
 
@@ -471,7 +476,7 @@ def rate_batch(
     resolved = rater.resolve(events)
     missing = rater.missing_states(resolved)
     try:
-        _load_states(rater, missing, reads)
+        load_missing_states(rater, missing, reads)
         lookup = rater.lookup_keys(resolved)
         owners = reads.hash_owners(lookup) if lookup else {}
     except BaseException:
@@ -486,8 +491,10 @@ def rate_batch(
     return result
 
 
-def _load_states(rater: RatingSteps, missing: set[StateKey], reads: RatingReads) -> None:
-    """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget."""
+def load_missing_states(rater: StateLoading, missing: set[StateKey], reads: RatingReads) -> None:
+    """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget.
+
+    Raises whatever ``reads`` raises; the caller drops ``missing`` again."""
     requests: dict[StateKey, WindowSize | None] = {}
     for key in missing:
         binding = rater.index.line_item(key.tenant_id, key.environment_id, key.line_item_id)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from worker import __version__
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.events import Event
 from worker.domain.rating import VALUE_OUT_OF_RANGE, Outcome
 from worker.domain.validation import InvalidReason
 
@@ -346,15 +346,15 @@ class Metrics:
         loaded = self._catalog_loaded_at
         return -1.0 if loaded is None else max(0.0, self._clock() - loaded)
 
-    def events_committed(self, events: Sequence[Event]) -> None:
-        """Observe event-time-to-now for up to :data:`COMMIT_LAG_SAMPLES` evenly spaced events."""
-        if not events:
+    def events_committed(self, timestamps: Sequence[datetime]) -> None:
+        """Observe event-time-to-now of committed events' ``timestamps``: at most
+        :data:`COMMIT_LAG_SAMPLES` evenly spaced ones a batch, sampled by the caller."""
+        if not timestamps:
             return
-        stride = max(1, -(-len(events) // COMMIT_LAG_SAMPLES))
         now = self._clock()
         observe = self.commit_lag.observe
-        for event in events[::stride]:
-            observe(max(0.0, now - event.timestamp.timestamp()))
+        for timestamp in timestamps:
+            observe(max(0.0, now - timestamp.timestamp()))
 
     def committed(self, when: float | None = None) -> None:
         self.last_commit.set(self._clock() if when is None else when)

@@ -213,15 +213,9 @@ def rated_columns(
     / 1 ms), 0, 2**32 - 1).
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from worker.store.arrow_columns import (
-        constant_timestamps_us,
-        epoch_us,
-        timestamps_us,
-    )
+    from worker.store.arrow_columns import timestamps_us
 
-    count = len(rows)
     string = pa.string()
     events = rows.events
 
@@ -254,14 +248,28 @@ def rated_columns(
         ("cost", rows.cost),
     ):
         columns[name] = pa.array(values, type=decimal)
-    columns["version"] = pa.repeat(pa.scalar(rows.version, type=pa.uint64()), count)
-    columns["sign"] = pa.repeat(pa.scalar(1, type=pa.int8()), count)
-    columns["processed_at"] = constant_timestamps_us(rows.processed_at, count)
-    # Arrow's integer division truncates, which differs from floor only below 0.
-    lag_us = pc.subtract(epoch_us(rows.processed_at), timestamps.view(pa.int64()))
-    lag_ms = pc.max_element_wise(pc.divide(lag_us, 1000), 0)
-    columns["final_lag_ms"] = pc.min_element_wise(lag_ms, _MAX_LAG_MS).cast(pa.uint32())
+    columns.update(processing_columns(rows.processed_at, rows.version, timestamps))
     return columns
+
+
+def processing_columns(processed_at: datetime, version: int, timestamps: Any) -> dict[str, Any]:
+    """``version``, ``sign`` (1), ``processed_at`` and ``final_lag_ms`` of rows
+    whose event times are ``timestamps`` (a ``timestamp[us, UTC]`` array)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from worker.store.arrow_columns import constant_timestamps_us, epoch_us
+
+    count = len(timestamps)
+    # Arrow's integer division truncates, which differs from floor only below 0.
+    lag_us = pc.subtract(epoch_us(processed_at), timestamps.view(pa.int64()))
+    lag_ms = pc.max_element_wise(pc.divide(lag_us, 1000), 0)
+    return {
+        "version": pa.repeat(pa.scalar(version, type=pa.uint64()), count),
+        "sign": pa.repeat(pa.scalar(1, type=pa.int8()), count),
+        "processed_at": constant_timestamps_us(processed_at, count),
+        "final_lag_ms": pc.min_element_wise(lag_ms, _MAX_LAG_MS).cast(pa.uint32()),
+    }
 
 
 def _properties_texts(properties: Sequence[dict[str, Any]]) -> list[str]:

@@ -89,8 +89,7 @@ def run_usage(
             ),
             metrics=metrics,
             max_dedup_fingerprints=settings.dedup_memory_hashes,
-            decode_in_core=settings.engine == "core",
-            rate_in_core=settings.engine == "core",
+            fused_core=settings.engine == "core",
         )
         consumer = UsageConsumer(
             clients,

@@ -15,21 +15,24 @@ must be retried *with the same PreparedBatch* (never re-prepared: its events
 are already applied to the in-memory state); if the process dies instead, the
 restarted consumer reloads state from the store and the dedup check skips
 whatever had been written.
+
+With ``fused_core`` (``EW_ENGINE=core``) the whole prepare runs in the
+compiled core (:mod:`worker.stream.usage_batch_core`), with the same store
+reads, failure contract, rows, dead letters and counts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from worker.core_decode import CoreDecoded, decode_raw_batch
-from worker.core_rating import CoreUsageRater
+from worker.core_decode import rejection_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -38,17 +41,16 @@ from worker.domain.engine import (
     UsageRater,
 )
 from worker.domain.events import Event
-from worker.domain.rating import VALUE_OUT_OF_RANGE
+from worker.domain.rating import VALUE_OUT_OF_RANGE, Outcome
 from worker.domain.rating_reads import StateKey
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 from worker.ops.metrics import Metrics
 from worker.store.errors import StoreError
 from worker.store.gateway import Gateway
-from worker.store.processed import MatchColumnCache, insert_rated
+from worker.store.processed import PROCESSED_TABLE, MatchColumnCache, insert_rated
 from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
-
-log = logging.getLogger(__name__)
+from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRows
 
 PartitionKey = tuple[str, int]
 """(topic, partition): the unit of ownership."""
@@ -101,13 +103,36 @@ class PreparedBatch:
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     first_offsets: dict[PartitionKey, int] = field(default_factory=dict)
     messages: int = 0
-    core: CoreDecoded | None = None
-    """The raw ``events`` columns built by the compiled core (``EW_ENGINE=core``),
-    present only when its verdicts equal the reference's for this batch."""
+    core_rows: CoreRows | None = None
+    """The batch as the fused core prepared it (``EW_ENGINE=core``): its raw
+    columns and priced rows' arrays; ``events`` and ``rated`` stay empty."""
 
     @property
     def row_count(self) -> int:
+        if self.core_rows is not None:
+            return self.core_rows.row_count
         return len(self.rated.rows) if self.rated is not None else 0
+
+    @property
+    def event_count(self) -> int:
+        """Messages that became events."""
+        if self.core_rows is not None:
+            return len(self.core_rows.decoded.accepted)
+        return len(self.events)
+
+    @property
+    def outcomes(self) -> Counter[Outcome]:
+        """Dedup outcome counts of the batch's rows."""
+        if self.core_rows is not None:
+            return self.core_rows.outcomes
+        return self.rated.outcomes if self.rated is not None else Counter()
+
+    def sampled_timestamps(self, limit: int) -> list[datetime]:
+        """Event times of at most ``limit`` evenly spaced events (commit lag samples)."""
+        if self.core_rows is not None:
+            return self.core_rows.sampled_timestamps(limit)
+        stride = max(1, -(-len(self.events) // limit))
+        return [event.timestamp for event in self.events[::stride]]
 
     def dedup_token(self, kind: str) -> str:
         """Insert token derived from the exact offset ranges of this batch.
@@ -148,25 +173,26 @@ class UsageBatchProcessor:
         clock: Clock = _utc_now,
         metrics: Metrics | None = None,
         max_dedup_fingerprints: int = DEFAULT_MAX_FINGERPRINTS,
-        decode_in_core: bool = False,
-        rate_in_core: bool = False,
+        fused_core: bool = False,
     ) -> None:
         self._gateway = gateway
         self._reads = StoreRatingReads(gateway)
-        self._decode_in_core = decode_in_core
         self._metrics = metrics
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
-        # --- issue 13, EW_ENGINE=core: the rating state and rating in the core ---
-        self._rater: UsageRater | CoreUsageRater = (
-            CoreUsageRater(
+        # --- issue 13: EW_ENGINE=core runs the whole batch in the fused core ---
+        self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
+        self._core_step = (
+            CoreBatchStep(
                 index,
+                clock(),
+                limits=limits,
                 max_fingerprints=max_dedup_fingerprints,
                 max_remembered_owners=DEFAULT_MAX_REMEMBERED_OWNERS,
             )
-            if rate_in_core
-            else UsageRater(index, max_fingerprints=max_dedup_fingerprints)
+            if fused_core
+            else None
         )
         # --- end of issue 13 block ---
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
@@ -176,8 +202,10 @@ class UsageBatchProcessor:
         return set(self._keys_by_partition)
 
     def replace_index(self, index: CatalogIndex) -> None:
-        """Use a new catalog version for events prepared from now on."""
+        """Use a new catalog version for events prepared from now on (between batches)."""
         self._rater.replace_index(index)
+        if self._core_step is not None:
+            self._core_step.replace_index(index, self._clock())
 
     def assign(self, partitions: Iterable[PartitionKey]) -> None:
         for partition in partitions:
@@ -185,10 +213,11 @@ class UsageBatchProcessor:
 
     def revoke(self, partitions: Iterable[PartitionKey]) -> None:
         """Drop the rating state the partitions touched. Call after flush + commit."""
+        state = self._rater if self._core_step is None else self._core_step
         for partition in partitions:
-            self._rater.drop(self._keys_by_partition.pop(partition, set()))
+            state.drop(self._keys_by_partition.pop(partition, set()))
         if self._metrics is not None:
-            self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
+            self._metrics.dedup_fingerprints.set(state.fingerprint_count)
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Decode, then rate the events, reading the store only through the rating port.
@@ -197,17 +226,22 @@ class UsageBatchProcessor:
         """
         batch = PreparedBatch(messages=len(messages))
         now = self._clock()
-        source: dict[int, SourceMessage] = {}
         for message in messages:
             partition = (message.topic, message.partition)
             batch.first_offsets.setdefault(partition, message.offset)
             batch.next_offsets[partition] = message.next_offset
+        step = self._core_step
+        if step is not None:
+            self._fill_from_core(batch, messages, step.prepare(messages, now, self._reads))
+            if self._metrics is not None:
+                self._metrics.dedup_fingerprints.set(step.fingerprint_count)
+            return batch
+        source: dict[int, SourceMessage] = {}
+        for message in messages:
             event = self._decode(message, now, batch)
             if event is not None:
                 source[id(event)] = message
                 batch.events.append(event)
-        if self._decode_in_core:
-            batch.core = self._core_columns(messages, now, batch)
         rated = batch.rated = self._rater.rate_batch(batch.events, self._reads, now)
         batch.unresolved.update(reason for _, reason in rated.unresolved)
         batch.missing_fields = rated.missing_fields
@@ -223,6 +257,25 @@ class UsageBatchProcessor:
             self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
         return batch
 
+    def _fill_from_core(
+        self, batch: PreparedBatch, messages: Sequence[SourceMessage], core: CorePrepared
+    ) -> None:
+        """``batch`` from the fused core's answers (dead letters in the reference's order)."""
+        now = core.rows.processed_at
+        for number, reason in core.rejected:
+            message = messages[number]
+            detail = rejection_detail(message, now, self._limits)
+            batch.dead_letters.append(DeadLetter(message, reason, detail))
+        for number, detail in core.refused:
+            batch.dead_letters.append(DeadLetter(messages[number], VALUE_OUT_OF_RANGE, detail))
+        batch.unresolved = core.unresolved
+        batch.missing_fields = core.missing_fields
+        batch.core_rows = core.rows
+        for partition, key in core.touched:
+            self._keys_by_partition.setdefault(partition, set()).add(key)
+        if self._metrics is not None:
+            self._metrics.dedup_store_lookups.inc(core.store_lookups)
+
     def write(self, batch: PreparedBatch) -> None:
         """Store raw events then priced rows. Blocking, idempotent; raises StoreError.
 
@@ -231,8 +284,8 @@ class UsageBatchProcessor:
         on a helper thread while the processed columns are built (the gateway
         releases the GIL inside an insert); both are durable on return.
         """
-        if batch.core is not None:
-            self._write_overlapped(batch, batch.core)
+        if batch.core_rows is not None:
+            self._write_overlapped(batch, batch.core_rows)
             return
         self._timed(
             "raw_events",
@@ -240,7 +293,8 @@ class UsageBatchProcessor:
         )
         self._write_processed(batch)
 
-    def _write_overlapped(self, batch: PreparedBatch, core: CoreDecoded) -> None:
+    def _write_overlapped(self, batch: PreparedBatch, rows: CoreRows) -> None:
+        core = rows.decoded
         columns = core.insert_columns(datetime.now(UTC))
         token = batch.dedup_token("raw")
         failure: list[BaseException] = []
@@ -258,7 +312,7 @@ class UsageBatchProcessor:
         raw = threading.Thread(target=insert_raw_columns, name="raw-insert", daemon=True)
         raw.start()
         try:
-            self._write_processed(batch)
+            self._write_core_processed(batch, rows, columns["ingested_at"])
         finally:
             raw.join()
         if failure:
@@ -280,6 +334,18 @@ class UsageBatchProcessor:
         if self._metrics is not None:
             self._metrics.rows_inserted.inc(len(rated.rows))
 
+    def _write_core_processed(self, batch: PreparedBatch, rows: CoreRows, ingested: Any) -> None:
+        if not rows.row_count:
+            return
+        columns = rows.processed_columns(ingested)
+        token = batch.dedup_token("processed")
+        self._timed(
+            "processed_events",
+            lambda: self._gateway.insert(PROCESSED_TABLE, columns, dedup_token=token),
+        )
+        if self._metrics is not None:
+            self._metrics.rows_inserted.inc(rows.row_count)
+
     def _timed(self, table: str, insert: Callable[[], object]) -> None:
         metrics = self._metrics
         if metrics is None:
@@ -295,7 +361,10 @@ class UsageBatchProcessor:
 
     def committed(self, batch: PreparedBatch) -> None:
         """Call after the batch's offsets are committed: its hashes are now durable."""
-        self._rater.committed()
+        if self._core_step is not None:
+            self._core_step.committed()
+        else:
+            self._rater.committed()
 
     def _decode(self, message: SourceMessage, now: datetime, batch: PreparedBatch) -> Event | None:
         if message.value is None:
@@ -316,19 +385,3 @@ class UsageBatchProcessor:
         except InvalidEvent as exc:
             batch.dead_letters.append(DeadLetter(message, exc.reason.value, exc.detail))
             return None
-
-    def _core_columns(
-        self, messages: Sequence[SourceMessage], now: datetime, batch: PreparedBatch
-    ) -> CoreDecoded | None:
-        """The core's raw columns for ``messages``, if its verdict on every message
-        (accepted, or rejected with the same reason) is the reference's."""
-        core = decode_raw_batch(messages, now, self._limits)
-        reference_rejected = [(id(d.message), d.reason) for d in batch.dead_letters]
-        core_rejected = [(id(messages[i]), reason) for i, reason in core.rejected]
-        if core_rejected == reference_rejected and len(core.accepted) == len(batch.events):
-            return core
-        log.warning(
-            "the compiled core disagrees with the reference decoder on this batch; "
-            "its raw columns are built in Python instead"
-        )
-        return None

@@ -26,7 +26,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from worker.domain.rating import Outcome
 from worker.ops.health import LoopHealth
-from worker.ops.metrics import Metrics
+from worker.ops.metrics import COMMIT_LAG_SAMPLES, Metrics
 from worker.stream.runtime import PartitionKey, RunSummary
 from worker.stream.usage_batch import PreparedBatch, SourceMessage
 
@@ -91,26 +91,24 @@ class BatchRecorder:
             stats.unpriced[str(reason)] = stats.unpriced.get(str(reason), 0) + count
         metrics = self._metrics
         metrics.batches_committed.inc()
-        metrics.events_processed.inc(len(prepared.events))
+        metrics.events_processed.inc(prepared.event_count)
         metrics.batch_messages.observe(prepared.messages)
         metrics.batch_rows.observe(prepared.row_count)
         for unresolved, count in prepared.unresolved.items():
             metrics.unresolved.labels(unresolved.value).inc(count)
-        outcomes: dict[str, int] = {}
-        if prepared.rated is not None:
-            outcomes = {outcome.value: n for outcome, n in prepared.rated.outcomes.items() if n}
-            for kind, count in outcomes.items():
-                if kind in _DUPLICATE_KINDS:
-                    metrics.duplicates.labels(kind).inc(count)
+        outcomes = {outcome.value: n for outcome, n in prepared.outcomes.items() if n}
+        for kind, count in outcomes.items():
+            if kind in _DUPLICATE_KINDS:
+                metrics.duplicates.labels(kind).inc(count)
         dead_letters = self._dead_letters(prepared)
         if prepared.missing_fields:
             metrics.missing_quantity_fields.inc(prepared.missing_fields)
-        metrics.events_committed(prepared.events)
+        metrics.events_committed(prepared.sampled_timestamps(COMMIT_LAG_SAMPLES))
         log.info(
             "batch committed",
             extra={
                 "messages": prepared.messages,
-                "events": len(prepared.events),
+                "events": prepared.event_count,
                 "rows": prepared.row_count,
                 "dead_letters": dead_letters,
                 "unresolved": {str(r): n for r, n in prepared.unresolved.items()},

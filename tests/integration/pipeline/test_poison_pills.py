@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.integration.workers import (
     dead_letter_headers,
@@ -64,9 +65,11 @@ def event(event_id: str, customer: int, calls: int, minute: int) -> dict[str, An
     }
 
 
+@pytest.mark.parametrize("engine", ["python", "core"])
 def test_values_beyond_the_stored_range_are_dead_lettered_and_the_rest_is_priced(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, engine: str
 ) -> None:
+    """The same with ``EW_ENGINE=core`` (the fused core: docs/core.md)."""
     documents = [event(f"ok-{c}-{n}", c, n, n) for c in range(CUSTOMERS) for n in range(1, 6)]
     # Customer 1: one event alone beyond the range (9e17 x 1e6 = 9e23).
     documents.insert(7, event("poison", 1, 9 * 10**17, 30))
@@ -85,7 +88,7 @@ def test_values_beyond_the_stored_range_are_dead_lettered_and_the_rest_is_priced
     catalog_file = write_catalog(tmp_path, catalog())
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"\n".join(lines) + b"\n")
-    env = worker_env(kafka_bootstrap, unique_name)
+    env = {**worker_env(kafka_bootstrap, unique_name), "EW_ENGINE": engine}
     store = f"chdb://{tmp_path / 'store'}"
 
     assert run_cli(env, "produce", str(events_file)).returncode == 0

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
+
+import pytest
 
 from tests.integration.workers import (
     MALFORMED,
@@ -25,16 +28,21 @@ from worker.samples.synthetic import build_catalog, generate_events
 from worker.stream.run_usage import run_usage
 
 
+@pytest.mark.parametrize("engine", ["python", "core"])
 def test_consumer_prices_every_event_once_and_dead_letters_bad_input(
     kafka_bootstrap: str,
     store_under_test: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
+    engine: Literal["python", "core"],
 ) -> None:
+    """With ``EW_ENGINE=core`` the fused core does the whole batch (docs/core.md)."""
     catalog = build_catalog(customers=12, line_items_per_customer=4)
     catalog_file = write_catalog(tmp_path, catalog)
     documents = list(generate_events(catalog, 3000, seed=9, duplicate_rate=0.05))
-    settings = settings_for(kafka_bootstrap, store_under_test, unique_name)
+    settings = settings_for(kafka_bootstrap, store_under_test, unique_name).model_copy(
+        update={"engine": engine}
+    )
     from worker.stream.topics import ensure_topics, worker_topics
 
     ensure_topics(settings, worker_topics(settings))
