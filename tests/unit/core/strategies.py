@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from worker.domain.catalog_index import CatalogIndex
+from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.metering import AggregationType
 
 NOW = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # a DST night in Europe
@@ -169,6 +169,18 @@ _VALUES = st.one_of(
 )
 
 
+def _active_instant(draw: st.DrawFn, binding: LineItemBinding) -> datetime:
+    """An instant inside both the line item's and its subscription's windows (when
+    they overlap): without it most drawn events fall outside every window and
+    are never rated, which starves the rating-state tests of rows."""
+    subscription = binding.subscription
+    start = max(binding.start_date, subscription.start_date)
+    ends = [binding.end_date, subscription.end_date, subscription.cancelled_at]
+    end = min([end for end in ends if end is not None], default=start + timedelta(days=60))
+    span_s = int((end - start).total_seconds()) - 1
+    return start + timedelta(seconds=draw(st.integers(0, max(0, span_s))))
+
+
 @st.composite
 def events(draw: st.DrawFn, index: CatalogIndex) -> bytes:
     """Mostly events of a line item of the catalog, inside its subscription, often
@@ -181,6 +193,8 @@ def events(draw: st.DrawFn, index: CatalogIndex) -> bytes:
         tenant, environment, customer, name = key
         binding = draw(st.sampled_from(tables.bindings[key]))
         cycle = binding.subscription.cycle
+        inside = _active_instant(draw, binding)
+        filters = binding.meter.filters
         moment = draw(
             st.sampled_from(
                 [
@@ -188,6 +202,8 @@ def events(draw: st.DrawFn, index: CatalogIndex) -> bytes:
                     binding.start_date + timedelta(days=draw(st.integers(0, 30))),
                     binding.subscription.start_date,
                     cycle.boundary(draw(st.integers(-3, 3))),
+                    inside,
+                    inside,
                 ]
             )
         )
@@ -198,6 +214,7 @@ def events(draw: st.DrawFn, index: CatalogIndex) -> bytes:
         else:
             document["customer_id"] = customer
     else:
+        filters = ()
         tenant = draw(st.sampled_from(["t1", "t2", "t3"]))
         environment = draw(st.sampled_from(["prod", ""]))
         name = draw(st.sampled_from(["api", "db", "other"]))
@@ -206,5 +223,9 @@ def events(draw: st.DrawFn, index: CatalogIndex) -> bytes:
             document["external_customer_id"] = draw(st.sampled_from(["x0", "x1", "c0"]))
     document.update(tenant_id=tenant, environment_id=environment, event_name=name)
     document["timestamp"] = moment.isoformat()
-    document["properties"] = {key: draw(_VALUES) for key in _KEYS if draw(st.integers(0, 4)) > 0}
+    properties = {key: draw(_VALUES) for key in _KEYS if draw(st.integers(0, 4)) > 0}
+    if filters and draw(st.booleans()):  # often a value the meter's filter accepts
+        for meter_filter in filters:
+            properties[meter_filter.key] = draw(st.sampled_from(sorted(meter_filter.values)))
+    document["properties"] = properties
     return json.dumps(document).encode()

@@ -296,7 +296,7 @@ def changed_catalogs(draw: st.DrawFn, documents: list[dict[str, Any]]) -> list[d
 
 
 @settings(
-    max_examples=300,
+    max_examples=2000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -86,7 +86,7 @@ def core(routing: CoreRouting, messages: list[SourceMessage]) -> list[tuple[Any,
 
 
 @settings(
-    max_examples=300,
+    max_examples=2000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
