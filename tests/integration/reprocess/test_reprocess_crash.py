@@ -30,6 +30,7 @@ from tests.integration.workers import (
     run_cli,
     settings_from_env,
     start_cli,
+    static_member,
     stderr_tail,
     stored_invoice,
     wait_until,
@@ -118,7 +119,10 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
     reader = RepublishedReader(env)
     try:
         reprocess = ["run", "reprocess", "--store", store, "--exit-when-idle", "3"]
-        worker = start_cli(env, *reprocess)
+        # The restart follows a kill: static membership spares the wait for the
+        # killed member's session to time out.
+        reprocessing = static_member(env, unique_name)
+        worker = start_cli(reprocessing, *reprocess)
         deadline = time.monotonic() + 60
         while reader.read(0.5) < 3 * PAGE and time.monotonic() < deadline:
             assert worker.poll() is None, stderr_tail(worker)
@@ -127,7 +131,7 @@ def test_killed_reprocess_worker_resumes_and_totals_stay_exact(
         seen_at_kill = reader.read(0.5)
         assert 3 * PAGE <= seen_at_kill < len(unprocessed)
 
-        restarted = start_cli(env, *reprocess)
+        restarted = start_cli(reprocessing, *reprocess)
         assert restarted.wait(120) == 0, stderr_tail(restarted)
 
         def all_read_back() -> bool:
