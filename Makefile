@@ -25,9 +25,12 @@ test-tools:
 	  apt-cache policy prometheus | grep -q 'Candidate: [0-9]' || apt-get update -q; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
+# Test processes of `make test` (pytest-xdist; 0 = one process): see docs/testing.md.
+PYTEST_WORKERS ?= 2
+
 test: setup test-tools
 	$(CARGO) test --quiet --locked --manifest-path core/Cargo.toml
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=30
 
 # The integration tests that use Kafka, on Apache Kafka 4 (tests/integration/kafka/pom.xml)
 # instead of tansu; Maven fetches the jars into ~/.cache/events-worker on the first run.
