@@ -743,14 +743,16 @@ def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.reprocess import print_reprocess_bench
     from worker.benchmarks.server import print_server_bench
     from worker.benchmarks.store import print_store_bench
+    from worker.benchmarks.targets import print_targets
 
     # One scratch root, deleted after the last benchmark: see worker.benchmarks.child.
     with scratch_root():
-        print_domain_bench(events=args.events, customers=args.customers)
-        print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
+        domain = print_domain_bench(events=args.events, customers=args.customers)
+        pipeline = print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
         print_store_bench()
         print_server_bench()
         print_reprocess_bench()
+        print_targets(domain, pipeline)
     return 0
 
 

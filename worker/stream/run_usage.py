@@ -14,6 +14,7 @@ from worker.ops.health import LoopHealth, StoreProbe
 from worker.ops.logging import with_kafka_logger
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
+from worker.store.arrow_columns import warm_up_arrow
 from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.catalog_guard import refuse_empty_file, rejection_handler, wait_for_entities
@@ -79,7 +80,6 @@ def run_usage(
             log.warning("catalog: %s", problem)
         metrics.catalog_in_use(index)
         health.catalog_loaded()
-        tune_gc()  # after the catalog is loaded: it stays out of collections
         processor = UsageBatchProcessor(
             gateway,
             index,
@@ -91,6 +91,8 @@ def run_usage(
             max_dedup_fingerprints=settings.dedup_memory_hashes,
             fused_core=settings.engine == "core",
         )
+        warm_up_arrow()  # not in the first batch's time
+        tune_gc()  # after the catalog and the engine are built: they stay out of collections
         consumer = UsageConsumer(
             clients,
             processor,
