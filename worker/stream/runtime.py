@@ -261,11 +261,12 @@ class ConsumerRuntime:
         batch: list[Message] = []
         size = 0
         for index, kept in enumerate(held):
-            if batch and (size + _size(kept) > policy.max_bytes or len(batch) >= policy.max_events):
+            kept_size = _size(kept)
+            if batch and (size + kept_size > policy.max_bytes or len(batch) >= policy.max_events):
                 self._carried = held[index:]
                 break
             batch.append(kept)
-            size += _size(kept)
+            size += kept_size
         cut_at = self._last_cut + policy.max_wait_s
         idle_at = self._clock() + POLL_TIMEOUT_S
         while (
@@ -287,11 +288,12 @@ class ConsumerRuntime:
             for message in raw:
                 if not self._usable(message):
                     continue
-                if self._carried or (batch and size + _size(message) > policy.max_bytes):
+                message_size = _size(message)
+                if self._carried or (batch and size + message_size > policy.max_bytes):
                     self._carried.append(message)  # in order, for the next batch
                     continue
                 batch.append(message)
-                size += _size(message)
+                size += message_size
         if batch:
             self._last_cut = self._clock()
         return batch
