@@ -69,27 +69,57 @@ class EngineRun:
     worker_cpu_us: float
     """CPU of the worker thread per event (start-up and the idle tail included)."""
 
+    @classmethod
+    def measure(cls, settings: WorkerSettings, catalog_file: Path) -> EngineRun:
+        """Run the usage consumer on ``settings`` until it has been idle for 2 s."""
+        cpu_started = time.thread_time()
+        stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
+        cpu_us = (time.thread_time() - cpu_started) / max(stats.messages, 1) * 1e6
+        return cls(stats.messages / max(stats.busy_seconds, 1e-9), cpu_us)
+
+
+@dataclass(frozen=True, slots=True)
+class IoCeiling:
+    """Consuming the events plus ingesting the run's rows, one after the other."""
+
+    consume_only_per_s: float
+    ingest_seconds: float
+    ingest_rows: int
+
+    def per_s(self, events: int) -> float:
+        return events / (events / self.consume_only_per_s + self.ingest_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Event-to-commit latency (ms) at ``rate`` events/s: steady state and warm-up."""
+
+    rate: float
+    events: int
+    """Events of the steady state (the run less its first third, the warm-up)."""
+    p50_ms: float
+    p99_ms: float
+    warmup_p50_ms: float
+    warmup_p99_ms: float
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineBenchResult:
     events: int
     produce_per_s: float
-    consume_only_per_s: float
-    ceiling_per_s: float
-    ingest_seconds: float
-    ingest_rows: int
+    io: IoCeiling
     core: EngineRun
     """The default engine (``EW_ENGINE=core``)."""
     python: EngineRun
     """The reference engine (``EW_ENGINE=python``)."""
-    naive_per_s: float
-    naive_sample: int
-    latency_rate: float
-    latency_events: int
-    latency_p50_ms: float
-    latency_p99_ms: float
-    warmup_p50_ms: float
-    warmup_p99_ms: float
+    naive: tuple[float, int]
+    """Events/s of the naive per-event baseline, and its sample size."""
+    latency: Latency
+    """Of the default engine, at half its measured throughput."""
+
+    @property
+    def ceiling_per_s(self) -> float:
+        return self.io.per_s(self.events)
 
     @property
     def ceiling_ratio(self) -> float:
@@ -116,14 +146,14 @@ def run_pipeline_bench(
         ensure_topics(settings, worker_topics(settings))
         produce_rate = _produce(settings, catalog, events)
         consume_rate = _consume_only(settings, events)
-        core = _engine_run(settings, catalog_file)
-        ingest_s, ingest_rows = ingest_seconds(
-            settings.store_url, catalog, events, settings.batch_max_events
+        core = EngineRun.measure(settings, catalog_file)
+        io = IoCeiling(
+            consume_rate,
+            *ingest_seconds(settings.store_url, catalog, events, settings.batch_max_events),
         )
-        ceiling_rate = events / (events / consume_rate + ingest_s)
         # The same events again through the reference engine, in a group and
         # database of their own (one chdb directory per process).
-        python = _engine_run(
+        python = EngineRun.measure(
             settings.model_copy(
                 update={
                     "engine": "python",
@@ -144,62 +174,45 @@ def run_pipeline_bench(
         )
     # Commit order is production order per partition: the first third is the warm-up.
     warmup = len(latencies) // 3
-    p50, p99 = _percentiles(latencies[warmup:])
-    warmup_p50, warmup_p99 = _percentiles(latencies[:warmup])
-    return PipelineBenchResult(
-        events,
-        produce_rate,
-        consume_rate,
-        ceiling_rate,
-        ingest_s,
-        ingest_rows,
-        core,
-        python,
-        naive_rate,
-        naive_sample,
+    latency = Latency(
         latency_rate,
         len(latencies) - warmup,
-        p50,
-        p99,
-        warmup_p50,
-        warmup_p99,
+        *_percentiles(latencies[warmup:]),
+        *_percentiles(latencies[:warmup]),
     )
-
-
-def _engine_run(settings: WorkerSettings, catalog_file: Path) -> EngineRun:
-    cpu_started = time.thread_time()
-    stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
-    cpu_us = (time.thread_time() - cpu_started) / max(stats.messages, 1) * 1e6
-    return EngineRun(stats.messages / max(stats.busy_seconds, 1e-9), cpu_us)
+    return PipelineBenchResult(
+        events, produce_rate, io, core, python, (naive_rate, naive_sample), latency
+    )
 
 
 def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> PipelineBenchResult:
     result = run_pipeline_bench(events=events, customers=customers)
-    core, python = result.core, result.python
+    core, python, io, latency = result.core, result.python, result.io, result.latency
+    naive_rate, naive_sample = result.naive
     print(
         f"pipeline: {result.events:,} events, {customers:,} customers x 3 line items, "
         "local tansu (4 partitions) + embedded chdb, one worker process\n"
         f"  produce                 : {result.produce_per_s:>10,.0f} events/s\n"
-        f"  consume-only baseline   : {result.consume_only_per_s:>10,.0f} events/s\n"
+        f"  consume-only baseline   : {io.consume_only_per_s:>10,.0f} events/s\n"
         f"  usage consumer (priced) : {core.per_s:>10,.0f} events/s, all committed "
-        f"({core.per_s / result.consume_only_per_s:.2f}x consume-only; EW_ENGINE=core, "
+        f"({core.per_s / io.consume_only_per_s:.2f}x consume-only; EW_ENGINE=core, "
         "the default)\n"
         f"  I/O ceiling             : {result.ceiling_per_s:>10,.0f} events/s (consume-only + "
-        f"chdb ingesting the run's {result.ingest_rows:,} rows as ready Arrow batches in "
-        f"{result.ingest_seconds:.1f} s); usage consumer = {result.ceiling_ratio:.2f} of it\n"
+        f"chdb ingesting the run's {io.ingest_rows:,} rows as ready Arrow batches in "
+        f"{io.ingest_seconds:.1f} s); usage consumer = {result.ceiling_ratio:.2f} of it\n"
         f"  worker thread CPU       : {core.worker_cpu_us:>10.1f} us/event "
         "(start-up and idle tail included)\n"
         f"  reference engine        : {python.per_s:>10,.0f} events/s, all committed, "
         f"{python.worker_cpu_us:.1f} us/event worker thread CPU (EW_ENGINE=python)\n"
-        f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
-        f"(sample of {result.naive_sample:,}; usage consumer is "
-        f"{core.per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"
-        f"  event-to-commit latency : p50 {result.latency_p50_ms:,.0f} ms, "
-        f"p99 {result.latency_p99_ms:,.0f} ms at {result.latency_rate:,.0f} events/s "
-        f"(half load, steady state: {result.latency_events:,} events; Kafka timestamp to "
+        f"  naive per-event baseline: {naive_rate:>10,.0f} events/s "
+        f"(sample of {naive_sample:,}; usage consumer is "
+        f"{core.per_s / max(naive_rate, 1e-9):,.0f}x faster)\n"
+        f"  event-to-commit latency : p50 {latency.p50_ms:,.0f} ms, "
+        f"p99 {latency.p99_ms:,.0f} ms at {latency.rate:,.0f} events/s "
+        f"(half load, steady state: {latency.events:,} events; Kafka timestamp to "
         f"offset commit)\n"
-        f"    first third of that run : p50 {result.warmup_p50_ms:,.0f} ms, "
-        f"p99 {result.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)"
+        f"    first third of that run : p50 {latency.warmup_p50_ms:,.0f} ms, "
+        f"p99 {latency.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)"
     )
     return result
 

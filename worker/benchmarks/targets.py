@@ -21,7 +21,7 @@ def target_lines(domain: DomainBenchResult, pipeline: PipelineBenchResult) -> li
         return "met" if met else "NOT met"
 
     core_alone = domain.fused_core_columns_events_per_s
-    p50, p99 = pipeline.latency_p50_ms, pipeline.latency_p99_ms
+    p50, p99 = pipeline.latency.p50_ms, pipeline.latency.p99_ms
     latency_ok = p50 <= LATENCY_BEFORE_MS[0] and p99 <= LATENCY_BEFORE_MS[1]
     return [
         f"  end to end          : {pipeline.core.per_s:>10,.0f} events/s "
