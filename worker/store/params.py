@@ -114,6 +114,18 @@ class ScopedRange:
         """Check the fields a subclass adds (``ValueError`` naming the field)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodParams:
+    """One customer's subscription in one billing period, in one tenant and
+    environment: what ``GetPeriodCost`` and ``GetPeriodFeatureTotals`` read."""
+
+    tenant_id: str
+    environment_id: str
+    customer_id: str
+    subscription_id: str
+    period_id: int
+
+
 # -- usage -------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from worker.store.schema import migrate
 from worker.stream.catalog_guard import refuse_empty_file, rejection_handler, wait_for_entities
 from worker.stream.catalog_source import CatalogTopicSource
 from worker.stream.dlq import DeadLetterProducer
+from worker.stream.runtime import LoopOptions
 from worker.stream.topics import ensure_topics, worker_topics
 from worker.stream.usage_batch import UsageBatchProcessor
 from worker.stream.usage_consumer import LoopStats, UsageConsumer
@@ -97,11 +98,11 @@ def run_usage(
             clients,
             processor,
             DeadLetterProducer(clients),
-            exit_when_idle_s=exit_when_idle_s,
             catalog_updates=updates,
             metrics=metrics,
             health=health,
             record_commit_latency=record_commit_latency,
+            loop=LoopOptions(exit_when_idle_s=exit_when_idle_s),
         )
         consumer.run()
         return consumer.stats
