@@ -9,9 +9,10 @@
 //! ([`Resolution::NeedPeriods`]) and Python adds it with `add_period`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::decimal::{parse_py_decimal, Decimal};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
 
@@ -139,20 +140,20 @@ pub struct EventView<'a> {
     pub properties: &'a [(Cow<'a, str>, Value<'a>)],
 }
 
-/// A key of several strings that no choice of their contents can confuse,
-/// written into `out` (reused across lookups: no allocation per event).
-fn key_in<'b>(out: &'b mut String, parts: &[&str]) -> &'b str {
-    use std::fmt::Write;
+/// A key of several strings that no choice of their contents can confuse
+/// (each part's length as 4 bytes, then its bytes), written into `out`
+/// (reused across lookups: no allocation per event).
+fn key_in<'b>(out: &'b mut Vec<u8>, parts: &[&str]) -> &'b [u8] {
     out.clear();
     for part in parts {
-        let _ = write!(out, "{}:", part.len());
-        out.push_str(part);
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part.as_bytes());
     }
-    out.as_str()
+    out.as_slice()
 }
 
-fn key(parts: &[&str]) -> String {
-    let mut out = String::new();
+fn key(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
     key_in(&mut out, parts);
     out
 }
@@ -164,14 +165,14 @@ pub struct TableError(pub String);
 /// The catalog tables of one or more catalog documents.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    customers: HashSet<String>,
-    by_external_id: HashMap<String, String>,
+    customers: FxHashSet<Vec<u8>>,
+    by_external_id: FxHashMap<Vec<u8>, String>,
     subscriptions: Vec<Subscription>,
-    subscriptions_by_customer: HashMap<String, Vec<usize>>,
+    subscriptions_by_customer: FxHashMap<Vec<u8>, Vec<usize>>,
     meters: Vec<Meter>,
     line_items: Vec<LineItem>,
     /// (tenant, environment, customer, event name) -> line items, in catalog order.
-    bindings: HashMap<String, Vec<usize>>,
+    bindings: FxHashMap<Vec<u8>, Vec<usize>>,
 }
 
 /// One subscription row of the tables.
@@ -330,39 +331,42 @@ impl Catalog {
     }
 
     /// The catalog customer id the event refers to (`customer_id_for`).
-    fn customer_of(&self, event: &EventView<'_>, buffer: &mut String) -> Option<String> {
+    fn customer_of<'s>(&'s self, event: &EventView<'s>, buffer: &mut Vec<u8>) -> Option<&'s str> {
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         if !event.customer_id.is_empty()
             && self
                 .customers
                 .contains(key_in(buffer, &[tenant, environment, event.customer_id]))
         {
-            return Some(event.customer_id.to_string());
+            return Some(event.customer_id);
         }
         self.by_external_id
             .get(key_in(
                 buffer,
                 &[tenant, environment, event.external_customer_id],
             ))
-            .cloned()
+            .map(String::as_str)
     }
 
-    /// Every active usage line item the event hits, with its period and measurement.
-    pub fn resolve(&self, event: &EventView<'_>) -> (String, Resolution) {
-        let mut buffer = String::with_capacity(96);
-        let Some(customer) = self.customer_of(event, &mut buffer) else {
-            return (
-                String::new(),
-                Resolution::Unresolved(Unresolved::UnknownCustomer),
-            );
+    /// Every active usage line item the event hits, with its period and
+    /// measurement; and the event's catalog customer id (`""` when unknown),
+    /// borrowed from the event or the catalog. `buffer` is scratch space for
+    /// lookup keys (reused across events: no allocation per event).
+    pub fn resolve<'s>(
+        &'s self,
+        event: &EventView<'s>,
+        buffer: &mut Vec<u8>,
+    ) -> (&'s str, Resolution) {
+        let Some(customer) = self.customer_of(event, buffer) else {
+            return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         let ts = event.timestamp_us;
         let mut candidates = Vec::new();
         let mut need = Vec::new();
         let bindings = self.bindings.get(key_in(
-            &mut buffer,
-            &[tenant, environment, &customer, event.event_name],
+            buffer,
+            &[tenant, environment, customer, event.event_name],
         ));
         for &index in bindings.map_or(&[][..], |b| b.as_slice()) {
             let item = &self.line_items[index];
@@ -383,7 +387,7 @@ impl Catalog {
         }
         let subscriptions = self
             .subscriptions_by_customer
-            .get(key_in(&mut buffer, &[tenant, environment, &customer]));
+            .get(key_in(buffer, &[tenant, environment, customer]));
         let reason = if subscriptions
             .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
         {
@@ -478,7 +482,7 @@ mod tests {
             timestamp_us: ts,
             properties: &parsed,
         };
-        catalog.resolve(&event).1
+        catalog.resolve(&event, &mut Vec::new()).1
     }
 
     #[test]
