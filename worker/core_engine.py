@@ -51,8 +51,8 @@ PartitionKey = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class EnginePrepared:
-    """A prepared batch: messages accepted/rejected, unresolved events
-    (``(event, reason)``, ``event`` indexing the accepted messages), the
+    """A prepared batch: messages accepted/rejected, the count of unresolved
+    events per reason code, the
     catalog customer per accepted event (a ``string`` array, ``""`` when
     unknown), the matches with a missing field, the accepted events' raw
     ``events`` columns (as ``decode_raw_batch``'s) and per partition of the
@@ -61,7 +61,7 @@ class EnginePrepared:
     accepted: list[int]
     rejected: list[tuple[int, str]]
     customers: pa.Array
-    unresolved: list[tuple[int, str]]
+    unresolved: list[tuple[str, int]]
     missing_fields: int
     columns: dict[str, pa.Array]
     offsets: dict[PartitionKey, tuple[int, int]]
@@ -181,15 +181,6 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
     def lookup_keys(self) -> set[DedupKey]:
         return {
             DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
-        }
-
-    def held_rows(self) -> dict[str, pa.Array]:
-        """Every routed row of the prepared batch (refused and redelivered ones
-        too): ``event``, ``line_item`` (int32) and ``period_id`` (int64)."""
-        buffers, rows = self._core.held_rows()
-        return {
-            name: pa.Array.from_buffers(_INTEGERS[name], rows, [None, pa.py_buffer(buffers[name])])
-            for name in ("event", "line_item", "period_id")
         }
 
     def rate(self) -> EngineRated:

@@ -9,7 +9,6 @@
 //! ([`Resolution::NeedPeriods`]) and Python adds it with `add_period`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use crate::decimal::{parse_py_decimal, Decimal};
 use crate::fxhash::{FxHashMap, FxHashSet};
@@ -90,7 +89,7 @@ pub struct Meter {
     pub field: String,
     pub multiplier: Decimal,
     /// AND across keys, OR within a key's canonical values.
-    pub filters: Vec<(String, HashSet<String>)>,
+    pub filters: Vec<(String, FxHashSet<String>)>,
 }
 
 /// A usage line item bound to its subscription and meter (`LineItemBinding`).
@@ -385,16 +384,6 @@ impl Catalog {
             need.dedup();
             return (customer, Resolution::NeedPeriods(need));
         }
-        let subscriptions = self
-            .subscriptions_by_customer
-            .get(key_in(buffer, &[tenant, environment, customer]));
-        let reason = if subscriptions
-            .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
-        {
-            Unresolved::NoMatchingLineItem
-        } else {
-            Unresolved::NoActiveSubscription
-        };
         let properties = event.properties;
         let ids = EventIds::new(tenant, environment, event.id);
         let mut matches = Vec::new();
@@ -402,7 +391,14 @@ impl Catalog {
             let meter = &self.meters[self.line_items[index].meter];
             let passes = meter.filters.iter().all(|(name, values)| {
                 let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-                canonical_value(value).is_some_and(|c| values.contains(&c))
+                match value {
+                    // canonical_value of a string or a bool, without allocating it.
+                    Some(Value::Str(text)) => values.contains(text.as_ref()),
+                    Some(Value::Bool(flag)) => {
+                        values.contains(if *flag { "true" } else { "false" })
+                    }
+                    other => canonical_value(other).is_some_and(|c| values.contains(&c)),
+                }
             });
             if !passes {
                 continue;
@@ -421,6 +417,17 @@ impl Catalog {
             });
         }
         if matches.is_empty() {
+            // The reason only when there is no match (rare): one lookup saved per event.
+            let subscriptions = self
+                .subscriptions_by_customer
+                .get(key_in(buffer, &[tenant, environment, customer]));
+            let reason = if subscriptions
+                .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
+            {
+                Unresolved::NoMatchingLineItem
+            } else {
+                Unresolved::NoActiveSubscription
+            };
             return (customer, Resolution::Unresolved(reason));
         }
         (customer, Resolution::Matched(matches))

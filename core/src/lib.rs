@@ -129,7 +129,8 @@ fn decode_all<'a>(batch: &'a Batch, mut keep: Option<&mut Vec<event::Properties<
     let count = batch.len();
     let mut accepted = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    let mut columns = RawColumns::new();
+    let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
+    let mut columns = RawColumns::with_capacity(count, bytes);
     for i in 0..count {
         let Some(value) = &batch.values[i] else {
             rejected.push((i, event::Reason::EmptyMessage.code()));

@@ -18,8 +18,8 @@ use crate::{
 };
 
 /// What `prepare` returns: accepted and rejected messages, periods to add,
-/// the customers column's buffers (one per accepted event), unresolved
-/// `(event, reason)`, missing fields, the raw `events` columns' buffers (as
+/// the customers column's buffers (one per accepted event), the count of
+/// unresolved events per reason, missing fields, the raw `events` columns' buffers (as
 /// `decode_batch`'s), and per partition of the batch `(topic, partition,
 /// first offset, last offset + 1)`.
 type PrepareResult<'py> = (
@@ -27,7 +27,7 @@ type PrepareResult<'py> = (
     Vec<(usize, &'static str)>,
     Vec<(usize, i64)>,
     (Bound<'py, PyBytes>, Bound<'py, PyBytes>),
-    Vec<(usize, &'static str)>,
+    Vec<(&'static str, usize)>,
     usize,
     (Bound<'py, PyDict>, Bound<'py, PyBytes>),
     Vec<(String, i64, i64, i64)>,
@@ -107,7 +107,8 @@ impl CoreEngine {
             let mut sources = event_columns(raw).to_vec();
             sources.push(("customer_id", customers));
             for (name, source) in sources {
-                let mut column = StringColumn::new();
+                let mut column =
+                    StringColumn::with_capacity(events.len(), events.len() * source.mean_len());
                 for &event in events {
                     column.push(source.get(event as usize));
                 }
@@ -124,7 +125,7 @@ impl CoreEngine {
         }
         let item_columns = pyo3::types::PyList::empty(py);
         for field in 0..LINE_ITEM_FIELDS {
-            let mut column = StringColumn::new();
+            let mut column = StringColumn::with_capacity(line_items.len(), line_items.len() * 16);
             for &item in line_items {
                 let Some(fields) = self.line_item_columns.get(item as usize) else {
                     return Err(pyo3::exceptions::PyValueError::new_err(
@@ -300,11 +301,16 @@ impl CoreEngine {
             let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties));
             let event_partitions = accepted.iter().map(|&m| message_partitions[m]).collect();
             let prepared = engine.prepare(&columns, &properties, event_partitions);
-            let unresolved: Vec<(usize, &'static str)> = prepared
-                .unresolved
-                .iter()
-                .map(|(event, reason)| (*event, reason.code()))
-                .collect();
+            let mut unresolved: Vec<(&'static str, usize)> = Vec::new();
+            for (_, reason) in &prepared.unresolved {
+                match unresolved
+                    .iter_mut()
+                    .find(|(code, _)| *code == reason.code())
+                {
+                    Some(entry) => entry.1 += 1,
+                    None => unresolved.push((reason.code(), 1)),
+                }
+            }
             (accepted, rejected, prepared, unresolved, columns)
         });
         let customers = (
@@ -345,19 +351,6 @@ impl CoreEngine {
                 (topic.clone(), *partition, line_item, period_id)
             })
             .collect()
-    }
-
-    /// The held rows (every routed match of the prepared batch, refused and
-    /// redelivered ones included) as Arrow buffers: `event` and `line_item`
-    /// int32, `period_id` int64; and their count.
-    fn held_rows<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, usize)> {
-        let (pending, sources) = self.engine.rows();
-        let events: Vec<i32> = sources.iter().map(|s| s.event as i32).collect();
-        let line_items: Vec<i32> = sources.iter().map(|s| s.line_item as i32).collect();
-        let periods: Vec<i64> = pending.iter().map(|row| row.0).collect();
-        let columns = PyDict::new(py);
-        set_row_sources(&columns, &events, &line_items, &periods)?;
-        Ok((columns, events.len()))
     }
 
     fn missing_states(&self) -> Vec<KeyTuple> {

@@ -11,9 +11,9 @@ its ``PreparedBatch``: rejections and refusals by message index, unresolved
 and missing-field counts, outcome counts, the states each partition touched,
 and the Arrow arrays the ``events`` and ``events_processed`` inserts are
 built from (:mod:`worker.store.processed_core`). Per row there is no Python
-work: only per batch, per rejected or refused message, per unresolved event,
-per partition and per (partition, state) pair the core did not report before
-(a pair stays reported until the state is dropped; see
+work: only per batch, per rejected or refused message, per partition, per
+newly loaded state and per (partition, state) pair the core did not report
+before (a pair stays reported until the state is dropped; see
 :meth:`~worker.core_engine.CoreBatchEngine.touched`).
 """
 
@@ -155,7 +155,7 @@ class CoreBatchStep:
                 (accepted[event], refused_detail(bindings[line_item].line_item_id))
                 for event, line_item, _ in rated.refused
             ],
-            unresolved=Counter(UnresolvedReason(reason) for _, reason in prepared.unresolved),
+            unresolved=Counter({UnresolvedReason(code): n for code, n in prepared.unresolved}),
             missing_fields=prepared.missing_fields,
             touched=touched,
             store_lookups=len(lookup),
