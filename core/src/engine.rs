@@ -327,3 +327,91 @@ impl Engine {
         self.rater.drop_states(&keys);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{LineItemRow, MeterRow, SubscriptionRow};
+    use crate::event::{decode_event, Limits};
+    use crate::pricing::Price;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 4096,
+        max_properties: 16,
+        max_key_chars: 64,
+        max_id_chars: 64,
+        max_string_value_chars: 64,
+    };
+
+    /// One customer `c` with a COUNT line item `li` on event `api`, one period.
+    fn engine() -> Engine {
+        let mut catalog = Catalog::new(
+            &[("t", "e", "c", "")],
+            &[SubscriptionRow {
+                tenant_id: "t",
+                environment_id: "e",
+                customer_id: "c",
+                status: "active",
+                start_us: 0,
+                end_us: None,
+                cancelled_us: None,
+            }],
+            &[MeterRow {
+                id: "m",
+                event_name: "api",
+                aggregation: "COUNT",
+                field: "",
+                multiplier: "1",
+                filters: vec![],
+            }],
+            &[LineItemRow {
+                id: "li",
+                subscription: 0,
+                start_us: 0,
+                end_us: None,
+                meter: 0,
+            }],
+        )
+        .unwrap();
+        catalog.add_period(0, 0, 1_000_000).unwrap();
+        let terms = vec![Terms {
+            price: Price::FlatFee { amount: 2 },
+            free_units: 0,
+            aggregation: Aggregation::Count,
+            bucket: None,
+        }];
+        let owners = vec![("t".to_string(), "e".to_string(), "li".to_string())];
+        Engine::new(catalog, terms, owners, Rater::new(10, 10))
+    }
+
+    /// Prepare one event per partition number in `partitions` and rate them.
+    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
+        let payloads: Vec<String> = (0..partitions.len())
+            .map(|i| format!(r#"{{"id":"e{i}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
+            .collect();
+        let mut columns = RawColumns::new();
+        let properties: Vec<_> = payloads
+            .iter()
+            .map(|p| decode_event(p.as_bytes(), String::new, 5, &LIMITS, &mut columns).unwrap())
+            .collect();
+        let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
+        assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
+        assert_eq!(prepared.customers.get(0), "c");
+        engine.rate();
+        engine.touched()
+    }
+
+    #[test]
+    fn touched_reports_each_partition_and_state_once_until_dropped() {
+        let mut engine = engine();
+        assert_eq!(
+            touched_by(&mut engine, &[3, 3, 4]),
+            vec![(3, 0, 0), (4, 0, 0)]
+        );
+        assert_eq!(touched_by(&mut engine, &[3, 4]), vec![]);
+        assert_eq!(touched_by(&mut engine, &[5]), vec![(5, 0, 0)]);
+        // Revoking drops the state: every partition that touches it again is told.
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(touched_by(&mut engine, &[4, 3]), vec![(4, 0, 0), (3, 0, 0)]);
+    }
+}
