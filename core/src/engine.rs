@@ -190,8 +190,13 @@ impl Engine {
         properties: &[Properties<'_>],
         event_partitions: Vec<u32>,
     ) -> Prepared {
-        let mut prepared = Prepared::default();
-        let (mut pending, mut sources) = (Vec::new(), Vec::new());
+        let events = columns.len();
+        let mut prepared = Prepared {
+            customers: StringColumn::with_capacity(events, events * columns.customer_id.mean_len()),
+            ..Prepared::default()
+        };
+        // Most events match one line item: room for that, grown when more do.
+        let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
         let mut buffer = Vec::with_capacity(96);
         for (event, members) in properties.iter().enumerate().take(columns.len()) {
             let view = EventView {
