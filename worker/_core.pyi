@@ -1,7 +1,12 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from worker.core_decode import Message
+
+_Messages = Iterable[Message]
+_Limits = tuple[int, int, int, int, int]
 
 _Customers = list[tuple[str, str, str, str]]
 _Subscriptions = list[tuple[str, str, str, str, int, int | None, int | None]]
@@ -10,13 +15,7 @@ _LineItems = list[tuple[str, int, int, int | None, int]]
 
 def core_version() -> str: ...
 def decode_batch(
-    values: list[bytes | None],
-    topics: list[str],
-    partitions: list[int],
-    offsets: list[int],
-    timestamps_ms: list[int | None],
-    now_us: int,
-    limits: tuple[int, int, int, int, int],
+    messages: _Messages, now_us: int, limits: _Limits
 ) -> tuple[list[int], list[tuple[int, str]], dict[str, tuple[bytes, bytes]], bytes]: ...
 def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
 
@@ -30,14 +29,7 @@ class CoreCatalog:
     ) -> None: ...
     def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
     def resolve_batch(
-        self,
-        values: list[bytes | None],
-        topics: list[str],
-        partitions: list[int],
-        offsets: list[int],
-        timestamps_ms: list[int | None],
-        now_us: int,
-        limits: tuple[int, int, int, int, int],
+        self, messages: _Messages, now_us: int, limits: _Limits
     ) -> tuple[
         list[int],
         list[tuple[int, str]],
@@ -110,24 +102,19 @@ class CoreEngine:
     @property
     def fingerprint_count(self) -> int: ...
     def prepare(
-        self,
-        values: list[bytes | None],
-        topics: list[str],
-        partitions: list[int],
-        offsets: list[int],
-        timestamps_ms: list[int | None],
-        now_us: int,
-        limits: tuple[int, int, int, int, int],
+        self, messages: _Messages, now_us: int, limits: _Limits
     ) -> tuple[
         list[int],
         list[tuple[int, str]],
         list[tuple[int, int]],
-        list[str],
-        list[tuple[int, str]],
+        tuple[bytes, bytes],
+        list[tuple[str, int]],
         int,
         tuple[dict[str, tuple[bytes, bytes]], bytes],
+        list[tuple[str, int, int, int]],
     ]: ...
-    def held_rows(self) -> tuple[dict[str, bytes], int]: ...
+    def touched(self) -> list[tuple[str, int, int, int]]: ...
+    def set_line_item_columns(self, columns: list[tuple[str, ...]]) -> None: ...
     def missing_states(self) -> list[_Key]: ...
     def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
     def load_states(
