@@ -95,7 +95,7 @@ class CoreRouting:
         self._tables = catalog_tables(index)
         self._subscriptions = self._tables.subscriptions
         self._bindings = self._tables.bindings
-        self._core = _core.CoreCatalog(*self._tables.arguments())
+        self._core = _core.CoreCatalog(self._tables.arguments())
         self._tables.add_periods_around(self._core, now - before, now + after)
 
     def resolve(

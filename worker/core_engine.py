@@ -108,7 +108,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self._subscriptions = tables.subscriptions
         self.bindings: list[LineItemBinding] = tables.bindings
         self._core = _core.CoreEngine(
-            *tables.arguments(),
+            tables.arguments(),
             [terms_tuple(binding) for binding in tables.bindings],
             max_fingerprints,
             max_remembered_owners,
@@ -122,7 +122,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         ``UsageRater.replace_index``). Call between batches."""
         tables = catalog_tables(index)
         self._core.replace_catalog(
-            *tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
+            tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
         )
         self._core.set_line_item_columns(line_item_rows(tables.bindings))
         before, after = self._around

@@ -184,17 +184,20 @@ type MeterTuple = (
 );
 /// Line items `(id, subscription index, start µs, end µs, meter index)`.
 type LineItemTuple = (String, usize, i64, Option<i64>, usize);
+/// A catalog version's tables as Python hands them over, in this order.
+type CatalogTables = (
+    Vec<CustomerTuple>,
+    Vec<SubscriptionTuple>,
+    Vec<MeterTuple>,
+    Vec<LineItemTuple>,
+);
 /// One routed (event, line item): `(row, line item, period id, period start µs,
 /// period end µs, quantity × 10^15 as text, unique hash, field missing)`.
 type MatchTuple = (usize, usize, i64, i64, i64, String, String, bool);
 
 /// The catalog of the tables Python passes (`CoreCatalog`, `CoreEngine`).
-fn catalog_of(
-    customers: &[CustomerTuple],
-    subscriptions: &[SubscriptionTuple],
-    meters: &[MeterTuple],
-    line_items: &[LineItemTuple],
-) -> PyResult<Catalog> {
+fn catalog_of(tables: &CatalogTables) -> PyResult<Catalog> {
+    let (customers, subscriptions, meters, line_items) = tables;
     let customers: Vec<(&str, &str, &str, &str)> = customers
         .iter()
         .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
@@ -248,14 +251,9 @@ struct CoreCatalog {
 #[pymethods]
 impl CoreCatalog {
     #[new]
-    fn new(
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
-    ) -> PyResult<Self> {
+    fn new(tables: CatalogTables) -> PyResult<Self> {
         Ok(CoreCatalog {
-            catalog: catalog_of(&customers, &subscriptions, &meters, &line_items)?,
+            catalog: catalog_of(&tables)?,
         })
     }
 

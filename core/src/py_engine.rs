@@ -13,8 +13,8 @@ use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
 use crate::{
-    catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, Batch, CustomerTuple,
-    KeyTuple, LimitsTuple, LineItemTuple, MeterTuple, SnapshotTuple, SubscriptionTuple, TermsTuple,
+    catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, Batch, CatalogTables,
+    KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
 };
 
 /// What `prepare` returns: accepted and rejected messages, periods to add,
@@ -173,18 +173,16 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) ->
 /// The engine's catalog, terms and line item owners from the Python tables.
 #[allow(clippy::type_complexity)]
 fn engine_tables(
-    customers: &[CustomerTuple],
-    subscriptions: &[SubscriptionTuple],
-    meters: &[MeterTuple],
-    line_items: &[LineItemTuple],
+    tables: &CatalogTables,
     terms: &[TermsTuple],
 ) -> PyResult<(Catalog, Vec<Terms>, Vec<(String, String, String)>)> {
+    let (_, subscriptions, _, line_items) = tables;
     if terms.len() != line_items.len() {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "CoreEngine: one terms entry per line item",
         ));
     }
-    let catalog = catalog_of(customers, subscriptions, meters, line_items)?;
+    let catalog = catalog_of(tables)?;
     let owners = line_items
         .iter()
         .map(|l| {
@@ -220,19 +218,15 @@ fn set_row_sources(
 
 #[pymethods]
 impl CoreEngine {
-    /// Catalog tables as `CoreCatalog`'s, `terms` aligned with `line_items`.
+    /// Catalog tables as `CoreCatalog`'s, `terms` aligned with their line items.
     #[new]
     fn new(
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
+        tables: CatalogTables,
         terms: Vec<TermsTuple>,
         max_fingerprints: usize,
         max_remembered_owners: usize,
     ) -> PyResult<Self> {
-        let (catalog, terms, owners) =
-            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
+        let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         let rater = Rater::new(max_fingerprints, max_remembered_owners);
         Ok(CoreEngine {
             engine: Engine::new(catalog, terms, owners, rater),
@@ -245,16 +239,8 @@ impl CoreEngine {
 
     /// A new catalog version (tables as `__init__`'s), keeping the rating
     /// state (`Engine::replace_catalog`). Periods must be added again.
-    fn replace_catalog(
-        &mut self,
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
-        terms: Vec<TermsTuple>,
-    ) -> PyResult<()> {
-        let (catalog, terms, owners) =
-            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
+    fn replace_catalog(&mut self, tables: CatalogTables, terms: Vec<TermsTuple>) -> PyResult<()> {
+        let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
         self.held_columns = None;
         self.line_item_columns.clear();
