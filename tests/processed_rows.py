@@ -4,16 +4,18 @@ Production writes :class:`~worker.domain.processed_rows.ProcessedRows` as
 columns (``worker.store.processed.insert_rated``); tests often want one
 :class:`~worker.domain.events.ProcessedEvent` per row instead, to build rows by
 hand (:func:`insert_processed`) or to compare and sum a rater's rows
-(:func:`processed_events`).
+(:func:`processed_events`, :func:`summarize`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.domain.events import ProcessedEvent
+from worker.domain.invoice import LineItemTotal
+from worker.domain.money import ZERO, exact
 from worker.domain.processed_rows import ProcessedRows
 from worker.store.gateway import Gateway
 from worker.store.processed import PROCESSED_TABLE
@@ -123,3 +125,51 @@ def insert_processed(
         return 0
     columns = processed_columns(rows, datetime.now(UTC))
     return gateway.insert(PROCESSED_TABLE, columns, dedup_token=dedup_token)
+
+
+class _Accumulator:
+    __slots__ = ("billable", "cost", "count", "first", "free")
+
+    def __init__(self, first: ProcessedEvent) -> None:
+        self.first = first
+        self.free = ZERO
+        self.billable = ZERO
+        self.cost = ZERO
+        self.count = 0
+
+
+@exact
+def summarize(rows: Iterable[ProcessedEvent]) -> list[LineItemTotal]:
+    """Sum rows per (subscription, line item, period), sorted by those keys: in
+    memory what ``worker.store.processed.line_item_totals`` answers from the store."""
+    sums: dict[tuple[str, str, int], _Accumulator] = {}
+    for row in rows:
+        key = (row.subscription_id, row.sub_line_item_id, row.period_id)
+        acc = sums.get(key)
+        if acc is None:
+            acc = sums[key] = _Accumulator(row)
+        acc.free += row.qty_free_applied
+        acc.billable += row.qty_billable
+        acc.cost += row.cost
+        acc.count += 1
+    totals = []
+    for key in sorted(sums):
+        acc = sums[key]
+        first = acc.first
+        totals.append(
+            LineItemTotal(
+                customer_id=first.customer_id,
+                subscription_id=first.subscription_id,
+                sub_line_item_id=first.sub_line_item_id,
+                period_id=first.period_id,
+                price_id=first.price_id,
+                feature_id=first.feature_id,
+                currency=first.currency,
+                qty_total=acc.free + acc.billable,
+                qty_free_applied=acc.free,
+                qty_billable=acc.billable,
+                cost=acc.cost,
+                event_count=acc.count,
+            )
+        )
+    return totals

@@ -1,47 +1,40 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from worker.core_decode import Message
+
+_Messages = Iterable[Message]
+_Limits = tuple[int, int, int, int, int]
 
 _Customers = list[tuple[str, str, str, str]]
 _Subscriptions = list[tuple[str, str, str, str, int, int | None, int | None]]
 _Meters = list[tuple[str, str, str, str, str, list[tuple[str, list[str]]]]]
 _LineItems = list[tuple[str, int, int, int | None, int]]
+_Tables = tuple[_Customers, _Subscriptions, _Meters, _LineItems]
+_Accepted = list[int]
+"""Indices of the batch's messages that became events."""
+_Rejected = list[tuple[int, str]]
+"""(message index, reason code) of the messages that are no event."""
+_NeedPeriods = list[tuple[int, int]]
+"""(subscription, event time µs) whose billing period the core lacks: add, call again."""
 
 def core_version() -> str: ...
 def decode_batch(
-    values: list[bytes | None],
-    topics: list[str],
-    partitions: list[int],
-    offsets: list[int],
-    timestamps_ms: list[int | None],
-    now_us: int,
-    limits: tuple[int, int, int, int, int],
-) -> tuple[list[int], list[tuple[int, str]], dict[str, tuple[bytes, bytes]], bytes]: ...
+    messages: _Messages, now_us: int, limits: _Limits
+) -> tuple[_Accepted, _Rejected, dict[str, tuple[bytes, bytes]], bytes]: ...
 def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
 
 class CoreCatalog:
-    def __init__(
-        self,
-        customers: _Customers,
-        subscriptions: _Subscriptions,
-        meters: _Meters,
-        line_items: _LineItems,
-    ) -> None: ...
+    def __init__(self, tables: _Tables) -> None: ...
     def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
     def resolve_batch(
-        self,
-        values: list[bytes | None],
-        topics: list[str],
-        partitions: list[int],
-        offsets: list[int],
-        timestamps_ms: list[int | None],
-        now_us: int,
-        limits: tuple[int, int, int, int, int],
+        self, messages: _Messages, now_us: int, limits: _Limits
     ) -> tuple[
-        list[int],
-        list[tuple[int, str]],
-        list[tuple[int, int]],
+        _Accepted,
+        _Rejected,
+        _NeedPeriods,
         list[str],
         list[tuple[int, str]],
         list[tuple[int, int, int, int, int, str, str, bool]],
@@ -59,23 +52,21 @@ def rate_period(
 
 _Key = tuple[str, str, str, int]
 _Price = tuple[str, str, str, list[tuple[str | None, str, str]], str, str]
+_Terms = tuple[_Price, str, str, str | None]
 _Snapshot = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
+_Snapshots = Sequence[tuple[_Key, _Snapshot]]
+_Stored = Mapping[_Key, list[int]] | None
+"""Fingerprints read from the store for the states to cover (a state not in it stays uncovered)."""
 _Delta = tuple[str, str, str, str, str, str, str]
 
 class CoreRater:
     def __init__(self, max_fingerprints: int, max_remembered_owners: int) -> None: ...
-    def set_terms(
-        self, items: list[tuple[str, str, str, tuple[_Price, str, str, str | None]]]
-    ) -> None: ...
+    def set_terms(self, items: list[tuple[str, str, str, _Terms]]) -> None: ...
     @property
     def fingerprint_count(self) -> int: ...
     def missing_states(self, rows: list[tuple[_Key, int, str, int, str, str]]) -> list[_Key]: ...
     def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
-    def load_states(
-        self,
-        snapshots: Sequence[tuple[_Key, _Snapshot]],
-        stored_fingerprints: Mapping[_Key, list[int]] | None = None,
-    ) -> None: ...
+    def load_states(self, snapshots: _Snapshots, stored_fingerprints: _Stored = None) -> None: ...
     def lookup_keys(
         self, rows: list[tuple[_Key, int, str, int, str, str]]
     ) -> list[tuple[_Key, str]]: ...
@@ -90,51 +81,32 @@ class CoreRater:
 class CoreEngine:
     def __init__(
         self,
-        customers: _Customers,
-        subscriptions: _Subscriptions,
-        meters: _Meters,
-        line_items: _LineItems,
-        terms: list[tuple[_Price, str, str, str | None]],
+        tables: _Tables,
+        terms: list[_Terms],
         max_fingerprints: int,
         max_remembered_owners: int,
     ) -> None: ...
-    def replace_catalog(
-        self,
-        customers: _Customers,
-        subscriptions: _Subscriptions,
-        meters: _Meters,
-        line_items: _LineItems,
-        terms: list[tuple[_Price, str, str, str | None]],
-    ) -> None: ...
+    def replace_catalog(self, tables: _Tables, terms: list[_Terms]) -> None: ...
     def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
     @property
     def fingerprint_count(self) -> int: ...
     def prepare(
-        self,
-        values: list[bytes | None],
-        topics: list[str],
-        partitions: list[int],
-        offsets: list[int],
-        timestamps_ms: list[int | None],
-        now_us: int,
-        limits: tuple[int, int, int, int, int],
+        self, messages: _Messages, now_us: int, limits: _Limits
     ) -> tuple[
-        list[int],
-        list[tuple[int, str]],
-        list[tuple[int, int]],
-        list[str],
-        list[tuple[int, str]],
+        _Accepted,
+        _Rejected,
+        _NeedPeriods,
+        tuple[bytes, bytes],
+        list[tuple[str, int]],
         int,
         tuple[dict[str, tuple[bytes, bytes]], bytes],
+        list[tuple[str, int, int, int]],
     ]: ...
-    def held_rows(self) -> tuple[dict[str, bytes], int]: ...
+    def touched(self) -> list[tuple[str, int, int, int]]: ...
+    def set_line_item_columns(self, columns: list[tuple[str, ...]]) -> None: ...
     def missing_states(self) -> list[_Key]: ...
     def coverable(self, counts: Sequence[tuple[_Key, int]]) -> list[_Key]: ...
-    def load_states(
-        self,
-        snapshots: Sequence[tuple[_Key, _Snapshot]],
-        stored_fingerprints: Mapping[_Key, list[int]] | None = None,
-    ) -> None: ...
+    def load_states(self, snapshots: _Snapshots, stored_fingerprints: _Stored = None) -> None: ...
     def lookup_keys(self) -> list[tuple[_Key, str]]: ...
     def remember(self, owners: list[tuple[_Key, str, str]]) -> None: ...
     def rate(

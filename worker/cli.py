@@ -97,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess_cmd = commands.add_parser("reprocess", help="reprocess requests")
     reprocess_commands = reprocess_cmd.add_subparsers(dest="reprocess_command", required=True)
     request = reprocess_commands.add_parser("request", help="request a reprocess of a range")
-    request.add_argument("--tenant", required=True)
-    request.add_argument("--environment", required=True)
+    _scope(request)
     request.add_argument("--start", required=True, metavar="ISO")
     request.add_argument("--end", required=True, metavar="ISO")
     request.add_argument("--external-customer-id")
@@ -113,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="progress of a reprocess request of one tenant and environment"
     )
     status.add_argument("request_id", metavar="REQUEST_ID")
-    status.add_argument("--tenant", required=True)
-    status.add_argument("--environment", required=True)
+    _scope(status)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     _store(status)
     status.set_defaults(handler=_reprocess_status)
@@ -122,12 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="read priced usage")
     query_commands = query.add_subparsers(dest="query_command", required=True)
     line_items = query_commands.add_parser("line-items", help="totals per line item and period")
-    line_items.add_argument("--tenant", required=True)
-    line_items.add_argument("--environment", required=True)
+    _scope(line_items)
     line_items.add_argument("--customer-id")
     line_items.add_argument("--external-customer-id", help="the customer's external id")
     line_items.add_argument("--subscription-id")
-    line_items.add_argument("--json", action="store_true", help="one JSON object per line")
+    _json_lines(line_items)
     _store(line_items)
     line_items.set_defaults(handler=_query_line_items)
 
@@ -145,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     unprocessed = query_commands.add_parser(
         "unprocessed", help="raw events stored without processed rows (what reprocess re-drives)"
     )
-    unprocessed.add_argument("--tenant", required=True)
-    unprocessed.add_argument("--environment", required=True)
+    _scope(unprocessed)
     unprocessed.add_argument("--start", metavar="ISO", help="from this time (default: all)")
     unprocessed.add_argument("--end", metavar="ISO", help="before this time (default: all)")
     unprocessed.add_argument("--external-customer-id")
@@ -157,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     unprocessed.add_argument(
         "--limit", type=int, default=100, metavar="N", help="at most N events (default 100)"
     )
-    unprocessed.add_argument("--json", action="store_true", help="one JSON object per line")
+    _json_lines(unprocessed)
     _store(unprocessed)
     unprocessed.set_defaults(handler=_query_unprocessed)
 
@@ -165,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_commands.add_parser("list", help="every dead letter with its reason")
     dlq_list.add_argument("--reason", help="only dead letters with this reason")
-    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    _json_lines(dlq_list)
     _bootstrap(dlq_list)
     dlq_list.set_defaults(handler=_dlq_list)
     dlq_redrive = dlq_commands.add_parser(
@@ -197,6 +193,16 @@ def _bootstrap(parser: argparse.ArgumentParser) -> None:
 
 def _store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL", help="chdb:///dir or clickhouse://...")
+
+
+def _scope(parser: argparse.ArgumentParser) -> None:
+    """The tenant and environment every read and request is scoped by."""
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--environment", required=True)
+
+
+def _json_lines(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _seconds(text: str) -> float:
@@ -461,24 +467,19 @@ def _catalog_check(args: argparse.Namespace, settings: WorkerSettings) -> int:
     return 0
 
 
-def _health_server(settings: WorkerSettings, metrics: Any, health: Any) -> Any:
-    """A :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_HOST``:``EW_HTTP_PORT``
-    (use as a context)."""
-    from worker.ops.health import HealthServer
-
-    try:
-        return HealthServer(metrics, health, port=settings.http_port, host=settings.http_host)
-    except OSError as exc:
-        raise UserError(
-            f"cannot serve /metrics on {settings.http_host}:{settings.http_port} "
-            f"(EW_HTTP_HOST, EW_HTTP_PORT): {exc.strerror or exc}"
-        ) from None
-
-
-def _observability(settings: WorkerSettings, *, needs_catalog: bool) -> tuple[Any, Any]:
-    """Configure JSON logs (secrets scrubbed); return a consumer's fresh
-    :class:`~worker.ops.metrics.Metrics` and :class:`~worker.ops.health.LoopHealth`."""
-    from worker.ops.health import LoopHealth
+def _run_consumer(
+    settings: WorkerSettings,
+    run: Callable[[Any, Any], Any],
+    *,
+    needs_catalog: bool,
+    user_errors: tuple[type[Exception], ...],
+) -> Any:
+    """``run(metrics, health)`` with JSON logs (secrets scrubbed), a fresh
+    :class:`~worker.ops.metrics.Metrics` and :class:`~worker.ops.health.LoopHealth`
+    served by a :class:`~worker.ops.health.HealthServer` on ``EW_HTTP_HOST``:``EW_HTTP_PORT``;
+    returns what ``run`` returns. ``user_errors`` (and a bad log level or a port that
+    cannot be served) become a :class:`UserError`."""
+    from worker.ops.health import HealthServer, LoopHealth
     from worker.ops.logging import configure_logging, secret_values
     from worker.ops.metrics import Metrics
 
@@ -488,7 +489,18 @@ def _observability(settings: WorkerSettings, *, needs_catalog: bool) -> tuple[An
         raise UserError(f"invalid settings: EW_LOG_LEVEL: {exc}") from None
     metrics = Metrics()
     health = LoopHealth(settings.health_stall_seconds, metrics=metrics, needs_catalog=needs_catalog)
-    return metrics, health
+    try:
+        server = HealthServer(metrics, health, port=settings.http_port, host=settings.http_host)
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve /metrics on {settings.http_host}:{settings.http_port} "
+            f"(EW_HTTP_HOST, EW_HTTP_PORT): {exc.strerror or exc}"
+        ) from None
+    try:
+        with server:
+            return run(metrics, health)
+    except user_errors as exc:
+        raise UserError(str(exc)) from None
 
 
 #: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.
@@ -502,18 +514,19 @@ def _run_usage(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.stream.run_usage import run_usage
     from worker.stream.topics import TopicSetupError
 
-    metrics, health = _observability(settings, needs_catalog=True)
     try:
-        with _health_server(settings, metrics, health):
-            stats = run_usage(
+        stats = _run_consumer(
+            settings,
+            lambda metrics, health: run_usage(
                 settings,
                 catalog_file=args.catalog,
                 exit_when_idle_s=args.exit_when_idle,
                 metrics=metrics,
                 health=health,
-            )
-    except (CatalogError, StoreError, TopicSetupError) as exc:
-        raise UserError(str(exc)) from None
+            ),
+            needs_catalog=True,
+            user_errors=(CatalogError, StoreError, TopicSetupError),
+        )
     except NeverAssignedError as exc:
         print(f"events-worker: {exc}", file=sys.stderr)
         return EXIT_NEVER_ASSIGNED
@@ -538,18 +551,18 @@ def _run_reprocess(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.stream.reprocess_run import run_reprocess
     from worker.stream.topics import TopicSetupError
 
-    metrics, health = _observability(settings, needs_catalog=False)
-    try:
-        with _health_server(settings, metrics, health):
-            stats = run_reprocess(
-                settings,
-                exit_when_idle_s=args.exit_when_idle,
-                metrics=metrics.reprocess,
-                health=health,
-                on_reachability=metrics.kafka_reachability_changed,
-            )
-    except (StoreError, TopicSetupError) as exc:
-        raise UserError(str(exc)) from None
+    stats = _run_consumer(
+        settings,
+        lambda metrics, health: run_reprocess(
+            settings,
+            exit_when_idle_s=args.exit_when_idle,
+            metrics=metrics.reprocess,
+            health=health,
+            on_reachability=metrics.kafka_reachability_changed,
+        ),
+        needs_catalog=False,
+        user_errors=(StoreError, TopicSetupError),
+    )
     print(
         f"reprocess consumer stopped: {stats.requests_completed} requests completed, "
         f"{stats.requests_ignored} ignored, {stats.requests_rejected} rejected, "
@@ -743,14 +756,16 @@ def _bench(args: argparse.Namespace, settings: WorkerSettings) -> int:
     from worker.benchmarks.reprocess import print_reprocess_bench
     from worker.benchmarks.server import print_server_bench
     from worker.benchmarks.store import print_store_bench
+    from worker.benchmarks.targets import print_targets
 
     # One scratch root, deleted after the last benchmark: see worker.benchmarks.child.
     with scratch_root():
-        print_domain_bench(events=args.events, customers=args.customers)
-        print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
+        domain = print_domain_bench(events=args.events, customers=args.customers)
+        pipeline = print_pipeline_bench(events=args.pipeline_events, customers=args.customers)
         print_store_bench()
         print_server_bench()
         print_reprocess_bench()
+        print_targets(domain, pipeline)
     return 0
 
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from worker import _core
-from worker.core_decode import Message
+from worker.core_decode import Message, batch_arguments
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, SubscriptionTerms
 from worker.domain.metering import Meter
 from worker.domain.validation import EventLimits
@@ -95,7 +95,7 @@ class CoreRouting:
         self._tables = catalog_tables(index)
         self._subscriptions = self._tables.subscriptions
         self._bindings = self._tables.bindings
-        self._core = _core.CoreCatalog(*self._tables.arguments())
+        self._core = _core.CoreCatalog(self._tables.arguments())
         self._tables.add_periods_around(self._core, now - before, now + after)
 
     def resolve(
@@ -142,41 +142,21 @@ def add_periods(
     subscriptions: list[SubscriptionTerms],
     need: list[tuple[int, int]],
 ) -> None:
-    """Add the periods the core asked for: (subscription, timestamp µs) each."""
-    for number, timestamp_us in set(need):
+    """Add the periods the core asked for: (subscription, timestamp µs) each.
+
+    One ``period_at`` per missing period, not per event: the requests are
+    taken in (subscription, time) order and those inside the period just
+    added are skipped."""
+    last: tuple[int, int, int] | None = None  # (subscription, start µs, end µs)
+    for number, timestamp_us in sorted(set(need)):
+        if last is not None and last[0] == number and last[1] <= timestamp_us < last[2]:
+            continue
         cycle = subscriptions[number].cycle
         period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
         if period is not None:
-            core.add_periods(number, [(micros(period.start), micros(period.end))])
-
-
-def batch_arguments(
-    messages: Sequence[Message], now: datetime, limits: EventLimits
-) -> tuple[
-    list[bytes | None],
-    list[str],
-    list[int],
-    list[int],
-    list[int | None],
-    int,
-    tuple[int, int, int, int, int],
-]:
-    """The message columns and limits a core batch call takes."""
-    return (
-        [m.value for m in messages],
-        [m.topic for m in messages],
-        [m.partition for m in messages],
-        [m.offset for m in messages],
-        [m.timestamp_ms for m in messages],
-        micros(now),
-        (
-            limits.max_message_bytes,
-            limits.max_properties,
-            limits.max_key_chars,
-            limits.max_id_chars,
-            limits.max_string_value_chars,
-        ),
-    )
+            start, end = micros(period.start), micros(period.end)
+            core.add_periods(number, [(start, end)])
+            last = (number, start, end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,11 +76,18 @@ def decode_raw_batch(
     a positive Kafka timestamp (the reference's ``fallback_timestamp``).
     """
     accepted, rejected, strings, timestamps = _core.decode_batch(
-        [m.value for m in messages],
-        [m.topic for m in messages],
-        [m.partition for m in messages],
-        [m.offset for m in messages],
-        [m.timestamp_ms for m in messages],
+        *batch_arguments(messages, now, limits)
+    )
+    return CoreDecoded(accepted, rejected, raw_columns(len(accepted), strings, timestamps))
+
+
+def batch_arguments(
+    messages: Sequence[Message], now: datetime, limits: EventLimits
+) -> tuple[Sequence[Message], int, tuple[int, int, int, int, int]]:
+    """The arguments a core batch call takes: the messages themselves (the core
+    reads their fields), ``now`` in epoch µs and the limits as a tuple."""
+    return (
+        messages,
         (now - _EPOCH) // _MICROSECOND,
         (
             limits.max_message_bytes,
@@ -90,7 +97,6 @@ def decode_raw_batch(
             limits.max_string_value_chars,
         ),
     )
-    return CoreDecoded(accepted, rejected, raw_columns(len(accepted), strings, timestamps))
 
 
 def raw_columns(

@@ -27,40 +27,44 @@ from worker.core_catalog import (
     DEFAULT_PERIODS_AFTER,
     DEFAULT_PERIODS_BEFORE,
     add_periods,
-    batch_arguments,
     catalog_tables,
 )
-from worker.core_decode import CoreDecoded, Message, raw_columns
+from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
 from worker.core_rating import CoreState, terms_tuple
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import EventLimits
+from worker.store.processed_core import EVENT_COLUMNS, LINE_ITEM_COLUMNS, line_item_rows
 
 _DECIMAL = pa.decimal128(38, 15)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _INTEGERS = {"row": pa.int32(), "event": pa.int32(), "line_item": pa.int32()}
 _INTEGERS |= {"period_id": pa.int64(), "outcome": pa.int8()}
 _DELTAS = ("qty_total", "qty_billable", "qty_free_applied", "tier_snapshot", "unit_cost", "cost")
 _MAX_PERIOD_ROUNDS = 3
 
 
+PartitionKey = tuple[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class EnginePrepared:
-    """A prepared batch: messages accepted/rejected, unresolved events
-    (``(event, reason)``, ``event`` indexing the accepted messages), the
-    catalog customer per accepted event, the matches with a missing field and
-    the accepted events' raw ``events`` columns (as ``decode_raw_batch``'s)."""
+    """A prepared batch: messages accepted/rejected, the count of unresolved
+    events per reason code, the
+    catalog customer per accepted event (a ``string`` array, ``""`` when
+    unknown), the matches with a missing field, the accepted events' raw
+    ``events`` columns (as ``decode_raw_batch``'s) and per partition of the
+    batch its first offset and the offset after its last message."""
 
     accepted: list[int]
     rejected: list[tuple[int, str]]
-    customers: list[str]
-    unresolved: list[tuple[int, str]]
+    customers: pa.Array
+    unresolved: list[tuple[str, int]]
     missing_fields: int
     columns: dict[str, pa.Array]
-    topics: list[str]
-    """Per message (not per accepted event): its topic, and below its partition."""
-    partitions: list[int]
+    offsets: dict[PartitionKey, tuple[int, int]]
 
     @property
     def decoded(self) -> CoreDecoded:
@@ -75,7 +79,9 @@ class EngineRated:
 
     ``columns``: ``row`` (held row), ``event`` (accepted message), ``line_item``
     (index into :attr:`CoreBatchEngine.bindings`), ``period_id``, ``outcome``
-    (0 counted, 1 repeated value), ``unique_hash`` and the six deltas.
+    (0 counted, 1 repeated value), ``unique_hash``, the six deltas, and the
+    row's ``events_processed`` columns copied from its event and line item
+    (``processed_core.EVENT_COLUMNS``, ``timestamp``, ``LINE_ITEM_COLUMNS``).
     """
 
     columns: dict[str, pa.Array]
@@ -102,11 +108,12 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self._subscriptions = tables.subscriptions
         self.bindings: list[LineItemBinding] = tables.bindings
         self._core = _core.CoreEngine(
-            *tables.arguments(),
+            tables.arguments(),
             [terms_tuple(binding) for binding in tables.bindings],
             max_fingerprints,
             max_remembered_owners,
         )
+        self._core.set_line_item_columns(line_item_rows(tables.bindings))
         tables.add_periods_around(self._core, now - before, now + after)
 
     def replace_index(self, index: CatalogIndex, now: datetime) -> None:
@@ -115,8 +122,9 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         ``UsageRater.replace_index``). Call between batches."""
         tables = catalog_tables(index)
         self._core.replace_catalog(
-            *tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
+            tables.arguments(), [terms_tuple(binding) for binding in tables.bindings]
         )
+        self._core.set_line_item_columns(line_item_rows(tables.bindings))
         before, after = self._around
         tables.add_periods_around(self._core, now - before, now + after)
         self.index = index
@@ -129,23 +137,43 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         """Decode, route and measure ``messages``; the core holds their rows."""
         arguments = batch_arguments(messages, now, limits)
         for _ in range(_MAX_PERIOD_ROUNDS):
-            accepted, rejected, need, customers, unresolved, missing, buffers = self._core.prepare(
-                *arguments
+            accepted, rejected, need, customers, unresolved, missing, buffers, offsets = (
+                self._core.prepare(*arguments)
             )
             if not need:
-                columns = raw_columns(len(accepted), *buffers)
+                rows = len(accepted)
                 return EnginePrepared(
                     accepted,
                     rejected,
-                    customers,
+                    pa.Array.from_buffers(
+                        pa.string(), rows, [None, *(pa.py_buffer(b) for b in customers)]
+                    ),
                     unresolved,
                     missing,
-                    columns,
-                    arguments[1],
-                    arguments[2],
+                    raw_columns(rows, *buffers),
+                    {
+                        (topic, partition): (first, after)
+                        for topic, partition, first, after in offsets
+                    },
                 )
             add_periods(self._core, self._subscriptions, need)
         raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
+
+    def touched(self) -> list[tuple[PartitionKey, StateKey]]:
+        """The (partition, state) pairs of the prepared batch's held rows that
+        were not reported before, each once. A pair stays reported until
+        :meth:`drop` drops its state (or a catalog change): the caller keeps
+        the pairs per partition and drops their states when it gives the
+        partition up. Call once per batch, after :meth:`rate`."""
+        bindings = self.bindings
+        touched: list[tuple[PartitionKey, StateKey]] = []
+        for topic, partition, line_item, period_id in self._core.touched():
+            binding = bindings[line_item]
+            key = StateKey(
+                binding.tenant_id, binding.environment_id, binding.line_item_id, period_id
+            )
+            touched.append(((topic, partition), key))
+        return touched
 
     def missing_states(self) -> set[StateKey]:
         return {StateKey(*key) for key in self._core.missing_states()}
@@ -155,15 +183,6 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
         }
 
-    def held_rows(self) -> dict[str, pa.Array]:
-        """Every routed row of the prepared batch (refused and redelivered ones
-        too): ``event``, ``line_item`` (int32) and ``period_id`` (int64)."""
-        buffers, rows = self._core.held_rows()
-        return {
-            name: pa.Array.from_buffers(_INTEGERS[name], rows, [None, pa.py_buffer(buffers[name])])
-            for name in ("event", "line_item", "period_id")
-        }
-
     def rate(self) -> EngineRated:
         """Rate the held rows in order (the GIL released meanwhile)."""
         buffers, rows, (counted, repeated, skipped), refused = self._core.rate()
@@ -171,9 +190,14 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             name: pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(buffers[name])])
             for name, kind in _INTEGERS.items()
         }
-        offsets, data = buffers["unique_hash"]
-        columns["unique_hash"] = pa.Array.from_buffers(
-            pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        strings = [(name, buffers[name]) for name in ("unique_hash", *EVENT_COLUMNS)]
+        strings += zip(LINE_ITEM_COLUMNS, buffers["line_item_columns"], strict=True)
+        for name, (offsets, data) in strings:
+            columns[name] = pa.Array.from_buffers(
+                pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+            )
+        columns["timestamp"] = pa.Array.from_buffers(
+            _TIMESTAMP, rows, [None, pa.py_buffer(buffers["timestamp"])]
         )
         for name in _DELTAS:
             columns[name] = pa.Array.from_buffers(

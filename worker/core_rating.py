@@ -84,10 +84,14 @@ def price_tuple(price: PriceTable) -> PriceTuple:
 
 
 SnapshotTuple = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
+_EMPTY_SNAPSHOT = AggregateSnapshot()
+_EMPTY_TOTAL = _text(_EMPTY_SNAPSHOT.total)
 
 
 def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
     """An ``AggregateSnapshot`` as the core reads it."""
+    if snapshot == _EMPTY_SNAPSHOT:  # a state's first load: most loads are
+        return _EMPTY_TOTAL, 0, _EMPTY_TOTAL, None, []
     latest = snapshot.latest
     return (
         _text(snapshot.total),

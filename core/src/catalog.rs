@@ -9,9 +9,9 @@
 //! ([`Resolution::NeedPeriods`]) and Python adds it with `add_period`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use crate::decimal::{parse_py_decimal, Decimal};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
 
@@ -89,7 +89,7 @@ pub struct Meter {
     pub field: String,
     pub multiplier: Decimal,
     /// AND across keys, OR within a key's canonical values.
-    pub filters: Vec<(String, HashSet<String>)>,
+    pub filters: Vec<(String, FxHashSet<String>)>,
 }
 
 /// A usage line item bound to its subscription and meter (`LineItemBinding`).
@@ -139,20 +139,20 @@ pub struct EventView<'a> {
     pub properties: &'a [(Cow<'a, str>, Value<'a>)],
 }
 
-/// A key of several strings that no choice of their contents can confuse,
-/// written into `out` (reused across lookups: no allocation per event).
-fn key_in<'b>(out: &'b mut String, parts: &[&str]) -> &'b str {
-    use std::fmt::Write;
+/// A key of several strings that no choice of their contents can confuse
+/// (each part's length as 4 bytes, then its bytes), written into `out`
+/// (reused across lookups: no allocation per event).
+fn key_in<'b>(out: &'b mut Vec<u8>, parts: &[&str]) -> &'b [u8] {
     out.clear();
     for part in parts {
-        let _ = write!(out, "{}:", part.len());
-        out.push_str(part);
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part.as_bytes());
     }
-    out.as_str()
+    out.as_slice()
 }
 
-fn key(parts: &[&str]) -> String {
-    let mut out = String::new();
+fn key(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
     key_in(&mut out, parts);
     out
 }
@@ -164,14 +164,14 @@ pub struct TableError(pub String);
 /// The catalog tables of one or more catalog documents.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    customers: HashSet<String>,
-    by_external_id: HashMap<String, String>,
+    customers: FxHashSet<Vec<u8>>,
+    by_external_id: FxHashMap<Vec<u8>, String>,
     subscriptions: Vec<Subscription>,
-    subscriptions_by_customer: HashMap<String, Vec<usize>>,
+    subscriptions_by_customer: FxHashMap<Vec<u8>, Vec<usize>>,
     meters: Vec<Meter>,
     line_items: Vec<LineItem>,
     /// (tenant, environment, customer, event name) -> line items, in catalog order.
-    bindings: HashMap<String, Vec<usize>>,
+    bindings: FxHashMap<Vec<u8>, Vec<usize>>,
 }
 
 /// One subscription row of the tables.
@@ -330,39 +330,42 @@ impl Catalog {
     }
 
     /// The catalog customer id the event refers to (`customer_id_for`).
-    fn customer_of(&self, event: &EventView<'_>, buffer: &mut String) -> Option<String> {
+    fn customer_of<'s>(&'s self, event: &EventView<'s>, buffer: &mut Vec<u8>) -> Option<&'s str> {
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         if !event.customer_id.is_empty()
             && self
                 .customers
                 .contains(key_in(buffer, &[tenant, environment, event.customer_id]))
         {
-            return Some(event.customer_id.to_string());
+            return Some(event.customer_id);
         }
         self.by_external_id
             .get(key_in(
                 buffer,
                 &[tenant, environment, event.external_customer_id],
             ))
-            .cloned()
+            .map(String::as_str)
     }
 
-    /// Every active usage line item the event hits, with its period and measurement.
-    pub fn resolve(&self, event: &EventView<'_>) -> (String, Resolution) {
-        let mut buffer = String::with_capacity(96);
-        let Some(customer) = self.customer_of(event, &mut buffer) else {
-            return (
-                String::new(),
-                Resolution::Unresolved(Unresolved::UnknownCustomer),
-            );
+    /// Every active usage line item the event hits, with its period and
+    /// measurement; and the event's catalog customer id (`""` when unknown),
+    /// borrowed from the event or the catalog. `buffer` is scratch space for
+    /// lookup keys (reused across events: no allocation per event).
+    pub fn resolve<'s>(
+        &'s self,
+        event: &EventView<'s>,
+        buffer: &mut Vec<u8>,
+    ) -> (&'s str, Resolution) {
+        let Some(customer) = self.customer_of(event, buffer) else {
+            return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         let ts = event.timestamp_us;
         let mut candidates = Vec::new();
         let mut need = Vec::new();
         let bindings = self.bindings.get(key_in(
-            &mut buffer,
-            &[tenant, environment, &customer, event.event_name],
+            buffer,
+            &[tenant, environment, customer, event.event_name],
         ));
         for &index in bindings.map_or(&[][..], |b| b.as_slice()) {
             let item = &self.line_items[index];
@@ -381,16 +384,6 @@ impl Catalog {
             need.dedup();
             return (customer, Resolution::NeedPeriods(need));
         }
-        let subscriptions = self
-            .subscriptions_by_customer
-            .get(key_in(&mut buffer, &[tenant, environment, &customer]));
-        let reason = if subscriptions
-            .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
-        {
-            Unresolved::NoMatchingLineItem
-        } else {
-            Unresolved::NoActiveSubscription
-        };
         let properties = event.properties;
         let ids = EventIds::new(tenant, environment, event.id);
         let mut matches = Vec::new();
@@ -398,7 +391,14 @@ impl Catalog {
             let meter = &self.meters[self.line_items[index].meter];
             let passes = meter.filters.iter().all(|(name, values)| {
                 let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-                canonical_value(value).is_some_and(|c| values.contains(&c))
+                match value {
+                    // canonical_value of a string or a bool, without allocating it.
+                    Some(Value::Str(text)) => values.contains(text.as_ref()),
+                    Some(Value::Bool(flag)) => {
+                        values.contains(if *flag { "true" } else { "false" })
+                    }
+                    other => canonical_value(other).is_some_and(|c| values.contains(&c)),
+                }
             });
             if !passes {
                 continue;
@@ -417,6 +417,17 @@ impl Catalog {
             });
         }
         if matches.is_empty() {
+            // The reason only when there is no match (rare): one lookup saved per event.
+            let subscriptions = self
+                .subscriptions_by_customer
+                .get(key_in(buffer, &[tenant, environment, customer]));
+            let reason = if subscriptions
+                .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
+            {
+                Unresolved::NoMatchingLineItem
+            } else {
+                Unresolved::NoActiveSubscription
+            };
             return (customer, Resolution::Unresolved(reason));
         }
         (customer, Resolution::Matched(matches))
@@ -478,7 +489,7 @@ mod tests {
             timestamp_us: ts,
             properties: &parsed,
         };
-        catalog.resolve(&event).1
+        catalog.resolve(&event, &mut Vec::new()).1
     }
 
     #[test]

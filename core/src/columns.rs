@@ -22,6 +22,21 @@ impl StringColumn {
         }
     }
 
+    /// Room for `rows` values of `bytes` bytes of text in all.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        StringColumn {
+            offsets,
+            data: String::with_capacity(bytes),
+        }
+    }
+
+    /// The average length of the values held (0 when empty).
+    pub fn mean_len(&self) -> usize {
+        self.data.len() / self.len().max(1)
+    }
+
     /// Append one value. Panics past 2 GiB of text (an Arrow `utf8` limit; a
     /// batch is far smaller).
     pub fn push(&mut self, value: &str) {

@@ -190,10 +190,16 @@ pub fn numeric_text(value: &Decimal) -> Option<String> {
     if value.is_zero() || value.negative {
         return Some("0".to_string());
     }
-    if value.adjusted() >= MAX_QUANTITY_DIGITS {
+    if too_large(value) {
         return None;
     }
     Some(quantized_text(value))
+}
+
+/// Whether a positive value is at or above 10^18 (`MAX_EVENT_QUANTITY`),
+/// exactly, before any rounding.
+pub fn too_large(value: &Decimal) -> bool {
+    !value.is_zero() && !value.negative && value.adjusted() >= MAX_QUANTITY_DIGITS
 }
 
 /// The numeric text of a string property: what `parse_decimal` and the

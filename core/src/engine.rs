@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Resolution, Unresolved};
+use crate::columns::StringColumn;
 use crate::event::{Properties, RawColumns};
+use crate::fxhash::FxHashMap;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
@@ -29,7 +31,7 @@ pub struct Prepared {
     /// not empty nothing is held (call `prepare` again after adding them).
     pub need: Vec<(usize, i64)>,
     /// The catalog customer id per decoded event (`""` when unknown).
-    pub customers: Vec<String>,
+    pub customers: StringColumn,
     pub unresolved: Vec<(usize, Unresolved)>,
     pub missing_fields: usize,
 }
@@ -87,6 +89,10 @@ pub struct Engine {
     rater: Rater<RankKey>,
     pending: Vec<Pending<RankKey>>,
     sources: Vec<RowSource>,
+    /// Per decoded event of the prepared batch: its partition (the caller's numbering).
+    event_partitions: Vec<u32>,
+    /// Per state: the partitions `touched` reported it for, until it is dropped.
+    reported: FxHashMap<RankKey, Vec<u32>>,
 }
 
 impl Engine {
@@ -108,6 +114,8 @@ impl Engine {
             rater,
             pending: Vec::new(),
             sources: Vec::new(),
+            event_partitions: Vec::new(),
+            reported: FxHashMap::default(),
         }
     }
 
@@ -141,6 +149,8 @@ impl Engine {
         (self.catalog, self.terms, self.ranks, self.rank_of) = (catalog, terms, ranks, rank_of);
         self.pending.clear();
         self.sources.clear();
+        // Ranks changed: report every state again (reporting twice is harmless).
+        self.reported.clear();
     }
 
     fn state_key(&self, key: &RankKey) -> StateKey {
@@ -172,10 +182,22 @@ impl Engine {
     }
 
     /// Route and measure the decoded events; hold their rows for the next steps.
-    /// `properties` are the decoded events' (`decode_event`'s answers).
-    pub fn prepare(&mut self, columns: &RawColumns, properties: &[Properties<'_>]) -> Prepared {
-        let mut prepared = Prepared::default();
-        let (mut pending, mut sources) = (Vec::new(), Vec::new());
+    /// `properties` are the decoded events' (`decode_event`'s answers),
+    /// `event_partitions` their partitions (any numbering; see `touched`).
+    pub fn prepare(
+        &mut self,
+        columns: &RawColumns,
+        properties: &[Properties<'_>],
+        event_partitions: Vec<u32>,
+    ) -> Prepared {
+        let events = columns.len();
+        let mut prepared = Prepared {
+            customers: StringColumn::with_capacity(events, events * columns.customer_id.mean_len()),
+            ..Prepared::default()
+        };
+        // Most events match one line item: room for that, grown when more do.
+        let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
+        let mut buffer = Vec::with_capacity(96);
         for (event, members) in properties.iter().enumerate().take(columns.len()) {
             let view = EventView {
                 id: columns.id.get(event),
@@ -187,7 +209,7 @@ impl Engine {
                 timestamp_us: columns.timestamp_us[event],
                 properties: members,
             };
-            let (customer, resolution) = self.catalog.resolve(&view);
+            let (customer, resolution) = self.catalog.resolve(&view, &mut buffer);
             prepared.customers.push(customer);
             match resolution {
                 Resolution::Unresolved(reason) => prepared.unresolved.push((event, reason)),
@@ -218,7 +240,27 @@ impl Engine {
             sources.clear();
         }
         (self.pending, self.sources) = (pending, sources);
+        self.event_partitions = event_partitions;
         prepared
+    }
+
+    /// The (partition, line item, period id) of the held rows whose (partition,
+    /// state) was not reported before, each once, in row order. A pair stays
+    /// reported until `drop_states` drops its state (or a catalog change
+    /// renumbers the states): the caller keeps what it was told per partition
+    /// and drops those states when it gives a partition up, so a batch costs
+    /// Python work per *new* pair only.
+    pub fn touched(&mut self) -> Vec<(u32, usize, i64)> {
+        let mut found = Vec::new();
+        for (row, source) in self.pending.iter().zip(&self.sources) {
+            let partition = self.event_partitions[source.event];
+            let seen = self.reported.entry(row.key).or_default();
+            if !seen.contains(&partition) {
+                seen.push(partition);
+                found.push((partition, source.line_item, row.key.1));
+            }
+        }
+        found
     }
 
     pub fn missing_states(&self) -> HashSet<StateKey> {
@@ -284,6 +326,97 @@ impl Engine {
 
     pub fn drop_states(&mut self, keys: &[StateKey]) {
         let keys: Vec<RankKey> = keys.iter().filter_map(|key| self.rank_key(key)).collect();
+        for key in &keys {
+            self.reported.remove(key);
+        }
         self.rater.drop_states(&keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{LineItemRow, MeterRow, SubscriptionRow};
+    use crate::event::{decode_event, Limits};
+    use crate::pricing::Price;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 4096,
+        max_properties: 16,
+        max_key_chars: 64,
+        max_id_chars: 64,
+        max_string_value_chars: 64,
+    };
+
+    /// One customer `c` with a COUNT line item `li` on event `api`, one period.
+    fn engine() -> Engine {
+        let mut catalog = Catalog::new(
+            &[("t", "e", "c", "")],
+            &[SubscriptionRow {
+                tenant_id: "t",
+                environment_id: "e",
+                customer_id: "c",
+                status: "active",
+                start_us: 0,
+                end_us: None,
+                cancelled_us: None,
+            }],
+            &[MeterRow {
+                id: "m",
+                event_name: "api",
+                aggregation: "COUNT",
+                field: "",
+                multiplier: "1",
+                filters: vec![],
+            }],
+            &[LineItemRow {
+                id: "li",
+                subscription: 0,
+                start_us: 0,
+                end_us: None,
+                meter: 0,
+            }],
+        )
+        .unwrap();
+        catalog.add_period(0, 0, 1_000_000).unwrap();
+        let terms = vec![Terms {
+            price: Price::FlatFee { amount: 2 },
+            free_units: 0,
+            aggregation: Aggregation::Count,
+            bucket: None,
+        }];
+        let owners = vec![("t".to_string(), "e".to_string(), "li".to_string())];
+        Engine::new(catalog, terms, owners, Rater::new(10, 10))
+    }
+
+    /// Prepare one event per partition number in `partitions` and rate them.
+    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
+        let payloads: Vec<String> = (0..partitions.len())
+            .map(|i| format!(r#"{{"id":"e{i}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
+            .collect();
+        let mut columns = RawColumns::new();
+        let properties: Vec<_> = payloads
+            .iter()
+            .map(|p| decode_event(p.as_bytes(), String::new, 5, &LIMITS, &mut columns).unwrap())
+            .collect();
+        let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
+        assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
+        assert_eq!(prepared.customers.get(0), "c");
+        engine.rate();
+        engine.touched()
+    }
+
+    #[test]
+    fn touched_reports_each_partition_and_state_once_until_dropped() {
+        let mut engine = engine();
+        assert_eq!(
+            touched_by(&mut engine, &[3, 3, 4]),
+            vec![(3, 0, 0), (4, 0, 0)]
+        );
+        assert_eq!(touched_by(&mut engine, &[3, 4]), vec![]);
+        assert_eq!(touched_by(&mut engine, &[5]), vec![(5, 0, 0)]);
+        // Revoking drops the state: every partition that touches it again is told.
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(touched_by(&mut engine, &[4, 3]), vec![(4, 0, 0), (3, 0, 0)]);
     }
 }

@@ -93,6 +93,25 @@ impl RawColumns {
         Self::default()
     }
 
+    /// Room for `rows` events (the string columns' offsets; `bytes` of the
+    /// messages in all for the `properties` text, which is most of them).
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let short = || StringColumn::with_capacity(rows, rows * 24);
+        RawColumns {
+            id: short(),
+            tenant_id: short(),
+            environment_id: short(),
+            event_name: short(),
+            source: short(),
+            customer_id: short(),
+            external_customer_id: short(),
+            timestamp_us: Vec::with_capacity(rows),
+            properties: StringColumn::with_capacity(rows, bytes),
+            canonical_json: StringColumn::with_capacity(rows, bytes / 2),
+            numeric_json: StringColumn::with_capacity(rows, bytes / 2),
+        }
+    }
+
     /// Rows held.
     pub fn len(&self) -> usize {
         self.timestamp_us.len()

@@ -13,6 +13,7 @@ pub mod decimal;
 pub mod engine;
 pub mod event;
 pub mod fixed;
+pub mod fxhash;
 pub mod json;
 pub mod measure;
 pub mod period_rating;
@@ -23,8 +24,9 @@ pub mod sha256;
 pub mod text;
 pub mod timestamp;
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyDict};
 
 use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
@@ -40,54 +42,109 @@ fn core_version() -> &'static str {
 /// and the raw columns of the accepted ones.
 type Decoded = (Vec<usize>, Vec<(usize, &'static str)>, RawColumns);
 
+/// One batch as the core reads it: the messages' fields, read through the C
+/// API from the message objects (`worker.core_decode.Message`: `value`,
+/// `topic`, `partition`, `offset`, `timestamp_ms`), so Python builds no list
+/// per field; the batch time in µs (the timestamp of messages without one and
+/// without a positive Kafka timestamp); the event limits.
+pub(crate) struct Batch {
+    // Borrowed from the bytes and str objects: no copy.
+    values: Vec<Option<PyBackedBytes>>,
+    topics: Vec<PyBackedStr>,
+    partitions: Vec<i64>,
+    offsets: Vec<i64>,
+    timestamps_ms: Vec<Option<i64>>,
+    now_us: i64,
+    limits: Limits,
+}
+
+/// The limits tuple Python passes: `(max_message_bytes, max_properties,
+/// max_key_chars, max_id_chars, max_string_value_chars)`.
+type LimitsTuple = (usize, usize, usize, usize, usize);
+
+impl Batch {
+    /// Read `messages` (any iterable of message objects). Raises when an
+    /// attribute is missing or of the wrong type.
+    pub(crate) fn read(
+        messages: &Bound<'_, PyAny>,
+        now_us: i64,
+        limits: LimitsTuple,
+    ) -> PyResult<Batch> {
+        let py = messages.py();
+        let count = messages.len().unwrap_or(0);
+        let mut batch = Batch {
+            values: Vec::with_capacity(count),
+            topics: Vec::with_capacity(count),
+            partitions: Vec::with_capacity(count),
+            offsets: Vec::with_capacity(count),
+            timestamps_ms: Vec::with_capacity(count),
+            now_us,
+            limits: Limits {
+                max_message_bytes: limits.0,
+                max_properties: limits.1,
+                max_key_chars: limits.2,
+                max_id_chars: limits.3,
+                max_string_value_chars: limits.4,
+            },
+        };
+        for message in messages.try_iter()? {
+            let message = message?;
+            batch
+                .values
+                .push(message.getattr(intern!(py, "value"))?.extract()?);
+            batch
+                .topics
+                .push(message.getattr(intern!(py, "topic"))?.extract()?);
+            batch
+                .partitions
+                .push(message.getattr(intern!(py, "partition"))?.extract()?);
+            batch
+                .offsets
+                .push(message.getattr(intern!(py, "offset"))?.extract()?);
+            batch
+                .timestamps_ms
+                .push(message.getattr(intern!(py, "timestamp_ms"))?.extract()?);
+        }
+        Ok(batch)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Message `i`'s (topic, partition).
+    pub(crate) fn partition(&self, i: usize) -> (&str, i64) {
+        (&self.topics[i], self.partitions[i])
+    }
+
+    /// Message `i`'s offset.
+    pub(crate) fn offset(&self, i: usize) -> i64 {
+        self.offsets[i]
+    }
+}
+
 /// The decode loop shared by `decode_batch`, `CoreCatalog.resolve_batch` and
 /// `CoreEngine.prepare`; `keep` collects the accepted events' properties.
-#[allow(clippy::too_many_arguments)]
-fn decode_all<'a>(
-    values: &'a [Option<PyBackedBytes>],
-    topics: &[String],
-    partitions: &[i64],
-    offsets: &[i64],
-    timestamps_ms: &[Option<i64>],
-    now_us: i64,
-    limits: (usize, usize, usize, usize, usize),
-    mut keep: Option<&mut Vec<event::Properties<'a>>>,
-) -> PyResult<Decoded> {
-    let count = values.len();
-    if [
-        topics.len(),
-        partitions.len(),
-        offsets.len(),
-        timestamps_ms.len(),
-    ]
-    .iter()
-    .any(|n| *n != count)
-    {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "decode_batch: argument lists differ in length",
-        ));
-    }
-    let limits = Limits {
-        max_message_bytes: limits.0,
-        max_properties: limits.1,
-        max_key_chars: limits.2,
-        max_id_chars: limits.3,
-        max_string_value_chars: limits.4,
-    };
+fn decode_all<'a>(batch: &'a Batch, mut keep: Option<&mut Vec<event::Properties<'a>>>) -> Decoded {
+    let count = batch.len();
     let mut accepted = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    let mut columns = RawColumns::new();
+    let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
+    let mut columns = RawColumns::with_capacity(count, bytes);
     for i in 0..count {
-        let Some(value) = &values[i] else {
+        let Some(value) = &batch.values[i] else {
             rejected.push((i, event::Reason::EmptyMessage.code()));
             continue;
         };
-        let fallback_id = || format!("{}-{}-{}", topics[i], partitions[i], offsets[i]);
-        let fallback_us = match timestamps_ms[i] {
-            Some(ms) if ms > 0 => ms * 1000,
-            _ => now_us,
+        let fallback_id = || {
+            let topic: &str = &batch.topics[i];
+            format!("{}-{}-{}", topic, batch.partitions[i], batch.offsets[i])
         };
-        match decode_event(value, fallback_id, fallback_us, &limits, &mut columns) {
+        let fallback_us = match batch.timestamps_ms[i] {
+            Some(ms) if ms > 0 => ms * 1000,
+            _ => batch.now_us,
+        };
+        match decode_event(value, fallback_id, fallback_us, &batch.limits, &mut columns) {
             Ok(properties) => {
                 accepted.push(i);
                 if let Some(kept) = keep.as_deref_mut() {
@@ -97,7 +154,7 @@ fn decode_all<'a>(
             Err(reason) => rejected.push((i, reason.code())),
         }
     }
-    Ok((accepted, rejected, columns))
+    (accepted, rejected, columns)
 }
 
 fn table_error(error: catalog::TableError) -> PyErr {
@@ -127,17 +184,20 @@ type MeterTuple = (
 );
 /// Line items `(id, subscription index, start µs, end µs, meter index)`.
 type LineItemTuple = (String, usize, i64, Option<i64>, usize);
+/// A catalog version's tables as Python hands them over, in this order.
+type CatalogTables = (
+    Vec<CustomerTuple>,
+    Vec<SubscriptionTuple>,
+    Vec<MeterTuple>,
+    Vec<LineItemTuple>,
+);
 /// One routed (event, line item): `(row, line item, period id, period start µs,
 /// period end µs, quantity × 10^15 as text, unique hash, field missing)`.
 type MatchTuple = (usize, usize, i64, i64, i64, String, String, bool);
 
 /// The catalog of the tables Python passes (`CoreCatalog`, `CoreEngine`).
-fn catalog_of(
-    customers: &[CustomerTuple],
-    subscriptions: &[SubscriptionTuple],
-    meters: &[MeterTuple],
-    line_items: &[LineItemTuple],
-) -> PyResult<Catalog> {
+fn catalog_of(tables: &CatalogTables) -> PyResult<Catalog> {
+    let (customers, subscriptions, meters, line_items) = tables;
     let customers: Vec<(&str, &str, &str, &str)> = customers
         .iter()
         .map(|(t, e, c, x)| (t.as_str(), e.as_str(), c.as_str(), x.as_str()))
@@ -191,14 +251,9 @@ struct CoreCatalog {
 #[pymethods]
 impl CoreCatalog {
     #[new]
-    fn new(
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
-    ) -> PyResult<Self> {
+    fn new(tables: CatalogTables) -> PyResult<Self> {
         Ok(CoreCatalog {
-            catalog: catalog_of(&customers, &subscriptions, &meters, &line_items)?,
+            catalog: catalog_of(&tables)?,
         })
     }
 
@@ -219,17 +274,13 @@ impl CoreCatalog {
     /// (then call again; nothing else is meaningful in that answer); per
     /// accepted row its catalog customer id (`""` when unknown); `(row,
     /// reason)` of unresolved rows; the matches in row order.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
     fn resolve_batch(
         &self,
         py: Python<'_>,
-        values: Vec<Option<PyBackedBytes>>,
-        topics: Vec<String>,
-        partitions: Vec<i64>,
-        offsets: Vec<i64>,
-        timestamps_ms: Vec<Option<i64>>,
+        messages: &Bound<'_, PyAny>,
         now_us: i64,
-        limits: (usize, usize, usize, usize, usize),
+        limits: LimitsTuple,
     ) -> PyResult<(
         Vec<usize>,
         Vec<(usize, &'static str)>,
@@ -238,23 +289,16 @@ impl CoreCatalog {
         Vec<(usize, &'static str)>,
         Vec<MatchTuple>,
     )> {
+        let batch = Batch::read(messages, now_us, limits)?;
         let catalog = &self.catalog;
-        py.detach(|| {
+        Ok(py.detach(|| {
             let mut decoded = Vec::new();
-            let (accepted, rejected, columns) = decode_all(
-                &values,
-                &topics,
-                &partitions,
-                &offsets,
-                &timestamps_ms,
-                now_us,
-                limits,
-                Some(&mut decoded),
-            )?;
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded));
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
             let mut matches = Vec::new();
+            let mut buffer = Vec::new();
             for (row, members) in decoded.iter().enumerate() {
                 let event = EventView {
                     id: columns.id.get(row),
@@ -266,8 +310,8 @@ impl CoreCatalog {
                     timestamp_us: columns.timestamp_us[row],
                     properties: members,
                 };
-                let (customer, resolution) = catalog.resolve(&event);
-                customers.push(customer);
+                let (customer, resolution) = catalog.resolve(&event, &mut buffer);
+                customers.push(customer.to_string());
                 match resolution {
                     Resolution::Matched(found) => {
                         for m in found {
@@ -291,53 +335,38 @@ impl CoreCatalog {
                     }
                 }
             }
-            Ok((accepted, rejected, need, customers, unresolved, matches))
-        })
+            (accepted, rejected, need, customers, unresolved, matches)
+        }))
     }
 }
 
-/// Decode and validate a batch of message values.
+/// Decode and validate a batch of messages.
 ///
-/// Arguments are parallel lists (value, topic, partition, offset, Kafka
-/// timestamp in ms or None), the batch time in µs (the timestamp of messages
-/// without one and without a positive Kafka timestamp) and the limits as
-/// `(max_message_bytes, max_properties, max_key_chars, max_id_chars,
-/// max_string_value_chars)`.
+/// `messages` are message objects (`value`, `topic`, `partition`, `offset`,
+/// `timestamp_ms`: Kafka timestamp in ms or None), read through the C API;
+/// `now_us` is the batch time in µs (the timestamp of messages without one and
+/// without a positive Kafka timestamp); `limits` are `(max_message_bytes,
+/// max_properties, max_key_chars, max_id_chars, max_string_value_chars)`.
 ///
 /// Returns `(accepted, rejected, strings, timestamps)`: the indices of the
 /// accepted messages; `(index, reason)` of the others; per string column of
 /// `events` its `(offsets, data)` Arrow buffers; the int64 µs timestamps as
 /// little-endian bytes. Pure: no state, the GIL released while decoding.
 #[pyfunction]
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
 fn decode_batch<'py>(
     py: Python<'py>,
-    // Borrowed from the bytes objects: no copy, and no per-byte conversion.
-    values: Vec<Option<PyBackedBytes>>,
-    topics: Vec<String>,
-    partitions: Vec<i64>,
-    offsets: Vec<i64>,
-    timestamps_ms: Vec<Option<i64>>,
+    messages: &Bound<'py, PyAny>,
     now_us: i64,
-    limits: (usize, usize, usize, usize, usize),
+    limits: LimitsTuple,
 ) -> PyResult<(
     Vec<usize>,
     Vec<(usize, &'static str)>,
     Bound<'py, PyDict>,
     Bound<'py, PyBytes>,
 )> {
-    let (accepted, rejected, columns) = py.detach(|| {
-        decode_all(
-            &values,
-            &topics,
-            &partitions,
-            &offsets,
-            &timestamps_ms,
-            now_us,
-            limits,
-            None,
-        )
-    })?;
+    let batch = Batch::read(messages, now_us, limits)?;
+    let (accepted, rejected, columns) = py.detach(|| decode_all(&batch, None));
     let (strings, timestamps) = raw_buffers(py, &columns)?;
     Ok((accepted, rejected, strings, timestamps))
 }

@@ -11,7 +11,7 @@
 //! rounding (see `money.py`). The weight itself is the reference's: the
 //! quotient of integer microseconds truncated to 76 significant digits.
 
-use crate::decimal::{numeric_text, parse_py_decimal, Decimal};
+use crate::decimal::{numeric_text, parse_py_decimal, too_large, Decimal};
 use crate::event::canonical_float;
 use crate::fixed;
 use crate::json::Value;
@@ -185,6 +185,11 @@ pub fn measure(
         value = mul_exact(&value, meter.multiplier);
     }
     if meter.aggregation == Aggregation::WeightedSum && !value.negative && !is_zero(&value) {
+        // The reference checks the range before weighting: 10^18 weighted
+        // down below it is still a missing field.
+        if too_large(&value) {
+            return missing(event);
+        }
         value = mul_exact(&value, &time_weight(timestamp_us, period.0, period.1));
     }
     // numeric_text: None at or above 10^18, 0 for negatives, else quantized.
@@ -332,6 +337,30 @@ mod tests {
             whole_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
             None
         );
+    }
+
+    #[test]
+    fn a_weighted_value_out_of_range_is_missing_before_weighting() {
+        // Found by the resolve differential test: 1e18 one µs before the end
+        // of a one-second period weighs 1e12, but the reference reads 1e18
+        // as out of range first (a missing field, quantity 0).
+        let rule = MeterRule {
+            id: "m",
+            aggregation: Aggregation::WeightedSum,
+            field: "n",
+            multiplier: &dec("1"),
+        };
+        let ids = EventIds::new("t", "e", "e1");
+        let measured = |value: Value<'static>| {
+            let properties = vec![(std::borrow::Cow::Borrowed("n"), value)];
+            measure(&rule, &ids, &properties, 999_999, (0, 1_000_000))
+        };
+        let out = measured(Value::Float(1e18));
+        assert!(out.field_missing);
+        assert_eq!(out.quantity, 0);
+        let below = measured(Value::Float(9e17));
+        assert!(!below.field_missing);
+        assert_eq!(below.quantity, 900_000_000_000 * fixed::ONE);
     }
 
     #[test]

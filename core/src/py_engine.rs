@@ -4,35 +4,166 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::catalog::Catalog;
 use crate::columns::StringColumn;
 use crate::engine::Engine;
+use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
 use crate::{
-    catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, CustomerTuple,
-    KeyTuple, LineItemTuple, MeterTuple, SnapshotTuple, SubscriptionTuple, TermsTuple,
+    catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, Batch, CatalogTables,
+    KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
 };
 
 /// What `prepare` returns: accepted and rejected messages, periods to add,
-/// customers per event, unresolved `(event, reason)`, missing fields, and
-/// the raw `events` columns' buffers (as `decode_batch`'s).
+/// the customers column's buffers (one per accepted event), the count of
+/// unresolved events per reason, missing fields, the raw `events` columns' buffers (as
+/// `decode_batch`'s), and per partition of the batch `(topic, partition,
+/// first offset, last offset + 1)`.
 type PrepareResult<'py> = (
     Vec<usize>,
     Vec<(usize, &'static str)>,
     Vec<(usize, i64)>,
-    Vec<String>,
-    Vec<(usize, &'static str)>,
+    (Bound<'py, PyBytes>, Bound<'py, PyBytes>),
+    Vec<(&'static str, usize)>,
     usize,
     (Bound<'py, PyDict>, Bound<'py, PyBytes>),
+    Vec<(String, i64, i64, i64)>,
 );
 
 #[pyclass(module = "worker._core")]
 pub struct CoreEngine {
     engine: Engine,
+    /// The partitions seen so far, numbered in order of first sight (what
+    /// `touched` names by number).
+    partitions: Vec<(String, i64)>,
+    partition_numbers: HashMap<(String, i64), u32>,
+    /// The prepared batch's raw columns and catalog customers (per accepted
+    /// event), which `rate` copies into the written rows' columns.
+    held_columns: Option<(RawColumns, StringColumn)>,
+    /// Per catalog line item its stored `events_processed` columns
+    /// (`LINE_ITEM_FIELDS` of them), set by `set_line_item_columns`.
+    line_item_columns: Vec<[String; LINE_ITEM_FIELDS]>,
+}
+
+/// How many stored columns a line item has (`set_line_item_columns`).
+const LINE_ITEM_FIELDS: usize = 6;
+
+/// The written rows' `events_processed` columns copied from their event (the
+/// raw column of the same name) and from its catalog customer.
+fn event_columns(raw: &RawColumns) -> [(&'static str, &StringColumn); 7] {
+    [
+        ("id", &raw.id),
+        ("event_name", &raw.event_name),
+        ("external_customer_id", &raw.external_customer_id),
+        ("source", &raw.source),
+        ("tenant_id", &raw.tenant_id),
+        ("environment_id", &raw.environment_id),
+        ("properties", &raw.properties),
+    ]
+}
+
+/// Sets `name: (offsets, data)` of a utf8 column.
+fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
+    let py = columns.py();
+    columns.set_item(
+        name,
+        (
+            PyBytes::new(py, &column.offset_bytes()),
+            PyBytes::new(py, column.data()),
+        ),
+    )
+}
+
+impl CoreEngine {
+    /// The number of `(topic, partition)`, given one when new.
+    fn partition_number(&mut self, topic: &str, partition: i64) -> u32 {
+        if let Some(number) = self.partition_numbers.get(&(topic.to_string(), partition)) {
+            return *number;
+        }
+        let number = self.partitions.len() as u32;
+        self.partitions.push((topic.to_string(), partition));
+        self.partition_numbers
+            .insert((topic.to_string(), partition), number);
+        number
+    }
+
+    /// Copies the written rows' `events_processed` columns from their event
+    /// (raw columns, `customer_id`, `timestamp` as int64 µs) and line item
+    /// (a list `line_item_columns`, in `set_line_item_columns`' order) into
+    /// `columns`: no Arrow `take` in Python.
+    /// Without a `prepare` the event columns are left out; rows of a line
+    /// item without `set_line_item_columns` raise.
+    fn set_processed_columns(
+        &self,
+        columns: &Bound<'_, PyDict>,
+        events: &[i32],
+        line_items: &[i32],
+    ) -> PyResult<()> {
+        let py = columns.py();
+        if let Some((raw, customers)) = &self.held_columns {
+            let mut sources = event_columns(raw).to_vec();
+            sources.push(("customer_id", customers));
+            for (name, source) in sources {
+                let mut column =
+                    StringColumn::with_capacity(events.len(), events.len() * source.mean_len());
+                for &event in events {
+                    column.push(source.get(event as usize));
+                }
+                set_strings(columns, name, &column)?;
+            }
+            let timestamps: Vec<i64> = events
+                .iter()
+                .map(|&event| raw.timestamp_us[event as usize])
+                .collect();
+            columns.set_item(
+                "timestamp",
+                PyBytes::new(py, &le_bytes(&timestamps, i64::to_le_bytes)),
+            )?;
+        }
+        let item_columns = pyo3::types::PyList::empty(py);
+        for field in 0..LINE_ITEM_FIELDS {
+            let mut column = StringColumn::with_capacity(line_items.len(), line_items.len() * 16);
+            for &item in line_items {
+                let Some(fields) = self.line_item_columns.get(item as usize) else {
+                    return Err(pyo3::exceptions::PyValueError::new_err(
+                        "CoreEngine.rate: set_line_item_columns was not called for this catalog",
+                    ));
+                };
+                column.push(&fields[field]);
+            }
+            item_columns.append((
+                PyBytes::new(py, &column.offset_bytes()),
+                PyBytes::new(py, column.data()),
+            ))?;
+        }
+        columns.set_item("line_item_columns", item_columns)
+    }
+
+    /// Per message its partition's number, and per partition of the batch
+    /// `(number, first offset, last offset + 1)` in order of first sight.
+    fn batch_partitions(&mut self, batch: &Batch) -> (Vec<u32>, Vec<(u32, i64, i64)>) {
+        let mut numbers = Vec::with_capacity(batch.len());
+        let mut offsets: Vec<(u32, i64, i64)> = Vec::new();
+        let mut last: Option<(&str, i64, u32)> = None;
+        for i in 0..batch.len() {
+            let (topic, partition) = batch.partition(i);
+            let number = match last {
+                Some((t, p, n)) if t == topic && p == partition => n,
+                _ => self.partition_number(topic, partition),
+            };
+            last = Some((topic, partition, number));
+            numbers.push(number);
+            let offset = batch.offset(i);
+            match offsets.iter_mut().find(|(n, _, _)| *n == number) {
+                Some(entry) => entry.2 = offset + 1,
+                None => offsets.push((number, offset, offset + 1)),
+            }
+        }
+        (numbers, offsets)
+    }
 }
 
 fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
@@ -42,18 +173,16 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) ->
 /// The engine's catalog, terms and line item owners from the Python tables.
 #[allow(clippy::type_complexity)]
 fn engine_tables(
-    customers: &[CustomerTuple],
-    subscriptions: &[SubscriptionTuple],
-    meters: &[MeterTuple],
-    line_items: &[LineItemTuple],
+    tables: &CatalogTables,
     terms: &[TermsTuple],
 ) -> PyResult<(Catalog, Vec<Terms>, Vec<(String, String, String)>)> {
+    let (_, subscriptions, _, line_items) = tables;
     if terms.len() != line_items.len() {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "CoreEngine: one terms entry per line item",
         ));
     }
-    let catalog = catalog_of(customers, subscriptions, meters, line_items)?;
+    let catalog = catalog_of(tables)?;
     let owners = line_items
         .iter()
         .map(|l| {
@@ -89,39 +218,40 @@ fn set_row_sources(
 
 #[pymethods]
 impl CoreEngine {
-    /// Catalog tables as `CoreCatalog`'s, `terms` aligned with `line_items`.
+    /// Catalog tables as `CoreCatalog`'s, `terms` aligned with their line items.
     #[new]
     fn new(
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
+        tables: CatalogTables,
         terms: Vec<TermsTuple>,
         max_fingerprints: usize,
         max_remembered_owners: usize,
     ) -> PyResult<Self> {
-        let (catalog, terms, owners) =
-            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
+        let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         let rater = Rater::new(max_fingerprints, max_remembered_owners);
         Ok(CoreEngine {
             engine: Engine::new(catalog, terms, owners, rater),
+            partitions: Vec::new(),
+            partition_numbers: HashMap::new(),
+            held_columns: None,
+            line_item_columns: Vec::new(),
         })
     }
 
     /// A new catalog version (tables as `__init__`'s), keeping the rating
     /// state (`Engine::replace_catalog`). Periods must be added again.
-    fn replace_catalog(
-        &mut self,
-        customers: Vec<CustomerTuple>,
-        subscriptions: Vec<SubscriptionTuple>,
-        meters: Vec<MeterTuple>,
-        line_items: Vec<LineItemTuple>,
-        terms: Vec<TermsTuple>,
-    ) -> PyResult<()> {
-        let (catalog, terms, owners) =
-            engine_tables(&customers, &subscriptions, &meters, &line_items, &terms)?;
+    fn replace_catalog(&mut self, tables: CatalogTables, terms: Vec<TermsTuple>) -> PyResult<()> {
+        let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
+        self.held_columns = None;
+        self.line_item_columns.clear();
         Ok(())
+    }
+
+    /// Per catalog line item (aligned with the tables' `line_items`) its
+    /// stored columns: sub line item id, subscription id, price id, feature
+    /// id, meter id, currency. Call after `__init__` and `replace_catalog`.
+    fn set_line_item_columns(&mut self, columns: Vec<[String; LINE_ITEM_FIELDS]>) {
+        self.line_item_columns = columns;
     }
 
     fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {
@@ -142,65 +272,71 @@ impl CoreEngine {
     /// Decode, route and measure a batch (arguments as `decode_batch`) and
     /// hold its rows. When `need` is not empty nothing is held: add those
     /// periods and call again.
-    #[allow(clippy::too_many_arguments)]
     fn prepare<'py>(
         &mut self,
         py: Python<'py>,
-        values: Vec<Option<PyBackedBytes>>,
-        topics: Vec<String>,
-        partitions: Vec<i64>,
-        offsets: Vec<i64>,
-        timestamps_ms: Vec<Option<i64>>,
+        messages: &Bound<'py, PyAny>,
         now_us: i64,
-        limits: (usize, usize, usize, usize, usize),
+        limits: LimitsTuple,
     ) -> PyResult<PrepareResult<'py>> {
+        let batch = Batch::read(messages, now_us, limits)?;
+        let (message_partitions, offsets) = self.batch_partitions(&batch);
         let engine = &mut self.engine;
-        let (accepted, rejected, need, customers, unresolved, missing, columns) =
-            py.detach(|| {
-                let mut properties = Vec::new();
-                let (accepted, rejected, columns) = decode_all(
-                    &values,
-                    &topics,
-                    &partitions,
-                    &offsets,
-                    &timestamps_ms,
-                    now_us,
-                    limits,
-                    Some(&mut properties),
-                )?;
-                let prepared = engine.prepare(&columns, &properties);
-                let unresolved = prepared
-                    .unresolved
-                    .iter()
-                    .map(|(event, reason)| (*event, reason.code()))
-                    .collect();
-                Ok::<_, PyErr>((
-                    accepted,
-                    rejected,
-                    prepared.need,
-                    prepared.customers,
-                    unresolved,
-                    prepared.missing_fields,
-                    columns,
-                ))
-            })?;
+        let (accepted, rejected, prepared, unresolved, columns) = py.detach(|| {
+            let mut properties = Vec::new();
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties));
+            let event_partitions = accepted.iter().map(|&m| message_partitions[m]).collect();
+            let prepared = engine.prepare(&columns, &properties, event_partitions);
+            let mut unresolved: Vec<(&'static str, usize)> = Vec::new();
+            for (_, reason) in &prepared.unresolved {
+                match unresolved
+                    .iter_mut()
+                    .find(|(code, _)| *code == reason.code())
+                {
+                    Some(entry) => entry.1 += 1,
+                    None => unresolved.push((reason.code(), 1)),
+                }
+            }
+            (accepted, rejected, prepared, unresolved, columns)
+        });
+        let customers = (
+            PyBytes::new(py, &prepared.customers.offset_bytes()),
+            PyBytes::new(py, prepared.customers.data()),
+        );
         let buffers = raw_buffers(py, &columns)?;
+        self.held_columns = Some((columns, prepared.customers));
+        let offsets = offsets
+            .into_iter()
+            .map(|(number, first, next)| {
+                let (topic, partition) = &self.partitions[number as usize];
+                (topic.clone(), *partition, first, next)
+            })
+            .collect();
         Ok((
-            accepted, rejected, need, customers, unresolved, missing, buffers,
+            accepted,
+            rejected,
+            prepared.need,
+            customers,
+            unresolved,
+            prepared.missing_fields,
+            buffers,
+            offsets,
         ))
     }
 
-    /// The held rows (every routed match of the prepared batch, refused and
-    /// redelivered ones included) as Arrow buffers: `event` and `line_item`
-    /// int32, `period_id` int64; and their count.
-    fn held_rows<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, usize)> {
-        let (pending, sources) = self.engine.rows();
-        let events: Vec<i32> = sources.iter().map(|s| s.event as i32).collect();
-        let line_items: Vec<i32> = sources.iter().map(|s| s.line_item as i32).collect();
-        let periods: Vec<i64> = pending.iter().map(|row| row.0).collect();
-        let columns = PyDict::new(py);
-        set_row_sources(&columns, &events, &line_items, &periods)?;
-        Ok((columns, events.len()))
+    /// The `(topic, partition, line item, period id)` of the held rows whose
+    /// (partition, state) was not reported before, each once (see
+    /// `Engine::touched`: a pair stays reported until `drop_states` drops the
+    /// state). Call once per batch, after `rate`, and keep the answer.
+    fn touched(&mut self) -> Vec<(String, i64, usize, i64)> {
+        let found = self.engine.touched();
+        found
+            .into_iter()
+            .map(|(number, line_item, period_id)| {
+                let (topic, partition) = &self.partitions[number as usize];
+                (topic.clone(), *partition, line_item, period_id)
+            })
+            .collect()
     }
 
     fn missing_states(&self) -> Vec<KeyTuple> {
@@ -298,13 +434,7 @@ impl CoreEngine {
             "outcome",
             PyBytes::new(py, &le_bytes(&outcome_codes, i8::to_le_bytes)),
         )?;
-        columns.set_item(
-            "unique_hash",
-            (
-                PyBytes::new(py, &hashes.offset_bytes()),
-                PyBytes::new(py, hashes.data()),
-            ),
-        )?;
+        set_strings(&columns, "unique_hash", &hashes)?;
         let names = [
             "qty_total",
             "qty_billable",
@@ -319,6 +449,7 @@ impl CoreEngine {
                 PyBytes::new(py, &le_bytes(column, i128::to_le_bytes)),
             )?;
         }
+        self.set_processed_columns(&columns, &events, &line_items)?;
         let counts = (outcomes.counted, outcomes.repeated, outcomes.skipped);
         Ok((columns, row_index.len(), counts, refused))
     }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::aggregate::{Aggregate, Bucket, Snapshot};
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
@@ -65,11 +66,13 @@ pub struct Outcomes {
 
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
 pub struct Rater<K = StateKey> {
-    states: HashMap<K, State>,
-    touched: HashSet<K>,
+    // Keyed by state (catalog line item and period): the Fx hasher. Sets of
+    // event-derived hashes keep std's SipHash.
+    states: FxHashMap<K, State>,
+    touched: FxHashSet<K>,
     /// Covered states -> (insertion number, fingerprints): the reference's
     /// dict order breaks ties when trimming.
-    fingerprints: HashMap<K, (u64, HashSet<u64>)>,
+    fingerprints: FxHashMap<K, (u64, HashSet<u64>)>,
     inserted: u64,
     fingerprint_count: usize,
     max_fingerprints: usize,
@@ -80,9 +83,9 @@ pub struct Rater<K = StateKey> {
 impl<K: Key> Rater<K> {
     pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
         Rater {
-            states: HashMap::new(),
-            touched: HashSet::new(),
-            fingerprints: HashMap::new(),
+            states: FxHashMap::default(),
+            touched: FxHashSet::default(),
+            fingerprints: FxHashMap::default(),
             inserted: 0,
             fingerprint_count: 0,
             max_fingerprints,

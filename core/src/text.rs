@@ -84,6 +84,34 @@ pub fn write_json_string(out: &mut String, text: &str) {
 /// `value = ±0.d1d2...dn × 10^point`... expressed as (negative, digits, exp) with
 /// `value = ±d1.d2...dn × 10^exp`.
 pub fn shortest_digits(value: f64) -> (bool, String, i32) {
+    // An event's float is spelled up to four times (properties text,
+    // canonical and numeric JSON, metering): remember the last few answers
+    // (a pure function of the bits) instead of formatting it again.
+    const SLOTS: usize = 16;
+    /// The bits of a float and its `shortest_digits`.
+    type Spelled = Option<(u64, bool, String, i32)>;
+    thread_local! {
+        static RECENT: std::cell::RefCell<[Spelled; SLOTS]> =
+            const { std::cell::RefCell::new([const { None }; SLOTS]) };
+    }
+    let bits = value.to_bits();
+    let slot = (bits ^ (bits >> 29) ^ (bits >> 47)) as usize % SLOTS;
+    let known = RECENT.with_borrow(|recent| match &recent[slot] {
+        Some((b, negative, digits, exp)) if *b == bits => Some((*negative, digits.clone(), *exp)),
+        _ => None,
+    });
+    if let Some(found) = known {
+        return found;
+    }
+    let found = spell_shortest(value);
+    RECENT.with_borrow_mut(|recent| {
+        recent[slot] = Some((bits, found.0, found.1.clone(), found.2));
+    });
+    found
+}
+
+/// `shortest_digits` without the memo.
+fn spell_shortest(value: f64) -> (bool, String, i32) {
     // Rust's `{:e}` writes the shortest digits that read back to the same double
     // and the nearest of them, as Python's repr does, except on an exact tie
     // (562949953421312.25 has `.2` and `.3`): Rust rounds it up, Python (and
@@ -196,6 +224,19 @@ pub fn write_json(out: &mut String, value: &Value<'_>, style: FloatStyle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_spellings_are_the_spellings() {
+        // Many values share the 16 slots: every answer must still be its own.
+        let values: Vec<f64> = (1..200).map(|i| f64::from(i) * 0.37 - 11.0).collect();
+        for _ in 0..2 {
+            for &value in &values {
+                assert_eq!(shortest_digits(value), spell_shortest(value));
+            }
+        }
+        assert!(shortest_digits(-0.0).0);
+        assert!(!shortest_digits(0.0).0);
+    }
 
     #[test]
     fn floats_are_spelled_like_the_reference() {

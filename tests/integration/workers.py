@@ -35,6 +35,7 @@ from worker.stream.consumer_support import RetryPolicy
 from worker.stream.delivery import DeliveryTracker, produce_or_wait
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.producer import event_key
+from worker.stream.runtime import LoopOptions
 from worker.stream.usage_batch import UsageBatchProcessor
 from worker.stream.usage_consumer import BatchPolicy, UsageConsumer
 
@@ -307,8 +308,7 @@ def make_consumer(
         processor,
         dead_letters or DeadLetterProducer(settings),
         batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
-        retry_policy=RetryPolicy(initial_s=0.1, max_s=0.5),
-        exit_when_idle_s=idle_s,
+        loop=LoopOptions(retry=RetryPolicy(initial_s=0.1, max_s=0.5), exit_when_idle_s=idle_s),
     )
 
 

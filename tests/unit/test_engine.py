@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.processed_rows import processed_events
+from tests.processed_rows import processed_events, summarize
 from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater, fingerprint
 from worker.domain.events import Event, ProcessedEvent
-from worker.domain.invoice import LineItemTotal, summarize
+from worker.domain.invoice import LineItemTotal
 from worker.domain.metering import AggregationType, WindowSize
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import decode_event

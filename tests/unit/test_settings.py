@@ -133,11 +133,11 @@ def test_an_explicit_session_timeout_wins_on_a_local_broker(
     assert WorkerSettings().kafka_session_timeout_ms == 45000
 
 
-def test_engine_is_python_unless_the_core_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_is_the_core_unless_python_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["run", "usage"])
-    assert settings_from(args).engine == "python"
-    monkeypatch.setenv("EW_ENGINE", "core")
     assert settings_from(args).engine == "core"
+    monkeypatch.setenv("EW_ENGINE", "python")
+    assert settings_from(args).engine == "python"
     monkeypatch.setenv("EW_ENGINE", "rust")
     with pytest.raises(UserError, match=r"EW_ENGINE: Input should be 'python' or 'core'"):
         settings_from(args)

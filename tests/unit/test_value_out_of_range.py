@@ -16,14 +16,13 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.processed_rows import processed_events
+from tests.processed_rows import processed_events, summarize
 from tests.reference import q15, reference_rate
 from worker.domain.aggregates import new_aggregate
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.engine import UsageRater
 from worker.domain.events import Event
-from worker.domain.invoice import summarize
 from worker.domain.metering import AggregationType, Meter, measure
 from worker.domain.money import exact
 from worker.domain.pricing import BillingModel, PriceTable, Tier, TierMode

@@ -2,8 +2,8 @@
 
 Prints, for the same generated events:
 
-* the usage consumer's throughput (first batch collected to last commit, all
-  committed), CPU-bound on one process;
+* the usage consumer's throughput with the default engine (``EW_ENGINE=core``;
+  first batch collected to last commit, all committed), on one process;
 * a consume-only baseline (the same group consumer, batches committed, no work);
 * the I/O ceiling (consume-only time plus chdb's time to ingest the rows of
   the run as ready Arrow batches, :mod:`worker.benchmarks.ceiling`) and the
@@ -11,8 +11,7 @@ Prints, for the same generated events:
 * the CPU time of the worker thread per event (``time.thread_time`` around the
   run: start-up and the idle tail included; librdkafka's and chdb's own
   threads are not);
-* the same run with ``EW_ENGINE=core`` (the fused core), and its
-  event-to-commit latency at half its own measured throughput;
+* the same run with the reference engine (``EW_ENGINE=python``);
 * a naive per-event baseline (decode, resolve, one insert of its rows and one
   synchronous commit per message, as the reference platform does), measured
   on a sample because it is slow;
@@ -62,28 +61,69 @@ from worker.stream.topics import ensure_topics, worker_topics
 
 
 @dataclass(frozen=True, slots=True)
+class EngineRun:
+    """One usage-consumer run over the benchmark's events."""
+
+    per_s: float
+    """Events per second, first batch collected to last commit, all committed."""
+    worker_cpu_us: float
+    """CPU of the worker thread per event (start-up and the idle tail included)."""
+
+    @classmethod
+    def measure(cls, settings: WorkerSettings, catalog_file: Path) -> EngineRun:
+        """Run the usage consumer on ``settings`` until it has been idle for 2 s."""
+        cpu_started = time.thread_time()
+        stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
+        cpu_us = (time.thread_time() - cpu_started) / max(stats.messages, 1) * 1e6
+        return cls(stats.messages / max(stats.busy_seconds, 1e-9), cpu_us)
+
+
+@dataclass(frozen=True, slots=True)
+class IoCeiling:
+    """Consuming the events plus ingesting the run's rows, one after the other."""
+
+    consume_only_per_s: float
+    ingest_seconds: float
+    ingest_rows: int
+
+    def per_s(self, events: int) -> float:
+        return events / (events / self.consume_only_per_s + self.ingest_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Event-to-commit latency (ms) at ``rate`` events/s: steady state and warm-up."""
+
+    rate: float
+    events: int
+    """Events of the steady state (the run less its first third, the warm-up)."""
+    p50_ms: float
+    p99_ms: float
+    warmup_p50_ms: float
+    warmup_p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineBenchResult:
     events: int
     produce_per_s: float
-    pipeline_per_s: float
-    consume_only_per_s: float
-    ceiling_per_s: float
-    ingest_seconds: float
-    ingest_rows: int
-    worker_cpu_us: float
-    core_pipeline_per_s: float
-    core_worker_cpu_us: float
-    naive_per_s: float
-    naive_sample: int
-    latency_rate: float
-    latency_events: int
-    latency_p50_ms: float
-    latency_p99_ms: float
-    warmup_p50_ms: float
-    warmup_p99_ms: float
-    core_latency_rate: float
-    core_latency_p50_ms: float
-    core_latency_p99_ms: float
+    io: IoCeiling
+    core: EngineRun
+    """The default engine (``EW_ENGINE=core``)."""
+    python: EngineRun
+    """The reference engine (``EW_ENGINE=python``)."""
+    naive: tuple[float, int]
+    """Events/s of the naive per-event baseline, and its sample size."""
+    latency: Latency
+    """Of the default engine, at half its measured throughput."""
+
+    @property
+    def ceiling_per_s(self) -> float:
+        return self.io.per_s(self.events)
+
+    @property
+    def ceiling_ratio(self) -> float:
+        return self.core.per_s / self.ceiling_per_s
 
 
 def run_pipeline_bench(
@@ -102,105 +142,79 @@ def run_pipeline_bench(
             store_url=f"chdb://{tmp}/clickhouse",
             topic_partitions=4,
             log_level="WARNING",
-        )
+        ).model_copy(update={"engine": "core"})
         ensure_topics(settings, worker_topics(settings))
         produce_rate = _produce(settings, catalog, events)
         consume_rate = _consume_only(settings, events)
-        cpu_started = time.thread_time()
-        stats = run_usage(settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
-        cpu_us = (time.thread_time() - cpu_started) / max(stats.messages, 1) * 1e6
-        pipeline_rate = stats.messages / max(stats.busy_seconds, 1e-9)
-        ingest_s, ingest_rows = ingest_seconds(
-            settings.store_url, catalog, events, settings.batch_max_events
+        core = EngineRun.measure(settings, catalog_file)
+        io = IoCeiling(
+            consume_rate,
+            *ingest_seconds(settings.store_url, catalog, events, settings.batch_max_events),
         )
-        ceiling_rate = events / (events / consume_rate + ingest_s)
-        # The same events again through the fused core (EW_ENGINE=core), in a
-        # group and database of their own (one chdb directory per process).
-        core_settings = settings.model_copy(
-            update={
-                "engine": "core",
-                "usage_group": f"{settings.usage_group}-core",
-                "store_url": f"chdb://{tmp}/clickhouse?database=core_bench",
-            }
+        # The same events again through the reference engine, in a group and
+        # database of their own (one chdb directory per process).
+        python = EngineRun.measure(
+            settings.model_copy(
+                update={
+                    "engine": "python",
+                    "usage_group": f"{settings.usage_group}-python",
+                    "store_url": f"chdb://{tmp}/clickhouse?database=python_bench",
+                }
+            ),
+            catalog_file,
         )
-        cpu_started = time.thread_time()
-        core_stats = run_usage(core_settings, catalog_file=str(catalog_file), exit_when_idle_s=2.0)
-        core_cpu_us = (time.thread_time() - cpu_started) / max(core_stats.messages, 1) * 1e6
-        core_rate = core_stats.messages / max(core_stats.busy_seconds, 1e-9)
         naive_rate = _naive(settings, catalog, naive_sample)
-        latency_rate = pipeline_rate / 2
-        latency_count = max(1_000, int(latency_rate * latency_seconds))
-        latencies = _latency_at(settings, catalog, catalog_file, latency_rate, latency_count)
-        core_latency_rate = core_rate / 2
-        core_latencies = _latency_at(
-            core_settings.model_copy(update={"store_url": settings.store_url}),
+        latency_rate = core.per_s / 2
+        latencies = _latency_at(
+            settings,
             catalog,
             catalog_file,
-            core_latency_rate,
-            max(1_000, int(core_latency_rate * latency_seconds)),
-            name="bench-latency-core",
+            latency_rate,
+            max(1_000, int(latency_rate * latency_seconds)),
         )
     # Commit order is production order per partition: the first third is the warm-up.
     warmup = len(latencies) // 3
-    p50, p99 = _percentiles(latencies[warmup:])
-    warmup_p50, warmup_p99 = _percentiles(latencies[:warmup])
-    core_p50, core_p99 = _percentiles(core_latencies[len(core_latencies) // 3 :])
-    return PipelineBenchResult(
-        events,
-        produce_rate,
-        pipeline_rate,
-        consume_rate,
-        ceiling_rate,
-        ingest_s,
-        ingest_rows,
-        cpu_us,
-        core_rate,
-        core_cpu_us,
-        naive_rate,
-        naive_sample,
+    latency = Latency(
         latency_rate,
         len(latencies) - warmup,
-        p50,
-        p99,
-        warmup_p50,
-        warmup_p99,
-        core_latency_rate,
-        core_p50,
-        core_p99,
+        *_percentiles(latencies[warmup:]),
+        *_percentiles(latencies[:warmup]),
+    )
+    return PipelineBenchResult(
+        events, produce_rate, io, core, python, (naive_rate, naive_sample), latency
     )
 
 
-def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> None:
+def print_pipeline_bench(events: int = 1_000_000, customers: int = 10_000) -> PipelineBenchResult:
     result = run_pipeline_bench(events=events, customers=customers)
+    core, python, io, latency = result.core, result.python, result.io, result.latency
+    naive_rate, naive_sample = result.naive
     print(
         f"pipeline: {result.events:,} events, {customers:,} customers x 3 line items, "
         "local tansu (4 partitions) + embedded chdb, one worker process\n"
         f"  produce                 : {result.produce_per_s:>10,.0f} events/s\n"
-        f"  consume-only baseline   : {result.consume_only_per_s:>10,.0f} events/s\n"
-        f"  usage consumer (priced) : {result.pipeline_per_s:>10,.0f} events/s, all committed "
-        f"({result.pipeline_per_s / result.consume_only_per_s:.2f}x consume-only)\n"
+        f"  consume-only baseline   : {io.consume_only_per_s:>10,.0f} events/s\n"
+        f"  usage consumer (priced) : {core.per_s:>10,.0f} events/s, all committed "
+        f"({core.per_s / io.consume_only_per_s:.2f}x consume-only; EW_ENGINE=core, "
+        "the default)\n"
         f"  I/O ceiling             : {result.ceiling_per_s:>10,.0f} events/s (consume-only + "
-        f"chdb ingesting the run's {result.ingest_rows:,} rows as ready Arrow batches in "
-        f"{result.ingest_seconds:.1f} s); usage consumer = "
-        f"{result.pipeline_per_s / result.ceiling_per_s:.2f} of it\n"
-        f"  worker thread CPU       : {result.worker_cpu_us:>10.1f} us/event "
+        f"chdb ingesting the run's {io.ingest_rows:,} rows as ready Arrow batches in "
+        f"{io.ingest_seconds:.1f} s); usage consumer = {result.ceiling_ratio:.2f} of it\n"
+        f"  worker thread CPU       : {core.worker_cpu_us:>10.1f} us/event "
         "(start-up and idle tail included)\n"
-        f"  same, EW_ENGINE=core    : {result.core_pipeline_per_s:>10,.0f} events/s, "
-        f"all committed, {result.core_worker_cpu_us:.1f} us/event worker thread CPU "
-        "(the fused core: decode, route, measure, rate and both tables' columns)\n"
-        f"  naive per-event baseline: {result.naive_per_s:>10,.0f} events/s "
-        f"(sample of {result.naive_sample:,}; usage consumer is "
-        f"{result.pipeline_per_s / max(result.naive_per_s, 1e-9):,.0f}x faster)\n"
-        f"  event-to-commit latency : p50 {result.latency_p50_ms:,.0f} ms, "
-        f"p99 {result.latency_p99_ms:,.0f} ms at {result.latency_rate:,.0f} events/s "
-        f"(half load, steady state: {result.latency_events:,} events; Kafka timestamp to "
+        f"  reference engine        : {python.per_s:>10,.0f} events/s, all committed, "
+        f"{python.worker_cpu_us:.1f} us/event worker thread CPU (EW_ENGINE=python)\n"
+        f"  naive per-event baseline: {naive_rate:>10,.0f} events/s "
+        f"(sample of {naive_sample:,}; usage consumer is "
+        f"{core.per_s / max(naive_rate, 1e-9):,.0f}x faster)\n"
+        f"  event-to-commit latency : p50 {latency.p50_ms:,.0f} ms, "
+        f"p99 {latency.p99_ms:,.0f} ms at {latency.rate:,.0f} events/s "
+        f"(half load, steady state: {latency.events:,} events; Kafka timestamp to "
         f"offset commit)\n"
-        f"    first third of that run : p50 {result.warmup_p50_ms:,.0f} ms, "
-        f"p99 {result.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)\n"
-        f"    same, EW_ENGINE=core    : p50 {result.core_latency_p50_ms:,.0f} ms, "
-        f"p99 {result.core_latency_p99_ms:,.0f} ms at {result.core_latency_rate:,.0f} events/s "
-        "(half the core's own throughput, steady state)"
+        f"    first third of that run : p50 {latency.warmup_p50_ms:,.0f} ms, "
+        f"p99 {latency.warmup_p99_ms:,.0f} ms (warm-up: every line item loaded on first touch)"
     )
+    return result
 
 
 def _produce(settings: WorkerSettings, catalog: dict[str, Any], count: int) -> float:

@@ -2,18 +2,17 @@
 
 Because rows telescope (DESIGN.md §4), the period quantity is
 ``sum(qty_free_applied) + sum(qty_billable)`` and the unrounded amount is
-``sum(cost)``, for every aggregation type. ``amount`` is rounded to the
+``sum(cost)``, for every aggregation type; the store sums them
+(:func:`worker.store.processed.line_item_totals`). ``amount`` is rounded to the
 currency's precision, half away from zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.domain.events import ProcessedEvent
-from worker.domain.money import ZERO, exact, format_decimal, quantize, round_invoice_amount
+from worker.domain.money import format_decimal, quantize, round_invoice_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,50 +58,3 @@ class LineItemTotal:
             "amount": format_decimal(self.amount),
             "event_count": self.event_count,
         }
-
-
-class _Accumulator:
-    __slots__ = ("billable", "cost", "count", "first", "free")
-
-    def __init__(self, first: ProcessedEvent) -> None:
-        self.first = first
-        self.free = ZERO
-        self.billable = ZERO
-        self.cost = ZERO
-        self.count = 0
-
-
-@exact
-def summarize(rows: Iterable[ProcessedEvent]) -> list[LineItemTotal]:
-    """Sum rows per (subscription, line item, period), sorted by those keys."""
-    sums: dict[tuple[str, str, int], _Accumulator] = {}
-    for row in rows:
-        key = (row.subscription_id, row.sub_line_item_id, row.period_id)
-        acc = sums.get(key)
-        if acc is None:
-            acc = sums[key] = _Accumulator(row)
-        acc.free += row.qty_free_applied
-        acc.billable += row.qty_billable
-        acc.cost += row.cost
-        acc.count += 1
-    totals = []
-    for key in sorted(sums):
-        acc = sums[key]
-        first = acc.first
-        totals.append(
-            LineItemTotal(
-                customer_id=first.customer_id,
-                subscription_id=first.subscription_id,
-                sub_line_item_id=first.sub_line_item_id,
-                period_id=first.period_id,
-                price_id=first.price_id,
-                feature_id=first.feature_id,
-                currency=first.currency,
-                qty_total=acc.free + acc.billable,
-                qty_free_applied=acc.free,
-                qty_billable=acc.billable,
-                cost=acc.cost,
-                event_count=acc.count,
-            )
-        )
-    return totals

@@ -44,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["BillingCycle", "BillingPeriodUnit", "Period", "epoch_ms"]
@@ -136,23 +137,23 @@ class BillingCycle:
     """
 
     __slots__ = (
-        "_anchor",
         "_anchor_fold",
         "_anchor_month_index",
         "_anchor_ordinal",
         "_anchor_time",
         "_boundaries",
-        "_count",
         "_day_of_month",
         "_last_k",
         "_last_period",
         "_max_step",
-        "_start_date",
         "_step_days",
         "_step_months",
-        "_timezone",
-        "_unit",
         "_zone",
+        "anchor",
+        "count",
+        "start_date",
+        "timezone",
+        "unit",
     )
 
     def __init__(
@@ -179,14 +180,17 @@ class BillingCycle:
             raise ValueError(
                 f"unknown billing period unit {unit!r}; expected one of {allowed}"
             ) from None
-        self._anchor = _to_utc(anchor, "anchor")
-        self._start_date = _to_utc(start_date, "start_date")
-        self._unit = unit
-        self._count = count
-        self._timezone = timezone
+        #: The billing anchor (UTC).
+        self.anchor: Final = _to_utc(anchor, "anchor")
+        #: The subscription start (UTC); no period exists before it.
+        self.start_date: Final = _to_utc(start_date, "start_date")
+        self.unit: Final = unit
+        self.count: Final = count
+        #: The IANA timezone name whose local calendar the cycle steps on.
+        self.timezone: Final = timezone
         self._zone = _load_zone(timezone)
 
-        local_anchor = self._anchor.astimezone(self._zone)
+        local_anchor = self.anchor.astimezone(self._zone)
         self._anchor_fold = local_anchor.fold
         self._anchor_time = (
             local_anchor.hour,
@@ -206,34 +210,11 @@ class BillingCycle:
         self._last_period: Period | None = None
         self._last_k = -1  # k of _last_period: only a hint for the next miss
 
-    @property
-    def anchor(self) -> datetime:
-        """The billing anchor (UTC)."""
-        return self._anchor
-
-    @property
-    def unit(self) -> BillingPeriodUnit:
-        return self._unit
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @property
-    def timezone(self) -> str:
-        """The IANA timezone name whose local calendar the cycle steps on."""
-        return self._timezone
-
-    @property
-    def start_date(self) -> datetime:
-        """The subscription start (UTC); no period exists before it."""
-        return self._start_date
-
     def __repr__(self) -> str:
         return (
-            f"BillingCycle(anchor={self._anchor.isoformat()}, unit={self._unit}, "
-            f"count={self._count}, timezone={self._timezone!r}, "
-            f"start_date={self._start_date.isoformat()})"
+            f"BillingCycle(anchor={self.anchor.isoformat()}, unit={self.unit}, "
+            f"count={self.count}, timezone={self.timezone!r}, "
+            f"start_date={self.start_date.isoformat()})"
         )
 
     def boundary(self, k: int) -> datetime:
@@ -264,12 +245,12 @@ class BillingCycle:
         last = self._last_period
         if last is not None and last.start <= ts < last.end:
             return last
-        if ts < self._start_date:
+        if ts < self.start_date:
             return None
         k = self._index_at(ts)
         start = self.boundary(k)
-        if start < self._start_date:
-            start = self._start_date
+        if start < self.start_date:
+            start = self.start_date
         period = Period(start, self.boundary(k + 1))
         self._last_period = period
         self._last_k = k

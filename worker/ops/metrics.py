@@ -52,8 +52,24 @@ _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 _LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3_600, 21_600, 86_400)
 
 
-def _name(suffix: str) -> str:
-    return f"{PREFIX}_{suffix}"
+class _Declare:
+    """Declares metrics named ``events_worker_<suffix>`` in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def counter(self, suffix: str, doc: str, *, labels: Sequence[str] = ()) -> Counter:
+        return Counter(f"{PREFIX}_{suffix}", doc, labels, registry=self._registry)
+
+    def gauge(self, suffix: str, doc: str, *, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(f"{PREFIX}_{suffix}", doc, labels, registry=self._registry)
+
+    def histogram(
+        self, suffix: str, doc: str, *, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> Histogram:
+        return Histogram(
+            f"{PREFIX}_{suffix}", doc, labels, buckets=buckets, registry=self._registry
+        )
 
 
 class ReprocessMetrics:
@@ -63,27 +79,23 @@ class ReprocessMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Gauge(
-            _name("reprocess_requests"),
+        new = _Declare(registry)
+        self.requests = new.gauge(
+            "reprocess_requests",
             "Reprocess requests known to this worker, by state.",
-            ["state"],
-            registry=registry,
+            labels=("state",),
         )
-        self.events = Gauge(
-            _name("reprocess_events"),
+        self.events = new.gauge(
+            "reprocess_events",
             "Events of the requests in each state: found so far, republished when completed.",
-            ["state"],
-            registry=registry,
+            labels=("state",),
         )
-        self.republished = Counter(
-            _name("reprocess_events_republished"),
-            "Unprocessed events re-published to the events topic.",
-            registry=registry,
+        self.republished = new.counter(
+            "reprocess_events_republished", "Unprocessed events re-published to the events topic."
         )
-        self.last_progress = Gauge(
-            _name("reprocess_last_progress_timestamp_seconds"),
+        self.last_progress = new.gauge(
+            "reprocess_last_progress_timestamp_seconds",
             "Unix time a reprocess request last advanced its cursor.",
-            registry=registry,
         )
         for state in REPROCESS_STATES:
             self.requests.labels(state).set(0)
@@ -117,192 +129,150 @@ class Metrics:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
         self._clock = clock
-        registry = self.registry
         self._catalog_loaded_at: float | None = None
+        new = _Declare(self.registry)
 
-        self.build_info = Gauge(
-            _name("build_info"), "Constant 1, labelled by version.", ["version"], registry=registry
+        self.build_info = new.gauge(
+            "build_info", "Constant 1, labelled by version.", labels=("version",)
         )
         self.build_info.labels(__version__).set(1)
 
         # -- throughput --------------------------------------------------------
-        self.messages_consumed = Counter(
-            _name("messages_consumed"),
-            "Kafka messages collected into batches (redeliveries count again).",
-            registry=registry,
+        self.messages_consumed = new.counter(
+            "messages_consumed", "Kafka messages collected into batches (redeliveries count again)."
         )
-        self.events_processed = Counter(
-            _name("events_processed"),
+        self.events_processed = new.counter(
+            "events_processed",
             "Valid events stored raw and rated, counted when their offsets are committed.",
-            registry=registry,
         )
-        self.rows_inserted = Counter(
-            _name("processed_rows_inserted"),
-            "Processed (priced) rows written to ClickHouse.",
-            registry=registry,
+        self.rows_inserted = new.counter(
+            "processed_rows_inserted", "Processed (priced) rows written to ClickHouse."
         )
-        self.batches_committed = Counter(
-            _name("batches_committed"), "Batches written and committed.", registry=registry
-        )
-        self.batches_abandoned = Counter(
-            _name("batches_abandoned"),
+        self.batches_committed = new.counter("batches_committed", "Batches written and committed.")
+        self.batches_abandoned = new.counter(
+            "batches_abandoned",
             "Batches dropped uncommitted after a rebalance (they are redelivered).",
-            registry=registry,
         )
-        self.unresolved = Counter(
-            _name("events_unresolved"),
+        self.unresolved = new.counter(
+            "events_unresolved",
             "Events stored raw without processed rows (left for reprocessing), by reason.",
-            ["reason"],
-            registry=registry,
+            labels=("reason",),
         )
-        self.duplicates = Counter(
-            _name("duplicates"),
+        self.duplicates = new.counter(
+            "duplicates",
             "Dedup outcomes other than counted: already_processed (no row), "
             "repeated_value (COUNT_UNIQUE, zero row).",
-            ["kind"],
-            registry=registry,
+            labels=("kind",),
         )
-        self.dedup_fingerprints = Gauge(
-            _name("dedup_fingerprints"),
+        self.dedup_fingerprints = new.gauge(
+            "dedup_fingerprints",
             "Unique-hash fingerprints held in memory for the dedup check "
             "(bounded by EW_DEDUP_MEMORY_HASHES).",
-            registry=registry,
         )
-        self.dedup_store_lookups = Counter(
-            _name("dedup_store_lookups"),
+        self.dedup_store_lookups = new.counter(
+            "dedup_store_lookups",
             "Unique hashes sent to the batched ClickHouse dedup lookup (repeats, and "
             "every hash of states whose fingerprints are not in memory).",
-            registry=registry,
         )
-        self.dead_letters = Counter(
-            _name("dlq_messages"),
+        self.dead_letters = new.counter(
+            "dlq_messages",
             "Messages produced to the dead-letter topic and acknowledged, by reason.",
-            ["reason"],
-            registry=registry,
+            labels=("reason",),
         )
-        self.missing_quantity_fields = Counter(
-            _name("quantity_field_missing"),
+        self.missing_quantity_fields = new.counter(
+            "quantity_field_missing",
             "Rated (event, line item) pairs whose quantity field was missing or unparseable.",
-            registry=registry,
         )
 
         # -- batches and stages ------------------------------------------------
-        self.batch_messages = Histogram(
-            _name("batch_messages"),
-            "Messages per committed batch.",
-            buckets=_SIZE_BUCKETS,
-            registry=registry,
+        self.batch_messages = new.histogram(
+            "batch_messages", "Messages per committed batch.", buckets=_SIZE_BUCKETS
         )
-        self.batch_rows = Histogram(
-            _name("batch_rows"),
-            "Processed rows per committed batch.",
-            buckets=_SIZE_BUCKETS,
-            registry=registry,
+        self.batch_rows = new.histogram(
+            "batch_rows", "Processed rows per committed batch.", buckets=_SIZE_BUCKETS
         )
-        self.stage_duration = Histogram(
-            _name("stage_duration_seconds"),
+        self.stage_duration = new.histogram(
+            "stage_duration_seconds",
             "Time per batch in each stage, retries included.",
-            ["stage"],
             buckets=_DURATION_BUCKETS,
-            registry=registry,
+            labels=("stage",),
         )
-        self.retries = Counter(
-            _name("retries"),
+        self.retries = new.counter(
+            "retries",
             "Failed attempts retried with backoff (store or broker errors), by stage.",
-            ["stage"],
-            registry=registry,
+            labels=("stage",),
         )
-        self.insert_duration = Histogram(
-            _name("clickhouse_insert_duration_seconds"),
+        self.insert_duration = new.histogram(
+            "clickhouse_insert_duration_seconds",
             "Latency of successful ClickHouse inserts, by table.",
-            ["table"],
             buckets=_DURATION_BUCKETS,
-            registry=registry,
+            labels=("table",),
         )
-        self.insert_errors = Counter(
-            _name("clickhouse_insert_errors"),
-            "Failed ClickHouse inserts, by table.",
-            ["table"],
-            registry=registry,
+        self.insert_errors = new.counter(
+            "clickhouse_insert_errors", "Failed ClickHouse inserts, by table.", labels=("table",)
         )
-        self.commit_lag = Histogram(
-            _name("event_commit_lag_seconds"),
+        self.commit_lag = new.histogram(
+            "event_commit_lag_seconds",
             "From an event's timestamp to the commit of its offset "
             f"(sampled: at most {COMMIT_LAG_SAMPLES} events per batch).",
             buckets=_LAG_BUCKETS,
-            registry=registry,
         )
 
         # -- the consumer group ------------------------------------------------
-        self.consumer_lag = Gauge(
-            _name("consumer_lag"),
+        self.consumer_lag = new.gauge(
+            "consumer_lag",
             "High watermark minus the consumer position, per assigned partition "
             "(a lower bound on brokers whose watermark lags).",
-            ["topic", "partition"],
-            registry=registry,
+            labels=("topic", "partition"),
         )
-        self.assigned_partitions = Gauge(
-            _name("assigned_partitions"), "Partitions currently owned.", registry=registry
+        self.assigned_partitions = new.gauge("assigned_partitions", "Partitions currently owned.")
+        self.rebalances = new.counter(
+            "rebalances", "Rebalance callbacks, by kind.", labels=("kind",)
         )
-        self.rebalances = Counter(
-            _name("rebalances"), "Rebalance callbacks, by kind.", ["kind"], registry=registry
-        )
-        self.last_commit = Gauge(
-            _name("last_commit_timestamp_seconds"),
+        self.last_commit = new.gauge(
+            "last_commit_timestamp_seconds",
             "Unix time of the last successful offset commit (0 before the first).",
-            registry=registry,
         )
-        self.heartbeat = Gauge(
-            _name("loop_heartbeat_timestamp_seconds"),
+        self.heartbeat = new.gauge(
+            "loop_heartbeat_timestamp_seconds",
             "Unix time the consumer loop last made an iteration.",
-            registry=registry,
         )
 
         # -- catalog -----------------------------------------------------------
-        self.catalog_entities = Gauge(
-            _name("catalog_entities"),
-            "Entities in the catalog index in use, by kind.",
-            ["kind"],
-            registry=registry,
+        self.catalog_entities = new.gauge(
+            "catalog_entities", "Entities in the catalog index in use, by kind.", labels=("kind",)
         )
-        self.catalog_problems = Gauge(
-            _name("catalog_problems"),
+        self.catalog_problems = new.gauge(
+            "catalog_problems",
             "Problems (dangling references, invalid entities) in the catalog index in use.",
-            registry=registry,
         )
-        self.catalog_updates = Counter(
-            _name("catalog_updates"),
-            "Catalog indexes built and put in use (the first load included).",
-            registry=registry,
+        self.catalog_updates = new.counter(
+            "catalog_updates", "Catalog indexes built and put in use (the first load included)."
         )
         # -- Kafka reachability ------------------------------------------------
-        self.kafka_unreachable = Counter(
-            _name("kafka_unreachable"),
+        self.kafka_unreachable = new.counter(
+            "kafka_unreachable",
             "Times every Kafka broker became unreachable (librdkafka's connection lines "
             "are folded into one log line per change).",
-            registry=registry,
         )
-        self.kafka_reachable = Gauge(
-            _name("kafka_reachable"),
+        self.kafka_reachable = new.gauge(
+            "kafka_reachable",
             "1 while a Kafka broker answers (0 after all became unreachable, until one is back).",
-            registry=registry,
         )
         self.kafka_reachable.set(1)
 
-        self.catalog_rejected = Counter(
-            _name("catalog_rejected"),
+        self.catalog_rejected = new.counter(
+            "catalog_rejected",
             "Catalog topic entity values rejected as invalid (dead-lettered; the "
             "previous version of the entity stays in force).",
-            registry=registry,
         )
-        self.catalog_age = Gauge(
-            _name("catalog_age_seconds"),
+        self.catalog_age = new.gauge(
+            "catalog_age_seconds",
             "Seconds since the catalog index in use was built (-1 before the first).",
-            registry=registry,
         )
         self.catalog_age.set_function(self._catalog_age)
 
-        self.reprocess = ReprocessMetrics(registry)
+        self.reprocess = ReprocessMetrics(self.registry)
 
         for unresolved in UnresolvedReason:
             self.unresolved.labels(unresolved.value)

@@ -124,11 +124,11 @@ class WorkerSettings(BaseSettings):
     """Unique-hash fingerprints the usage consumer keeps in memory (about 70
     bytes each) so that new events need no dedup query; past it the largest
     (line item, period) states fall back to querying ClickHouse."""
-    engine: Literal["python", "core"] = "python"
-    """``core``: the usage consumer also decodes each batch in the compiled core
-    and writes the raw ``events`` rows from its columns, overlapped with the
-    processed insert (rating stays in Python). ``python``: the reference path
-    only. See docs/core.md."""
+    engine: Literal["python", "core"] = "core"
+    """``core`` (default): the usage consumer runs each batch through the
+    compiled core (decode, route, measure, rating state, rate; both tables'
+    rows as Arrow columns). ``python``: the reference engine the core is
+    differential-tested against, kept as a fallback. See docs/core.md."""
     reprocess_rate_limit: float = Field(default=5000.0, gt=0)
     """Events per second the reprocess consumer re-publishes, at most (per process)."""
 

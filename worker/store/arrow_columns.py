@@ -86,6 +86,13 @@ def ipc_stream(columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -
     return sink.getvalue().to_pybytes(), table.num_rows
 
 
+def warm_up_arrow() -> None:
+    """Convert one Python list: pyarrow imports what it needs lazily on its first
+    list conversion (pandas, about 0.4 s), which a long-running process should
+    pay at start-up rather than in its first batch."""
+    pa.array([""])
+
+
 def insert_payload(
     table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]
 ) -> tuple[bytes, int]:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from worker.store.chdb_params import adapt_params
 from worker.store.errors import StoreError, error_code, first_line, translate
@@ -145,8 +145,8 @@ class ChdbGateway:
         self, shared: _SharedConnection, database: str, url: str, timeout_s: float
     ) -> None:
         self._shared = shared
-        self._database = check_identifier(database)
-        self._url = url
+        self.database: Final = check_identifier(database)
+        self.url: Final = url
         self._timeout_s = timeout_s
         self._closed = False
         self._inserts = TypedInserts(self, self._where())
@@ -163,23 +163,15 @@ class ChdbGateway:
             raise
         return gateway
 
-    @property
-    def database(self) -> str:
-        return self._database
-
-    @property
-    def url(self) -> str:
-        return self._url
-
     @contextmanager
     def _session(self, *, use_database: bool = True) -> Iterator[Any]:
         """Hold the shared connection, switched to this gateway's database and timeout."""
         if self._closed:
-            raise StoreError(f"gateway for {self._url} is closed")
+            raise StoreError(f"gateway for {self.url} is closed")
         shared = self._shared
         if not shared.lock.acquire(timeout=self._timeout_s):
             raise StoreError(
-                f"chdb at {self._url} stayed busy for {self._timeout_s:g}s: "
+                f"chdb at {self.url} stayed busy for {self._timeout_s:g}s: "
                 "another thread holds it; retry later"
             )
         try:
@@ -193,10 +185,10 @@ class ChdbGateway:
                     "SET max_memory_usage = {m:UInt64}", params={"m": QUERY_MAX_MEMORY_BYTES}
                 )
                 shared.memory_capped = True
-            if use_database and shared.current_database != self._database:
+            if use_database and shared.current_database != self.database:
                 shared.current_database = None
-                connection.query("USE {db:Identifier}", params={"db": self._database})
-                shared.current_database = self._database
+                connection.query("USE {db:Identifier}", params={"db": self.database})
+                shared.current_database = self.database
             yield connection
         except StoreError:
             raise
@@ -207,7 +199,7 @@ class ChdbGateway:
             shared.lock.release()
 
     def _where(self) -> str:
-        return f"{self._url} (database {self._database})"
+        return f"{self.url} (database {self.database})"
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
         import pyarrow as pa
@@ -233,7 +225,7 @@ class ChdbGateway:
         if rows == 0:
             return 0
         # Identifiers were checked above; the token by insert_settings.
-        statement = f"INSERT INTO {self._database}.{table} ({', '.join(columns)})"
+        statement = f"INSERT INTO {self.database}.{table} ({', '.join(columns)})"
         statement += insert_settings(dedup_token)
         with self._session() as connection, connection.send_insert(statement, "ArrowStream") as ins:
             ins.append(payload)
@@ -243,7 +235,7 @@ class ChdbGateway:
     def ensure_database(self) -> None:
         with self._session(use_database=False) as connection:
             connection.query(
-                "CREATE DATABASE IF NOT EXISTS {db:Identifier}", params={"db": self._database}
+                "CREATE DATABASE IF NOT EXISTS {db:Identifier}", params={"db": self.database}
             )
 
     def ping(self) -> None:

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from worker.store.chdb_params import utc_text
 from worker.store.errors import SchemaMissingError, StoreError, first_line, translate
@@ -82,7 +82,8 @@ class NativeGateway:
 
     def __init__(self, location: NativeLocation, url: str, timeout_s: float) -> None:
         self._location = location
-        self._url = url
+        self.database: Final = location.database
+        self.url: Final = url
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._client = self._new_client(location.database)
@@ -127,23 +128,15 @@ class NativeGateway:
             },
         )
 
-    @property
-    def database(self) -> str:
-        return self._location.database
-
-    @property
-    def url(self) -> str:
-        return self._url
-
     def _run(
         self, client: Any, sql: str, params: Params | None, data: Any = None, **kwargs: Any
     ) -> Any:
         from clickhouse_driver import errors
 
         if self._closed:
-            raise StoreError(f"gateway for {self._url} is closed")
+            raise StoreError(f"gateway for {self.url} is closed")
         if not self._lock.acquire(timeout=self._timeout_s):
-            raise StoreError(f"ClickHouse client for {self._url} stayed busy; retry later")
+            raise StoreError(f"ClickHouse client for {self.url} stayed busy; retry later")
         try:
             if data is not None:
                 return client.execute(sql, data, **kwargs)
@@ -166,7 +159,7 @@ class NativeGateway:
             self._lock.release()
 
     def _where(self) -> str:
-        return f"{self._url} (database {self.database})"
+        return f"{self.url} (database {self.database})"
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
         rows = self._run(self._client, sql, params)
@@ -205,9 +198,9 @@ class NativeGateway:
         if rows == 0:
             return 0
         if self._closed:
-            raise StoreError(f"gateway for {self._url} is closed")
+            raise StoreError(f"gateway for {self.url} is closed")
         if not self._lock.acquire(timeout=self._timeout_s):
-            raise StoreError(f"ClickHouse client for {self._url} stayed busy; retry later")
+            raise StoreError(f"ClickHouse client for {self.url} stayed busy; retry later")
         try:
             http.insert(table, list(columns), payload, dedup_token=dedup_token, where=self._where())
         finally:

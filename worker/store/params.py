@@ -88,6 +88,44 @@ def _require_strings(name: str, values: Sequence[str]) -> None:
             raise ValueError(f"{name} value {value[:64]!r}... is longer than {MAX_FILTER_TEXT}")
 
 
+# -- the scope of ranged reads ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedRange:
+    """A tenant and environment (required, non-empty) and the half-open event-time
+    range ``[start_time, end_time)`` (aware datetimes, end not before start).
+
+    The base of the ranged reads' parameters: they add their own fields after
+    these four and check them in :meth:`_validate`.
+    """
+
+    tenant_id: str
+    environment_id: str
+    start_time: datetime
+    end_time: datetime
+
+    def __post_init__(self) -> None:
+        _require_scope(self.tenant_id, self.environment_id)
+        _require_range(self.start_time, self.end_time)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Check the fields a subclass adds (``ValueError`` naming the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodParams:
+    """One customer's subscription in one billing period, in one tenant and
+    environment: what ``GetPeriodCost`` and ``GetPeriodFeatureTotals`` read."""
+
+    tenant_id: str
+    environment_id: str
+    customer_id: str
+    subscription_id: str
+    period_id: int
+
+
 # -- usage -------------------------------------------------------------------
 
 
@@ -223,7 +261,7 @@ class EventIterator:
 
 
 @dataclass(frozen=True, slots=True)
-class GetEventsParams:
+class GetEventsParams(ScopedRange):
     """A page of raw events (the seed's ``GetEventsParams``).
 
     ``iter_first`` returns events after it in ``(timestamp, id)`` order (newer),
@@ -236,10 +274,6 @@ class GetEventsParams:
     ignored).
     """
 
-    tenant_id: str
-    environment_id: str
-    start_time: datetime
-    end_time: datetime
     event_name: str = ""
     external_customer_id: str = ""
     event_id: str = ""
@@ -252,9 +286,7 @@ class GetEventsParams:
     order: SortOrder = SortOrder.DESC
     count_total: bool = False
 
-    def __post_init__(self) -> None:
-        _require_scope(self.tenant_id, self.environment_id)
-        _require_range(self.start_time, self.end_time)
+    def _validate(self) -> None:
         _require_between("page_size", self.page_size, 1, MAX_PAGE_SIZE)
         _require_between("offset", self.offset, 0, 1_000_000)
         _require_filters("property_filters", self.property_filters)
@@ -270,24 +302,18 @@ class EventsPage:
 
 
 @dataclass(frozen=True, slots=True)
-class FindUnprocessedEventsParams:
+class FindUnprocessedEventsParams(ScopedRange):
     """Raw events in ``[start_time, end_time)`` with no processed row, by ``(timestamp, id)``.
 
     ``after`` is the last event of the previous batch (None for the first).
     """
 
-    tenant_id: str
-    environment_id: str
-    start_time: datetime
-    end_time: datetime
     external_customer_id: str = ""
     event_name: str = ""
     batch_size: int = 1000
     after: EventIterator | None = None
 
-    def __post_init__(self) -> None:
-        _require_scope(self.tenant_id, self.environment_id)
-        _require_range(self.start_time, self.end_time)
+    def _validate(self) -> None:
         _require_between("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
 
 
@@ -295,17 +321,13 @@ class FindUnprocessedEventsParams:
 
 
 @dataclass(frozen=True, slots=True)
-class GetProcessedEventsParams:
+class GetProcessedEventsParams(ScopedRange):
     """Priced rows by event time in ``[start_time, end_time)``, newest first.
 
     Id filters apply when non-empty; ``offset`` / ``limit`` page; ``count_total``
     also counts every matching row.
     """
 
-    tenant_id: str
-    environment_id: str
-    start_time: datetime
-    end_time: datetime
     customer_id: str = ""
     subscription_id: str = ""
     meter_id: str = ""
@@ -315,9 +337,7 @@ class GetProcessedEventsParams:
     limit: int = 100
     count_total: bool = False
 
-    def __post_init__(self) -> None:
-        _require_scope(self.tenant_id, self.environment_id)
-        _require_range(self.start_time, self.end_time)
+    def _validate(self) -> None:
         _require_between("limit", self.limit, 1, MAX_PROCESSED_LIMIT)
         _require_between("offset", self.offset, 0, 10_000_000)
 
@@ -338,7 +358,7 @@ class AnalyticsGroup(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class UsageAnalyticsParams:
+class UsageAnalyticsParams(ScopedRange):
     """Detailed usage analytics over priced rows (the seed's ``UsageAnalyticsParams``).
 
     Rows with event time in ``[start_time, end_time)``; ``feature_ids`` and
@@ -347,10 +367,6 @@ class UsageAnalyticsParams:
     (empty: one group of everything); ``window_size`` adds time-series points.
     """
 
-    tenant_id: str
-    environment_id: str
-    start_time: datetime
-    end_time: datetime
     customer_id: str = ""
     external_customer_id: str = ""
     feature_ids: Sequence[str] = ()
@@ -359,9 +375,7 @@ class UsageAnalyticsParams:
     window_size: WindowSize | None = None
     property_filters: PropertyFilters = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        _require_scope(self.tenant_id, self.environment_id)
-        _require_range(self.start_time, self.end_time)
+    def _validate(self) -> None:
         for group in self.group_by:
             AnalyticsGroup(group)  # ValueError for anything else
         _require_filters("property_filters", self.property_filters)

@@ -16,7 +16,7 @@ and raises :class:`~worker.store.errors.StoreError` on failure.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -33,7 +33,7 @@ from worker.domain.processed_rows import ProcessedRows
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.store.errors import StoreError, first_line
 from worker.store.gateway import Gateway
-from worker.store.params import window_step
+from worker.store.params import PeriodParams, window_step
 from worker.store.raw import properties_text
 
 PROCESSED_TABLE = "events_processed"
@@ -569,69 +569,33 @@ def line_item_totals(
     ]
 
 
-_PERIOD_COST_SQL = """
-SELECT sum(cost)
+# The rows of one subscription period (rows telescope within it, DESIGN.md §4);
+# its placeholders are the fields of PeriodParams.
+_PERIOD_ROWS = """
 FROM events_processed FINAL
-WHERE tenant_id = {tenant:String}
-  AND environment_id = {environment:String}
-  AND customer_id = {customer:String}
-  AND subscription_id = {subscription:String}
-  AND period_id = {period:UInt64}
+WHERE tenant_id = {tenant_id:String}
+  AND environment_id = {environment_id:String}
+  AND customer_id = {customer_id:String}
+  AND subscription_id = {subscription_id:String}
+  AND period_id = {period_id:UInt64}
 """
-_PERIOD_FEATURES_SQL = """
-SELECT feature_id, sum(qty_free_applied), sum(qty_billable), sum(cost)
-FROM events_processed FINAL
-WHERE tenant_id = {tenant:String}
-  AND environment_id = {environment:String}
-  AND customer_id = {customer:String}
-  AND subscription_id = {subscription:String}
-  AND period_id = {period:UInt64}
-GROUP BY feature_id
-ORDER BY feature_id
-"""
+_PERIOD_COST_SQL = "SELECT sum(cost)" + _PERIOD_ROWS
+_PERIOD_FEATURES_SQL = (
+    "SELECT feature_id, sum(qty_free_applied), sum(qty_billable), sum(cost)"
+    + _PERIOD_ROWS
+    + "GROUP BY feature_id\nORDER BY feature_id\n"
+)
 
 
-def _period_params(
-    tenant_id: str, environment_id: str, customer_id: str, subscription_id: str, period_id: int
-) -> dict[str, Any]:
-    return {
-        "tenant": tenant_id,
-        "environment": environment_id,
-        "customer": customer_id,
-        "subscription": subscription_id,
-        "period": period_id,
-    }
-
-
-def get_period_cost(
-    gateway: Gateway,
-    tenant_id: str,
-    environment_id: str,
-    customer_id: str,
-    subscription_id: str,
-    period_id: int,
-) -> Decimal:
+def get_period_cost(gateway: Gateway, period: PeriodParams) -> Decimal:
     """Unrounded usage cost of a customer's subscription in one period (0 when none)."""
-    rows = gateway.query(
-        _PERIOD_COST_SQL,
-        _period_params(tenant_id, environment_id, customer_id, subscription_id, period_id),
-    )
+    rows = gateway.query(_PERIOD_COST_SQL, asdict(period))
     return rows[0][0] if rows and rows[0][0] is not None else ZERO
 
 
-def get_period_feature_totals(
-    gateway: Gateway,
-    tenant_id: str,
-    environment_id: str,
-    customer_id: str,
-    subscription_id: str,
-    period_id: int,
-) -> list[PeriodFeatureTotal]:
+def get_period_feature_totals(gateway: Gateway, period: PeriodParams) -> list[PeriodFeatureTotal]:
     """Usage per feature of a customer's subscription in one period, sorted by feature id."""
-    rows = gateway.query(
-        _PERIOD_FEATURES_SQL,
-        _period_params(tenant_id, environment_id, customer_id, subscription_id, period_id),
-    )
+    rows = gateway.query(_PERIOD_FEATURES_SQL, asdict(period))
     return [
         PeriodFeatureTotal(feature_id=feature, quantity=free + billable, free_units=free, cost=cost)
         for feature, free, billable, cost in rows

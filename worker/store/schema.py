@@ -53,26 +53,34 @@ _EVENT_COLUMNS = """
     ingested_at DateTime64(6, 'UTC'),
     properties String"""
 
-#: Both event tables: an event's raw row and its processed rows on one shard.
-_EVENT_SHARD_KEY = "cityHash64(tenant_id, environment_id, id)"
 
-_EVENTS = CreateTable(
-    name="events",
-    body=_EVENT_COLUMNS
-    + """,
+def _event_table(name: str, extra_body: str, *, version_column: str, clauses: str) -> CreateTable:
+    """One of the two event tables: the event columns followed by ``extra_body``, the row
+    with the greatest ``version_column`` kept, a repeated insert dropped, and an
+    event's raw row and its processed rows on one shard."""
+    return CreateTable(
+        name=name,
+        body=_EVENT_COLUMNS + extra_body,
+        engine="ReplacingMergeTree",
+        version_column=version_column,
+        clauses=clauses,
+        shard_key="cityHash64(tenant_id, environment_id, id)",
+        token_dedup=True,
+    )
+
+
+_EVENTS = _event_table(
+    "events",
+    """,
     INDEX idx_id id TYPE bloom_filter(0.01) GRANULARITY 4""",
-    engine="ReplacingMergeTree",
     version_column="ingested_at",
     clauses="PARTITION BY toYYYYMM(timestamp)\n"
     "ORDER BY (tenant_id, environment_id, external_customer_id, timestamp, id)",
-    shard_key=_EVENT_SHARD_KEY,
-    token_dedup=True,
 )
 
-_EVENTS_PROCESSED = CreateTable(
-    name="events_processed",
-    body=_EVENT_COLUMNS
-    + """,
+_EVENTS_PROCESSED = _event_table(
+    "events_processed",
+    """,
     subscription_id String,
     sub_line_item_id String,
     price_id String,
@@ -93,12 +101,9 @@ _EVENTS_PROCESSED = CreateTable(
     final_lag_ms UInt32,
     INDEX idx_unique_hash unique_hash TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_event_id id TYPE bloom_filter(0.01) GRANULARITY 4""",
-    engine="ReplacingMergeTree",
     version_column="version",
     clauses="PARTITION BY toYYYYMM(toDateTime(intDiv(period_id, 1000), 'UTC'))\n"
     "ORDER BY (tenant_id, environment_id, sub_line_item_id, period_id, id)",
-    shard_key=_EVENT_SHARD_KEY,
-    token_dedup=True,
 )
 
 _SCHEMA_VERSION = CreateTable(

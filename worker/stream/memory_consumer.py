@@ -2,7 +2,7 @@
 
 In the manner of arroyo's ``LocalBroker`` + ``MockedClock``: a
 :class:`ConsumerRuntime <worker.stream.runtime.ConsumerRuntime>` built with
-``consumer_factory=broker.consumer`` and ``clock=broker.clock`` runs its real
+``LoopOptions(consumer_factory=broker.consumer, clock=broker.clock)`` runs its real
 loop (collect, retry while polling, rebalance callbacks, commit) in
 milliseconds. It implements only what the runtime calls of
 ``confluent_kafka.Consumer``, with the same contracts:

@@ -46,7 +46,7 @@ from functools import partial
 from typing import Any, Final, TypeVar
 
 import orjson
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from worker.domain.events import Event
@@ -62,7 +62,6 @@ from worker.store.reprocess_state import (
     load_progress,
     save_progress,
 )
-from worker.stream.consumer_support import RetryPolicy
 from worker.stream.delivery import AckedProducer
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
 from worker.stream.producer import event_key, producer_config
@@ -74,10 +73,11 @@ from worker.stream.reprocess_request import (
     rfc3339,
 )
 from worker.stream.runtime import (
+    PRODUCTION_LOOP,
     BatchPolicy,
-    ConsumerFactory,
     ConsumerRuntime,
     Interrupted,
+    LoopOptions,
     RunSummary,
     RuntimeConfig,
     position,
@@ -205,12 +205,9 @@ class ReprocessConsumer:
         dead_letters: DeadLetterProducer,
         republisher: EventRepublisher,
         *,
-        retry_policy: RetryPolicy | None = None,
-        exit_when_idle_s: float | None = None,
         metrics: ReprocessMetrics | None = None,
         health: LoopHealth | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        consumer_factory: ConsumerFactory = Consumer,
+        loop: LoopOptions = PRODUCTION_LOOP,
     ) -> None:
         self._settings = settings
         self._gateway = gateway
@@ -218,26 +215,23 @@ class ReprocessConsumer:
         self._health = (
             health
             if health is not None
-            else LoopHealth(settings.health_stall_seconds, needs_catalog=False, clock=clock)
+            else LoopHealth(settings.health_stall_seconds, needs_catalog=False, clock=loop.clock)
         )
         # State of each request this process has served (for the metrics gauges).
         self._states: dict[str, tuple[str, int]] = {}
         self._dlq = dead_letters
         self._republisher = republisher
-        self._limiter = RateLimiter(settings.reprocess_rate_limit, clock)
+        self._limiter = RateLimiter(settings.reprocess_rate_limit, loop.clock)
         self._runtime = ConsumerRuntime(
             settings,
             RuntimeConfig(
                 settings.reprocess_group,
                 settings.reprocess_topic,
-                retry=retry_policy or RetryPolicy(),
-                exit_when_idle_s=exit_when_idle_s,
                 stop_interrupts=True,
                 interrupt_on_any_revoke=False,
             ),
+            loop,
             health=self._health,
-            consumer_factory=consumer_factory,
-            clock=clock,
         )
         self.stats = ReprocessStats(self._runtime.counters)
 
@@ -257,7 +251,7 @@ class ReprocessConsumer:
             self._republisher.close()
             self._dlq.close()
         if idle:
-            log.info("idle for %.1fs: exiting", self._runtime.config.exit_when_idle_s)
+            log.info("idle for %.1fs: exiting", self._runtime.loop.exit_when_idle_s)
 
     def _step(self) -> bool:
         messages = self._runtime.collect(_ONE_AT_A_TIME)

@@ -25,7 +25,7 @@ from typing import Any, Final
 import orjson
 from confluent_kafka import Producer
 
-from worker.domain.validation import InvalidEvent, parse_timestamp
+from worker.domain.validation import InvalidEvent, InvalidReason, parse_timestamp
 from worker.ops.settings import WorkerSettings
 from worker.store.params import MAX_BATCH_SIZE
 from worker.stream.delivery import DeliveryError, DeliveryTracker, produce_or_wait
@@ -52,15 +52,18 @@ _KNOWN: Final = frozenset((*_REQUIRED, *_OPTIONAL_STRINGS, "batch_size"))
 
 
 class RejectReason(StrEnum):
-    """Why a control message was dead-lettered (the DLQ ``reason`` header)."""
+    """Why a control message was dead-lettered (the DLQ ``reason`` header).
 
-    MESSAGE_TOO_LARGE = "message_too_large"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    UNKNOWN_FIELD = "unknown_field"
-    INVALID_TIMESTAMP = "invalid_timestamp"
+    A failure that an event message can have too carries the event's reason.
+    """
+
+    MESSAGE_TOO_LARGE = InvalidReason.MESSAGE_TOO_LARGE.value
+    INVALID_JSON = InvalidReason.INVALID_JSON.value
+    NOT_AN_OBJECT = InvalidReason.NOT_AN_OBJECT.value
+    MISSING_FIELD = InvalidReason.MISSING_FIELD.value
+    WRONG_TYPE = InvalidReason.WRONG_TYPE.value
+    UNKNOWN_FIELD = InvalidReason.UNKNOWN_FIELD.value
+    INVALID_TIMESTAMP = InvalidReason.INVALID_TIMESTAMP.value
     INVALID_RANGE = "invalid_range"
     INVALID_BATCH_SIZE = "invalid_batch_size"
     REQUEST_ID_REUSED = "request_id_reused"

@@ -12,6 +12,7 @@ from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.reprocess_consumer import EventRepublisher, ReprocessConsumer, ReprocessStats
+from worker.stream.runtime import LoopOptions
 from worker.stream.topics import ensure_topics, worker_topics
 
 if TYPE_CHECKING:
@@ -46,9 +47,9 @@ def run_reprocess(
             gateway,
             DeadLetterProducer(clients),
             EventRepublisher(clients),
-            exit_when_idle_s=exit_when_idle_s,
             metrics=metrics,
             health=health,
+            loop=LoopOptions(exit_when_idle_s=exit_when_idle_s),
         )
         health.watch_store(StoreProbe(gateway.ping))
         consumer.run()

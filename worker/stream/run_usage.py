@@ -14,11 +14,13 @@ from worker.ops.health import LoopHealth, StoreProbe
 from worker.ops.logging import with_kafka_logger
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
+from worker.store.arrow_columns import warm_up_arrow
 from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.catalog_guard import refuse_empty_file, rejection_handler, wait_for_entities
 from worker.stream.catalog_source import CatalogTopicSource
 from worker.stream.dlq import DeadLetterProducer
+from worker.stream.runtime import LoopOptions
 from worker.stream.topics import ensure_topics, worker_topics
 from worker.stream.usage_batch import UsageBatchProcessor
 from worker.stream.usage_consumer import LoopStats, UsageConsumer
@@ -79,7 +81,6 @@ def run_usage(
             log.warning("catalog: %s", problem)
         metrics.catalog_in_use(index)
         health.catalog_loaded()
-        tune_gc()  # after the catalog is loaded: it stays out of collections
         processor = UsageBatchProcessor(
             gateway,
             index,
@@ -91,15 +92,17 @@ def run_usage(
             max_dedup_fingerprints=settings.dedup_memory_hashes,
             fused_core=settings.engine == "core",
         )
+        warm_up_arrow()  # not in the first batch's time
+        tune_gc()  # after the catalog and the engine are built: they stay out of collections
         consumer = UsageConsumer(
             clients,
             processor,
             DeadLetterProducer(clients),
-            exit_when_idle_s=exit_when_idle_s,
             catalog_updates=updates,
             metrics=metrics,
             health=health,
             record_commit_latency=record_commit_latency,
+            loop=LoopOptions(exit_when_idle_s=exit_when_idle_s),
         )
         consumer.run()
         return consumer.stats

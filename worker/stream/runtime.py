@@ -19,14 +19,16 @@ everything that is not the pipeline's own work:
 * SIGTERM/SIGINT stop and the ``--exit-when-idle`` rule.
 
 The Kafka consumer and the clock are injected (``consumer_factory`` and
-``clock``): :mod:`worker.stream.memory_consumer` gives an in-memory broker and
-a driven clock for fast tests. Pipelines hook in through :class:`RuntimeHooks`
-(partitions assigned/released, a retry) and never touch the consumer.
+``clock`` of :class:`LoopOptions`): :mod:`worker.stream.memory_consumer` gives
+an in-memory broker and a driven clock for fast tests. Pipelines hook in
+through :class:`RuntimeHooks` (partitions assigned/released, a retry) and never
+touch the consumer.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,12 +150,11 @@ class RuntimeHooks:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
-    """Which group and topic, and how the run behaves (frozen policy)."""
+    """Which group and topic, and how the pipeline's unit of work meets a stop or
+    a revoke (the pipeline's choice, frozen)."""
 
     group: str
     topic: str
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    exit_when_idle_s: float | None = None
     stop_interrupts: bool = False
     """True: a stop interrupts the unit of work between chunks (reprocess);
     False: the unit is finished and committed first (usage)."""
@@ -161,6 +162,25 @@ class RuntimeConfig:
     """True: any revoke interrupts the unit in flight (usage: the batch was rated
     into state of every owned partition); False: only a revoke of the unit's
     own partitions (reprocess: one control message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    """How a consumer's loop runs, whichever pipeline it serves (the caller's
+    choice, frozen); the defaults are production's.
+
+    ``retry``: the back-off of a failing stage; ``exit_when_idle_s``: return once
+    idle this long (None: never); ``clock`` and ``consumer_factory``: the seams
+    the in-memory tests drive.
+    """
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    exit_when_idle_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    consumer_factory: ConsumerFactory = Consumer
+
+
+PRODUCTION_LOOP: Final = LoopOptions()
 
 
 class ConsumerRuntime:
@@ -174,18 +194,18 @@ class ConsumerRuntime:
         self,
         settings: WorkerSettings,
         config: RuntimeConfig,
+        loop: LoopOptions,
         *,
         health: LoopHealth,
         hooks: RuntimeHooks | None = None,
-        consumer_factory: ConsumerFactory = Consumer,
-        clock: Callable[[], float],
     ) -> None:
         self._settings = settings
         self.config = config
+        self.loop = loop
         self._health = health
         self._hooks = hooks or RuntimeHooks()
-        self._factory = consumer_factory
-        self._clock = clock
+        self._factory = loop.consumer_factory
+        self._clock = loop.clock
         self._consumer: Any = None
         self.stopping = False
         self.counters = RunCounters()
@@ -200,7 +220,7 @@ class ConsumerRuntime:
         self._work: set[PartitionKey] | None = None
         self._in_flight = False
         self._last_cut = float("-inf")
-        self._last_activity = self._started_at = clock()
+        self._last_activity = self._started_at = loop.clock()
 
     # -- the loop --------------------------------------------------------------------
 
@@ -261,11 +281,12 @@ class ConsumerRuntime:
         batch: list[Message] = []
         size = 0
         for index, kept in enumerate(held):
-            if batch and (size + _size(kept) > policy.max_bytes or len(batch) >= policy.max_events):
+            kept_size = _size(kept)
+            if batch and (size + kept_size > policy.max_bytes or len(batch) >= policy.max_events):
                 self._carried = held[index:]
                 break
             batch.append(kept)
-            size += _size(kept)
+            size += kept_size
         cut_at = self._last_cut + policy.max_wait_s
         idle_at = self._clock() + POLL_TIMEOUT_S
         while (
@@ -287,11 +308,12 @@ class ConsumerRuntime:
             for message in raw:
                 if not self._usable(message):
                     continue
-                if self._carried or (batch and size + _size(message) > policy.max_bytes):
+                message_size = _size(message)
+                if self._carried or (batch and size + message_size > policy.max_bytes):
                     self._carried.append(message)  # in order, for the next batch
                     continue
                 batch.append(message)
-                size += _size(message)
+                size += message_size
         if batch:
             self._last_cut = self._clock()
         return batch
@@ -345,7 +367,7 @@ class ConsumerRuntime:
         meanwhile too); the ones still owned are resumed when the retry ends,
         whatever its outcome.
         """
-        delays = self.config.retry.delays()
+        delays = self.loop.retry.delays()
         paused: set[PartitionKey] = set()
         failures = 0
         started = self._clock()
@@ -425,7 +447,7 @@ class ConsumerRuntime:
     def idle_long_enough(self) -> bool:
         """The ``--exit-when-idle`` rule (see ``consumer_support.idle_long_enough``)."""
         return idle_long_enough(
-            idle_s=self.config.exit_when_idle_s,
+            idle_s=self.loop.exit_when_idle_s,
             # Never owned a partition: count from the start, since every
             # (empty) assignment of a rebalance loop would reset the activity.
             idle_for_s=self._clock()

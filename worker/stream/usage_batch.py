@@ -181,20 +181,20 @@ class UsageBatchProcessor:
         self._limits = limits
         self._clock = clock
         self._match_columns = MatchColumnCache()
-        # --- issue 13: EW_ENGINE=core runs the whole batch in the fused core ---
-        self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
-        self._core_step = (
-            CoreBatchStep(
+        # One engine holds the rating state: the compiled core, or the Python
+        # reference engine the core is differential-tested against.
+        self._core_step: CoreBatchStep | None = None
+        self._rater: UsageRater | None = None
+        if fused_core:
+            self._core_step = CoreBatchStep(
                 index,
                 clock(),
                 limits=limits,
                 max_fingerprints=max_dedup_fingerprints,
                 max_remembered_owners=DEFAULT_MAX_REMEMBERED_OWNERS,
             )
-            if fused_core
-            else None
-        )
-        # --- end of issue 13 block ---
+        else:
+            self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
 
     @property
@@ -203,9 +203,10 @@ class UsageBatchProcessor:
 
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events prepared from now on (between batches)."""
-        self._rater.replace_index(index)
         if self._core_step is not None:
             self._core_step.replace_index(index, self._clock())
+        if self._rater is not None:
+            self._rater.replace_index(index)
 
     def assign(self, partitions: Iterable[PartitionKey]) -> None:
         for partition in partitions:
@@ -213,7 +214,7 @@ class UsageBatchProcessor:
 
     def revoke(self, partitions: Iterable[PartitionKey]) -> None:
         """Drop the rating state the partitions touched. Call after flush + commit."""
-        state = self._rater if self._core_step is None else self._core_step
+        state = self._state
         for partition in partitions:
             state.drop(self._keys_by_partition.pop(partition, set()))
         if self._metrics is not None:
@@ -230,19 +231,39 @@ class UsageBatchProcessor:
             partition = (message.topic, message.partition)
             batch.first_offsets.setdefault(partition, message.offset)
             batch.next_offsets[partition] = message.next_offset
-        step = self._core_step
-        if step is not None:
-            self._fill_from_core(batch, messages, step.prepare(messages, now, self._reads))
-            if self._metrics is not None:
-                self._metrics.dedup_fingerprints.set(step.fingerprint_count)
-            return batch
+        if self._core_step is not None:
+            self._fill_from_core(
+                batch, messages, self._core_step.prepare(messages, now, self._reads)
+            )
+        elif self._rater is not None:
+            self._fill_from_python(batch, messages, now, self._rater)
+        if self._metrics is not None:
+            self._metrics.dedup_fingerprints.set(self._state.fingerprint_count)
+        return batch
+
+    @property
+    def _state(self) -> CoreBatchStep | UsageRater:
+        """The engine that holds the rating state (exactly one is set)."""
+        state = self._core_step or self._rater
+        if state is None:  # pragma: no cover - __init__ sets one
+            raise RuntimeError("no rating engine")
+        return state
+
+    def _fill_from_python(
+        self,
+        batch: PreparedBatch,
+        messages: Sequence[SourceMessage],
+        now: datetime,
+        rater: UsageRater,
+    ) -> None:
+        """``batch`` from the reference engine (``EW_ENGINE=python``)."""
         source: dict[int, SourceMessage] = {}
         for message in messages:
             event = self._decode(message, now, batch)
             if event is not None:
                 source[id(event)] = message
                 batch.events.append(event)
-        rated = batch.rated = self._rater.rate_batch(batch.events, self._reads, now)
+        rated = batch.rated = rater.rate_batch(batch.events, self._reads, now)
         batch.unresolved.update(reason for _, reason in rated.unresolved)
         batch.missing_fields = rated.missing_fields
         for refused in rated.refused:
@@ -254,8 +275,6 @@ class UsageBatchProcessor:
             self._keys_by_partition.setdefault((message.topic, message.partition), set()).add(key)
         if self._metrics is not None:
             self._metrics.dedup_store_lookups.inc(rated.store_lookups)
-            self._metrics.dedup_fingerprints.set(self._rater.fingerprint_count)
-        return batch
 
     def _fill_from_core(
         self, batch: PreparedBatch, messages: Sequence[SourceMessage], core: CorePrepared
@@ -361,10 +380,7 @@ class UsageBatchProcessor:
 
     def committed(self, batch: PreparedBatch) -> None:
         """Call after the batch's offsets are committed: its hashes are now durable."""
-        if self._core_step is not None:
-            self._core_step.committed()
-        else:
-            self._rater.committed()
+        self._state.committed()
 
     def _decode(self, message: SourceMessage, now: datetime, batch: PreparedBatch) -> Event | None:
         if message.value is None:

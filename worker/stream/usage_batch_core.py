@@ -11,8 +11,10 @@ its ``PreparedBatch``: rejections and refusals by message index, unresolved
 and missing-field counts, outcome counts, the states each partition touched,
 and the Arrow arrays the ``events`` and ``events_processed`` inserts are
 built from (:mod:`worker.store.processed_core`). Per row there is no Python
-work: only per batch, per rejected or refused message, per unresolved event
-and per distinct (partition, state).
+work: only per batch, per rejected or refused message, per partition, per
+newly loaded state and per (partition, state) pair the core did not report
+before (a pair stays reported until the state is dropped; see
+:meth:`~worker.core_engine.CoreBatchEngine.touched`).
 """
 
 from __future__ import annotations
@@ -26,16 +28,14 @@ import pyarrow as pa
 
 from worker.core_catalog import micros
 from worker.core_decode import CoreDecoded, Message
-from worker.core_engine import CoreBatchEngine, EnginePrepared
+from worker.core_engine import CoreBatchEngine, PartitionKey
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import load_missing_states
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import RatingReads, StateKey
 from worker.domain.validation import EventLimits
-from worker.store.processed_core import core_processed_columns, line_item_table
-
-PartitionKey = tuple[str, int]
+from worker.store.processed_core import core_processed_columns
 
 
 @dataclass(slots=True)
@@ -44,8 +44,6 @@ class CoreRows:
 
     decoded: CoreDecoded
     processed_at: datetime
-    customers: pa.Array
-    line_items: dict[str, pa.Array]
     rated: dict[str, pa.Array]
     outcomes: Counter[Outcome]
 
@@ -57,9 +55,6 @@ class CoreRows:
         """The ``events_processed`` insert columns (``ingested_at`` per accepted event);
         ``version`` is the processing time in epoch µs, as ``ProcessedRows.version``."""
         return core_processed_columns(
-            raw=self.decoded.columns,
-            customers=self.customers,
-            line_items=self.line_items,
             rated=self.rated,
             processed_at=self.processed_at,
             version=micros(self.processed_at),
@@ -85,8 +80,12 @@ class CorePrepared:
     unresolved: Counter[UnresolvedReason] = field(default_factory=Counter)
     missing_fields: int = 0
     touched: list[tuple[PartitionKey, StateKey]] = field(default_factory=list)
-    """Every (partition, state) the batch's routed rows touched, once each."""
+    """The (partition, state) pairs the batch's routed rows touched that were
+    not reported before (since the state was last dropped), once each. The
+    caller keeps them per partition and drops their states on revocation."""
     store_lookups: int = 0
+    offsets: dict[PartitionKey, tuple[int, int]] = field(default_factory=dict)
+    """Per partition of the batch: its first offset and the offset after its last message."""
 
 
 class CoreBatchStep:
@@ -108,7 +107,6 @@ class CoreBatchStep:
             max_fingerprints=max_fingerprints,
             max_remembered_owners=max_remembered_owners,
         )
-        self._line_items = line_item_table(self._engine.bindings)
 
     @property
     def fingerprint_count(self) -> int:
@@ -127,7 +125,6 @@ class CoreBatchStep:
         batches): the engine's tables are rebuilt, the rating state is kept
         (states keep the price they were created with, as in the Python rater)."""
         self._engine.replace_index(index, now)
-        self._line_items = line_item_table(self._engine.bindings)
 
     def prepare(
         self, messages: Sequence[Message], now: datetime, reads: RatingReads
@@ -147,63 +144,20 @@ class CoreBatchStep:
             engine.drop(missing)
             raise
         engine.remember(owners)
-        touched = self._touched(prepared)
         rated = engine.rate()
+        touched = engine.touched()
         accepted = prepared.accepted
         bindings = engine.bindings
         return CorePrepared(
-            CoreRows(
-                prepared.decoded,
-                now,
-                pa.array(prepared.customers, pa.string()),
-                self._line_items,
-                rated.columns,
-                rated.outcomes,
-            ),
+            CoreRows(prepared.decoded, now, rated.columns, rated.outcomes),
             rejected=prepared.rejected,
             refused=[
                 (accepted[event], refused_detail(bindings[line_item].line_item_id))
                 for event, line_item, _ in rated.refused
             ],
-            unresolved=Counter(UnresolvedReason(reason) for _, reason in prepared.unresolved),
+            unresolved=Counter({UnresolvedReason(code): n for code, n in prepared.unresolved}),
             missing_fields=prepared.missing_fields,
             touched=touched,
             store_lookups=len(lookup),
+            offsets=prepared.offsets,
         )
-
-    def _touched(self, prepared: EnginePrepared) -> list[tuple[PartitionKey, StateKey]]:
-        """The distinct (partition, state) of the held rows, grouped in Arrow."""
-        held = self._engine.held_rows()
-        if not len(held["event"]):
-            return []
-        message = pa.array(prepared.accepted, pa.int32()).take(held["event"])
-        sources = pa.table(
-            {
-                "topic": pa.array(prepared.topics, pa.string()),
-                "partition": pa.array(prepared.partitions, pa.int64()),
-            }
-        ).take(message)
-        rows = pa.table(
-            {
-                "topic": sources["topic"],
-                "partition": sources["partition"],
-                "line_item": held["line_item"],
-                "period_id": held["period_id"],
-            }
-        )
-        distinct = rows.group_by(["topic", "partition", "line_item", "period_id"]).aggregate([])
-        bindings = self._engine.bindings
-        touched: list[tuple[PartitionKey, StateKey]] = []
-        for topic, partition, line_item, period_id in zip(
-            *(
-                distinct[name].to_pylist()
-                for name in ("topic", "partition", "line_item", "period_id")
-            ),
-            strict=True,
-        ):
-            binding = bindings[line_item]
-            key = StateKey(
-                binding.tenant_id, binding.environment_id, binding.line_item_id, period_id
-            )
-            touched.append(((topic, partition), key))
-        return touched

@@ -26,19 +26,20 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 
 from worker.domain.catalog_index import CatalogIndex
 from worker.ops.health import LoopHealth
 from worker.ops.metrics import Metrics
 from worker.ops.settings import WorkerSettings
-from worker.stream.consumer_support import NeverAssignedError, RetryPolicy
+from worker.stream.consumer_support import NeverAssignedError
 from worker.stream.dlq import DeadLetterProducer, SourcePosition
 from worker.stream.runtime import (
+    PRODUCTION_LOOP,
     BatchPolicy,
-    ConsumerFactory,
     ConsumerRuntime,
     Interrupted,
+    LoopOptions,
     PartitionKey,
     RuntimeConfig,
     RuntimeHooks,
@@ -73,14 +74,11 @@ class UsageConsumer:
         dead_letters: DeadLetterProducer,
         *,
         batch_policy: BatchPolicy | None = None,
-        retry_policy: RetryPolicy | None = None,
-        exit_when_idle_s: float | None = None,
         catalog_updates: Callable[[], CatalogIndex | None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         health: LoopHealth | None = None,
         record_commit_latency: bool = False,
-        consumer_factory: ConsumerFactory = Consumer,
+        loop: LoopOptions = PRODUCTION_LOOP,
     ) -> None:
         self._settings = settings
         self._processor = processor
@@ -89,7 +87,7 @@ class UsageConsumer:
             settings.batch_max_events, settings.batch_max_wait_ms / 1000, settings.batch_max_bytes
         )
         self._catalog_updates = catalog_updates
-        self._clock = clock
+        self._clock = clock = loop.clock
         self._metrics = metrics if metrics is not None else Metrics()
         self._health = (
             health
@@ -98,18 +96,12 @@ class UsageConsumer:
         )
         self._runtime = ConsumerRuntime(
             settings,
-            RuntimeConfig(
-                settings.usage_group,
-                settings.events_topic,
-                retry=retry_policy or RetryPolicy(),
-                exit_when_idle_s=exit_when_idle_s,
-            ),
+            RuntimeConfig(settings.usage_group, settings.events_topic),
+            loop,
             health=self._health,
             hooks=RuntimeHooks(
                 assigned=self._assigned, released=self._released, retried=self._retried
             ),
-            consumer_factory=consumer_factory,
-            clock=clock,
         )
         self.stats = LoopStats(
             self._runtime.counters, commit_latencies_ms=[] if record_commit_latency else None
@@ -143,9 +135,7 @@ class UsageConsumer:
             raise NeverAssignedError.of(
                 self._settings.usage_group, self._settings.events_topic, runtime.waited_s()
             )
-        log.info(
-            "idle for %.1fs with everything committed: exiting", runtime.config.exit_when_idle_s
-        )
+        log.info("idle for %.1fs with everything committed: exiting", runtime.loop.exit_when_idle_s)
 
     def _step(self) -> bool:
         """One iteration: the catalog, a batch, the lag; whether there were messages."""

@@ -44,6 +44,7 @@ from worker.store.connect import open_gateway
 from worker.store.schema import migrate
 from worker.stream.dlq import DeadLetterProducer
 from worker.stream.run_usage import run_usage
+from worker.stream.runtime import LoopOptions
 from worker.stream.topics import ensure_topics, worker_topics
 from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
 from worker.stream.usage_consumer import LoopStats, UsageConsumer
@@ -330,9 +331,9 @@ def test_healthz_fails_while_the_loop_stalls_and_recovers(
             settings,
             processor,
             DeadLetterProducer(settings),
-            exit_when_idle_s=2.0,
             metrics=metrics,
             health=health,
+            loop=LoopOptions(exit_when_idle_s=2.0),
         )
         with HealthServer(metrics, health, port=0, host="127.0.0.1") as server:
             assert http_get(server.port, "/healthz")[0] == 200  # idle before anything

@@ -17,6 +17,7 @@ from worker.domain.engine import fingerprint
 from worker.domain.invoice import LineItemTotal
 from worker.domain.metering import AggregationType, WindowSize
 from worker.domain.rating_reads import DedupKey, StateKey
+from worker.store.params import PeriodParams
 from worker.store.processed import (
     PeriodFeatureTotal,
     find_hash_owners,
@@ -29,6 +30,7 @@ from worker.store.processed import (
 from worker.store.raw import insert_raw
 
 KEY = StateKey("t1", "prod", "li_1", PERIOD)
+SUB_1 = PeriodParams("t1", "prod", "cus_1", "sub_1", PERIOD)
 
 
 def test_round_trip_is_exact(migrated: StoreUnderTest) -> None:
@@ -82,8 +84,8 @@ def test_an_event_stored_twice_is_counted_once_by_every_read(migrated: StoreUnde
 
     [total] = line_item_totals(gateway, "t1", "prod")
     assert (total.qty_total, total.cost, total.event_count) == (Decimal(5), Decimal("0.05"), 2)
-    assert get_period_cost(gateway, "t1", "prod", "cus_1", "sub_1", PERIOD) == Decimal("0.05")
-    assert get_period_feature_totals(gateway, "t1", "prod", "cus_1", "sub_1", PERIOD) == [
+    assert get_period_cost(gateway, SUB_1) == Decimal("0.05")
+    assert get_period_feature_totals(gateway, SUB_1) == [
         PeriodFeatureTotal("feat_1", Decimal(5), Decimal(0), Decimal("0.05"))
     ]
     snapshot = load_snapshots(gateway, "t1", "prod", {KEY: None})[KEY]
@@ -216,7 +218,7 @@ def test_line_item_totals_equal_the_sums_of_their_rows(migrated: StoreUnderTest)
         [r for r in mine if r.subscription_id == "sub_1"]
     )
     assert line_item_totals(migrated.gateway, "t1", "staging") == []
-    features = get_period_feature_totals(migrated.gateway, "t1", "prod", "cus_1", "sub_1", PERIOD)
+    features = get_period_feature_totals(migrated.gateway, SUB_1)
     assert [f.feature_id for f in features] == ["feat_1", "feat_2"]
     assert features[0].quantity == Decimal(7) and features[0].free_units == Decimal(3)
 
@@ -244,7 +246,8 @@ def test_injection_attempts_find_nothing_and_harm_nothing(
     assert load_snapshots(gateway, attack, "prod", {key: WindowSize.DAY}) == {
         key: AggregateSnapshot()
     }
-    assert get_period_cost(gateway, "t1", "prod", attack, "sub_1", PERIOD) == Decimal(0)
+    attacked_period = PeriodParams("t1", "prod", attack, "sub_1", PERIOD)
+    assert get_period_cost(gateway, attacked_period) == Decimal(0)
     # The value itself is stored and found exactly; the table is intact.
     attacked = StateKey("t1", "prod", attack, PERIOD)
     assert find_hash_owners(gateway, "t1", "prod", [DedupKey(attacked, f"hash_{attack}")]) == {

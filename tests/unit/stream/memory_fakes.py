@@ -13,7 +13,7 @@ from worker.store.errors import StoreError
 from worker.stream.consumer_support import RetryPolicy
 from worker.stream.dlq import DeadLetterError, SourcePosition
 from worker.stream.memory_consumer import MemoryBroker
-from worker.stream.runtime import BatchPolicy
+from worker.stream.runtime import BatchPolicy, LoopOptions
 from worker.stream.usage_batch import DeadLetter, PreparedBatch, SourceMessage
 from worker.stream.usage_consumer import UsageConsumer
 
@@ -121,10 +121,12 @@ def usage_consumer(
         processor,  # type: ignore[arg-type]
         dlq or FakeDeadLetters(),  # type: ignore[arg-type]
         batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
-        retry_policy=RetryPolicy(initial_s=0.2, max_s=1.0),
-        exit_when_idle_s=idle_s,
-        clock=broker.clock,
-        consumer_factory=broker.consumer,
+        loop=LoopOptions(
+            retry=RetryPolicy(initial_s=0.2, max_s=1.0),
+            exit_when_idle_s=idle_s,
+            clock=broker.clock,
+            consumer_factory=broker.consumer,
+        ),
     )
 
 

@@ -26,6 +26,7 @@ from tests.unit.stream.memory_fakes import (
 from worker.stream.consumer_support import NeverAssignedError, RetryPolicy
 from worker.stream.memory_consumer import MemoryBroker
 from worker.stream.reprocess_consumer import ReprocessConsumer
+from worker.stream.runtime import LoopOptions
 
 GROUP = "events-worker-usage"
 
@@ -235,10 +236,12 @@ def test_reprocess_runs_on_the_same_runtime_a_bad_request_is_dead_lettered_and_c
         gateway=None,  # type: ignore[arg-type]  # a bad request never reaches the store
         dead_letters=dlq,  # type: ignore[arg-type]
         republisher=FakeDeadLetters(),  # type: ignore[arg-type]  # closed, never used
-        retry_policy=RetryPolicy(initial_s=0.2),
-        exit_when_idle_s=1.0,
-        clock=broker.clock,
-        consumer_factory=broker.consumer,
+        loop=LoopOptions(
+            retry=RetryPolicy(initial_s=0.2),
+            exit_when_idle_s=1.0,
+            clock=broker.clock,
+            consumer_factory=broker.consumer,
+        ),
     )
 
     consumer.run()
