@@ -373,17 +373,24 @@ fn decode_batch<'py>(
 
 /// The raw `events` columns as Arrow buffers: `{name: (offsets, data)}` of
 /// the string columns, and the timestamps as little-endian int64 µs.
+/// A utf8 column's Arrow buffers for Python: `(offsets, data)`.
+pub(crate) fn string_buffers<'py>(
+    py: Python<'py>,
+    column: &columns::StringColumn,
+) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+    (
+        PyBytes::new(py, &column.offset_bytes()),
+        PyBytes::new(py, column.data()),
+    )
+}
+
 fn raw_buffers<'py>(
     py: Python<'py>,
     columns: &RawColumns,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyBytes>)> {
     let strings = PyDict::new(py);
     for (name, column) in columns.string_columns() {
-        let buffers = (
-            PyBytes::new(py, &column.offset_bytes()),
-            PyBytes::new(py, column.data()),
-        );
-        strings.set_item(name, buffers)?;
+        strings.set_item(name, string_buffers(py, column))?;
     }
     let timestamps: Vec<u8> = columns
         .timestamp_us

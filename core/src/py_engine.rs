@@ -13,8 +13,8 @@ use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
 use crate::{
-    catalog_of, decode_all, raw_buffers, snapshot_of, table_error, terms_of, Batch, CatalogTables,
-    KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
+    catalog_of, decode_all, raw_buffers, snapshot_of, string_buffers, table_error, terms_of, Batch,
+    CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
 };
 
 /// What `prepare` returns: accepted and rejected messages, periods to add,
@@ -67,14 +67,7 @@ fn event_columns(raw: &RawColumns) -> [(&'static str, &StringColumn); 7] {
 
 /// Sets `name: (offsets, data)` of a utf8 column.
 fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
-    let py = columns.py();
-    columns.set_item(
-        name,
-        (
-            PyBytes::new(py, &column.offset_bytes()),
-            PyBytes::new(py, column.data()),
-        ),
-    )
+    columns.set_item(name, string_buffers(columns.py(), column))
 }
 
 impl CoreEngine {
@@ -123,21 +116,21 @@ impl CoreEngine {
                 PyBytes::new(py, &le_bytes(&timestamps, i64::to_le_bytes)),
             )?;
         }
+        if line_items
+            .iter()
+            .any(|&item| item as usize >= self.line_item_columns.len())
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "CoreEngine.rate: set_line_item_columns was not called for this catalog",
+            ));
+        }
         let item_columns = pyo3::types::PyList::empty(py);
         for field in 0..LINE_ITEM_FIELDS {
             let mut column = StringColumn::with_capacity(line_items.len(), line_items.len() * 16);
             for &item in line_items {
-                let Some(fields) = self.line_item_columns.get(item as usize) else {
-                    return Err(pyo3::exceptions::PyValueError::new_err(
-                        "CoreEngine.rate: set_line_item_columns was not called for this catalog",
-                    ));
-                };
-                column.push(&fields[field]);
+                column.push(&self.line_item_columns[item as usize][field]);
             }
-            item_columns.append((
-                PyBytes::new(py, &column.offset_bytes()),
-                PyBytes::new(py, column.data()),
-            ))?;
+            item_columns.append(string_buffers(py, &column))?;
         }
         columns.set_item("line_item_columns", item_columns)
     }
@@ -147,20 +140,28 @@ impl CoreEngine {
     fn batch_partitions(&mut self, batch: &Batch) -> (Vec<u32>, Vec<(u32, i64, i64)>) {
         let mut numbers = Vec::with_capacity(batch.len());
         let mut offsets: Vec<(u32, i64, i64)> = Vec::new();
-        let mut last: Option<(&str, i64, u32)> = None;
+        // The previous message's partition and its entry in `offsets`: runs of
+        // one partition look nothing up.
+        let mut last: Option<(&str, i64, u32, usize)> = None;
         for i in 0..batch.len() {
             let (topic, partition) = batch.partition(i);
-            let number = match last {
-                Some((t, p, n)) if t == topic && p == partition => n,
-                _ => self.partition_number(topic, partition),
-            };
-            last = Some((topic, partition, number));
-            numbers.push(number);
             let offset = batch.offset(i);
-            match offsets.iter_mut().find(|(n, _, _)| *n == number) {
-                Some(entry) => entry.2 = offset + 1,
-                None => offsets.push((number, offset, offset + 1)),
-            }
+            let (number, entry) = match last {
+                Some((t, p, n, e)) if t == topic && p == partition => (n, e),
+                _ => {
+                    let number = self.partition_number(topic, partition);
+                    match offsets.iter().position(|(n, _, _)| *n == number) {
+                        Some(entry) => (number, entry),
+                        None => {
+                            offsets.push((number, offset, offset));
+                            (number, offsets.len() - 1)
+                        }
+                    }
+                }
+            };
+            last = Some((topic, partition, number, entry));
+            numbers.push(number);
+            offsets[entry].2 = offset + 1;
         }
         (numbers, offsets)
     }
@@ -299,10 +300,7 @@ impl CoreEngine {
             }
             (accepted, rejected, prepared, unresolved, columns)
         });
-        let customers = (
-            PyBytes::new(py, &prepared.customers.offset_bytes()),
-            PyBytes::new(py, prepared.customers.data()),
-        );
+        let customers = string_buffers(py, &prepared.customers);
         let buffers = raw_buffers(py, &columns)?;
         self.held_columns = Some((columns, prepared.customers));
         let offsets = offsets
