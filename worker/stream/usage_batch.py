@@ -227,10 +227,6 @@ class UsageBatchProcessor:
         """
         batch = PreparedBatch(messages=len(messages))
         now = self._clock()
-        for message in messages:
-            partition = (message.topic, message.partition)
-            batch.first_offsets.setdefault(partition, message.offset)
-            batch.next_offsets[partition] = message.next_offset
         if self._core_step is not None:
             self._fill_from_core(
                 batch, messages, self._core_step.prepare(messages, now, self._reads)
@@ -257,6 +253,10 @@ class UsageBatchProcessor:
         rater: UsageRater,
     ) -> None:
         """``batch`` from the reference engine (``EW_ENGINE=python``)."""
+        for message in messages:
+            partition = (message.topic, message.partition)
+            batch.first_offsets.setdefault(partition, message.offset)
+            batch.next_offsets[partition] = message.next_offset
         source: dict[int, SourceMessage] = {}
         for message in messages:
             event = self._decode(message, now, batch)
@@ -279,7 +279,11 @@ class UsageBatchProcessor:
     def _fill_from_core(
         self, batch: PreparedBatch, messages: Sequence[SourceMessage], core: CorePrepared
     ) -> None:
-        """``batch`` from the fused core's answers (dead letters in the reference's order)."""
+        """``batch`` from the fused core's answers (its offsets per partition; dead
+        letters in the reference's order)."""
+        for partition, (first, after) in core.offsets.items():
+            batch.first_offsets[partition] = first
+            batch.next_offsets[partition] = after
         now = core.rows.processed_at
         for number, reason in core.rejected:
             message = messages[number]
