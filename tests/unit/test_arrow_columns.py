@@ -44,3 +44,16 @@ def test_map_values_keep_every_digit_or_are_refused() -> None:
     assert rows == 2
     with pytest.raises(pa.ArrowInvalid):
         ipc_stream({"m": [{"a": Decimal("0.0000000000000001")}]}, types)
+
+
+def test_a_map_array_is_cast_to_the_column_type_exactly() -> None:
+    texts = pa.array(
+        [[("n", "12.5"), ("m", "0.000000000000001")], []], type=pa.map_(pa.string(), pa.string())
+    )
+    payload, rows = ipc_stream({"m": texts}, {"m": "Map(String, Decimal(38, 15))"})
+    read = pa.ipc.open_stream(payload).read_all()
+    assert rows == 2
+    assert read.column("m").to_pylist() == [
+        [("n", Decimal("12.500000000000000")), ("m", Decimal("0.000000000000001"))],
+        [],
+    ]
