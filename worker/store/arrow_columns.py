@@ -3,7 +3,9 @@
 A table's ClickHouse column types decide the Arrow types, so Python values
 (str, int, Decimal, aware datetime) are converted exactly: Decimal(P, S) ->
 ``decimal128(P, S)`` (values with more than S places are refused, never
-rounded), DateTime64(6, 'UTC') -> ``timestamp[us, UTC]``.
+rounded), DateTime64(6, 'UTC') -> ``timestamp[us, UTC]``, Map(K, V) ->
+``map<K, V>`` (so a writer may hand ``events``' property maps over as they
+are, instead of the ephemeral JSON texts ClickHouse would parse into them).
 
 The builders below (:func:`timestamps_us`, :func:`constant_timestamps_us`)
 are the cheap conversions writers use to hand the gateway ready-made Arrow
@@ -26,6 +28,7 @@ from worker.store.errors import StoreError, first_line
 _DECIMAL = re.compile(r"^Decimal\((\d+),\s*(\d+)\)$")
 _DATETIME64 = re.compile(r"^DateTime64\((\d)(?:,\s*'([^']+)')?\)$")
 _WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
+_MAP = re.compile(r"^Map\((.*)\)$")
 _SIMPLE: dict[str, Any] = {
     "String": pa.string(),
     "UInt8": pa.uint8(),
@@ -49,18 +52,37 @@ _TICKS = {
 
 
 def arrow_type(clickhouse_type: str) -> Any:
-    """The Arrow type that carries values of ``clickhouse_type`` exactly."""
+    """The Arrow type that carries values of ``clickhouse_type`` exactly.
+
+    Raises ``TypeError`` for a type without a mapping here.
+    """
     inner = clickhouse_type
     while (wrapped := _WRAPPER.match(inner)) is not None:
         inner = wrapped.group(1)
     if inner in _SIMPLE:
         return _SIMPLE[inner]
+    if (mapping := _MAP.match(inner)) is not None:
+        key, value = _split_pair(mapping.group(1), clickhouse_type)
+        return pa.map_(arrow_type(key), arrow_type(value))
     if (decimal := _DECIMAL.match(inner)) is not None:
         return pa.decimal128(int(decimal.group(1)), int(decimal.group(2)))
     if (datetime64 := _DATETIME64.match(inner)) is not None:
         unit = _UNITS.get(int(datetime64.group(1)))
         if unit is not None:
             return pa.timestamp(unit, tz=datetime64.group(2) or "UTC")
+    raise TypeError(f"no Arrow mapping for ClickHouse type {clickhouse_type}")
+
+
+def _split_pair(arguments: str, clickhouse_type: str) -> tuple[str, str]:
+    """``"K, V"`` of ``Map(K, V)`` split at its one top-level comma."""
+    depth = 0
+    for position, character in enumerate(arguments):
+        if character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+        elif character == "," and depth == 0:
+            return arguments[:position].strip(), arguments[position + 1 :].strip()
     raise TypeError(f"no Arrow mapping for ClickHouse type {clickhouse_type}")
 
 
