@@ -7,7 +7,9 @@ rebuilt here, outside the timed part, from the same generated events: the raw
 ``events`` columns by the compiled core (equal to what the pipeline writes, see
 docs/core.md), the ``events_processed`` columns by the reference rater and the
 store's own column builder. Only the inserts into a freshly migrated database
-are timed.
+are timed. Each insert carries an ``insert_deduplication_token``, as the
+pipeline's do: without one, a table with a deduplication window hashes the
+whole block, a cost the pipeline never pays (docs/insert-path.md).
 """
 
 from __future__ import annotations
@@ -60,6 +62,6 @@ def ingest_seconds(
     target = open_gateway(store_url + "?database=ceiling")
     migrate(target)
     started = time.perf_counter()
-    for table, columns in batches:
-        target.insert(table, columns)
+    for number, (table, columns) in enumerate(batches):
+        target.insert(table, columns, dedup_token=f"ceiling:{table}:{number}")
     return time.perf_counter() - started, rows
