@@ -561,54 +561,6 @@ def test_any_well_formed_timestamp_parses_in_range_or_is_invalid(text: str) -> N
         assert timestamp.utcoffset() == timedelta(0)
 
 
-_SHAPE_CHARS = "0123456789+-:.,TtZz _٣"
-
-
-@st.composite
-def _plain_utc_shaped(draw: st.DrawFn) -> str:
-    """Timestamps of the fast path's forms, some with a few characters changed."""
-    moment = draw(st.datetimes(datetime(1960, 1, 1), datetime(2210, 1, 1)))
-    digits = draw(st.sampled_from([0, 3, 6]))
-    fraction = f"{moment.microsecond:06d}"[:digits]
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + ("." + fraction if fraction else "") + "Z"
-    chars = list(text)
-    positions = st.integers(0, len(chars) - 1)
-    for position, char in draw(
-        st.lists(st.tuples(positions, st.sampled_from(_SHAPE_CHARS)), max_size=2)
-    ):
-        chars[position] = char
-    return "".join(chars)
-
-
-def _outcome(parse: Any, text: str) -> object:
-    try:
-        return parse(text)
-    except InvalidEvent as exc:
-        return exc.reason
-
-
-@settings(max_examples=2000, deadline=None)
-@given(_plain_utc_shaped())
-def test_fast_timestamp_path_agrees_with_the_general_rfc3339_parser(text: str) -> None:
-    from worker.domain import validation
-
-    general = _outcome(validation._parse_rfc3339, text)
-    if isinstance(general, datetime) and not (
-        datetime(1970, 1, 1, tzinfo=UTC) <= general < datetime(2200, 1, 1, tzinfo=UTC)
-    ):
-        general = InvalidReason.INVALID_TIMESTAMP
-    assert _outcome(validation.parse_timestamp, text) == general
-
-
-def test_fast_timestamp_path_is_taken_for_the_common_forms() -> None:
-    from worker.domain import validation
-
-    for text in ("2026-01-03T04:05:06Z", "2026-01-03T04:05:06.123Z", "2026-01-03T04:05:06.123456Z"):
-        assert validation._is_plain_utc(text), text
-    for text in ("2026-01-03t04:05:06Z", "2026-01-03T04:05:06.12Z", "2026-01-03T04:05:06+00:00"):
-        assert not validation._is_plain_utc(text), text
-
-
 @pytest.mark.parametrize(
     ("payload", "detail"),
     [

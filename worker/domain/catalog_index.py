@@ -1,10 +1,9 @@
 """In-memory catalog index: which active line items does an event hit?
 
 Built once per catalog version from :class:`CatalogDocument` objects; immutable
-afterwards and safe to share across threads (the only mutable parts are the
-per-subscription period caches, which never change answers). Lookups are two
-dict probes keyed by (tenant, environment, customer[, event name]); no scan of
-subscriptions.
+afterwards but for the bounded memo of :meth:`CatalogIndex.resolve`, which never
+changes an answer. Lookups are two dict probes keyed by (tenant, environment,
+customer[, event name]); no scan of subscriptions.
 """
 
 from __future__ import annotations
@@ -148,7 +147,8 @@ DEFAULT_MAX_ROUTES = 100_000
 """Routes memoised at most (least recently used evicted first). A route holds
 event-supplied ids (customer, event name) and its matches: a few hundred bytes
 for ordinary ids, and the ids are bounded by the message size limit."""
-_ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class RoutingTables(NamedTuple):
@@ -235,13 +235,12 @@ class CatalogIndex:
             event.external_customer_id,
             event.event_name,
         )
-        routes = self._routes
-        route = routes.pop(key, None)  # re-inserted below: dict order is recency
+        route = self._routes.pop(key, None)  # re-inserted below: dict order is recency
         if route is None or not route.valid_from <= ts < route.valid_until:
             route = self._route(event)
-            if len(routes) >= self._max_routes:
-                del routes[next(iter(routes))]  # the least recently used
-        routes[key] = route
+            if len(self._routes) >= self._max_routes:
+                del self._routes[next(iter(self._routes))]  # the least recently used
+        self._routes[key] = route
         if not route.filtered:
             return route.resolution
         matches = tuple(m for m in route.matches if m.binding.meter.matches(event))
@@ -253,7 +252,14 @@ class CatalogIndex:
         customer_id = self.customer_id_for(event)
         if customer_id is None:
             unknown = UnresolvedReason.UNKNOWN_CUSTOMER
-            return _Route(*_ALWAYS, (), False, unknown, Resolution("", unresolved=unknown))
+            return _Route(
+                valid_from=_EARLIEST,
+                valid_until=_LATEST,
+                matches=(),
+                filtered=False,
+                no_match_reason=unknown,
+                resolution=Resolution(customer_id="", unresolved=unknown),
+            )
         ts = event.timestamp
         tenant, environment = event.tenant_id, event.environment_id
         edges: list[datetime] = []
@@ -268,9 +274,9 @@ class CatalogIndex:
                 if period is not None:
                     edges += (period.start, period.end)
                     key = StateKey(tenant, environment, binding.line_item_id, period.period_id)
-                    matches.append(Match(binding, period, key))
-        valid_from = max((edge for edge in edges if edge <= ts), default=_ALWAYS[0])
-        valid_until = min((edge for edge in edges if edge > ts), default=_ALWAYS[1])
+                    matches.append(Match(binding=binding, period=period, state_key=key))
+        valid_from = max((edge for edge in edges if edge <= ts), default=_EARLIEST)
+        valid_until = min((edge for edge in edges if edge > ts), default=_LATEST)
         reason = (
             UnresolvedReason.NO_MATCHING_LINE_ITEM
             if any(subscription.active_at(ts) for subscription in subscriptions)
@@ -282,7 +288,14 @@ class CatalogIndex:
             if matches
             else Resolution(customer_id, unresolved=reason)
         )
-        return _Route(valid_from, valid_until, tuple(matches), filtered, reason, resolution)
+        return _Route(
+            valid_from=valid_from,
+            valid_until=valid_until,
+            matches=tuple(matches),
+            filtered=filtered,
+            no_match_reason=reason,
+            resolution=resolution,
+        )
 
     def _add_document(
         self,

@@ -43,7 +43,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 from worker.domain.aggregates import AggregateSnapshot, new_aggregate
@@ -60,11 +59,6 @@ DEFAULT_MAX_FINGERPRINTS = 5_000_000
 
 DEFAULT_MAX_REMEMBERED_OWNERS = 200_000
 """Hash owners kept in memory across commits at most (about 250 bytes each)."""
-
-_COUNT_UNIQUE = AggregationType.COUNT_UNIQUE
-_COUNTED = Outcome.COUNTED  # Enum attribute access costs ~100 ns in CPython 3.11
-_REPEATED_VALUE = Outcome.REPEATED_VALUE
-_UNIQUE_HASH = attrgetter("unique_hash")
 
 
 def fingerprint(unique_hash: str) -> int:
@@ -145,29 +139,22 @@ def outcome_counts(counted: int, repeated: int, skipped: int) -> Counter[Outcome
 def processed_rows(
     processed_at: datetime, rated: list[tuple[PendingRow, RatedDelta]]
 ) -> ProcessedRows:
-    """The named columns of (pending row, delta) pairs, transposed in C (``zip``).
+    """The named columns of (pending row, delta) pairs, in their order.
 
     For :meth:`RatingSteps.rate` implementations: how rows leave a rater.
     """
-    if not rated:
-        return ProcessedRows(processed_at)
-    pending, deltas = zip(*rated, strict=True)
-    events, customer_ids, matches, measurements, _ = zip(*pending, strict=True)
-    _, qty_total, qty_free_applied, qty_billable, cost, unit_cost, tier_snapshot = zip(
-        *deltas, strict=True
-    )
     return ProcessedRows(
         processed_at=processed_at,
-        events=events,
-        customer_ids=customer_ids,
-        matches=matches,
-        unique_hashes=tuple(map(_UNIQUE_HASH, measurements)),
-        qty_total=qty_total,
-        qty_free_applied=qty_free_applied,
-        qty_billable=qty_billable,
-        cost=cost,
-        unit_cost=unit_cost,
-        tier_snapshot=tier_snapshot,
+        events=tuple(row.event for row, _ in rated),
+        customer_ids=tuple(row.customer_id for row, _ in rated),
+        matches=tuple(row.match for row, _ in rated),
+        unique_hashes=tuple(row.measurement.unique_hash for row, _ in rated),
+        qty_total=tuple(delta.qty_total for _, delta in rated),
+        qty_free_applied=tuple(delta.qty_free_applied for _, delta in rated),
+        qty_billable=tuple(delta.qty_billable for _, delta in rated),
+        cost=tuple(delta.cost for _, delta in rated),
+        unit_cost=tuple(delta.unit_cost for _, delta in rated),
+        tier_snapshot=tuple(delta.tier_snapshot for _, delta in rated),
     )
 
 
@@ -228,7 +215,13 @@ class UsageRater:
                 if measurement.field_missing:
                     batch.missing_fields += 1
                 batch.pending.append(
-                    PendingRow(event, resolution.customer_id, match, measurement, match.state_key)
+                    PendingRow(
+                        event=event,
+                        customer_id=resolution.customer_id,
+                        match=match,
+                        measurement=measurement,
+                        key=match.state_key,
+                    )
                 )
         return batch
 
@@ -283,15 +276,12 @@ class UsageRater:
 
     def lookup_keys(self, batch: ResolvedBatch) -> set[DedupKey]:
         """The dedup keys of ``batch`` only the store can answer (see module docstring)."""
-        covered = self._fingerprints
-        states = self._states
         keys: set[DedupKey] = set()
         for row in batch.pending:
             unique_hash = row.measurement.unique_hash
-            known = covered.get(row.key)
-            # fingerprint(unique_hash), inlined: this runs per row.
-            if known is None or int(unique_hash[:16], 16) in known:
-                state = states.get(row.key)
+            known = self._fingerprints.get(row.key)
+            if known is None or fingerprint(unique_hash) in known:
+                state = self._states.get(row.key)
                 if state is None or not state.knows(unique_hash):
                     keys.add(DedupKey(row.key, unique_hash))
         return keys
@@ -318,40 +308,25 @@ class UsageRater:
         """
         rated: list[tuple[PendingRow, RatedDelta]] = []
         refused: list[RefusedRow] = []
-        states = self._states
-        touched = self._touched
-        covered = self._fingerprints
-        counted = repeated = skipped = added = 0
+        outcomes = outcome_counts(counted=0, repeated=0, skipped=0)
         for row in batch.pending:
-            state = states.get(row.key)
+            state = self._states.get(row.key)
             if state is None:
-                state = states[row.key] = _new_state(row.match.binding, None)
-            touched.add(row.key)
+                state = self._states[row.key] = _new_state(row.match.binding, None)
+            self._touched.add(row.key)
             try:
                 delta = state.apply(row.event.id, row.event.timestamp, row.measurement)
             except ValueOutOfRange as exc:
-                refused.append(
-                    RefusedRow(row.event, row.key, f"line item {row.key.line_item_id}: {exc}")
-                )
+                detail = f"line item {row.key.line_item_id}: {exc}"
+                refused.append(RefusedRow(event=row.event, key=row.key, detail=detail))
                 continue
-            outcome = delta.outcome
-            if outcome is _COUNTED:
-                counted += 1
-            elif outcome is _REPEATED_VALUE:
-                repeated += 1
-            else:
-                skipped += 1
+            outcomes[delta.outcome] += 1
+            if delta.outcome is Outcome.ALREADY_PROCESSED:
                 continue
             rated.append((row, delta))
-            known = covered.get(row.key)
-            if known is not None:
-                before = len(known)
-                known.add(int(row.measurement.unique_hash[:16], 16))  # fingerprint()
-                added += len(known) - before
-        self._fingerprint_count += added
-        self._remembered += counted + repeated
+            self._add_fingerprint(row.key, row.measurement.unique_hash)
+        self._remembered += outcomes[Outcome.COUNTED] + outcomes[Outcome.REPEATED_VALUE]
         self._trim_fingerprints()
-        outcomes = outcome_counts(counted, repeated, skipped)
         return RatedBatch(processed_rows(processed_at, rated), outcomes, refused)
 
     def committed(self) -> None:
@@ -369,7 +344,7 @@ class UsageRater:
             binding = self._index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
             if state is None:
                 self._touched.discard(key)
-            elif binding is not None and binding.meter.aggregation is _COUNT_UNIQUE:
+            elif binding is not None and binding.meter.aggregation is AggregationType.COUNT_UNIQUE:
                 kept.append((state.remembered, key))
             else:
                 state.forget_hashes()
@@ -405,6 +380,14 @@ class UsageRater:
         self._uncover(key)
         self._fingerprints[key] = known
         self._fingerprint_count += len(known)
+
+    def _add_fingerprint(self, key: StateKey, unique_hash: str) -> None:
+        """Note a hash now stored for ``key``, if ``key`` is covered."""
+        known = self._fingerprints.get(key)
+        value = fingerprint(unique_hash)
+        if known is not None and value not in known:
+            known.add(value)
+            self._fingerprint_count += 1
 
     def _uncover(self, key: StateKey) -> None:
         known = self._fingerprints.pop(key, None)

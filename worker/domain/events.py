@@ -10,12 +10,9 @@ from typing import Any
 from worker.domain.money import ZERO
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """A validated raw usage event. Built once by validation and then only read.
-
-    Not frozen: one is created per message on the hot path, where a frozen
-    dataclass costs 2.6 µs to construct against 0.5 µs (CPython 3.11).
 
     ``timestamp`` is timezone-aware UTC with microsecond precision. At least one
     of ``customer_id`` / ``external_customer_id`` is non-empty (validation
@@ -41,12 +38,9 @@ class Event:
         return f"{self.tenant_id}:{self.environment_id}:{customer}"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ProcessedEvent:
     """One priced row: an event rated against one subscription line item.
-
-    Built once by the rater and then only read (not frozen: it is created per
-    row on the hot path, where frozen-dataclass construction costs double).
 
     Quantities and amounts are deltas of the (line item, period) aggregate
     caused by this event (DESIGN.md §4); ``tier_snapshot`` is the billable

@@ -95,13 +95,10 @@ class Meter:
 
     def matches(self, event: Event) -> bool:
         """True when the event's name and properties satisfy this meter."""
-        if event.event_name != self.event_name:
-            return False
-        properties = event.properties
-        for meter_filter in self.filters:
-            if canonical_value(properties.get(meter_filter.key)) not in meter_filter.values:
-                return False
-        return True
+        return event.event_name == self.event_name and all(
+            canonical_value(event.properties.get(meter_filter.key)) in meter_filter.values
+            for meter_filter in self.filters
+        )
 
 
 class Measurement(NamedTuple):
@@ -117,37 +114,34 @@ class Measurement(NamedTuple):
     field_missing: bool = False
 
 
-# Enum members bound to module globals: attribute access on an Enum class
-# costs ~100 ns in CPython 3.11, and these checks run per event.
-_COUNT = AggregationType.COUNT
-_COUNT_UNIQUE = AggregationType.COUNT_UNIQUE
-_SUM_WITH_MULTIPLIER = AggregationType.SUM_WITH_MULTIPLIER
-_WEIGHTED_SUM = AggregationType.WEIGHTED_SUM
-
-
 def measure(
     meter: Meter, event: Event, period_start: datetime, period_end: datetime
 ) -> Measurement:
     """Quantity of one event for ``meter`` in the period ``[period_start, period_end)``."""
     kind = meter.aggregation
-    if kind is _COUNT:
-        return Measurement(ONE, event_hash(event), False)
+    if kind is AggregationType.COUNT:
+        return Measurement(quantity=ONE, unique_hash=event_hash(event))
     raw = event.properties.get(meter.field)
-    if kind is _COUNT_UNIQUE:
+    if kind is AggregationType.COUNT_UNIQUE:
         canonical = canonical_value(raw)
         if canonical is None:
-            return Measurement(ZERO, event_hash(event), True)
-        return Measurement(ONE, value_hash(event, meter.id, canonical), False)
+            return _missing(event)
+        return Measurement(quantity=ONE, unique_hash=value_hash(event, meter.id, canonical))
     value = parse_decimal(raw)
-    if value is not None and kind is _SUM_WITH_MULTIPLIER:
+    if value is not None and kind is AggregationType.SUM_WITH_MULTIPLIER:
         value = _times_multiplier(value, meter.multiplier)
     if value is None or value >= MAX_EVENT_QUANTITY:
-        return Measurement(ZERO, event_hash(event), True)
+        return _missing(event)
     if value < 0:
         value = ZERO
-    elif kind is _WEIGHTED_SUM:
+    elif kind is AggregationType.WEIGHTED_SUM:
         value = mul(value, time_weight(event.timestamp, period_start, period_end))
-    return Measurement(quantize(value), event_hash(event), False)
+    return Measurement(quantity=quantize(value), unique_hash=event_hash(event))
+
+
+def _missing(event: Event) -> Measurement:
+    """The measurement of an event whose field is missing or unusable: 0, flagged."""
+    return Measurement(quantity=ZERO, unique_hash=event_hash(event), field_missing=True)
 
 
 def _times_multiplier(value: Decimal, multiplier: Decimal) -> Decimal:

@@ -41,7 +41,7 @@ Boundaries outside ``datetime``'s range (years 1..9999) raise ``OverflowError``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -51,11 +51,7 @@ __all__ = ["BillingCycle", "BillingPeriodUnit", "Period", "epoch_ms"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_ZERO = timedelta(0)
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-# Bound on the per-cycle boundary memo; it is cleared when full (a cycle's hot boundaries are
-# the two around "now", so the bound is never reached in steady state).
-_MAX_CACHED_BOUNDARIES = 64
 
 
 class BillingPeriodUnit(StrEnum):
@@ -99,22 +95,18 @@ class Period:
 
     start: datetime
     end: datetime
-    _start_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        start, end = self.start, self.end
-        if start.tzinfo is not UTC or end.tzinfo is not UTC:
-            start, end = _to_utc(start, "start"), _to_utc(end, "end")
-            object.__setattr__(self, "start", start)
-            object.__setattr__(self, "end", end)
+        start, end = _to_utc(self.start, "start"), _to_utc(self.end, "end")
         if end < start:
             raise ValueError(f"period end {end.isoformat()} is before start {start.isoformat()}")
-        object.__setattr__(self, "_start_ms", (start - _EPOCH) // _ONE_MS)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
 
     @property
     def period_id(self) -> int:
-        """The period start in epoch milliseconds (exact; computed once at construction)."""
-        return self._start_ms
+        """The period start in epoch milliseconds (exact)."""
+        return epoch_ms(self.start)
 
     def contains(self, ts: datetime) -> bool:
         """``start <= ts < end`` (``ts`` must be aware)."""
@@ -122,18 +114,12 @@ class Period:
 
 
 class BillingCycle:
-    """The billing periods of one subscription: frozen configuration plus a tiny cache.
+    """The billing periods of one subscription: frozen configuration, no mutable state.
 
-    ``boundary`` and ``period_at`` are pure functions of their argument and the configuration;
-    the caches (the last returned ``Period`` and a small memo of boundaries) only make them
-    faster. A cycle is meant to be used by one thread (the partition owner); concurrent use is
-    still correct, because every cache entry is immutable and checked before it is used, so a
-    stale or racing cache can cost time but never change an answer.
-
-    ``period_at`` is the per-event hot path: an event inside the last returned period costs two
-    datetime comparisons; otherwise ``k`` is estimated from the months or days elapsed between
-    the anchor's and the event's local wall times, then corrected with boundary comparisons
-    (usually zero or one step, never a walk from the anchor).
+    ``boundary`` and ``period_at`` are pure functions of their argument and the configuration,
+    safe to call from any thread. ``period_at`` estimates ``k`` from the months or days elapsed
+    between the anchor's and the event's local wall times, then corrects it with boundary
+    comparisons (usually zero or one step, never a walk from the anchor).
     """
 
     __slots__ = (
@@ -141,11 +127,7 @@ class BillingCycle:
         "_anchor_month_index",
         "_anchor_ordinal",
         "_anchor_time",
-        "_boundaries",
         "_day_of_month",
-        "_last_k",
-        "_last_period",
-        "_max_step",
         "_step_days",
         "_step_months",
         "_zone",
@@ -203,12 +185,6 @@ class BillingCycle:
         self._anchor_ordinal = local_anchor.toordinal()
         self._step_months = _UNIT_MONTHS.get(unit, 0) * count
         self._step_days = _UNIT_DAYS.get(unit, 0) * count
-        # An upper bound on one period's length (DST adds at most an hour, a zone's offset jump
-        # at most a day): beyond it the "next period" hint cannot be right.
-        self._max_step = timedelta(days=self._step_months * 31 + self._step_days + 1)
-        self._boundaries: dict[int, datetime] = {}
-        self._last_period: Period | None = None
-        self._last_k = -1  # k of _last_period: only a hint for the next miss
 
     def __repr__(self) -> str:
         return (
@@ -223,64 +199,6 @@ class BillingCycle:
         Ignores ``start_date`` (boundaries exist for every ``k``). Raises ``OverflowError`` when
         ``b_k`` is outside ``datetime``'s range.
         """
-        cached = self._boundaries.get(k)
-        if cached is not None:
-            return cached
-        value = self._compute_boundary(k)
-        boundaries = self._boundaries
-        if len(boundaries) >= _MAX_CACHED_BOUNDARIES:
-            boundaries.clear()
-        boundaries[k] = value
-        return value
-
-    def period_at(self, ts: datetime) -> Period | None:
-        """Return the period containing the aware instant ``ts``, or ``None`` before start_date.
-
-        The result is ``[max(start_date, b_k), b_{k+1})`` for the largest ``b_k <= ts``.
-        Raises ``ValueError`` for a naive ``ts`` and ``OverflowError`` when ``b_{k+1}`` is
-        outside ``datetime``'s range. Never blocks, never does I/O.
-        """
-        if ts.tzinfo is not UTC:
-            ts = _to_utc(ts, "ts")
-        last = self._last_period
-        if last is not None and last.start <= ts < last.end:
-            return last
-        if ts < self.start_date:
-            return None
-        k = self._index_at(ts)
-        start = self.boundary(k)
-        if start < self.start_date:
-            start = self.start_date
-        period = Period(start, self.boundary(k + 1))
-        self._last_period = period
-        self._last_k = k
-        return period
-
-    def _index_at(self, ts: datetime) -> int:
-        """The largest ``k`` with ``boundary(k) <= ts`` (``ts`` aware UTC)."""
-        # Events mostly move forward: try the period after the last one first. The hint is
-        # verified against real boundaries, so a stale one only costs the check.
-        last = self._last_period
-        if last is not None and _ZERO <= ts - last.end < self._max_step:
-            k = self._last_k + 1
-            if self.boundary(k) <= ts < self.boundary(k + 1):
-                return k
-        local = ts.astimezone(self._zone)
-        if self._step_months:
-            elapsed = local.year * 12 + local.month - 1 - self._anchor_month_index
-            k = elapsed // self._step_months
-        else:
-            k = (local.toordinal() - self._anchor_ordinal) // self._step_days
-        # The calendar estimate is usually exact; it is one too high when ts is earlier in the
-        # boundary's own month (or day) than the anchor's wall time, and DST resolution or a
-        # coinciding boundary can move it by one either way: real instants settle it.
-        while self.boundary(k) > ts:
-            k -= 1
-        while self.boundary(k + 1) <= ts:
-            k += 1
-        return k
-
-    def _compute_boundary(self, k: int) -> datetime:
         try:
             if self._step_months:
                 year, month0 = divmod(self._anchor_month_index + k * self._step_months, 12)
@@ -306,6 +224,37 @@ class BillingCycle:
             raise OverflowError(
                 f"billing boundary k={k} of {self!r} is outside the datetime range"
             ) from exc
+
+    def period_at(self, ts: datetime) -> Period | None:
+        """Return the period containing the aware instant ``ts``, or ``None`` before start_date.
+
+        The result is ``[max(start_date, b_k), b_{k+1})`` for the largest ``b_k <= ts``.
+        Raises ``ValueError`` for a naive ``ts`` and ``OverflowError`` when ``b_{k+1}`` is
+        outside ``datetime``'s range. Never blocks, never does I/O.
+        """
+        ts = _to_utc(ts, "ts")
+        if ts < self.start_date:
+            return None
+        # Estimate k from the months (or days) elapsed between the anchor's and the event's
+        # local wall times. The estimate is usually exact; it is one too high when ts is
+        # earlier in the boundary's own month (or day) than the anchor's wall time, and DST
+        # resolution or a coinciding boundary can move it by one either way: real instants
+        # settle it.
+        local = ts.astimezone(self._zone)
+        if self._step_months:
+            elapsed = local.year * 12 + local.month - 1 - self._anchor_month_index
+            k = elapsed // self._step_months
+        else:
+            k = (local.toordinal() - self._anchor_ordinal) // self._step_days
+        start = self.boundary(k)
+        while start > ts:
+            k -= 1
+            start = self.boundary(k)
+        end = self.boundary(k + 1)
+        while end <= ts:
+            k += 1
+            start, end = end, self.boundary(k + 1)
+        return Period(max(start, self.start_date), end)
 
 
 def _days_in_month(year: int, month: int) -> int:

@@ -60,13 +60,6 @@ class RatedDelta(NamedTuple):
     tier_snapshot: Decimal = ZERO
 
 
-# Enum members bound to module globals: attribute access on an Enum class
-# costs ~100 ns in CPython 3.11, and these checks run per event.
-_COUNTED = Outcome.COUNTED
-_REPEATED_VALUE = Outcome.REPEATED_VALUE
-_ALREADY_PROCESSED = Outcome.ALREADY_PROCESSED
-
-
 class LineItemPeriodRating:
     """Mutable rating state of one (line item, period), owned by one partition.
 
@@ -155,9 +148,9 @@ class LineItemPeriodRating:
         owner = self._known.get(measurement.unique_hash)
         if owner is not None:
             if owner == event_id or event_id in self._repeat_rows:
-                return RatedDelta(_ALREADY_PROCESSED, tier_snapshot=self._billable)
+                return RatedDelta(Outcome.ALREADY_PROCESSED, tier_snapshot=self._billable)
             self._repeat_rows.add(event_id)
-            return RatedDelta(_REPEATED_VALUE, tier_snapshot=self._billable)
+            return RatedDelta(Outcome.REPEATED_VALUE, tier_snapshot=self._billable)
         # Aggregates of quantized measurements are already quantized.
         value = measurement.quantity
         quantity = self._aggregate.peek(value, ts, event_id)
@@ -166,18 +159,22 @@ class LineItemPeriodRating:
                 f"quantity {value} makes the period quantity {quantity}, "
                 f"beyond the stored range (< 1e{STORED_LIMIT.adjusted()})"
             )
-        free_units = self._free_units
-        free = quantity if quantity < free_units else free_units
+        free = min(self._free_units, quantity)
         billable = quantity - free
-        previous = self._billable
-        if billable == previous:
-            # All free (or a quantity that did not move): no cost, no unit cost.
-            delta = RatedDelta(_COUNTED, value, free - self._free, ZERO, ZERO, ZERO, billable)
+        if billable == self._billable:
+            # All free (or a quantity that did not move): no cost, and no unit
+            # cost (cost / qty_billable would be 0 / 0).
+            delta = RatedDelta(
+                Outcome.COUNTED,
+                qty_total=value,
+                qty_free_applied=free - self._free,
+                tier_snapshot=billable,
+            )
             self._commit(measurement.unique_hash, event_id, value, ts)
             self._free = free
             return delta
         rated = self._price.rate(billable)
-        qty_billable = billable - previous
+        qty_billable = billable - self._billable
         cost = rated - self._rated
         unit_cost = quantize(div(cost, qty_billable))
         # Quantities are >= 0 and bounded by the period quantity checked above;
@@ -194,9 +191,14 @@ class LineItemPeriodRating:
                 f"(< 1e{STORED_LIMIT.adjusted()})"
             )
         self._commit(measurement.unique_hash, event_id, value, ts)
-        # Positional: keyword construction of a NamedTuple costs ~60% more.
         delta = RatedDelta(
-            _COUNTED, value, free - self._free, qty_billable, cost, unit_cost, billable
+            Outcome.COUNTED,
+            qty_total=value,
+            qty_free_applied=free - self._free,
+            qty_billable=qty_billable,
+            cost=cost,
+            unit_cost=unit_cost,
+            tier_snapshot=billable,
         )
         self._free, self._billable, self._rated = free, billable, rated
         return delta
