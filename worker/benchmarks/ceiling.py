@@ -15,6 +15,7 @@ whole block, a cost the pipeline never pays (docs/insert-path.md).
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,9 +60,11 @@ def ingest_seconds(
         if rated:
             batches.append((PROCESSED_TABLE, rated_columns(rated, now)))
         rows += len(raw.accepted) + len(rated)
-    target = open_gateway(store_url + "?database=ceiling")
-    migrate(target)
-    started = time.perf_counter()
-    for number, (table, columns) in enumerate(batches):
-        target.insert(table, columns, dedup_token=f"ceiling:{table}:{number}")
-    return time.perf_counter() - started, rows
+    # Closed before returning: a process that exits with a chdb connection open
+    # can crash at exit (chdb-io/chdb-core#177), after every figure was printed.
+    with closing(open_gateway(store_url + "?database=ceiling")) as target:
+        migrate(target)
+        started = time.perf_counter()
+        for number, (table, columns) in enumerate(batches):
+            target.insert(table, columns, dedup_token=f"ceiling:{table}:{number}")
+        return time.perf_counter() - started, rows
