@@ -9,10 +9,11 @@ injection and benchmark recording are hooks of :mod:`worker.stream.usage_hooks`.
 Write-behind (ADR 0002): a batch's write runs on a helper thread
 (:mod:`worker.stream.write_behind`) while the next batch is collected; at most
 one batch is pending. Between the polls of that collect, a pending batch whose
-write succeeded is finished at once (dead letters, commit, ``committed()``);
-otherwise it is joined after the collect (a failed write retried on this
-thread with the same PreparedBatch) and finished before the next batch is
-prepared, so store reads see it durable. It is also finished before an empty
+write succeeded is finished at once (dead letters, commit, ``committed()``).
+After the collect the next batch is routed (the core's stateless phase), then
+the pending batch is joined (a failed write retried on this thread with the
+same PreparedBatch) and finished before the next batch is rated, so its store
+reads see it durable. It is also finished before an empty
 step returns (idle exit), on stop, and before a new catalog is applied. A
 rebalance callback joins it before partitions go: a durable batch is finished
 there (offsets of revoked partitions committed too; of lost ones not), one
@@ -182,15 +183,18 @@ class UsageConsumer:
         is started on a helper thread and finished by a later call (see the
         module docstring).
         """
-        if not self._finish_pending(then=raw):
-            return  # abandoned: its messages, then these, lead the next batch
         messages = [_source(m) for m in raw]
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = self._clock()
+        routed_at = time.perf_counter()
+        self._processor.route(messages)  # stateless: overlaps the pending write
+        routing = time.perf_counter() - routed_at
+        if not self._finish_pending(then=raw):
+            return  # abandoned: its messages, then these, lead the next batch
         self._health.batch_started()
         self._metrics.messages_consumed.inc(len(messages))
         durations: dict[str, float] = {}
-        stage = self._timed_stage(durations)
+        stage = self._timed_stage(durations, plus={"prepare": routing})
         try:
             with self._runtime.unit_of_work():
                 prepared = stage("prepare", lambda: self._processor.prepare(messages))
@@ -320,13 +324,19 @@ class UsageConsumer:
         if pending is not None:
             pending.write.join()
 
-    def _timed_stage(self, durations: dict[str, float]) -> Callable[[str, Callable[[], T]], T]:
-        """A stage runner: retried by the runtime, timed into ``durations`` and the histogram."""
+    def _timed_stage(
+        self, durations: dict[str, float], *, plus: dict[str, float] | None = None
+    ) -> Callable[[str, Callable[[], T]], T]:
+        """A stage runner: retried by the runtime, timed into ``durations`` and the
+        histogram (``plus``: seconds a stage spent earlier, e.g. the routing part
+        of ``prepare``)."""
+        earlier = plus or {}
 
         def stage(name: str, operation: Callable[[], T]) -> T:
             started = time.perf_counter()
             result = self._runtime.retry(operation, stage=name)
-            self._observe(name, time.perf_counter() - started, durations)
+            seconds = time.perf_counter() - started + earlier.get(name, 0.0)
+            self._observe(name, seconds, durations)
             return result
 
         return stage

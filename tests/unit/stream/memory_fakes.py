@@ -46,6 +46,8 @@ class FakeProcessor:
         self.attempts: list[tuple[int, str]] = []
         """Per write attempt: the index of its batch in ``prepared``, and the
         thread it ran on (``"helper"`` or ``"loop"``)."""
+        self.routed: list[tuple[int, bool]] = []
+        """Per ``route`` call: batches prepared before it, and whether a write was in flight."""
         self.release = threading.Event()
         self.release.set()
         """Cleared: every write waits until it is set again."""
@@ -64,6 +66,9 @@ class FakeProcessor:
 
     def replace_index(self, index: object) -> None:
         raise AssertionError("no catalog updates in these tests")
+
+    def route(self, messages: Sequence[SourceMessage]) -> None:
+        self.routed.append((len(self.prepared), self.writing))
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         batch = PreparedBatch(messages=len(messages))

@@ -10,7 +10,7 @@ on real brokers and ClickHouse in tests/integration/pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -24,6 +24,7 @@ from tests.unit.stream.memory_fakes import (
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.stream.memory_consumer import MemoryBroker, MemoryConsumer
+from worker.stream.usage_batch import PreparedBatch, SourceMessage
 
 GROUP = settings().usage_group
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
@@ -254,3 +255,33 @@ def test_a_catalog_change_finishes_the_batch_in_flight_before_it_is_applied() ->
     # the first batch was rated with the old catalog: committed before the new one
     assert committed_when_replaced == [1]
     assert processor.written == [offsets(0, 0, 1, 2, 3)]
+
+
+def test_the_next_batch_is_routed_while_the_write_runs_and_rated_after_the_commit() -> None:
+    broker = MemoryBroker()
+    fill(broker, partitions=1, per_partition=8)  # two full batches of 4
+    committed_when: list[tuple[str, int | None]] = []
+
+    class Recording(FakeProcessor):
+        def route(self, messages: Sequence[SourceMessage]) -> None:
+            super().route(messages)
+            committed_when.append(("route", broker.committed_offset(GROUP, TOPIC, 0)))
+            if len(self.routed) == 2:  # the first write is held until the second is routed
+                self.release.set()
+
+        def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
+            committed_when.append(("prepare", broker.committed_offset(GROUP, TOPIC, 0)))
+            return super().prepare(messages)
+
+    processor = Recording()
+    processor.release.clear()
+    consumer = usage_consumer(broker, processor)
+
+    consumer.run()
+
+    # (batches prepared before, a write in flight): the second batch was routed
+    # while the first batch's write was still running
+    assert processor.routed == [(0, False), (1, True)]
+    # ... and rated only once the first batch was committed
+    assert committed_when == [("route", None), ("prepare", None), ("route", None), ("prepare", 4)]
+    assert processor.written == [offsets(0, 0, 1, 2, 3), offsets(0, 4, 5, 6, 7)]
