@@ -466,9 +466,12 @@ class ConsumerRuntime:
         """Commit ``next_offsets`` of the partitions still owned, synchronously.
 
         Raises ``KafkaException`` when the commit fails (run it in :meth:`retry`).
+        None still owned (all lost while the batch was written): nothing is sent.
         """
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(next_offsets.items())]
-        commit_offsets(self._consumer, owned_offsets(offsets, self.assigned))
+        owned = owned_offsets(offsets, self.assigned)
+        if owned:
+            commit_offsets(self._consumer, owned)
 
     # -- polling ---------------------------------------------------------------------
 

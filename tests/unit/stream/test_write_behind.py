@@ -107,6 +107,27 @@ def test_a_partition_lost_while_the_write_is_in_flight_is_redelivered_not_commit
     assert processor.revoked == [{P1}]  # only the lost partition's state went
 
 
+def test_under_eager_a_loss_takes_every_partition_nothing_of_the_batch_is_committed() -> None:
+    broker = MemoryBroker()
+    fill(broker, partitions=2, per_partition=2)
+    processor = FakeProcessor()
+    processor.release.clear()
+
+    def lose_partition_1(member: MemoryConsumer) -> None:
+        broker.lose(member, [P1])  # eager: every partition is lost, P0 comes back
+        processor.release.set()
+
+    once_the_first_write_started(broker, processor, lose_partition_1)
+    consumer = usage_consumer(broker, processor, kafka_group_protocol="eager")
+
+    consumer.run()
+
+    assert consumer.stats.abandoned == 0  # durable: finished, with nothing to commit
+    assert processor.written == [offsets(0, 0, 1) + offsets(1, 0, 1), offsets(0, 0, 1)]
+    assert broker.commits == [{P0: 2}]  # only the redelivered batch's commit
+    assert broker.committed_offset(GROUP, TOPIC, 1) is None
+
+
 @pytest.mark.parametrize("failure", ["write", "commit"])
 def test_a_revoke_after_the_write_or_commit_failed_abandons_it_its_messages_lead(
     failure: str,
