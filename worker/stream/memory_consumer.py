@@ -20,7 +20,14 @@ milliseconds. It implements only what the runtime calls of
 * ``consume`` that finds nothing advances the clock by its timeout (time
   passes only while the worker waits), so idle exits and backoffs are exact;
 * :attr:`MemoryBroker.failing_commits` makes that many commits raise
-  ``KafkaException`` (a broker outage seen by the commit).
+  ``KafkaException`` (a broker outage seen by the commit);
+* :attr:`MemoryBroker.on_consume` is called at the start of every
+  ``consume`` on the polling thread, before pending rebalances are served: a
+  test's script runs there (move partitions, release a blocked write) at an
+  exact point of the loop, without sleeps.
+
+The broker is not thread-safe: only the thread that polls may touch it (a
+write running behind the collect must not).
 
 Never used in production and never instead of the real-broker tests.
 """
@@ -112,6 +119,8 @@ class MemoryBroker:
         self.withheld: set[PartitionKey] = set()
         """Partitions not given to the first member (held elsewhere until assigned)."""
         self.members: list[_Member] = []
+        self.on_consume: Callable[[MemoryConsumer], None] | None = None
+        """Called at the start of every ``consume`` (a test's script; see the module)."""
 
     def create_topic(self, topic: str, partitions: int) -> None:
         for partition in range(partitions):
@@ -194,6 +203,8 @@ class MemoryConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[MemoryMessage]:
         """Serve pending rebalances (callbacks), then fetch; an empty fetch waits ``timeout``."""
+        if self._broker.on_consume is not None:
+            self._broker.on_consume(self)
         for change in self._broker._take_changes(self):
             self._rebalance(change)
         fetched: list[MemoryMessage] = []

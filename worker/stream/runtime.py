@@ -15,6 +15,10 @@ everything that is not the pipeline's own work:
 * interrupt the unit of work in flight when its partitions are revoked or lost
   (and, for the pipelines that ask, on stop) by raising :class:`Interrupted`;
   messages fetched meanwhile are carried, in order, to the next batch;
+* let a pipeline finish work that runs behind the collect (write-behind, ADR
+  0002): a hook between the polls of a collect, a hook inside the rebalance
+  callbacks before the partitions go, and :meth:`ConsumerRuntime.lead_with`
+  to put abandoned work's messages ahead of the batch being collected;
 * commit offsets of owned partitions only, synchronously;
 * SIGTERM/SIGINT stop and the ``--exit-when-idle`` rule.
 
@@ -141,11 +145,21 @@ class RuntimeHooks:
     ``assigned(keys)`` and ``released(keys, kind)`` run inside the rebalance
     callbacks after the runtime updated its owned set (``kind``: ``revoke`` or
     ``lost``); ``retried(stage)`` after each failed attempt of a stage.
+
+    For work that runs behind the collect (ADR 0002): ``releasing(keys, kind)``
+    runs inside ``on_revoke``/``on_lost`` *before* the owned set changes and
+    before the partitions are given up (in a ``revoke`` they can still be
+    committed, in a ``lost`` they cannot); ``between_polls()`` after each
+    ``consume()`` of :meth:`ConsumerRuntime.collect`; ``busy()`` says the
+    pipeline still has work in flight (the idle exit waits for it).
     """
 
     assigned: Callable[[set[PartitionKey]], None] = _ignore
     released: Callable[[set[PartitionKey], str], None] = _ignore
     retried: Callable[[str], None] = _ignore
+    releasing: Callable[[set[PartitionKey], str], None] = _ignore
+    between_polls: Callable[[], None] = _ignore
+    busy: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +230,9 @@ class ConsumerRuntime:
         # Messages that arrived while paused or between chunks, or kept from an
         # interrupted batch: handled first by the next batch, never skipped.
         self._carried: list[Message] = []
+        # Messages of abandoned work that must lead even the batch being collected
+        # (lead_with): the collect gives its batch up behind them.
+        self._lead: list[Message] = []
         self._interrupt = False
         self._work: set[PartitionKey] | None = None
         self._in_flight = False
@@ -276,8 +293,8 @@ class ConsumerRuntime:
 
         Carried messages lead, within the byte budget; empty after a quiet poll.
         """
-        held = [m for m in self._carried if _key(m) in self.assigned]
-        self._carried = []
+        held = [m for m in self._lead + self._carried if _key(m) in self.assigned]
+        self._lead, self._carried = [], []
         batch: list[Message] = []
         size = 0
         for index, kept in enumerate(held):
@@ -300,11 +317,7 @@ class ConsumerRuntime:
                 break
             raw = self._consumer.consume(policy.max_events - len(batch), timeout)
             self._health.beat()
-            if self._interrupt:  # partitions changed: drop what we hold of revoked ones
-                self._interrupt = False
-                batch = [m for m in batch if _key(m) not in self._revoked]
-                size = sum(_size(m) for m in batch)
-                self._revoked.clear()
+            batch, size = self._unrevoked(batch, size)
             for message in raw:
                 if not self._usable(message):
                     continue
@@ -314,9 +327,25 @@ class ConsumerRuntime:
                     continue
                 batch.append(message)
                 size += message_size
+            self._hooks.between_polls()  # may poll (a retry) and abandon work: check again
+            batch, size = self._unrevoked(batch, size)
+            if self._lead:  # abandoned work's messages come first: give this batch up
+                self._carried = self._lead + batch + self._carried
+                self._lead, batch, size = [], [], 0
         if batch:
             self._last_cut = self._clock()
         return batch
+
+    def _unrevoked(self, batch: list[Message], size: int) -> tuple[list[Message], int]:
+        """``batch`` (of ``size`` bytes) without the messages of partitions revoked or
+        lost since it was fetched (one assigned again restarts from its committed
+        offset), and its size."""
+        if not self._interrupt:
+            return batch, size
+        self._interrupt = False
+        kept = [m for m in batch if _key(m) not in self._revoked]
+        self._revoked.clear()
+        return kept, sum(_size(m) for m in kept)
 
     # -- the unit of work ------------------------------------------------------------
 
@@ -349,6 +378,25 @@ class ConsumerRuntime:
         self._revoked.clear()
         self._carried = kept + self._carried
         return kept
+
+    def lead_with(
+        self, messages: list[Message], *, leaving: Iterable[PartitionKey] = ()
+    ) -> list[Message]:
+        """After abandoning work that ran behind the collect: its ``messages`` of
+        partitions still owned (and not ``leaving``: being released by the
+        rebalance callback this is called from) lead the next batch, ahead of the
+        batch being collected, if any, and of every carried message. Returns them.
+
+        The consumer's position is past them; a later commit must never pass them.
+        """
+        gone = set(leaving) | self._revoked
+        kept = [m for m in messages if _key(m) in self.assigned and _key(m) not in gone]
+        self._lead = kept + self._lead
+        return kept
+
+    def count_interrupted(self) -> None:
+        """Count a unit of work abandoned outside :meth:`unit_of_work` (a rebalance callback)."""
+        self.counters.interrupted += 1
 
     def check_interrupt(self) -> None:
         """Serve the group once and raise :class:`Interrupted` when the unit must stop."""
@@ -418,9 +466,12 @@ class ConsumerRuntime:
         """Commit ``next_offsets`` of the partitions still owned, synchronously.
 
         Raises ``KafkaException`` when the commit fails (run it in :meth:`retry`).
+        None still owned (all lost while the batch was written): nothing is sent.
         """
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(next_offsets.items())]
-        commit_offsets(self._consumer, owned_offsets(offsets, self.assigned))
+        owned = owned_offsets(offsets, self.assigned)
+        if owned:
+            commit_offsets(self._consumer, owned)
 
     # -- polling ---------------------------------------------------------------------
 
@@ -452,7 +503,7 @@ class ConsumerRuntime:
             # (empty) assignment of a rebalance loop would reset the activity.
             idle_for_s=self._clock()
             - (self._last_activity if self.counters.ever_assigned else self._started_at),
-            busy=self._in_flight or bool(self._carried),
+            busy=self._in_flight or bool(self._carried or self._lead) or self._hooks.busy(),
             owns_partitions=bool(self.assigned),
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
         )
@@ -489,10 +540,12 @@ class ConsumerRuntime:
         log.info("assigned %s", sorted(keys), extra={"partitions": names(keys)})
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hooks.releasing({(p.topic, p.partition) for p in partitions}, "revoke")
         self._drop(partitions, "revoke")
         release_partitions(consumer, self._settings, partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hooks.releasing({(p.topic, p.partition) for p in partitions}, "lost")
         self._drop(partitions, "lost")
         release_partitions(consumer, self._settings, partitions)
 
@@ -504,6 +557,7 @@ class ConsumerRuntime:
         if self.config.interrupt_on_any_revoke or self._work is None or self._work & keys:
             self._interrupt = True
         self._carried = [m for m in self._carried if _key(m) not in keys]
+        self._lead = [m for m in self._lead if _key(m) not in keys]
         self._health.set_assigned(len(self.assigned))
         self._hooks.released(keys, kind)
         log.info(

@@ -50,7 +50,7 @@ from worker.store.gateway import Gateway
 from worker.store.processed import PROCESSED_TABLE, MatchColumnCache, insert_rated
 from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
-from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRows
+from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRouted, CoreRows
 
 PartitionKey = tuple[str, int]
 """(topic, partition): the unit of ownership."""
@@ -196,6 +196,7 @@ class UsageBatchProcessor:
         else:
             self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
+        self._routed: tuple[Sequence[SourceMessage], CoreRouted] | None = None
 
     @property
     def owned(self) -> set[PartitionKey]:
@@ -203,6 +204,7 @@ class UsageBatchProcessor:
 
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events prepared from now on (between batches)."""
+        self._routed = None  # routed with the old catalog
         if self._core_step is not None:
             self._core_step.replace_index(index, self._clock())
         if self._rater is not None:
@@ -220,19 +222,37 @@ class UsageBatchProcessor:
         if self._metrics is not None:
             self._metrics.dedup_fingerprints.set(state.fingerprint_count)
 
+    def route(self, messages: Sequence[SourceMessage]) -> None:
+        """Optionally, the stateless first part of :meth:`prepare`, ahead of it.
+
+        With the core: decode, route and measure ``messages`` now; the next
+        ``prepare`` of this very sequence only rates them. Reads and changes no
+        rating state and no store, so it may run while the previous batch is
+        still being written (write-behind, ADR 0002). A ``prepare`` of other
+        messages, or a catalog change, forgets it. The Python engine has no
+        such split: nothing happens.
+        """
+        if self._core_step is not None:
+            self._routed = (messages, self._core_step.route(messages, self._clock()))
+
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Decode, then rate the events, reading the store only through the rating port.
 
         No writes. Bad input becomes dead letters; see the module docstring.
         """
         batch = PreparedBatch(messages=len(messages))
-        now = self._clock()
+        routed, self._routed = self._routed, None
         if self._core_step is not None:
-            self._fill_from_core(
-                batch, messages, self._core_step.prepare(messages, now, self._reads)
-            )
+            if routed is None or routed[0] is not messages:
+                routed = (messages, self._core_step.route(messages, self._clock()))
+            try:
+                core = self._core_step.rate(routed[1], self._reads)
+            except BaseException:
+                self._routed = routed  # the core still holds them: a retry only rates
+                raise
+            self._fill_from_core(batch, messages, core)
         elif self._rater is not None:
-            self._fill_from_python(batch, messages, now, self._rater)
+            self._fill_from_python(batch, messages, self._clock(), self._rater)
         if self._metrics is not None:
             self._metrics.dedup_fingerprints.set(self._state.fingerprint_count)
         return batch

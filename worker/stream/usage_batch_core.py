@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from worker.core_catalog import micros
 from worker.core_decode import CoreDecoded, Message
-from worker.core_engine import CoreBatchEngine, PartitionKey
+from worker.core_engine import CoreBatchEngine, EnginePrepared, PartitionKey
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import load_missing_states
@@ -88,6 +88,14 @@ class CorePrepared:
     """Per partition of the batch: its first offset and the offset after its last message."""
 
 
+@dataclass(frozen=True, slots=True)
+class CoreRouted:
+    """A batch routed by :meth:`CoreBatchStep.route`, not yet rated."""
+
+    prepared: EnginePrepared
+    now: datetime
+
+
 class CoreBatchStep:
     """The fused core of one consumer, rebuilt per catalog version. One thread only."""
 
@@ -133,8 +141,22 @@ class CoreBatchStep:
 
         Raises whatever ``reads`` raises, with the states it loaded dropped.
         """
+        return self.rate(self.route(messages, now), reads)
+
+    def route(self, messages: Sequence[Message], now: datetime) -> CoreRouted:
+        """The stateless phase: decode, route and measure ``messages``; the core
+        holds their rows until the next ``route``. Reads and changes no rating
+        state and no store, so it may run while an earlier batch is written."""
+        return CoreRouted(self._engine.prepare(messages, now, self._limits), now)
+
+    def rate(self, routed: CoreRouted, reads: RatingReads) -> CorePrepared:
+        """The stateful phase of the batch last routed: load what memory lacks
+        (states dropped since the routing too: what is missing is decided
+        here), remember the stored hash owners, rate. May be retried after it
+        raised (whatever ``reads`` raises, with the states it loaded dropped).
+        """
         engine = self._engine
-        prepared = engine.prepare(messages, now, self._limits)
+        prepared, now = routed.prepared, routed.now
         missing = engine.missing_states()
         try:
             load_missing_states(engine, missing, reads)

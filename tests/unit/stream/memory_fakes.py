@@ -2,12 +2,21 @@
 
 The stages are not under test here (tests/integration runs them on real
 brokers and engines); these record what the runtime made them do.
+
+A batch's write runs on a helper thread (write-behind, ADR 0002). A test
+holds writes back with ``FakeProcessor.release.clear()`` and lets them go
+from the polling thread (``MemoryBroker.on_consume``) with
+``release.set()``, or with :meth:`FakeProcessor.finish_writes`, which also
+waits until the helper has returned: then the loop sees the write finished
+at an exact point, without sleeps.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
+from worker.domain.catalog_index import CatalogIndex
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
 from worker.stream.consumer_support import RetryPolicy
@@ -19,6 +28,7 @@ from worker.stream.usage_consumer import UsageConsumer
 
 TOPIC = "events"
 BAD = b"not json"
+_HELD_WRITE_TIMEOUT_S = 10.0  # a test that never releases a held write fails, never hangs
 
 
 class FakeProcessor:
@@ -31,6 +41,18 @@ class FakeProcessor:
         self.write_failures = 0
         self.on_write: Callable[[int], None] | None = None
         self.revoked: list[set[tuple[str, int]]] = []
+        self.prepared: list[PreparedBatch] = []
+        """Every batch prepared, in order (the write attempts refer to them)."""
+        self.attempts: list[tuple[int, str]] = []
+        """Per write attempt: the index of its batch in ``prepared``, and the
+        thread it ran on (``"helper"`` or ``"loop"``)."""
+        self.routed: list[tuple[int, bool]] = []
+        """Per ``route`` call: batches prepared before it, and whether a write was in flight."""
+        self.release = threading.Event()
+        self.release.set()
+        """Cleared: every write waits until it is set again."""
+        self._loop_thread = threading.current_thread()
+        self._writers: list[threading.Thread] = []
         self._batches: dict[int, list[tuple[str, int, int]]] = {}
         self._writes = 0
 
@@ -45,6 +67,9 @@ class FakeProcessor:
     def replace_index(self, index: object) -> None:
         raise AssertionError("no catalog updates in these tests")
 
+    def route(self, messages: Sequence[SourceMessage]) -> None:
+        self.routed.append((len(self.prepared), self.writing))
+
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         batch = PreparedBatch(messages=len(messages))
         for m in messages:
@@ -53,9 +78,22 @@ class FakeProcessor:
             if m.value == BAD:
                 batch.dead_letters.append(DeadLetter(m, "invalid_json", "not JSON"))
         self._batches[id(batch)] = [(m.topic, m.partition, m.offset) for m in messages]
+        self.prepared.append(batch)
         return batch
 
     def write(self, batch: PreparedBatch) -> None:
+        thread = threading.current_thread()
+        helper = thread is not self._loop_thread
+        if helper:
+            self._writers.append(thread)
+        self.attempts.append(
+            (
+                next(i for i, b in enumerate(self.prepared) if b is batch),
+                "helper" if helper else "loop",
+            )
+        )
+        if not self.release.wait(_HELD_WRITE_TIMEOUT_S):
+            raise AssertionError("a held write was never released")
         self._writes += 1
         if self.on_write is not None:
             self.on_write(self._writes)
@@ -66,6 +104,17 @@ class FakeProcessor:
 
     def committed(self, batch: PreparedBatch) -> None:
         self.committed_batches.append(self._batches.pop(id(batch)))
+
+    def finish_writes(self) -> None:
+        """Release held writes and wait until every helper thread's write has returned."""
+        self.release.set()
+        for writer in self._writers:
+            writer.join()
+
+    @property
+    def writing(self) -> bool:
+        """A helper thread's write has started and not returned."""
+        return any(writer.is_alive() for writer in self._writers)
 
 
 class FakeDeadLetters:
@@ -114,6 +163,7 @@ def usage_consumer(
     *,
     idle_s: float | None = 1.0,
     max_events: int = 4,
+    catalog_updates: Callable[[], CatalogIndex | None] | None = None,
     **overrides: object,
 ) -> UsageConsumer:
     return UsageConsumer(
@@ -121,6 +171,7 @@ def usage_consumer(
         processor,  # type: ignore[arg-type]
         dlq or FakeDeadLetters(),  # type: ignore[arg-type]
         batch_policy=BatchPolicy(max_events=max_events, max_wait_s=0.1),
+        catalog_updates=catalog_updates,
         loop=LoopOptions(
             retry=RetryPolicy(initial_s=0.2, max_s=1.0),
             exit_when_idle_s=idle_s,

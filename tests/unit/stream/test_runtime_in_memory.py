@@ -24,7 +24,7 @@ from tests.unit.stream.memory_fakes import (
     usage_consumer,
 )
 from worker.stream.consumer_support import NeverAssignedError, RetryPolicy
-from worker.stream.memory_consumer import MemoryBroker
+from worker.stream.memory_consumer import MemoryBroker, MemoryConsumer
 from worker.stream.reprocess_consumer import ReprocessConsumer
 from worker.stream.runtime import LoopOptions
 
@@ -103,12 +103,14 @@ def test_a_revoke_during_a_retry_abandons_the_batch_and_keeps_the_owned_messages
     fill(broker, partitions=2, per_partition=2)
     processor = FakeProcessor()
     processor.write_failures = 1
+    revoked: list[bool] = []
 
-    def revoke_partition_1(attempt: int) -> None:
-        if attempt == 1:  # served by the retry's polling, like librdkafka's callbacks
-            broker.revoke(broker.members[0].consumer, [(TOPIC, 1)])
+    def revoke_partition_1(member: MemoryConsumer) -> None:
+        if member.paused and not revoked:  # served by the retry's polling
+            broker.revoke(member, [(TOPIC, 1)])
+            revoked.append(True)
 
-    processor.on_write = revoke_partition_1
+    broker.on_consume = revoke_partition_1
     consumer = usage_consumer(broker, processor, kafka_group_protocol="cooperative-sticky")
 
     consumer.run()
@@ -132,14 +134,15 @@ def test_a_partition_lost_during_a_retry_is_redelivered_from_its_committed_offse
     fill(broker, partitions=2, per_partition=3)
     processor = FakeProcessor()
     processor.write_failures = 1
+    lost: list[bool] = []
 
-    def lose_then_regain(attempt: int) -> None:
-        if attempt == 1:
-            member = broker.members[0].consumer
+    def lose_then_regain(member: MemoryConsumer) -> None:
+        if member.paused and not lost:  # served by the retry's polling
             broker.lose(member, [(TOPIC, 1)])
             broker.assign(member, [(TOPIC, 1)])
+            lost.append(True)
 
-    processor.on_write = lose_then_regain
+    broker.on_consume = lose_then_regain
     consumer = usage_consumer(broker, processor, kafka_group_protocol=protocol)
 
     consumer.run()
@@ -162,11 +165,12 @@ def test_a_partition_assigned_mid_run_is_read_from_its_committed_offset() -> Non
     broker.committed[(group, TOPIC, 2)] = 1  # its earlier owner committed the first message
     processor = FakeProcessor()
 
-    def take_partition_2(attempt: int) -> None:
-        if attempt == 1:
-            broker.assign(broker.members[0].consumer, [(TOPIC, 2)])
+    def take_partition_2(member: MemoryConsumer) -> None:
+        if processor.attempts and (TOPIC, 2) in broker.withheld:  # once a write started
+            broker.withheld.clear()
+            broker.assign(member, [(TOPIC, 2)])
 
-    processor.on_write = take_partition_2
+    broker.on_consume = take_partition_2
     consumer = usage_consumer(broker, processor, kafka_group_protocol="cooperative-sticky")
 
     consumer.run()
@@ -181,14 +185,30 @@ def test_sigterm_finishes_and_commits_the_batch_in_flight_then_stops() -> None:
     broker = MemoryBroker()
     fill(broker, partitions=1, per_partition=10)
     processor = FakeProcessor()
-    processor.on_write = lambda attempt: os.kill(os.getpid(), signal.SIGTERM)
+    processor.release.clear()  # the first batch's write is in flight when the signal comes
+    signalled: list[int] = []
+
+    def sigterm_while_writing(member: MemoryConsumer) -> None:
+        if processor.attempts and not signalled:
+            signalled.append(len(processor.written))
+            os.kill(os.getpid(), signal.SIGTERM)  # handled on this (the main) thread
+            processor.release.set()
+
+    broker.on_consume = sigterm_while_writing
     consumer = usage_consumer(broker, processor, idle_s=None)
     previous = signal.getsignal(signal.SIGTERM)
 
     consumer.run()  # returns (the CLI then exits 0)
 
-    assert processor.written == [[(TOPIC, 0, o) for o in range(4)]]
-    assert broker.committed_offset(settings().usage_group, TOPIC, 0) == 4
+    assert signalled == [0]  # nothing was durable yet
+    # the batch in flight, then the one collected meanwhile (cut by the stop),
+    # both committed before run() returned; nothing more was read
+    assert processor.written == [
+        [(TOPIC, 0, o) for o in range(4)],
+        [(TOPIC, 0, o) for o in range(4, 8)],
+    ]
+    assert processor.committed_batches == processor.written
+    assert broker.committed_offset(settings().usage_group, TOPIC, 0) == 8
     assert signal.getsignal(signal.SIGTERM) == previous  # handler restored
 
 
