@@ -15,6 +15,7 @@ use crate::fxhash::FxHashMap;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
+use crate::sha256::UniqueHash;
 
 /// Where a held row comes from (parallel to the held `Pending` rows).
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +173,11 @@ impl Engine {
     }
 
     /// The held rows' period ids and unique hashes, and where each comes from.
-    pub fn rows(&self) -> (Vec<(i64, &str)>, &[RowSource]) {
+    pub fn rows(&self) -> (Vec<(i64, &UniqueHash)>, &[RowSource]) {
         let rows = self
             .pending
             .iter()
-            .map(|row| (row.key.1, row.unique_hash.as_str()))
+            .map(|row| (row.key.1, &row.unique_hash))
             .collect();
         (rows, &self.sources)
     }
@@ -301,12 +302,12 @@ impl Engine {
     pub fn lookup_keys(&self) -> HashSet<(StateKey, String)> {
         let keys = self.rater.lookup_keys(&self.pending);
         keys.into_iter()
-            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash))
+            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash.to_string()))
             .collect()
     }
 
-    pub fn remember(&mut self, owners: &[(StateKey, String, String)]) {
-        let owners: Vec<(RankKey, String, String)> = owners
+    pub fn remember(&mut self, owners: &[(StateKey, UniqueHash, String)]) {
+        let owners: Vec<(RankKey, UniqueHash, String)> = owners
             .iter()
             .filter_map(|(key, unique_hash, event_id)| {
                 Some((self.rank_key(key)?, unique_hash.clone(), event_id.clone()))

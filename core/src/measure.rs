@@ -15,7 +15,7 @@ use crate::decimal::{numeric_text, parse_py_decimal, too_large, Decimal};
 use crate::event::canonical_float;
 use crate::fixed;
 use crate::json::Value;
-use crate::sha256;
+use crate::sha256::{self, UniqueHash};
 use crate::text::{py_strip, shortest_digits};
 
 /// `metering.AggregationType`.
@@ -52,7 +52,7 @@ impl Aggregation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measurement {
     pub quantity: i128,
-    pub unique_hash: String,
+    pub unique_hash: UniqueHash,
     pub field_missing: bool,
 }
 
@@ -62,7 +62,7 @@ pub struct EventIds<'a> {
     pub environment_id: &'a str,
     pub id: &'a str,
     /// The event hash, computed once for all the event's matches.
-    hash: std::cell::OnceCell<String>,
+    hash: std::cell::OnceCell<[u8; 32]>,
 }
 
 impl<'a> EventIds<'a> {
@@ -76,10 +76,10 @@ impl<'a> EventIds<'a> {
     }
 
     /// `metering.event_hash`.
-    pub fn event_hash(&self) -> String {
-        self.hash
-            .get_or_init(|| sha256::hex_of_parts(&[self.tenant_id, self.environment_id, self.id]))
-            .clone()
+    pub fn event_hash(&self) -> UniqueHash {
+        UniqueHash::Digest(*self.hash.get_or_init(|| {
+            sha256::digest_of_parts(&[self.tenant_id, self.environment_id, self.id])
+        }))
     }
 }
 
@@ -153,12 +153,12 @@ pub fn measure(
             let Some(canonical) = canonical_value(raw()) else {
                 return missing(event);
             };
-            let unique_hash = sha256::hex_of_parts(&[
+            let unique_hash = UniqueHash::Digest(sha256::digest_of_parts(&[
                 event.tenant_id,
                 event.environment_id,
                 meter.id,
                 &canonical,
-            ]);
+            ]));
             return Measurement {
                 quantity: fixed::ONE,
                 unique_hash,

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::aggregate::Aggregate;
 use crate::fixed;
 use crate::pricing::Price;
+use crate::sha256::UniqueHash;
 
 /// `money.STORED_LIMIT` (10^23) at the stored scale.
 pub const STORED_LIMIT: i128 = 100_000_000_000_000_000_000_000 * fixed::ONE;
@@ -65,7 +66,7 @@ pub struct OutOfRange;
 pub struct PeriodRating {
     free_units: i128,
     aggregate: Aggregate,
-    known: HashMap<String, String>,
+    known: HashMap<UniqueHash, String>,
     repeat_rows: HashSet<String>,
     free: i128,
     billable: i128,
@@ -98,7 +99,7 @@ impl PeriodRating {
         self.billable
     }
 
-    pub fn knows(&self, unique_hash: &str) -> bool {
+    pub fn knows(&self, unique_hash: &UniqueHash) -> bool {
         self.known.contains_key(unique_hash)
     }
 
@@ -108,9 +109,9 @@ impl PeriodRating {
     }
 
     /// Record a stored hash and the event id that counted it (first one wins).
-    pub fn remember(&mut self, unique_hash: &str, event_id: &str) {
+    pub fn remember(&mut self, unique_hash: &UniqueHash, event_id: &str) {
         self.known
-            .entry(unique_hash.to_string())
+            .entry(unique_hash.clone())
             .or_insert_with(|| event_id.to_string());
     }
 
@@ -127,7 +128,7 @@ impl PeriodRating {
         event_id: &str,
         ts: i64,
         quantity: i128,
-        unique_hash: &str,
+        unique_hash: &UniqueHash,
     ) -> Result<Delta, OutOfRange> {
         if let Some(owner) = self.known.get(unique_hash) {
             if owner == event_id || self.repeat_rows.contains(event_id) {
@@ -186,9 +187,8 @@ impl PeriodRating {
         Ok(delta)
     }
 
-    fn commit(&mut self, unique_hash: &str, event_id: &str, value: i128, ts: i64) {
-        self.known
-            .insert(unique_hash.to_string(), event_id.to_string());
+    fn commit(&mut self, unique_hash: &UniqueHash, event_id: &str, value: i128, ts: i64) {
+        self.known.insert(unique_hash.clone(), event_id.to_string());
         self.aggregate.add(value, ts, event_id);
     }
 }

@@ -12,6 +12,7 @@ use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
+use crate::sha256::UniqueHash;
 
 /// (tenant, environment, line item id, period id).
 pub type StateKey = (String, String, String, i64);
@@ -39,15 +40,7 @@ pub struct Pending<K = StateKey> {
     pub event_id: String,
     pub timestamp_us: i64,
     pub quantity: i128,
-    pub unique_hash: String,
-}
-
-/// `engine.fingerprint`: the first 16 hex digits of the hash (0 if not hex).
-pub fn fingerprint(unique_hash: &str) -> u64 {
-    unique_hash
-        .get(..16)
-        .and_then(|head| u64::from_str_radix(head, 16).ok())
-        .unwrap_or(0)
+    pub unique_hash: UniqueHash,
 }
 
 struct State {
@@ -164,11 +157,11 @@ impl<K: Key> Rater<K> {
     }
 
     /// The dedup keys of `rows` only the store can answer.
-    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, String)> {
+    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, UniqueHash)> {
         let mut keys = HashSet::new();
         for row in rows {
             let known = self.fingerprints.get(&row.key);
-            if known.is_none_or(|(_, set)| set.contains(&fingerprint(&row.unique_hash))) {
+            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint())) {
                 let state = self.states.get(&row.key);
                 if state.is_none_or(|s| !s.rating.knows(&row.unique_hash)) {
                     keys.insert((row.key.clone(), row.unique_hash.clone()));
@@ -179,13 +172,13 @@ impl<K: Key> Rater<K> {
     }
 
     /// Record stored unique hashes and the event ids that counted them.
-    pub fn remember(&mut self, owners: &[(K, String, String)]) {
-        let mut grouped: HashMap<&K, HashMap<&str, &str>> = HashMap::new();
+    pub fn remember(&mut self, owners: &[(K, UniqueHash, String)]) {
+        let mut grouped: HashMap<&K, HashMap<&UniqueHash, &str>> = HashMap::new();
         for (key, unique_hash, event_id) in owners {
             grouped
                 .entry(key)
                 .or_default()
-                .insert(unique_hash.as_str(), event_id.as_str());
+                .insert(unique_hash, event_id.as_str());
         }
         for (key, hashes) in grouped {
             if let Some(state) = self.states.get_mut(key) {
@@ -244,7 +237,7 @@ impl<K: Key> Rater<K> {
                 }
             }
             if let Some((_, known)) = self.fingerprints.get_mut(&row.key) {
-                if known.insert(fingerprint(&row.unique_hash)) {
+                if known.insert(row.unique_hash.fingerprint()) {
                     added += 1;
                 }
             }
@@ -397,14 +390,8 @@ mod tests {
             event_id: event_id.into(),
             timestamp_us: 0,
             quantity: crate::fixed::ONE,
-            unique_hash: unique_hash.into(),
+            unique_hash: UniqueHash::parse(unique_hash),
         }
-    }
-
-    #[test]
-    fn fingerprints_are_the_first_16_hex_digits() {
-        assert_eq!(fingerprint("00000000000000ffzz"), 255);
-        assert_eq!(fingerprint("short"), 0);
     }
 
     #[test]
