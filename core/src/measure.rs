@@ -16,7 +16,7 @@ use crate::event::canonical_float;
 use crate::fixed;
 use crate::json::Value;
 use crate::sha256::{self, UniqueHash};
-use crate::text::{py_strip, shortest_digits};
+use crate::text::{py_strip, short_fixed, shortest_digits};
 
 /// `metering.AggregationType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub fn measure(
         meter.aggregation,
         Aggregation::SumWithMultiplier | Aggregation::WeightedSum
     );
-    if let Some(quantity) = plain.then(|| whole_quantity(raw())).flatten() {
+    if let Some(quantity) = plain.then(|| direct_quantity(raw())).flatten() {
         return Measurement {
             quantity,
             unique_hash: event.event_hash(),
@@ -204,11 +204,20 @@ pub fn measure(
 }
 
 /// The quantity of a whole number below 10^18 (an integer, or a string of at
-/// most 18 ASCII digits), scaled; negatives are 0. `None`: take the general
-/// path (`parse_value`), which gives the same answer for these, only slower.
-fn whole_quantity(value: Option<&Value<'_>>) -> Option<i128> {
+/// most 18 ASCII digits) or of a float whose shortest spelling has at most 15
+/// places and is below 2^52 / 10^places (`text::short_fixed`), scaled;
+/// negatives are 0. `None`: take the general path (`parse_value`), which
+/// gives the same answer for these, only slower.
+fn direct_quantity(value: Option<&Value<'_>>) -> Option<i128> {
     const LIMIT: i128 = 1_000_000_000_000_000_000;
     match value? {
+        Value::Float(number) => {
+            let (n, places) = short_fixed(*number)?;
+            if number.is_sign_negative() {
+                return Some(0);
+            }
+            Some(i128::from(n) * 10i128.pow(crate::decimal::SCALE as u32 - places))
+        }
         Value::Int(number) if *number < LIMIT => Some((*number).max(0) * fixed::ONE),
         Value::Str(text)
             if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) =>
@@ -321,20 +330,32 @@ mod tests {
     }
 
     #[test]
-    fn whole_numbers_take_the_short_path_to_the_same_answer() {
-        for text in ["61", "007", "999999999999999999", "0"] {
-            let value = Value::Str(text.into());
+    fn whole_numbers_and_short_floats_take_the_short_path_to_the_same_answer() {
+        let mut values: Vec<Value<'static>> = ["61", "007", "999999999999999999", "0"]
+            .into_iter()
+            .map(|text| Value::Str(text.into()))
+            .collect();
+        for float in [12.34, 0.1, 1e-15, 4503.599627370495, 0.0, 49.99, 7.0] {
+            values.push(Value::Float(float));
+        }
+        for value in values {
+            let text = format!("{value:?}");
             let general = numeric_text(&parse_value(Some(&value)).unwrap()).unwrap();
             assert_eq!(
-                whole_quantity(Some(&value)),
+                direct_quantity(Some(&value)),
                 fixed::parse_scaled(&general),
                 "{text}"
             );
         }
-        assert_eq!(whole_quantity(Some(&Value::Int(-5))), Some(0));
-        assert_eq!(whole_quantity(Some(&Value::Str(" 1".into()))), None);
+        assert_eq!(direct_quantity(Some(&Value::Int(-5))), Some(0));
+        assert_eq!(direct_quantity(Some(&Value::Float(-2.5))), Some(0));
+        assert_eq!(direct_quantity(Some(&Value::Float(-0.0))), Some(0));
+        // More than 15 places, or too many digits: the general path rounds.
+        assert_eq!(direct_quantity(Some(&Value::Float(1.5e-16))), None);
+        assert_eq!(direct_quantity(Some(&Value::Float(1e17))), None);
+        assert_eq!(direct_quantity(Some(&Value::Str(" 1".into()))), None);
         assert_eq!(
-            whole_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
+            direct_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
             None
         );
     }
