@@ -199,6 +199,7 @@ impl Engine {
         // Most events match one line item: room for that, grown when more do.
         let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
         let mut buffer = Vec::with_capacity(96);
+        let mut matches = Vec::new();
         for (event, members) in properties.iter().enumerate().take(columns.len()) {
             let view = EventView {
                 id: columns.id.get(event),
@@ -210,15 +211,16 @@ impl Engine {
                 timestamp_us: columns.timestamp_us[event],
                 properties: members,
             };
-            let (customer, resolution) = self.catalog.resolve(&view, &mut buffer);
+            let (customer, resolution) =
+                self.catalog.resolve_into(&view, &mut buffer, &mut matches);
             prepared.customers.push(customer);
             match resolution {
                 Resolution::Unresolved(reason) => prepared.unresolved.push((event, reason)),
                 Resolution::NeedPeriods(subscriptions) => prepared
                     .need
                     .extend(subscriptions.into_iter().map(|s| (s, view.timestamp_us))),
-                Resolution::Matched(matches) => {
-                    for m in matches {
+                Resolution::Matched(_) => {
+                    for m in matches.drain(..) {
                         let period_id = m.period_id();
                         let line_item = m.line_item;
                         prepared.missing_fields += usize::from(m.measurement.field_missing);
@@ -227,7 +229,7 @@ impl Engine {
                         pending.push(Pending {
                             key,
                             terms: line_item,
-                            event_id: view.id.to_string(),
+                            event,
                             timestamp_us: view.timestamp_us,
                             quantity: m.measurement.quantity,
                             unique_hash: m.measurement.unique_hash,
@@ -316,9 +318,11 @@ impl Engine {
         self.rater.remember(&owners);
     }
 
-    /// Rate the held rows in order (they stay held for reading until the next `prepare`).
-    pub fn rate(&mut self) -> Rated {
-        self.rater.rate(&self.pending, &self.terms)
+    /// Rate the held rows in order (they stay held for reading until the next
+    /// `prepare`). `ids` is the prepared batch's event id column.
+    pub fn rate(&mut self, ids: &StringColumn) -> Rated {
+        self.rater
+            .rate(&self.pending, &self.terms, |event| ids.get(event))
     }
 
     pub fn committed(&mut self) {
@@ -403,7 +407,7 @@ mod tests {
         let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
         assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
         assert_eq!(prepared.customers.get(0), "c");
-        engine.rate();
+        engine.rate(&columns.id);
         engine.touched()
     }
 

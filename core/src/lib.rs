@@ -583,13 +583,16 @@ struct CoreRater {
 }
 
 impl CoreRater {
+    /// The rows as the rater holds them (a row's `event` is its index: its
+    /// id is `rows[event].2`).
     fn pending(rows: &[PendingTuple]) -> PyResult<Vec<rater::Pending>> {
         rows.iter()
-            .map(|(key, terms, event_id, ts, quantity, unique_hash)| {
+            .enumerate()
+            .map(|(event, (key, terms, _, ts, quantity, unique_hash))| {
                 Ok(rater::Pending {
                     key: key.clone(),
                     terms: *terms,
-                    event_id: event_id.clone(),
+                    event,
                     timestamp_us: *ts,
                     quantity: scaled(quantity)?,
                     unique_hash: UniqueHash::parse(unique_hash),
@@ -690,7 +693,9 @@ impl CoreRater {
                 "rate: terms index out of range",
             ));
         }
-        let (results, outcomes) = self.rater.rate(&pending, &self.terms);
+        let (results, outcomes) = self
+            .rater
+            .rate(&pending, &self.terms, |event| rows[event].2.as_str());
         let rows = results
             .iter()
             .map(|result| match result {

@@ -385,7 +385,12 @@ impl CoreEngine {
         Vec<(usize, usize, i64)>,
     )> {
         let engine = &mut self.engine;
-        let (results, outcomes) = py.detach(|| engine.rate());
+        let no_ids = StringColumn::new();
+        let ids = self
+            .held_columns
+            .as_ref()
+            .map_or(&no_ids, |(raw, _)| &raw.id);
+        let (results, outcomes) = py.detach(|| engine.rate(ids));
         let (pending, sources) = engine.rows();
         let mut row_index = Vec::new();
         let mut events = Vec::new();

@@ -37,7 +37,8 @@ pub struct Pending<K = StateKey> {
     pub key: K,
     /// Index of the line item's terms (the binding the event resolved to).
     pub terms: usize,
-    pub event_id: String,
+    /// The event's index into the id table `rate` is given.
+    pub event: usize,
     pub timestamp_us: i64,
     pub quantity: i128,
     pub unique_hash: UniqueHash,
@@ -192,11 +193,13 @@ impl<K: Key> Rater<K> {
     }
 
     /// Rate `rows` in order: per row its delta (None for a redelivery, which
-    /// writes no row) or the refusal; and the outcome counts.
-    pub fn rate(
+    /// writes no row) or the refusal; and the outcome counts. `event_id`
+    /// gives the id of a row's `event`.
+    pub fn rate<'a>(
         &mut self,
         rows: &[Pending<K>],
         terms: &[Terms],
+        event_id: impl Fn(usize) -> &'a str,
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
@@ -215,7 +218,7 @@ impl<K: Key> Rater<K> {
             }
             let applied = state.rating.apply(
                 &state.price,
-                &row.event_id,
+                event_id(row.event),
                 row.timestamp_us,
                 row.quantity,
                 &row.unique_hash,
@@ -383,11 +386,14 @@ mod tests {
         }
     }
 
+    /// The event ids of the rows below, by index.
+    const IDS: [&str; 3] = ["a", "b", "x"];
+
     fn row(period: i64, event_id: &str, unique_hash: &str) -> Pending {
         Pending {
             key: key(period),
             terms: 0,
-            event_id: event_id.into(),
+            event: IDS.iter().position(|id| *id == event_id).unwrap(),
             timestamp_us: 0,
             quantity: crate::fixed::ONE,
             unique_hash: UniqueHash::parse(unique_hash),
@@ -400,13 +406,13 @@ mod tests {
         rater.load_states(&[(key(1), Snapshot::default())], None, |_| Some(terms()));
         let first = [row(1, "a", "00000000000000aa")];
         assert!(rater.lookup_keys(&first).is_empty()); // empty and covered
-        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        let (results, outcomes) = rater.rate(&first, &[terms()], |e| IDS[e]);
         assert_eq!(outcomes.counted, 1);
         assert!(matches!(&results[0], Ok(Some(d)) if d.cost == 2));
         assert_eq!(rater.fingerprint_count(), 1);
         // Answered from memory: no store lookup, and no row.
         assert!(rater.lookup_keys(&first).is_empty());
-        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        let (results, outcomes) = rater.rate(&first, &[terms()], |e| IDS[e]);
         assert_eq!((outcomes.skipped, &results[0]), (1, &Ok(None)));
         // An uncovered state sends every hash to the store.
         assert_eq!(rater.lookup_keys(&[row(2, "b", "bb")]).len(), 1);
@@ -430,7 +436,7 @@ mod tests {
             |_| Some(terms()),
         );
         assert_eq!(rater.fingerprint_count(), 4);
-        rater.rate(&[row(2, "x", "0000000000000009")], &[terms()]);
+        rater.rate(&[row(2, "x", "0000000000000009")], &[terms()], |e| IDS[e]);
         // 5 > 4: uncover the largest (key 1) until at most 3 remain.
         assert_eq!(rater.fingerprint_count(), 2);
     }
