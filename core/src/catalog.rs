@@ -85,6 +85,7 @@ impl Subscription {
 #[derive(Debug)]
 pub struct Meter {
     pub id: String,
+    pub event_name: String,
     pub aggregation: Aggregation,
     pub field: String,
     pub multiplier: Decimal,
@@ -168,9 +169,20 @@ struct Customer {
     id: String,
     /// In the catalog's customers (not only named by a subscription).
     listed: bool,
-    /// Per event name, the line items it hits, in catalog order.
-    bindings: Vec<(String, Vec<usize>)>,
+    /// The customer's line items in catalog order, with what routing reads
+    /// of each inline (one cache line each, next to each other).
+    routes: Vec<Route>,
     subscriptions: Vec<usize>,
+}
+
+/// A line item as routing reads it (copied from `LineItem`).
+#[derive(Debug)]
+struct Route {
+    line_item: usize,
+    meter: usize,
+    subscription: usize,
+    start_us: i64,
+    end_us: Option<i64>,
 }
 
 /// The catalog tables of one or more catalog documents.
@@ -256,7 +268,6 @@ impl Catalog {
                 .subscriptions
                 .push(index);
         }
-        let mut event_names = Vec::new();
         for row in meters {
             let aggregation = Aggregation::from_code(row.aggregation)
                 .ok_or_else(|| TableError(format!("unknown aggregation {}", row.aggregation)))?;
@@ -274,17 +285,18 @@ impl Catalog {
                 .collect();
             catalog.meters.push(Meter {
                 id: row.id.to_string(),
+                event_name: row.event_name.to_string(),
                 aggregation,
                 field: row.field.to_string(),
                 multiplier,
                 filters,
             });
-            event_names.push(row.event_name);
         }
         for (index, row) in line_items.iter().enumerate() {
-            let (Some(&customer), Some(&event_name)) =
-                (owners.get(row.subscription), event_names.get(row.meter))
-            else {
+            let (Some(&customer), true) = (
+                owners.get(row.subscription),
+                row.meter < catalog.meters.len(),
+            ) else {
                 return Err(TableError(format!("line item {} out of range", row.id)));
             };
             catalog.line_items.push(LineItem {
@@ -294,11 +306,13 @@ impl Catalog {
                 end_us: row.end_us,
                 meter: row.meter,
             });
-            let bindings = &mut catalog.customers[customer as usize].bindings;
-            match bindings.iter_mut().find(|(name, _)| name == event_name) {
-                Some((_, items)) => items.push(index),
-                None => bindings.push((event_name.to_string(), vec![index])),
-            }
+            catalog.customers[customer as usize].routes.push(Route {
+                line_item: index,
+                meter: row.meter,
+                subscription: row.subscription,
+                start_us: row.start_us,
+                end_us: row.end_us,
+            });
         }
         Ok(catalog)
     }
@@ -408,20 +422,18 @@ impl Catalog {
             return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
         let ts = event.timestamp_us;
-        let items = customer
-            .bindings
-            .iter()
-            .find(|(name, _)| name == event.event_name)
-            .map_or(&[][..], |(_, items)| items.as_slice());
         let properties = event.properties;
         let ids = EventIds::new(event.tenant_id, event.environment_id, event.id);
         // Measuring is pure: a match measured before a missing period turns
         // up is simply dropped with the others.
         let mut need = Vec::new();
-        for &index in items {
-            let item = &self.line_items[index];
-            let subscription = &self.subscriptions[item.subscription];
-            let item_active = ts >= item.start_us && item.end_us.is_none_or(|end| ts < end);
+        for route in &customer.routes {
+            let meter = &self.meters[route.meter];
+            if meter.event_name != event.event_name {
+                continue;
+            }
+            let subscription = &self.subscriptions[route.subscription];
+            let item_active = ts >= route.start_us && route.end_us.is_none_or(|end| ts < end);
             if !(item_active && subscription.active_at(ts)) {
                 continue;
             }
@@ -429,14 +441,13 @@ impl Catalog {
                 Ok(Some(period)) => period,
                 Ok(None) => continue,
                 Err(()) => {
-                    need.push(item.subscription);
+                    need.push(route.subscription);
                     continue;
                 }
             };
             if !need.is_empty() {
                 continue;
             }
-            let meter = &self.meters[item.meter];
             let passes = meter.filters.iter().all(|(name, values)| {
                 let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
                 match value {
@@ -459,7 +470,7 @@ impl Catalog {
             };
             let measurement = measure::measure(&rule, &ids, properties, ts, period);
             matches.push(Match {
-                line_item: index,
+                line_item: route.line_item,
                 period,
                 measurement,
             });
