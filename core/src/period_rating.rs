@@ -66,7 +66,11 @@ pub struct OutOfRange;
 pub struct PeriodRating {
     free_units: i128,
     aggregate: Aggregate,
-    known: HashMap<UniqueHash, String>,
+    /// Unique hash -> the event id that counted it, as a range of `owners`.
+    known: HashMap<UniqueHash, (u32, u32)>,
+    /// The owners' event ids, one after the other: one growing buffer per
+    /// state instead of a `String` per counted row (and per free).
+    owners: String,
     repeat_rows: HashSet<String>,
     free: i128,
     billable: i128,
@@ -84,6 +88,7 @@ impl PeriodRating {
             free_units,
             aggregate,
             known: HashMap::new(),
+            owners: String::new(),
             repeat_rows: HashSet::new(),
             free,
             billable,
@@ -110,14 +115,15 @@ impl PeriodRating {
 
     /// Record a stored hash and the event id that counted it (first one wins).
     pub fn remember(&mut self, unique_hash: &UniqueHash, event_id: &str) {
-        self.known
-            .entry(unique_hash.clone())
-            .or_insert_with(|| event_id.to_string());
+        if !self.known.contains_key(unique_hash) {
+            self.commit_owner(unique_hash, event_id);
+        }
     }
 
     /// Drop remembered hashes and repeat rows (`forget_hashes`).
     pub fn forget_hashes(&mut self) {
         self.known.clear();
+        self.owners.clear();
         self.repeat_rows.clear();
     }
 
@@ -130,7 +136,8 @@ impl PeriodRating {
         quantity: i128,
         unique_hash: &UniqueHash,
     ) -> Result<Delta, OutOfRange> {
-        if let Some(owner) = self.known.get(unique_hash) {
+        if let Some(&(start, end)) = self.known.get(unique_hash) {
+            let owner = &self.owners[start as usize..end as usize];
             if owner == event_id || self.repeat_rows.contains(event_id) {
                 return Ok(Delta::snapshot_only(
                     Outcome::AlreadyProcessed,
@@ -188,7 +195,18 @@ impl PeriodRating {
     }
 
     fn commit(&mut self, unique_hash: &UniqueHash, event_id: &str, value: i128, ts: i64) {
-        self.known.insert(unique_hash.clone(), event_id.to_string());
+        self.commit_owner(unique_hash, event_id);
         self.aggregate.add(value, ts, event_id);
+    }
+
+    /// Record `event_id` as the owner of `unique_hash` (replacing any).
+    fn commit_owner(&mut self, unique_hash: &UniqueHash, event_id: &str) {
+        let start = self.owners.len();
+        self.owners.push_str(event_id);
+        let range = (
+            u32::try_from(start).expect("owners under 4 GiB"),
+            u32::try_from(self.owners.len()).expect("owners under 4 GiB"),
+        );
+        self.known.insert(unique_hash.clone(), range);
     }
 }
