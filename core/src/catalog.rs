@@ -85,6 +85,7 @@ impl Subscription {
 #[derive(Debug)]
 pub struct Meter {
     pub id: String,
+    pub event_name: String,
     pub aggregation: Aggregation,
     pub field: String,
     pub multiplier: Decimal,
@@ -161,17 +162,40 @@ fn key(parts: &[&str]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableError(pub String);
 
+/// One (tenant, environment, customer id) of the tables, with what routing
+/// reads about it in one place: one map lookup per event finds it.
+#[derive(Debug, Default)]
+struct Customer {
+    id: String,
+    /// In the catalog's customers (not only named by a subscription).
+    listed: bool,
+    /// The customer's line items in catalog order, with what routing reads
+    /// of each inline (one cache line each, next to each other).
+    routes: Vec<Route>,
+    subscriptions: Vec<usize>,
+}
+
+/// A line item as routing reads it (copied from `LineItem`).
+#[derive(Debug)]
+struct Route {
+    line_item: usize,
+    meter: usize,
+    subscription: usize,
+    start_us: i64,
+    end_us: Option<i64>,
+}
+
 /// The catalog tables of one or more catalog documents.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    customers: FxHashSet<Vec<u8>>,
-    by_external_id: FxHashMap<Vec<u8>, String>,
+    /// (tenant, environment, customer id) -> index into `customers`.
+    by_id: FxHashMap<Vec<u8>, u32>,
+    /// (tenant, environment, external id) -> index into `customers`.
+    by_external_id: FxHashMap<Vec<u8>, u32>,
+    customers: Vec<Customer>,
     subscriptions: Vec<Subscription>,
-    subscriptions_by_customer: FxHashMap<Vec<u8>, Vec<usize>>,
     meters: Vec<Meter>,
     line_items: Vec<LineItem>,
-    /// (tenant, environment, customer, event name) -> line items, in catalog order.
-    bindings: FxHashMap<Vec<u8>, Vec<usize>>,
 }
 
 /// One subscription row of the tables.
@@ -215,11 +239,12 @@ impl Catalog {
     ) -> Result<Catalog, TableError> {
         let mut catalog = Catalog::default();
         for (tenant, environment, id, external_id) in customers {
-            catalog.customers.insert(key(&[tenant, environment, id]));
+            let index = catalog.customer_index(tenant, environment, id);
+            catalog.customers[index as usize].listed = true;
             if !external_id.is_empty() {
                 catalog
                     .by_external_id
-                    .insert(key(&[tenant, environment, external_id]), id.to_string());
+                    .insert(key(&[tenant, environment, external_id]), index);
             }
         }
         let mut owners = Vec::new();
@@ -236,14 +261,13 @@ impl Catalog {
                 cancelled_us: row.cancelled_us,
                 periods: Vec::new(),
             });
-            owners.push((row.tenant_id, row.environment_id, row.customer_id));
-            catalog
-                .subscriptions_by_customer
-                .entry(key(&[row.tenant_id, row.environment_id, row.customer_id]))
-                .or_default()
+            let customer =
+                catalog.customer_index(row.tenant_id, row.environment_id, row.customer_id);
+            owners.push(customer);
+            catalog.customers[customer as usize]
+                .subscriptions
                 .push(index);
         }
-        let mut event_names = Vec::new();
         for row in meters {
             let aggregation = Aggregation::from_code(row.aggregation)
                 .ok_or_else(|| TableError(format!("unknown aggregation {}", row.aggregation)))?;
@@ -261,17 +285,18 @@ impl Catalog {
                 .collect();
             catalog.meters.push(Meter {
                 id: row.id.to_string(),
+                event_name: row.event_name.to_string(),
                 aggregation,
                 field: row.field.to_string(),
                 multiplier,
                 filters,
             });
-            event_names.push(row.event_name);
         }
         for (index, row) in line_items.iter().enumerate() {
-            let (Some((tenant, environment, customer)), Some(event_name)) =
-                (owners.get(row.subscription), event_names.get(row.meter))
-            else {
+            let (Some(&customer), true) = (
+                owners.get(row.subscription),
+                row.meter < catalog.meters.len(),
+            ) else {
                 return Err(TableError(format!("line item {} out of range", row.id)));
             };
             catalog.line_items.push(LineItem {
@@ -281,13 +306,31 @@ impl Catalog {
                 end_us: row.end_us,
                 meter: row.meter,
             });
-            catalog
-                .bindings
-                .entry(key(&[tenant, environment, customer, event_name]))
-                .or_default()
-                .push(index);
+            catalog.customers[customer as usize].routes.push(Route {
+                line_item: index,
+                meter: row.meter,
+                subscription: row.subscription,
+                start_us: row.start_us,
+                end_us: row.end_us,
+            });
         }
         Ok(catalog)
+    }
+
+    /// The index of a customer in `customers`, added (unlisted) when new.
+    fn customer_index(&mut self, tenant: &str, environment: &str, id: &str) -> u32 {
+        let next = self.customers.len() as u32;
+        let index = *self
+            .by_id
+            .entry(key(&[tenant, environment, id]))
+            .or_insert(next);
+        if index == next {
+            self.customers.push(Customer {
+                id: id.to_string(),
+                ..Customer::default()
+            });
+        }
+        index
     }
 
     pub fn line_item(&self, index: usize) -> &LineItem {
@@ -329,66 +372,82 @@ impl Catalog {
         Ok(())
     }
 
-    /// The catalog customer id the event refers to (`customer_id_for`).
-    fn customer_of<'s>(&'s self, event: &EventView<'s>, buffer: &mut Vec<u8>) -> Option<&'s str> {
+    /// The catalog customer the event refers to (`customer_id_for`).
+    fn customer_of(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Option<&Customer> {
         let (tenant, environment) = (event.tenant_id, event.environment_id);
-        if !event.customer_id.is_empty()
-            && self
-                .customers
-                .contains(key_in(buffer, &[tenant, environment, event.customer_id]))
-        {
-            return Some(event.customer_id);
+        if !event.customer_id.is_empty() {
+            let found = self
+                .by_id
+                .get(key_in(buffer, &[tenant, environment, event.customer_id]))
+                .map(|&index| &self.customers[index as usize]);
+            if let Some(customer) = found.filter(|customer| customer.listed) {
+                return Some(customer);
+            }
         }
         self.by_external_id
             .get(key_in(
                 buffer,
                 &[tenant, environment, event.external_customer_id],
             ))
-            .map(String::as_str)
+            .map(|&index| &self.customers[index as usize])
     }
 
     /// Every active usage line item the event hits, with its period and
     /// measurement; and the event's catalog customer id (`""` when unknown),
-    /// borrowed from the event or the catalog. `buffer` is scratch space for
-    /// lookup keys (reused across events: no allocation per event).
+    /// borrowed from the catalog. `buffer` is scratch space for lookup keys.
     pub fn resolve<'s>(
         &'s self,
         event: &EventView<'s>,
         buffer: &mut Vec<u8>,
     ) -> (&'s str, Resolution) {
+        let mut matches = Vec::new();
+        let (customer, resolution) = self.resolve_into(event, buffer, &mut matches);
+        match resolution {
+            Resolution::Matched(_) => (customer, Resolution::Matched(matches)),
+            other => (customer, other),
+        }
+    }
+
+    /// `resolve` with the matches appended to `matches` (cleared first) and
+    /// `Resolution::Matched` left empty: the caller's vectors are reused
+    /// across events, so routing allocates nothing per event.
+    pub fn resolve_into<'s>(
+        &'s self,
+        event: &EventView<'s>,
+        buffer: &mut Vec<u8>,
+        matches: &mut Vec<Match>,
+    ) -> (&'s str, Resolution) {
+        matches.clear();
         let Some(customer) = self.customer_of(event, buffer) else {
             return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
-        let (tenant, environment) = (event.tenant_id, event.environment_id);
         let ts = event.timestamp_us;
-        let mut candidates = Vec::new();
+        let properties = event.properties;
+        let ids = EventIds::new(event.tenant_id, event.environment_id, event.id);
+        // Measuring is pure: a match measured before a missing period turns
+        // up is simply dropped with the others.
         let mut need = Vec::new();
-        let bindings = self.bindings.get(key_in(
-            buffer,
-            &[tenant, environment, customer, event.event_name],
-        ));
-        for &index in bindings.map_or(&[][..], |b| b.as_slice()) {
-            let item = &self.line_items[index];
-            let subscription = &self.subscriptions[item.subscription];
-            let item_active = ts >= item.start_us && item.end_us.is_none_or(|end| ts < end);
+        for route in &customer.routes {
+            let meter = &self.meters[route.meter];
+            if meter.event_name != event.event_name {
+                continue;
+            }
+            let subscription = &self.subscriptions[route.subscription];
+            let item_active = ts >= route.start_us && route.end_us.is_none_or(|end| ts < end);
             if !(item_active && subscription.active_at(ts)) {
                 continue;
             }
-            match subscription.period_at(ts) {
-                Ok(Some(period)) => candidates.push((index, period)),
-                Ok(None) => {}
-                Err(()) => need.push(item.subscription),
+            let period = match subscription.period_at(ts) {
+                Ok(Some(period)) => period,
+                Ok(None) => continue,
+                Err(()) => {
+                    need.push(route.subscription);
+                    continue;
+                }
+            };
+            if !need.is_empty() {
+                continue;
             }
-        }
-        if !need.is_empty() {
-            need.dedup();
-            return (customer, Resolution::NeedPeriods(need));
-        }
-        let properties = event.properties;
-        let ids = EventIds::new(tenant, environment, event.id);
-        let mut matches = Vec::new();
-        for (index, period) in candidates {
-            let meter = &self.meters[self.line_items[index].meter];
             let passes = meter.filters.iter().all(|(name, values)| {
                 let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
                 match value {
@@ -411,26 +470,30 @@ impl Catalog {
             };
             let measurement = measure::measure(&rule, &ids, properties, ts, period);
             matches.push(Match {
-                line_item: index,
+                line_item: route.line_item,
                 period,
                 measurement,
             });
         }
+        if !need.is_empty() {
+            matches.clear();
+            need.dedup();
+            return (&customer.id, Resolution::NeedPeriods(need));
+        }
         if matches.is_empty() {
-            // The reason only when there is no match (rare): one lookup saved per event.
-            let subscriptions = self
-                .subscriptions_by_customer
-                .get(key_in(buffer, &[tenant, environment, customer]));
-            let reason = if subscriptions
-                .is_some_and(|subs| subs.iter().any(|&s| self.subscriptions[s].active_at(ts)))
+            // The reason only when there is no match (rare).
+            let reason = if customer
+                .subscriptions
+                .iter()
+                .any(|&s| self.subscriptions[s].active_at(ts))
             {
                 Unresolved::NoMatchingLineItem
             } else {
                 Unresolved::NoActiveSubscription
             };
-            return (customer, Resolution::Unresolved(reason));
+            return (&customer.id, Resolution::Unresolved(reason));
         }
-        (customer, Resolution::Matched(matches))
+        (&customer.id, Resolution::Matched(Vec::new()))
     }
 }
 

@@ -205,6 +205,19 @@ pub fn too_large(value: &Decimal) -> bool {
 /// The numeric text of a string property: what `parse_decimal` and the
 /// "starts like a number" shortcut of the reference make of it.
 pub fn numeric_of_string(text: &str) -> Option<String> {
+    if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+        // A plain whole number (most numeric strings): what the general path
+        // below writes for it, without parsing it as a decimal first.
+        let significant = text.trim_start_matches('0');
+        if significant.is_empty() {
+            return Some("0".to_string());
+        }
+        let mut out = String::with_capacity(significant.len() + 1 + SCALE);
+        out.push_str(significant);
+        out.push('.');
+        out.extend(std::iter::repeat_n('0', SCALE));
+        return Some(out);
+    }
     let first = text.trim_start_matches(is_py_space).chars().next()?;
     if !(matches!(first, '+' | '-' | '.') || decimal_digit(first).is_some()) {
         return None;
@@ -218,6 +231,22 @@ mod tests {
 
     fn numeric(text: &str) -> Option<String> {
         numeric_of_string(text)
+    }
+
+    #[test]
+    fn whole_number_strings_take_the_short_path_to_the_same_text() {
+        for text in [
+            "0",
+            "000",
+            "7",
+            "007",
+            "10",
+            "999999999999999999",
+            "100000000000000000",
+        ] {
+            let general = numeric_text(&parse_py_decimal(text).unwrap());
+            assert_eq!(numeric(text), general, "{text}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::fxhash::FxHashMap;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
+use crate::sha256::UniqueHash;
 
 /// Where a held row comes from (parallel to the held `Pending` rows).
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +173,11 @@ impl Engine {
     }
 
     /// The held rows' period ids and unique hashes, and where each comes from.
-    pub fn rows(&self) -> (Vec<(i64, &str)>, &[RowSource]) {
+    pub fn rows(&self) -> (Vec<(i64, &UniqueHash)>, &[RowSource]) {
         let rows = self
             .pending
             .iter()
-            .map(|row| (row.key.1, row.unique_hash.as_str()))
+            .map(|row| (row.key.1, &row.unique_hash))
             .collect();
         (rows, &self.sources)
     }
@@ -198,6 +199,7 @@ impl Engine {
         // Most events match one line item: room for that, grown when more do.
         let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
         let mut buffer = Vec::with_capacity(96);
+        let mut matches = Vec::new();
         for (event, members) in properties.iter().enumerate().take(columns.len()) {
             let view = EventView {
                 id: columns.id.get(event),
@@ -209,15 +211,16 @@ impl Engine {
                 timestamp_us: columns.timestamp_us[event],
                 properties: members,
             };
-            let (customer, resolution) = self.catalog.resolve(&view, &mut buffer);
+            let (customer, resolution) =
+                self.catalog.resolve_into(&view, &mut buffer, &mut matches);
             prepared.customers.push(customer);
             match resolution {
                 Resolution::Unresolved(reason) => prepared.unresolved.push((event, reason)),
                 Resolution::NeedPeriods(subscriptions) => prepared
                     .need
                     .extend(subscriptions.into_iter().map(|s| (s, view.timestamp_us))),
-                Resolution::Matched(matches) => {
-                    for m in matches {
+                Resolution::Matched(_) => {
+                    for m in matches.drain(..) {
                         let period_id = m.period_id();
                         let line_item = m.line_item;
                         prepared.missing_fields += usize::from(m.measurement.field_missing);
@@ -226,7 +229,7 @@ impl Engine {
                         pending.push(Pending {
                             key,
                             terms: line_item,
-                            event_id: view.id.to_string(),
+                            event,
                             timestamp_us: view.timestamp_us,
                             quantity: m.measurement.quantity,
                             unique_hash: m.measurement.unique_hash,
@@ -301,12 +304,12 @@ impl Engine {
     pub fn lookup_keys(&self) -> HashSet<(StateKey, String)> {
         let keys = self.rater.lookup_keys(&self.pending);
         keys.into_iter()
-            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash))
+            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash.to_string()))
             .collect()
     }
 
-    pub fn remember(&mut self, owners: &[(StateKey, String, String)]) {
-        let owners: Vec<(RankKey, String, String)> = owners
+    pub fn remember(&mut self, owners: &[(StateKey, UniqueHash, String)]) {
+        let owners: Vec<(RankKey, UniqueHash, String)> = owners
             .iter()
             .filter_map(|(key, unique_hash, event_id)| {
                 Some((self.rank_key(key)?, unique_hash.clone(), event_id.clone()))
@@ -315,9 +318,11 @@ impl Engine {
         self.rater.remember(&owners);
     }
 
-    /// Rate the held rows in order (they stay held for reading until the next `prepare`).
-    pub fn rate(&mut self) -> Rated {
-        self.rater.rate(&self.pending, &self.terms)
+    /// Rate the held rows in order (they stay held for reading until the next
+    /// `prepare`). `ids` is the prepared batch's event id column.
+    pub fn rate(&mut self, ids: &StringColumn) -> Rated {
+        self.rater
+            .rate(&self.pending, &self.terms, |event| ids.get(event))
     }
 
     pub fn committed(&mut self) {
@@ -402,7 +407,7 @@ mod tests {
         let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
         assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
         assert_eq!(prepared.customers.get(0), "c");
-        engine.rate();
+        engine.rate(&columns.id);
         engine.touched()
     }
 

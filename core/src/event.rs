@@ -11,7 +11,7 @@ use crate::columns::StringColumn;
 use crate::decimal::{numeric_of_string, numeric_text, parse_py_decimal};
 use crate::json::{self, Value};
 use crate::text::{
-    positional, py_strip, shortest_digits, write_json, write_json_string, FloatStyle,
+    py_strip, shortest_digits, write_json, write_json_string, write_positional, FloatStyle,
 };
 use crate::timestamp::parse_timestamp;
 
@@ -392,8 +392,12 @@ impl<'c> JsonStringMap<'c> {
 /// no fraction when integral.
 pub fn canonical_float(value: f64) -> String {
     let (negative, digits, exp) = shortest_digits(value);
-    let sign = if negative { "-" } else { "" };
-    format!("{sign}{}", positional(&digits, exp, false))
+    let mut out = String::with_capacity(24);
+    if negative {
+        out.push('-');
+    }
+    write_positional(&mut out, &digits, exp, false);
+    out
 }
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ use pyo3::types::{PyBytes, PyDict};
 
 use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
 use event::{decode_event, Limits, RawColumns};
+use sha256::UniqueHash;
+
+/// Hash owners `(state, unique hash, event id)` with the hash as the core holds it.
+pub(crate) fn parsed_owners<K>(owners: Vec<(K, String, String)>) -> Vec<(K, UniqueHash, String)> {
+    owners
+        .into_iter()
+        .map(|(key, unique_hash, event_id)| (key, UniqueHash::parse(&unique_hash), event_id))
+        .collect()
+}
 
 /// The version of the core, so Python can check that the built extension matches.
 #[pyfunction]
@@ -322,7 +331,7 @@ impl CoreCatalog {
                                 m.period.0,
                                 m.period.1,
                                 fixed::format_scaled(m.measurement.quantity),
-                                m.measurement.unique_hash,
+                                m.measurement.unique_hash.to_string(),
                                 m.measurement.field_missing,
                             ));
                         }
@@ -501,11 +510,12 @@ fn rate_period(
         aggregate::Aggregate::new(kind, bucket, &snapshot).ok_or_else(|| bad("snapshot"))?;
     let mut state = period_rating::PeriodRating::new(&price, scaled(&free_units)?, aggregate);
     for (unique_hash, event_id) in &known {
-        state.remember(unique_hash, event_id);
+        state.remember(&UniqueHash::parse(unique_hash), event_id);
     }
     let mut out = Vec::with_capacity(events.len());
     for (event_id, ts, quantity, unique_hash) in &events {
-        let result = state.apply(&price, event_id, *ts, scaled(quantity)?, unique_hash);
+        let unique_hash = UniqueHash::parse(unique_hash);
+        let result = state.apply(&price, event_id, *ts, scaled(quantity)?, &unique_hash);
         out.push(result.ok().map(|d| delta_tuple(&d)));
     }
     Ok(out)
@@ -573,16 +583,19 @@ struct CoreRater {
 }
 
 impl CoreRater {
+    /// The rows as the rater holds them (a row's `event` is its index: its
+    /// id is `rows[event].2`).
     fn pending(rows: &[PendingTuple]) -> PyResult<Vec<rater::Pending>> {
         rows.iter()
-            .map(|(key, terms, event_id, ts, quantity, unique_hash)| {
+            .enumerate()
+            .map(|(event, (key, terms, _, ts, quantity, unique_hash))| {
                 Ok(rater::Pending {
                     key: key.clone(),
                     terms: *terms,
-                    event_id: event_id.clone(),
+                    event,
                     timestamp_us: *ts,
                     quantity: scaled(quantity)?,
-                    unique_hash: unique_hash.clone(),
+                    unique_hash: UniqueHash::parse(unique_hash),
                 })
             })
             .collect()
@@ -655,11 +668,12 @@ impl CoreRater {
             .rater
             .lookup_keys(&Self::pending(&rows)?)
             .into_iter()
+            .map(|(key, unique_hash)| (key, unique_hash.to_string()))
             .collect())
     }
 
     fn remember(&mut self, owners: Vec<(KeyTuple, String, String)>) {
-        self.rater.remember(&owners);
+        self.rater.remember(&parsed_owners(owners));
     }
 
     /// Per row `("rated", delta)`, `("skipped", None)` (a redelivery: no row)
@@ -679,7 +693,9 @@ impl CoreRater {
                 "rate: terms index out of range",
             ));
         }
-        let (results, outcomes) = self.rater.rate(&pending, &self.terms);
+        let (results, outcomes) = self
+            .rater
+            .rate(&pending, &self.terms, |event| rows[event].2.as_str());
         let rows = results
             .iter()
             .map(|result| match result {

@@ -15,8 +15,8 @@ use crate::decimal::{numeric_text, parse_py_decimal, too_large, Decimal};
 use crate::event::canonical_float;
 use crate::fixed;
 use crate::json::Value;
-use crate::sha256;
-use crate::text::{py_strip, shortest_digits};
+use crate::sha256::{self, UniqueHash};
+use crate::text::{py_strip, short_fixed, shortest_digits};
 
 /// `metering.AggregationType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Aggregation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measurement {
     pub quantity: i128,
-    pub unique_hash: String,
+    pub unique_hash: UniqueHash,
     pub field_missing: bool,
 }
 
@@ -62,7 +62,7 @@ pub struct EventIds<'a> {
     pub environment_id: &'a str,
     pub id: &'a str,
     /// The event hash, computed once for all the event's matches.
-    hash: std::cell::OnceCell<String>,
+    hash: std::cell::OnceCell<[u8; 32]>,
 }
 
 impl<'a> EventIds<'a> {
@@ -76,10 +76,10 @@ impl<'a> EventIds<'a> {
     }
 
     /// `metering.event_hash`.
-    pub fn event_hash(&self) -> String {
-        self.hash
-            .get_or_init(|| sha256::hex_of_parts(&[self.tenant_id, self.environment_id, self.id]))
-            .clone()
+    pub fn event_hash(&self) -> UniqueHash {
+        UniqueHash::Digest(*self.hash.get_or_init(|| {
+            sha256::digest_of_parts(&[self.tenant_id, self.environment_id, self.id])
+        }))
     }
 }
 
@@ -153,12 +153,12 @@ pub fn measure(
             let Some(canonical) = canonical_value(raw()) else {
                 return missing(event);
             };
-            let unique_hash = sha256::hex_of_parts(&[
+            let unique_hash = UniqueHash::Digest(sha256::digest_of_parts(&[
                 event.tenant_id,
                 event.environment_id,
                 meter.id,
                 &canonical,
-            ]);
+            ]));
             return Measurement {
                 quantity: fixed::ONE,
                 unique_hash,
@@ -171,12 +171,24 @@ pub fn measure(
         meter.aggregation,
         Aggregation::SumWithMultiplier | Aggregation::WeightedSum
     );
-    if let Some(quantity) = plain.then(|| whole_quantity(raw())).flatten() {
+    if let Some(quantity) = plain.then(|| direct_quantity(raw())).flatten() {
         return Measurement {
             quantity,
             unique_hash: event.event_hash(),
             field_missing: false,
         };
+    }
+    if meter.aggregation == Aggregation::SumWithMultiplier {
+        if let Some(quantity) = scaled_product(raw(), meter.multiplier) {
+            return match quantity {
+                Some(quantity) => Measurement {
+                    quantity,
+                    unique_hash: event.event_hash(),
+                    field_missing: false,
+                },
+                None => missing(event),
+            };
+        }
     }
     let Some(mut value) = parse_value(raw()) else {
         return missing(event);
@@ -204,11 +216,20 @@ pub fn measure(
 }
 
 /// The quantity of a whole number below 10^18 (an integer, or a string of at
-/// most 18 ASCII digits), scaled; negatives are 0. `None`: take the general
-/// path (`parse_value`), which gives the same answer for these, only slower.
-fn whole_quantity(value: Option<&Value<'_>>) -> Option<i128> {
+/// most 18 ASCII digits) or of a float whose shortest spelling has at most 15
+/// places and is below 2^52 / 10^places (`text::short_fixed`), scaled;
+/// negatives are 0. `None`: take the general path (`parse_value`), which
+/// gives the same answer for these, only slower.
+fn direct_quantity(value: Option<&Value<'_>>) -> Option<i128> {
     const LIMIT: i128 = 1_000_000_000_000_000_000;
     match value? {
+        Value::Float(number) => {
+            let (n, places) = short_fixed(*number)?;
+            if number.is_sign_negative() {
+                return Some(0);
+            }
+            Some(i128::from(n) * 10i128.pow(crate::decimal::SCALE as u32 - places))
+        }
         Value::Int(number) if *number < LIMIT => Some((*number).max(0) * fixed::ONE),
         Value::Str(text)
             if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) =>
@@ -217,6 +238,62 @@ fn whole_quantity(value: Option<&Value<'_>>) -> Option<i128> {
         }
         _ => None,
     }
+}
+
+/// A value `direct_quantity` knows as `(negative, n, places)`: `±n / 10^places`.
+fn small_value(value: Option<&Value<'_>>) -> Option<(bool, u64, u32)> {
+    match value? {
+        Value::Int(number) => Some((*number < 0, u64::try_from(number.unsigned_abs()).ok()?, 0)),
+        Value::Float(number) => {
+            let (n, places) = short_fixed(*number)?;
+            Some((number.is_sign_negative(), n, places))
+        }
+        Value::Str(text)
+            if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some((false, text.parse().ok()?, 0))
+        }
+        _ => None,
+    }
+}
+
+/// `SUM_WITH_MULTIPLIER`'s quantity in integers: the exact product of a
+/// value `small_value` knows and a multiplier of at most 19 digits, then
+/// `numeric_text`'s rules (0 for zero and negatives; `None` inside - a
+/// missing field - at or above 10^18, checked exactly before rounding;
+/// else 15 places, half away from zero), scaled. The outer `None`: take the
+/// general path (digit strings), which gives the same answers.
+fn scaled_product(value: Option<&Value<'_>>, multiplier: &Decimal) -> Option<Option<i128>> {
+    let (negative, n, places) = small_value(value)?;
+    if multiplier.coefficient.len() > 19 {
+        return None;
+    }
+    let m: u64 = multiplier.coefficient.parse().ok()?;
+    let exponent = i32::try_from(multiplier.exponent).ok()? - places as i32;
+    let product = u128::from(n) * u128::from(m);
+    if product == 0 || negative != multiplier.negative {
+        return Some(Some(0));
+    }
+    // product × 10^exponent >= 10^18 ?
+    let digits_needed = 18 - i64::from(exponent);
+    let too_large = digits_needed <= 0
+        || 10u128
+            .checked_pow(u32::try_from(digits_needed).ok()?)
+            .is_some_and(|limit| product >= limit);
+    if too_large {
+        return Some(None);
+    }
+    let shift = i64::from(exponent) + crate::decimal::SCALE as i64;
+    let scaled = if shift >= 0 {
+        // Below 10^18 × 10^15: fits.
+        product * 10u128.pow(shift as u32)
+    } else {
+        match 10u128.checked_pow((-shift) as u32) {
+            Some(unit) => product / unit + u128::from(product % unit >= unit.div_ceil(2)),
+            None => 0, // the product is below 10^38 / 2: rounds to 0
+        }
+    };
+    Some(Some(i128::try_from(scaled).ok()?))
 }
 
 fn is_zero(value: &Decimal) -> bool {
@@ -321,20 +398,32 @@ mod tests {
     }
 
     #[test]
-    fn whole_numbers_take_the_short_path_to_the_same_answer() {
-        for text in ["61", "007", "999999999999999999", "0"] {
-            let value = Value::Str(text.into());
+    fn whole_numbers_and_short_floats_take_the_short_path_to_the_same_answer() {
+        let mut values: Vec<Value<'static>> = ["61", "007", "999999999999999999", "0"]
+            .into_iter()
+            .map(|text| Value::Str(text.into()))
+            .collect();
+        for float in [12.34, 0.1, 1e-15, 4503.599627370495, 0.0, 49.99, 7.0] {
+            values.push(Value::Float(float));
+        }
+        for value in values {
+            let text = format!("{value:?}");
             let general = numeric_text(&parse_value(Some(&value)).unwrap()).unwrap();
             assert_eq!(
-                whole_quantity(Some(&value)),
+                direct_quantity(Some(&value)),
                 fixed::parse_scaled(&general),
                 "{text}"
             );
         }
-        assert_eq!(whole_quantity(Some(&Value::Int(-5))), Some(0));
-        assert_eq!(whole_quantity(Some(&Value::Str(" 1".into()))), None);
+        assert_eq!(direct_quantity(Some(&Value::Int(-5))), Some(0));
+        assert_eq!(direct_quantity(Some(&Value::Float(-2.5))), Some(0));
+        assert_eq!(direct_quantity(Some(&Value::Float(-0.0))), Some(0));
+        // More than 15 places, or too many digits: the general path rounds.
+        assert_eq!(direct_quantity(Some(&Value::Float(1.5e-16))), None);
+        assert_eq!(direct_quantity(Some(&Value::Float(1e17))), None);
+        assert_eq!(direct_quantity(Some(&Value::Str(" 1".into()))), None);
         assert_eq!(
-            whole_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
+            direct_quantity(Some(&Value::Int(1_000_000_000_000_000_000))),
             None
         );
     }
@@ -361,6 +450,56 @@ mod tests {
         let below = measured(Value::Float(9e17));
         assert!(!below.field_missing);
         assert_eq!(below.quantity, 900_000_000_000 * fixed::ONE);
+    }
+
+    #[test]
+    fn multiplied_short_values_take_the_short_path_to_the_same_answer() {
+        let values = [
+            Value::Int(7),
+            Value::Int(-7),
+            Value::Int(0),
+            Value::Int(i128::from(u64::MAX)),
+            Value::Float(12.34),
+            Value::Float(-0.0),
+            Value::Float(0.000000000000005),
+            Value::Str("999999999999999999".into()),
+            Value::Str("42".into()),
+        ];
+        let multipliers = [
+            "0.001",
+            "1",
+            "2.5",
+            "-3",
+            "0",
+            "1e20",
+            "1e-30",
+            "0.5",
+            "1E+3",
+            "1234567890123456789",
+            "0.0000000000000005",
+        ];
+        for value in &values {
+            for multiplier in multipliers {
+                let multiplier = dec(multiplier);
+                let general = parse_value(Some(value))
+                    .and_then(|v| numeric_text(&mul_exact(&v, &multiplier)))
+                    .map(|text| fixed::parse_scaled(&text).unwrap());
+                assert_eq!(
+                    scaled_product(Some(value), &multiplier),
+                    Some(general),
+                    "{value:?} × {multiplier:?}"
+                );
+            }
+        }
+        // Beyond 19 digits, or a value the short path does not know: general path.
+        assert_eq!(
+            scaled_product(Some(&Value::Int(1)), &dec("12345678901234567890")),
+            None
+        );
+        assert_eq!(
+            scaled_product(Some(&Value::Str(" 1".into())), &dec("1")),
+            None
+        );
     }
 
     #[test]

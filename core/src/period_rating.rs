@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::aggregate::Aggregate;
 use crate::fixed;
 use crate::pricing::Price;
+use crate::sha256::UniqueHash;
 
 /// `money.STORED_LIMIT` (10^23) at the stored scale.
 pub const STORED_LIMIT: i128 = 100_000_000_000_000_000_000_000 * fixed::ONE;
@@ -65,7 +66,11 @@ pub struct OutOfRange;
 pub struct PeriodRating {
     free_units: i128,
     aggregate: Aggregate,
-    known: HashMap<String, String>,
+    /// Unique hash -> the event id that counted it, as a range of `owners`.
+    known: HashMap<UniqueHash, (u32, u32)>,
+    /// The owners' event ids, one after the other: one growing buffer per
+    /// state instead of a `String` per counted row (and per free).
+    owners: String,
     repeat_rows: HashSet<String>,
     free: i128,
     billable: i128,
@@ -83,6 +88,7 @@ impl PeriodRating {
             free_units,
             aggregate,
             known: HashMap::new(),
+            owners: String::new(),
             repeat_rows: HashSet::new(),
             free,
             billable,
@@ -98,7 +104,7 @@ impl PeriodRating {
         self.billable
     }
 
-    pub fn knows(&self, unique_hash: &str) -> bool {
+    pub fn knows(&self, unique_hash: &UniqueHash) -> bool {
         self.known.contains_key(unique_hash)
     }
 
@@ -108,15 +114,16 @@ impl PeriodRating {
     }
 
     /// Record a stored hash and the event id that counted it (first one wins).
-    pub fn remember(&mut self, unique_hash: &str, event_id: &str) {
-        self.known
-            .entry(unique_hash.to_string())
-            .or_insert_with(|| event_id.to_string());
+    pub fn remember(&mut self, unique_hash: &UniqueHash, event_id: &str) {
+        if !self.known.contains_key(unique_hash) {
+            self.commit_owner(unique_hash, event_id);
+        }
     }
 
     /// Drop remembered hashes and repeat rows (`forget_hashes`).
     pub fn forget_hashes(&mut self) {
         self.known.clear();
+        self.owners.clear();
         self.repeat_rows.clear();
     }
 
@@ -127,9 +134,10 @@ impl PeriodRating {
         event_id: &str,
         ts: i64,
         quantity: i128,
-        unique_hash: &str,
+        unique_hash: &UniqueHash,
     ) -> Result<Delta, OutOfRange> {
-        if let Some(owner) = self.known.get(unique_hash) {
+        if let Some(&(start, end)) = self.known.get(unique_hash) {
+            let owner = &self.owners[start as usize..end as usize];
             if owner == event_id || self.repeat_rows.contains(event_id) {
                 return Ok(Delta::snapshot_only(
                     Outcome::AlreadyProcessed,
@@ -186,9 +194,19 @@ impl PeriodRating {
         Ok(delta)
     }
 
-    fn commit(&mut self, unique_hash: &str, event_id: &str, value: i128, ts: i64) {
-        self.known
-            .insert(unique_hash.to_string(), event_id.to_string());
+    fn commit(&mut self, unique_hash: &UniqueHash, event_id: &str, value: i128, ts: i64) {
+        self.commit_owner(unique_hash, event_id);
         self.aggregate.add(value, ts, event_id);
+    }
+
+    /// Record `event_id` as the owner of `unique_hash` (replacing any).
+    fn commit_owner(&mut self, unique_hash: &UniqueHash, event_id: &str) {
+        let start = self.owners.len();
+        self.owners.push_str(event_id);
+        let range = (
+            u32::try_from(start).expect("owners under 4 GiB"),
+            u32::try_from(self.owners.len()).expect("owners under 4 GiB"),
+        );
+        self.known.insert(unique_hash.clone(), range);
     }
 }

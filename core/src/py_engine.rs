@@ -365,7 +365,7 @@ impl CoreEngine {
     }
 
     fn remember(&mut self, owners: Vec<(KeyTuple, String, String)>) {
-        self.engine.remember(&owners);
+        self.engine.remember(&crate::parsed_owners(owners));
     }
 
     /// Rate the held rows. Returns the written rows' columns as Arrow buffers
@@ -385,14 +385,19 @@ impl CoreEngine {
         Vec<(usize, usize, i64)>,
     )> {
         let engine = &mut self.engine;
-        let (results, outcomes) = py.detach(|| engine.rate());
+        let no_ids = StringColumn::new();
+        let ids = self
+            .held_columns
+            .as_ref()
+            .map_or(&no_ids, |(raw, _)| &raw.id);
+        let (results, outcomes) = py.detach(|| engine.rate(ids));
         let (pending, sources) = engine.rows();
         let mut row_index = Vec::new();
         let mut events = Vec::new();
         let mut line_items = Vec::new();
         let mut periods = Vec::new();
         let mut outcome_codes = Vec::new();
-        let mut hashes = StringColumn::new();
+        let mut hashes = StringColumn::with_capacity(results.len(), results.len() * 64);
         let mut deltas: [Vec<i128>; 6] = Default::default();
         let mut refused = Vec::new();
         for (i, result) in results.iter().enumerate() {
@@ -409,7 +414,7 @@ impl CoreEngine {
             line_items.push(sources[i].line_item as i32);
             periods.push(pending[i].0);
             outcome_codes.push(i8::from(delta.outcome == Outcome::RepeatedValue));
-            hashes.push(pending[i].1);
+            hashes.push_with(|text| pending[i].1.write_to(text));
             let values = [
                 delta.qty_total,
                 delta.qty_billable,

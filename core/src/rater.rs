@@ -12,6 +12,7 @@ use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
+use crate::sha256::UniqueHash;
 
 /// (tenant, environment, line item id, period id).
 pub type StateKey = (String, String, String, i64);
@@ -36,18 +37,11 @@ pub struct Pending<K = StateKey> {
     pub key: K,
     /// Index of the line item's terms (the binding the event resolved to).
     pub terms: usize,
-    pub event_id: String,
+    /// The event's index into the id table `rate` is given.
+    pub event: usize,
     pub timestamp_us: i64,
     pub quantity: i128,
-    pub unique_hash: String,
-}
-
-/// `engine.fingerprint`: the first 16 hex digits of the hash (0 if not hex).
-pub fn fingerprint(unique_hash: &str) -> u64 {
-    unique_hash
-        .get(..16)
-        .and_then(|head| u64::from_str_radix(head, 16).ok())
-        .unwrap_or(0)
+    pub unique_hash: UniqueHash,
 }
 
 struct State {
@@ -164,11 +158,11 @@ impl<K: Key> Rater<K> {
     }
 
     /// The dedup keys of `rows` only the store can answer.
-    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, String)> {
+    pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, UniqueHash)> {
         let mut keys = HashSet::new();
         for row in rows {
             let known = self.fingerprints.get(&row.key);
-            if known.is_none_or(|(_, set)| set.contains(&fingerprint(&row.unique_hash))) {
+            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint())) {
                 let state = self.states.get(&row.key);
                 if state.is_none_or(|s| !s.rating.knows(&row.unique_hash)) {
                     keys.insert((row.key.clone(), row.unique_hash.clone()));
@@ -179,13 +173,13 @@ impl<K: Key> Rater<K> {
     }
 
     /// Record stored unique hashes and the event ids that counted them.
-    pub fn remember(&mut self, owners: &[(K, String, String)]) {
-        let mut grouped: HashMap<&K, HashMap<&str, &str>> = HashMap::new();
+    pub fn remember(&mut self, owners: &[(K, UniqueHash, String)]) {
+        let mut grouped: HashMap<&K, HashMap<&UniqueHash, &str>> = HashMap::new();
         for (key, unique_hash, event_id) in owners {
             grouped
                 .entry(key)
                 .or_default()
-                .insert(unique_hash.as_str(), event_id.as_str());
+                .insert(unique_hash, event_id.as_str());
         }
         for (key, hashes) in grouped {
             if let Some(state) = self.states.get_mut(key) {
@@ -199,11 +193,13 @@ impl<K: Key> Rater<K> {
     }
 
     /// Rate `rows` in order: per row its delta (None for a redelivery, which
-    /// writes no row) or the refusal; and the outcome counts.
-    pub fn rate(
+    /// writes no row) or the refusal; and the outcome counts. `event_id`
+    /// gives the id of a row's `event`.
+    pub fn rate<'a>(
         &mut self,
         rows: &[Pending<K>],
         terms: &[Terms],
+        event_id: impl Fn(usize) -> &'a str,
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
@@ -222,7 +218,7 @@ impl<K: Key> Rater<K> {
             }
             let applied = state.rating.apply(
                 &state.price,
-                &row.event_id,
+                event_id(row.event),
                 row.timestamp_us,
                 row.quantity,
                 &row.unique_hash,
@@ -244,7 +240,7 @@ impl<K: Key> Rater<K> {
                 }
             }
             if let Some((_, known)) = self.fingerprints.get_mut(&row.key) {
-                if known.insert(fingerprint(&row.unique_hash)) {
+                if known.insert(row.unique_hash.fingerprint()) {
                     added += 1;
                 }
             }
@@ -390,21 +386,18 @@ mod tests {
         }
     }
 
+    /// The event ids of the rows below, by index.
+    const IDS: [&str; 3] = ["a", "b", "x"];
+
     fn row(period: i64, event_id: &str, unique_hash: &str) -> Pending {
         Pending {
             key: key(period),
             terms: 0,
-            event_id: event_id.into(),
+            event: IDS.iter().position(|id| *id == event_id).unwrap(),
             timestamp_us: 0,
             quantity: crate::fixed::ONE,
-            unique_hash: unique_hash.into(),
+            unique_hash: UniqueHash::parse(unique_hash),
         }
-    }
-
-    #[test]
-    fn fingerprints_are_the_first_16_hex_digits() {
-        assert_eq!(fingerprint("00000000000000ffzz"), 255);
-        assert_eq!(fingerprint("short"), 0);
     }
 
     #[test]
@@ -413,13 +406,13 @@ mod tests {
         rater.load_states(&[(key(1), Snapshot::default())], None, |_| Some(terms()));
         let first = [row(1, "a", "00000000000000aa")];
         assert!(rater.lookup_keys(&first).is_empty()); // empty and covered
-        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        let (results, outcomes) = rater.rate(&first, &[terms()], |e| IDS[e]);
         assert_eq!(outcomes.counted, 1);
         assert!(matches!(&results[0], Ok(Some(d)) if d.cost == 2));
         assert_eq!(rater.fingerprint_count(), 1);
         // Answered from memory: no store lookup, and no row.
         assert!(rater.lookup_keys(&first).is_empty());
-        let (results, outcomes) = rater.rate(&first, &[terms()]);
+        let (results, outcomes) = rater.rate(&first, &[terms()], |e| IDS[e]);
         assert_eq!((outcomes.skipped, &results[0]), (1, &Ok(None)));
         // An uncovered state sends every hash to the store.
         assert_eq!(rater.lookup_keys(&[row(2, "b", "bb")]).len(), 1);
@@ -443,7 +436,7 @@ mod tests {
             |_| Some(terms()),
         );
         assert_eq!(rater.fingerprint_count(), 4);
-        rater.rate(&[row(2, "x", "0000000000000009")], &[terms()]);
+        rater.rate(&[row(2, "x", "0000000000000009")], &[terms()], |e| IDS[e]);
         // 5 > 4: uncover the largest (key 1) until at most 3 remain.
         assert_eq!(rater.fingerprint_count(), 2);
     }

@@ -80,24 +80,96 @@ pub fn write_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// The significant digits of a float's shortest spelling (at most 17), on
+/// the stack: spelling a float allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digits {
+    bytes: [u8; 20],
+    len: u8,
+}
+
+impl Digits {
+    fn from_ascii(text: &[u8]) -> Digits {
+        let mut bytes = [0u8; 20];
+        bytes[..text.len()].copy_from_slice(text);
+        Digits {
+            bytes,
+            len: text.len() as u8,
+        }
+    }
+}
+
+impl std::ops::Deref for Digits {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("ASCII digits")
+    }
+}
+
+/// 10^0 ... 10^15, each exact as a double.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+/// 2^52: below it, distinct multiples of 10^-p never read back to one double.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
+/// The shortest round-trip spelling of `|value|` as `n / 10^p` with at most
+/// 15 places, when `n < 2^52`; `None` otherwise (then only `fmt` knows).
+///
+/// Why this is the shortest spelling, exactly as Python's `repr` picks it:
+/// `n / 10^p` with `n < 2^53` and `10^p <= 10^15` both exact is one correctly
+/// rounded division, i.e. what reading the text `n e-p` gives, so the test
+/// below is "this spelling reads back". Below `|value| × 10^p < 2^52` a
+/// double's rounding interval is narrower than 10^-p, so at most one `n`
+/// reads back per `p`, and it is `round(|value| × 10^p)` or a neighbour (the
+/// product is off by less than one). The number of significant digits grows
+/// with `p`, so the first `p` that has one is the shortest spelling, and
+/// being the only one of that length there is no tie for `repr` to break.
+pub fn short_fixed(value: f64) -> Option<(u64, u32)> {
+    let magnitude = value.abs();
+    for (places, scale) in POW10.iter().enumerate() {
+        let scaled = magnitude * scale;
+        if !scaled.is_finite() || scaled >= TWO_52 {
+            return None;
+        }
+        let near = scaled.round() as u64;
+        for n in [near, near.wrapping_sub(1), near + 1] {
+            if (n as f64) < TWO_52 && n as f64 / scale == magnitude {
+                return Some((n, places as u32));
+            }
+        }
+    }
+    None
+}
+
 /// The shortest round-trip digits of a finite `f64` and its decimal exponent:
-/// `value = ±0.d1d2...dn × 10^point`... expressed as (negative, digits, exp) with
-/// `value = ±d1.d2...dn × 10^exp`.
-pub fn shortest_digits(value: f64) -> (bool, String, i32) {
-    // An event's float is spelled up to four times (properties text,
-    // canonical and numeric JSON, metering): remember the last few answers
-    // (a pure function of the bits) instead of formatting it again.
+/// `value = ±d1.d2...dn × 10^exp`, as (negative, digits, exp).
+pub fn shortest_digits(value: f64) -> (bool, Digits, i32) {
+    let negative = value.is_sign_negative();
+    if let Some((n, places)) = short_fixed(value) {
+        let buffer = itoa_u64(n);
+        let text = buffer.as_bytes();
+        let exp = text.len() as i32 - 1 - places as i32;
+        let significant = match text.iter().rposition(|&d| d != b'0') {
+            Some(last) => &text[..=last],
+            None => &text[..1], // zero
+        };
+        return (negative, Digits::from_ascii(significant), exp);
+    }
+    // Rare spellings (more than 15 places, 16-17 digits, huge or tiny
+    // values): `fmt`, remembering the last few answers (a pure function of
+    // the bits; an event's float is spelled up to four times).
     const SLOTS: usize = 16;
-    /// The bits of a float and its `shortest_digits`.
-    type Spelled = Option<(u64, bool, String, i32)>;
+    type Spelled = Option<(u64, bool, Digits, i32)>;
     thread_local! {
         static RECENT: std::cell::RefCell<[Spelled; SLOTS]> =
-            const { std::cell::RefCell::new([const { None }; SLOTS]) };
+            const { std::cell::RefCell::new([None; SLOTS]) };
     }
     let bits = value.to_bits();
     let slot = (bits ^ (bits >> 29) ^ (bits >> 47)) as usize % SLOTS;
-    let known = RECENT.with_borrow(|recent| match &recent[slot] {
-        Some((b, negative, digits, exp)) if *b == bits => Some((*negative, digits.clone(), *exp)),
+    let known = RECENT.with_borrow(|recent| match recent[slot] {
+        Some((b, negative, digits, exp)) if b == bits => Some((negative, digits, exp)),
         _ => None,
     });
     if let Some(found) = known {
@@ -105,13 +177,39 @@ pub fn shortest_digits(value: f64) -> (bool, String, i32) {
     }
     let found = spell_shortest(value);
     RECENT.with_borrow_mut(|recent| {
-        recent[slot] = Some((bits, found.0, found.1.clone(), found.2));
+        recent[slot] = Some((bits, found.0, found.1, found.2));
     });
     found
 }
 
-/// `shortest_digits` without the memo.
-fn spell_shortest(value: f64) -> (bool, String, i32) {
+/// A `u64`'s decimal digits without `fmt`.
+struct U64Text {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl U64Text {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+fn itoa_u64(mut n: u64) -> U64Text {
+    let mut bytes = [0u8; 20];
+    let mut start = bytes.len();
+    loop {
+        start -= 1;
+        bytes[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    U64Text { bytes, start }
+}
+
+/// `shortest_digits` through `fmt` (any finite value).
+fn spell_shortest(value: f64) -> (bool, Digits, i32) {
     // Rust's `{:e}` writes the shortest digits that read back to the same double
     // and the nearest of them, as Python's repr does, except on an exact tie
     // (562949953421312.25 has `.2` and `.3`): Rust rounds it up, Python (and
@@ -126,10 +224,10 @@ fn spell_shortest(value: f64) -> (bool, String, i32) {
         text = even;
     }
     let (mantissa, exponent) = text.split_once('e').expect("LowerExp has an exponent");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let digits: Vec<u8> = mantissa.bytes().filter(|c| *c != b'.').collect();
     (
         value.is_sign_negative(),
-        digits,
+        Digits::from_ascii(&digits),
         exponent.parse().expect("integer exponent"),
     )
 }
@@ -144,47 +242,76 @@ pub enum FloatStyle {
 /// A finite float as orjson (`e-7`, positional from 1e-5) or Python `repr`
 /// (`e-07`, positional from 1e-4) writes it; both use an exponent from 1e16 up.
 pub fn format_float(value: f64, style: FloatStyle) -> String {
+    let mut out = String::new();
+    write_float(&mut out, value, style);
+    out
+}
+
+/// Append `format_float(value, style)` to `out`.
+pub fn write_float(out: &mut String, value: f64, style: FloatStyle) {
     let (negative, digits, exp) = shortest_digits(value);
-    let sign = if negative { "-" } else { "" };
+    if negative {
+        out.push('-');
+    }
     let low = match style {
         FloatStyle::Orjson => -5,
         FloatStyle::PythonRepr => -4,
     };
     if exp >= 16 || exp < low {
-        let fraction = if digits.len() > 1 {
-            format!(".{}", &digits[1..])
-        } else {
-            String::new()
-        };
-        let exponent = match style {
-            FloatStyle::PythonRepr => {
-                format!("{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
-            }
-            FloatStyle::Orjson if exp < 0 => format!("-{}", exp.abs()),
-            FloatStyle::Orjson => format!("+{exp}"),
-        };
-        return format!("{sign}{}{fraction}e{exponent}", &digits[..1]);
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        if style == FloatStyle::PythonRepr && exp.abs() < 10 {
+            out.push('0');
+        }
+        write_int(out, i128::from(exp.abs()));
+        return;
     }
-    format!("{sign}{}", positional(&digits, exp, true))
+    write_positional(out, &digits, exp, true);
 }
 
-/// `digits × 10^(exp - len + 1)` written without exponent; integral values get
-/// `.0` when `point_zero`, else no fraction at all.
-pub fn positional(digits: &str, exp: i32, point_zero: bool) -> String {
+/// Append `digits × 10^(exp - len + 1)` written without exponent; integral
+/// values get `.0` when `point_zero`, else no fraction at all.
+pub fn write_positional(out: &mut String, digits: &str, exp: i32, point_zero: bool) {
     let len = digits.len() as i32;
     if exp < 0 {
-        return format!("0.{}{digits}", "0".repeat((-exp - 1) as usize));
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+        out.push_str(digits);
+    } else if exp + 1 >= len {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', (exp + 1 - len) as usize));
+        if point_zero {
+            out.push_str(".0");
+        }
+    } else {
+        let split = (exp + 1) as usize;
+        out.push_str(&digits[..split]);
+        out.push('.');
+        out.push_str(&digits[split..]);
     }
-    if exp + 1 >= len {
-        let zeros = "0".repeat((exp + 1 - len) as usize);
-        return if point_zero {
-            format!("{digits}{zeros}.0")
-        } else {
-            format!("{digits}{zeros}")
-        };
+}
+
+/// Append an integer's decimal digits (as `to_string` writes them).
+pub fn write_int(out: &mut String, number: i128) {
+    if number < 0 {
+        out.push('-');
     }
-    let split = (exp + 1) as usize;
-    format!("{}.{}", &digits[..split], &digits[split..])
+    let magnitude = number.unsigned_abs();
+    match u64::try_from(magnitude) {
+        Ok(small) => {
+            let text = itoa_u64(small);
+            out.push_str(std::str::from_utf8(text.as_bytes()).expect("ASCII digits"));
+        }
+        Err(_) => {
+            use std::fmt::Write as _;
+            write!(out, "{magnitude}").expect("writing to a String");
+        }
+    }
 }
 
 /// Write `value` as compact JSON (`separators=(",", ":")`) with the given float style.
@@ -193,8 +320,8 @@ pub fn write_json(out: &mut String, value: &Value<'_>, style: FloatStyle) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Int(number) => out.push_str(&number.to_string()),
-        Value::Float(number) => out.push_str(&format_float(*number, style)),
+        Value::Int(number) => write_int(out, *number),
+        Value::Float(number) => write_float(out, *number, style),
         Value::Str(text) => write_json_string(out, text),
         Value::Array(items) => {
             out.push('[');
@@ -239,6 +366,36 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_point_spelling_is_the_shortest_one() {
+        // Against `fmt` (the exact shortest spelling): decimals of every
+        // length, neighbours of round values, values near the 2^52 bound,
+        // and arbitrary bit patterns (most of which take the `fmt` path).
+        let mut values = vec![0.0, -0.0, 0.1, 0.2 + 0.1, 1e-15, 1.5e-15, 123.456, 1e15];
+        values.extend([
+            2f64.powi(49) + 0.25,
+            2f64.powi(50) + 0.75,
+            4503599627370495.0,
+        ]);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let places = (next() % 16) as i32;
+            let n = next() % 10u64.pow((next() % 17) as u32).max(1);
+            let value = n as f64 / 10f64.powi(places);
+            values.extend([value, -value, f64::from_bits(value.to_bits() + 1)]);
+            values.push(f64::from_bits(next() >> 2));
+        }
+        for value in values {
+            assert_eq!(shortest_digits(value), spell_shortest(value), "{value:e}");
+        }
+    }
+
+    #[test]
     fn floats_are_spelled_like_the_reference() {
         let cases = [
             (1e16, "1e+16", "1e+16"),
@@ -264,6 +421,23 @@ mod tests {
         for (value, orjson, repr) in cases {
             assert_eq!(format_float(value, FloatStyle::Orjson), orjson);
             assert_eq!(format_float(value, FloatStyle::PythonRepr), repr);
+        }
+    }
+
+    #[test]
+    fn integers_are_written_like_to_string() {
+        for number in [
+            0,
+            7,
+            -7,
+            10,
+            i128::from(u64::MAX),
+            i128::from(i64::MIN),
+            -(1i128 << 64),
+        ] {
+            let mut out = String::new();
+            write_int(&mut out, number);
+            assert_eq!(out, number.to_string());
         }
     }
 
