@@ -118,10 +118,14 @@ class _Route(NamedTuple):
     valid_from: datetime
     valid_until: datetime
     matches: tuple[Match, ...]
-    filtered: bool
     no_match_reason: UnresolvedReason
     resolution: Resolution
     """The answer when no meter filter applies (shared, built once per route)."""
+
+    @property
+    def filtered(self) -> bool:
+        """Whether a meter filter decides which matches apply to an event."""
+        return any(match.binding.meter.filters for match in self.matches)
 
 
 class Resolution(NamedTuple):
@@ -256,7 +260,6 @@ class CatalogIndex:
                 valid_from=_EARLIEST,
                 valid_until=_LATEST,
                 matches=(),
-                filtered=False,
                 no_match_reason=unknown,
                 resolution=Resolution(customer_id="", unresolved=unknown),
             )
@@ -282,7 +285,6 @@ class CatalogIndex:
             if any(subscription.active_at(ts) for subscription in subscriptions)
             else UnresolvedReason.NO_ACTIVE_SUBSCRIPTION
         )
-        filtered = any(match.binding.meter.filters for match in matches)
         resolution = (
             Resolution(customer_id, tuple(matches))
             if matches
@@ -292,7 +294,6 @@ class CatalogIndex:
             valid_from=valid_from,
             valid_until=valid_until,
             matches=tuple(matches),
-            filtered=filtered,
             no_match_reason=reason,
             resolution=resolution,
         )
