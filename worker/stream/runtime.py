@@ -370,15 +370,6 @@ class ConsumerRuntime:
             self._work = None
             self._last_activity = self._clock()
 
-    def keep_unrevoked(self, messages: list[Message]) -> list[Message]:
-        """After an interruption: carry ``messages`` of partitions still owned, ahead of
-        the others, and return them (the consumer's position there is already past
-        them, so dropping them would skip them)."""
-        kept = [m for m in messages if _key(m) in self.assigned and _key(m) not in self._revoked]
-        self._revoked.clear()
-        self._carried = kept + self._carried
-        return kept
-
     def lead_with(
         self, messages: list[Message], *, leaving: Iterable[PartitionKey] = ()
     ) -> list[Message]:
