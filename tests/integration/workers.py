@@ -197,6 +197,13 @@ def dead_letter_headers(
 
 def committed_messages(env: Mapping[str, str], partitions: int = 3) -> int:
     """Messages of the events topic the usage group of `env` has committed, summed."""
+    return sum(max(committed, 0) for committed, _ in group_positions(env, partitions).values())
+
+
+def group_positions(env: Mapping[str, str], partitions: int) -> dict[int, tuple[int, int]]:
+    """Per partition of the events topic: the usage group's committed offset (-1:
+    none) and the partition's end offset, for a failure's diagnosis (a group that
+    stalled has committed < end; a skip would commit the end without the rows)."""
     reader = Consumer(
         {
             "bootstrap.servers": env["EW_KAFKA_BOOTSTRAP"],
@@ -207,7 +214,10 @@ def committed_messages(env: Mapping[str, str], partitions: int = 3) -> int:
     try:
         topic = env["EW_EVENTS_TOPIC"]
         committed = reader.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
-        return sum(max(tp.offset, 0) for tp in committed)
+        return {
+            tp.partition: (tp.offset, reader.get_watermark_offsets(tp, timeout=10)[1])
+            for tp in committed
+        }
     finally:
         reader.close()
 

@@ -28,6 +28,7 @@ from tests.integration.workers import (
     CLI,
     catalog_without,
     expected_invoice,
+    group_positions,
     never_priced,
     produce,
     run_cli,
@@ -67,9 +68,43 @@ class Processes:
     def tail(self, process: subprocess.Popen[bytes]) -> str:
         return self._logs[process.pid].read_text(errors="replace")[-3000:]
 
-    def assigned(self, process: subprocess.Popen[bytes]) -> bool:
-        """Whether the worker logged an assignment (EW_LOG_LEVEL=INFO)."""
-        return '"assigned [' in self._logs[process.pid].read_text(errors="replace")
+    def settled(self, members: list[subprocess.Popen[bytes]]) -> bool:
+        """Whether the group is stable with exactly ``members``: the last group event
+        each one logged is an assignment, and together they hold every partition.
+
+        A member that only ever logged an assignment may already be in the next
+        rebalance; stopping one mid-rebalance can leave tansu 0.6's group without
+        any assignment for minutes, which is the broker's problem, not the worker's.
+        """
+        held: list[str] = []
+        for member in members:
+            last = None
+            for line in self._logs[member.pid].read_text(errors="replace").splitlines():
+                if '"assigned [' in line or '"revoked [' in line or '"lost [' in line:
+                    last = json.loads(line)
+            if last is None or not str(last["event"]).startswith("assigned"):
+                return False
+            held += [p.rsplit("/", 1)[1] for p in last.get("partitions", [])]
+        return sorted(held, key=int) == [str(p) for p in range(PARTITIONS)]
+
+    def timeline(self) -> str:
+        """Every worker's group events, warnings and committed batches, in time
+        order (a failure's diagnosis: a stalled group shows as a long gap)."""
+        rows: list[tuple[str, str]] = []
+        for number, path in enumerate(self._logs.values()):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    rows.append(("~", f"worker-{number}: {line[:160]}"))
+                    continue
+                event = str(record.get("event", ""))
+                if event == "batch committed" or record.get("level") == "debug":
+                    continue
+                partitions = [p.rsplit("/", 1)[1] for p in record.get("partitions", [])]
+                said = event.split(" [")[0] + (f" {','.join(partitions)}" if partitions else "")
+                rows.append((str(record.get("timestamp", "")), f"worker-{number}: {said[:160]}"))
+        return "\n".join(f"{at[11:23]} {said}" for at, said in sorted(rows))
 
 
 def _raw_events(store: str) -> int:
@@ -123,25 +158,35 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
     try:
         produce_next()
         produce_next()
-        # Each disruption waits for the group to settle (every member assigned):
-        # tansu 0.6 can leave a group without any assignment for minutes when a
-        # member dies while the group is still rebalancing (seen here), which is
-        # the broker's problem, not the worker's.
-        wait_until(lambda: all(map(started.assigned, first)), "the first members assigned")
+        # Each disruption waits for the group to settle (see Processes.settled).
+        members = list(first)
+
+        def settle(what: str) -> None:
+            try:
+                wait_until(lambda: started.settled(members), what, timeout_s=120)
+            except AssertionError as stalled:
+                raise AssertionError(f"{stalled}\n{started.timeline()}") from None
+
+        settle("the first members hold every partition")
         wait_until(lambda: _raw_events(store) > 0, "the first rows stored")
 
         first[0].send_signal(signal.SIGKILL)  # a crash mid-stream
         assert first[0].wait(30) == -signal.SIGKILL
+        members.remove(first[0])
         live.append(usage(full_file))  # a replacement joins
+        members.append(live[-1])
         produce_next()
         for old in first[1:]:  # the others leave: each finishes its batch, commits, exits 0
-            wait_until(lambda: started.assigned(live[-1]), "the replacement assigned")
+            settle("the replacement and the others hold every partition")
             old.send_signal(signal.SIGTERM)
             assert old.wait(60) == 0, stderr_tail(old)
+            members.remove(old)
             live.append(usage(full_file))
+            members.append(live[-1])
             produce_next()
         while pending:
             produce_next()
+        settle("the replacements hold every partition")
 
         # Whatever the first generation left unpriced (cus_2) is re-driven by reprocessing.
         requested = run_cli(
@@ -181,4 +226,8 @@ def test_workers_of_one_group_on_one_server_count_every_event_once(
 
     assert never_priced(initial, documents)  # the scenario needed reprocessing
     # Nothing more after they all stopped; read back through the command line too.
-    assert stored_invoice(env, store) == expected
+    invoice = stored_invoice(env, store)
+    assert invoice == expected, (
+        f"group positions (committed, end): {group_positions(env, PARTITIONS)}\n"
+        f"{started.timeline()}"
+    )
