@@ -64,7 +64,7 @@ DEFAULT_MAX_FINGERPRINTS = 5_000_000
 
 DEFAULT_MAX_REMEMBERED_OWNERS = 2_000_000
 """Hash owners kept in memory across commits (both generations, plus at most
-one batch's): about 110 bytes each in the core (~220 MB at this bound), about
+one batch's): 105-116 bytes each in the core (~230 MB at this bound), about
 225 bytes each in this engine (~450 MB); measured in ADR 0003."""
 
 
