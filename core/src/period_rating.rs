@@ -61,17 +61,48 @@ impl Delta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfRange;
 
+/// One generation of remembered owners (ADR 0003).
+#[derive(Debug, Clone, Default)]
+struct Owners {
+    /// Unique hash -> the event id that counted it, as a range of `ids`.
+    known: HashMap<UniqueHash, (u32, u32)>,
+    /// The owners' event ids, one after the other: one growing buffer per
+    /// generation instead of a `String` per counted row (and per free).
+    ids: String,
+    /// Event ids that already got a zero row for a repeated COUNT_UNIQUE value.
+    repeat_rows: HashSet<String>,
+}
+
+impl Owners {
+    fn owner(&self, unique_hash: &UniqueHash) -> Option<&str> {
+        let &(start, end) = self.known.get(unique_hash)?;
+        Some(&self.ids[start as usize..end as usize])
+    }
+
+    fn len(&self) -> usize {
+        self.known.len() + self.repeat_rows.len()
+    }
+
+    /// Record `event_id` as the owner of `unique_hash` (replacing any).
+    fn insert(&mut self, unique_hash: &UniqueHash, event_id: &str) {
+        let start = self.ids.len();
+        self.ids.push_str(event_id);
+        let range = (
+            u32::try_from(start).expect("owners under 4 GiB"),
+            u32::try_from(self.ids.len()).expect("owners under 4 GiB"),
+        );
+        self.known.insert(unique_hash.clone(), range);
+    }
+}
+
 /// The rating state of one (line item, period).
 #[derive(Debug, Clone)]
 pub struct PeriodRating {
     free_units: i128,
     aggregate: Aggregate,
-    /// Unique hash -> the event id that counted it, as a range of `owners`.
-    known: HashMap<UniqueHash, (u32, u32)>,
-    /// The owners' event ids, one after the other: one growing buffer per
-    /// state instead of a `String` per counted row (and per free).
-    owners: String,
-    repeat_rows: HashSet<String>,
+    /// Remembered owners: new ones go to `current`, lookups see both.
+    current: Owners,
+    previous: Owners,
     free: i128,
     billable: i128,
     /// `None`: the amount of a loaded state is beyond `i128` (far out of range).
@@ -87,9 +118,8 @@ impl PeriodRating {
         PeriodRating {
             free_units,
             aggregate,
-            known: HashMap::new(),
-            owners: String::new(),
-            repeat_rows: HashSet::new(),
+            current: Owners::default(),
+            previous: Owners::default(),
             free,
             billable,
             rated: price.rate(billable),
@@ -105,26 +135,33 @@ impl PeriodRating {
     }
 
     pub fn knows(&self, unique_hash: &UniqueHash) -> bool {
-        self.known.contains_key(unique_hash)
+        self.current.known.contains_key(unique_hash)
+            || self.previous.known.contains_key(unique_hash)
     }
 
-    /// Hashes and repeat-row event ids held (`remembered`).
+    /// Hashes and repeat-row event ids held in both generations (`remembered`).
     pub fn remembered(&self) -> usize {
-        self.known.len() + self.repeat_rows.len()
+        self.current.len() + self.previous.len()
     }
 
-    /// Record a stored hash and the event id that counted it (first one wins).
+    /// Record a stored hash and the event id that counted it (first one wins),
+    /// in the current generation.
     pub fn remember(&mut self, unique_hash: &UniqueHash, event_id: &str) {
-        if !self.known.contains_key(unique_hash) {
-            self.commit_owner(unique_hash, event_id);
+        if !self.knows(unique_hash) {
+            self.current.insert(unique_hash, event_id);
         }
     }
 
-    /// Drop remembered hashes and repeat rows (`forget_hashes`).
+    /// Start a new generation (`age_owners`): the previous one is dropped,
+    /// the current one becomes the previous one.
+    pub fn age_owners(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    /// Drop remembered hashes and repeat rows of both generations (`forget_hashes`).
     pub fn forget_hashes(&mut self) {
-        self.known.clear();
-        self.owners.clear();
-        self.repeat_rows.clear();
+        self.current = Owners::default();
+        self.previous = Owners::default();
     }
 
     /// Apply one event (`LineItemPeriodRating.apply`).
@@ -136,15 +173,18 @@ impl PeriodRating {
         quantity: i128,
         unique_hash: &UniqueHash,
     ) -> Result<Delta, OutOfRange> {
-        if let Some(&(start, end)) = self.known.get(unique_hash) {
-            let owner = &self.owners[start as usize..end as usize];
-            if owner == event_id || self.repeat_rows.contains(event_id) {
+        let owner = (self.current.owner(unique_hash)).or_else(|| self.previous.owner(unique_hash));
+        if let Some(owner) = owner {
+            if owner == event_id
+                || self.current.repeat_rows.contains(event_id)
+                || self.previous.repeat_rows.contains(event_id)
+            {
                 return Ok(Delta::snapshot_only(
                     Outcome::AlreadyProcessed,
                     self.billable,
                 ));
             }
-            self.repeat_rows.insert(event_id.to_string());
+            self.current.repeat_rows.insert(event_id.to_string());
             return Ok(Delta::snapshot_only(Outcome::RepeatedValue, self.billable));
         }
         let value = quantity;
@@ -195,18 +235,7 @@ impl PeriodRating {
     }
 
     fn commit(&mut self, unique_hash: &UniqueHash, event_id: &str, value: i128, ts: i64) {
-        self.commit_owner(unique_hash, event_id);
+        self.current.insert(unique_hash, event_id);
         self.aggregate.add(value, ts, event_id);
-    }
-
-    /// Record `event_id` as the owner of `unique_hash` (replacing any).
-    fn commit_owner(&mut self, unique_hash: &UniqueHash, event_id: &str) {
-        let start = self.owners.len();
-        self.owners.push_str(event_id);
-        let range = (
-            u32::try_from(start).expect("owners under 4 GiB"),
-            u32::try_from(self.owners.len()).expect("owners under 4 GiB"),
-        );
-        self.known.insert(unique_hash.clone(), range);
     }
 }

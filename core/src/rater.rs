@@ -70,6 +70,8 @@ pub struct Rater<K = StateKey> {
     inserted: u64,
     fingerprint_count: usize,
     max_fingerprints: usize,
+    /// Owners of the current generation (COUNT_UNIQUE states' all included),
+    /// counted from above as in the reference.
     remembered: usize,
     max_remembered: usize,
 }
@@ -252,11 +254,17 @@ impl<K: Key> Rater<K> {
         (results, outcomes)
     }
 
-    /// After the rows are durable and committed: bound the remembered owners.
+    /// After the rows are durable and committed: bound the remembered owners
+    /// in two generations (ADR 0003, `UsageRater.committed`). Once the current
+    /// generation (COUNT_UNIQUE owners included) holds more than half of the
+    /// bound, the other states age theirs (or forget both generations when the
+    /// current one holds more than the whole bound); COUNT_UNIQUE states keep
+    /// their own rule.
     pub fn committed(&mut self) {
-        if self.remembered <= self.max_remembered {
+        if self.remembered <= self.max_remembered / 2 {
             return;
         }
+        let beyond_bound = self.remembered > self.max_remembered;
         let mut kept: Vec<(usize, K)> = Vec::new();
         for key in self.touched.clone() {
             match self.states.get_mut(&key) {
@@ -265,8 +273,14 @@ impl<K: Key> Rater<K> {
                 }
                 Some(state) if state.count_unique => kept.push((state.rating.remembered(), key)),
                 Some(state) => {
-                    state.rating.forget_hashes();
-                    self.touched.remove(&key);
+                    if beyond_bound {
+                        state.rating.forget_hashes();
+                    } else {
+                        state.rating.age_owners();
+                    }
+                    if state.rating.remembered() == 0 {
+                        self.touched.remove(&key);
+                    }
                 }
             }
         }
@@ -285,7 +299,7 @@ impl<K: Key> Rater<K> {
         self.remembered = total;
     }
 
-    /// Drop remembered owners (once durable in the store).
+    /// Drop remembered owners of both generations (once durable in the store).
     pub fn forget_hashes(&mut self) {
         self.remembered = 0;
         for key in self.touched.drain() {
@@ -439,5 +453,76 @@ mod tests {
         rater.rate(&[row(2, "x", "0000000000000009")], &[terms()], |e| IDS[e]);
         // 5 > 4: uncover the largest (key 1) until at most 3 remain.
         assert_eq!(rater.fingerprint_count(), 2);
+    }
+
+    /// Batch `batch` of ten events with ids and hashes of their own, on key 1.
+    fn batch_rows(batch: usize) -> Vec<Pending> {
+        (batch * 10..batch * 10 + 10)
+            .map(|event| Pending {
+                key: key(1),
+                terms: 0,
+                event,
+                timestamp_us: 0,
+                quantity: crate::fixed::ONE,
+                unique_hash: UniqueHash::parse(&format!("{event:016x}{:048}", 0)),
+            })
+            .collect()
+    }
+
+    fn dedup_keys(rows: &[Pending]) -> HashSet<(StateKey, UniqueHash)> {
+        rows.iter()
+            .map(|row| (row.key.clone(), row.unique_hash.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn owners_of_the_recent_half_of_the_bound_survive_an_aging() {
+        let ids: Vec<String> = (0..50).map(|n| format!("e{n}")).collect();
+        let id = |event: usize| ids[event].as_str();
+        // A bound of 30: the current generation ages at a commit that finds
+        // more than 15 owners in it, i.e. at the commits of batches 1 and 3
+        // (the half is crossed inside those batches).
+        let mut rater = Rater::new(1_000, 30);
+        rater.load_states(&[(key(1), Snapshot::default())], None, |_| Some(terms()));
+        for batch in 0..4 {
+            assert!(rater.lookup_keys(&batch_rows(batch)).is_empty());
+            let (_, outcomes) = rater.rate(&batch_rows(batch), &[terms()], id);
+            assert_eq!(outcomes.counted, 10);
+            rater.committed();
+        }
+        // Batches 2 and 3 are the previous generation: their repeats are
+        // answered in memory. Batches 0 and 1 were two generations back: the
+        // store is asked about them.
+        let redelivered = [batch_rows(3), batch_rows(2), batch_rows(0)].concat();
+        assert_eq!(rater.lookup_keys(&redelivered), dedup_keys(&batch_rows(0)));
+        let stored: Vec<(StateKey, UniqueHash, String)> = batch_rows(0)
+            .into_iter()
+            .map(|row| (row.key, row.unique_hash, ids[row.event].clone()))
+            .collect();
+        rater.remember(&stored);
+        let (results, outcomes) = rater.rate(&redelivered, &[terms()], id);
+        // The rows are those of unbounded memory: every redelivery writes nothing.
+        assert_eq!(outcomes.skipped, 30);
+        assert!(results.iter().all(|result| result == &Ok(None)));
+        rater.committed();
+        // A new batch goes to the current generation; a revoke drops both.
+        rater.rate(&batch_rows(4), &[terms()], id);
+        assert!(rater.lookup_keys(&batch_rows(3)).is_empty());
+        rater.drop_states(&[key(1)]);
+        let both = [batch_rows(3), batch_rows(4)].concat();
+        assert_eq!(rater.lookup_keys(&both), dedup_keys(&both));
+    }
+
+    #[test]
+    fn a_current_generation_beyond_the_bound_is_forgotten() {
+        let ids: Vec<String> = (0..20).map(|n| format!("e{n}")).collect();
+        let mut rater = Rater::new(1_000, 8);
+        rater.load_states(&[(key(1), Snapshot::default())], None, |_| Some(terms()));
+        rater.rate(&batch_rows(0), &[terms()], |e| ids[e].as_str());
+        rater.committed(); // 10 > 8: nothing of it kept, not even as the previous one
+        assert_eq!(
+            rater.lookup_keys(&batch_rows(0)),
+            dedup_keys(&batch_rows(0))
+        );
     }
 }

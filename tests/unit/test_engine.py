@@ -402,6 +402,68 @@ def test_remembered_owners_are_forgotten_past_their_budget() -> None:
     assert 0 < len(remembered) <= budget // 4  # the smallest states keep theirs
 
 
+def _requests(batch: int) -> list[Event]:
+    """Batch ``batch``: ten COUNT events of one customer (one row each), ids of their own."""
+    return [
+        decode_event(
+            orjson.dumps(
+                {
+                    "id": f"req-{n}",
+                    "tenant_id": "t1",
+                    "environment_id": "prod",
+                    "event_name": "request",
+                    "external_customer_id": "cust-0",
+                    "timestamp": "2026-02-10T00:00:00Z",
+                }
+            ),
+            fallback_id=str(n),
+            fallback_timestamp=NOW,
+        )
+        for n in range(batch * 10, batch * 10 + 10)
+    ]
+
+
+def test_owners_of_the_recent_half_of_the_bound_survive_an_aging() -> None:
+    index = CatalogIndex(parse_documents(catalog_documents()))
+    batches = [_requests(n) for n in range(5)]
+    redelivered = batches[3] + batches[2] + batches[0]
+    stream = [*batches[:4], redelivered]
+    asked: dict[int, list[int]] = {}
+    rows = {}
+    # A bound of 30: the current generation ages at a commit that finds more
+    # than 15 owners in it, i.e. after batches 1 and 3 (the half is crossed
+    # inside them). Batches 2 and 3 are then remembered, 0 and 1 (two
+    # generations back) are read from the store. The old wipe past the bound
+    # forgot batch 2 and 3 too; unbounded memory asks nothing; none asks all.
+    for bound in (0, 30, 10**6):
+        asked[bound] = []
+        rows[bound] = run_through_store(
+            index,
+            stream,
+            max_fingerprints=10**6,
+            max_remembered_owners=bound,
+            asked=asked[bound],
+        )
+    assert asked[30] == [0, 0, 0, 0, len(batches[0])]
+    assert asked[10**6] == [0] * len(stream)
+    assert asked[0] == [0, 0, 0, 0, len(redelivered)]
+    # Memory saves store reads only: the rows are the same (the redelivery writes none).
+    assert rows[30] == rows[10**6] == rows[0]
+    assert len(rows[30]) == 40
+
+    rater = UsageRater(index, max_fingerprints=10**6, max_remembered_owners=30)
+    written: list[ProcessedEvent] = []
+    store = StoredRows(index, written, chunk=5)
+    for batch in batches:
+        written.extend(processed_events(rater.rate_batch(batch, store, NOW).rows))
+        rater.committed()
+    # Batch 4 is the current generation, 2 and 3 the previous one; a revoke drops both.
+    recent = batches[2] + batches[3] + batches[4]
+    assert rater.lookup_keys(rater.resolve(recent)) == set()
+    rater.drop(rater.resolve(recent).state_keys())
+    assert rater.rate_batch(recent, store, NOW).store_lookups == len(recent)
+
+
 def _aggregation(index: CatalogIndex, key: StateKey) -> AggregationType:
     binding = index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
     assert binding is not None

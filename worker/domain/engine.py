@@ -30,11 +30,16 @@ looked up, with the event id that counted each), so a repeat of a recent
 event - a client retry, a redelivery - is answered in memory instead of by
 the store. They are exact for as long as the rater owns the state: every
 row of a (line item, period) is written through its one owner. Their memory
-is bounded by ``max_remembered_owners``: past it, the next commit forgets the
-owners of event hashes (retries come soon or not at all) and keeps those of
-COUNT_UNIQUE values (values recur all period long); when these alone fill
-more than half of the budget, the largest states forget theirs until they
-fill a quarter.
+is bounded by ``max_remembered_owners`` in two generations (ADR 0003): new
+owners go to the current one, lookups see both. Once a commit finds more
+than half of the bound in the current one, the owners of event hashes age:
+the previous generation is dropped and the current one becomes the previous
+one, so the owners of (at least) the most recent half of the bound survive;
+a current generation beyond the whole bound (one batch larger than it) is
+forgotten as well. The owners of COUNT_UNIQUE values (values recur all
+period long) are not aged: they count as current, and when they alone fill
+more than half of the bound the largest states forget theirs until they fill
+a quarter. Memory held: at most the bound plus one batch's owners.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ from worker.domain.rating_reads import DedupKey, RatingReads, StateKey
 DEFAULT_MAX_FINGERPRINTS = 5_000_000
 """Fingerprints held in memory at most (about 70 bytes each)."""
 
-DEFAULT_MAX_REMEMBERED_OWNERS = 200_000
-"""Hash owners kept in memory across commits at most (about 250 bytes each)."""
+DEFAULT_MAX_REMEMBERED_OWNERS = 2_000_000
+"""Hash owners kept in memory across commits (both generations, plus at most
+one batch's): 105-116 bytes each in the core (~230 MB at this bound), about
+225 bytes each in this engine (~450 MB); measured in ADR 0003."""
 
 
 def fingerprint(unique_hash: str) -> int:
@@ -175,8 +182,9 @@ class UsageRater:
         self._fingerprints: dict[StateKey, set[int]] = {}
         self._fingerprint_count = 0
         self._max_fingerprints = max_fingerprints
-        # Owners (and repeat-row ids) remembered in the touched states, counted
-        # from above: dropped states still count until the next forgetting.
+        # Owners (and repeat-row ids) of the current generation, COUNT_UNIQUE
+        # states' all included, counted from above: dropped states still count
+        # until the next aging. Touched states hold owners of either generation.
         self._remembered = 0
         self._max_remembered = max_remembered_owners
 
@@ -332,12 +340,13 @@ class UsageRater:
     def committed(self) -> None:
         """Call once the rated rows are durable and their offsets committed.
 
-        Keeps the remembered owners while at most ``max_remembered_owners``
-        are held; past that, forgets some or all (see the module docstring:
-        the store has them all).
+        Keeps the remembered owners while the current generation holds at
+        most half of ``max_remembered_owners``; past that, ages them (see the
+        module docstring: the store has them all).
         """
-        if self._remembered <= self._max_remembered:
+        if self._remembered <= self._max_remembered // 2:
             return
+        beyond_bound = self._remembered > self._max_remembered
         kept: list[tuple[int, StateKey]] = []
         for key in list(self._touched):
             state = self._states.get(key)
@@ -347,8 +356,12 @@ class UsageRater:
             elif binding is not None and binding.meter.aggregation is AggregationType.COUNT_UNIQUE:
                 kept.append((state.remembered, key))
             else:
-                state.forget_hashes()
-                self._touched.discard(key)
+                if beyond_bound:
+                    state.forget_hashes()
+                else:
+                    state.age_owners()
+                if not state.remembered:
+                    self._touched.discard(key)
         total = sum(size for size, _ in kept)
         if total > self._max_remembered // 2:
             kept.sort()
@@ -360,7 +373,7 @@ class UsageRater:
         self._remembered = total
 
     def forget_hashes(self) -> None:
-        """Drop remembered owners (only once they are durable in the store)."""
+        """Drop remembered owners of both generations (only once durable in the store)."""
         self._remembered = 0
         for key in self._touched:
             state = self._states.get(key)

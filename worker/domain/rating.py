@@ -66,7 +66,9 @@ class LineItemPeriodRating:
     ``known_hashes`` maps unique_hash -> the event id that counted it; it must
     hold every hash already stored for this (line item, period) that may recur
     in the events about to be applied (the pipeline fills it with one batched
-    dedup query per batch, see :meth:`remember`). Not thread-safe. Drive it
+    dedup query per batch, see :meth:`remember`). Owners are held in two
+    generations (ADR 0003): new ones go to the current one, lookups see both,
+    and :meth:`age_owners` drops the previous one. Not thread-safe. Drive it
     inside :func:`~worker.domain.money.exact` (as :class:`UsageRater` does):
     under Python's default 28-digit context, amounts above 1e13 with 15
     decimals would be rounded.
@@ -78,9 +80,11 @@ class LineItemPeriodRating:
         "_free",
         "_free_units",
         "_known",
+        "_known_before",
         "_price",
         "_rated",
         "_repeat_rows",
+        "_repeat_rows_before",
     )
 
     def __init__(
@@ -96,6 +100,9 @@ class LineItemPeriodRating:
         self._known: dict[str, str] = dict(known_hashes or {})
         # Event ids that already got a zero row for a repeated COUNT_UNIQUE value.
         self._repeat_rows: set[str] = set()
+        # The previous generation of both (see age_owners).
+        self._known_before: dict[str, str] = {}
+        self._repeat_rows_before: set[str] = set()
         quantity = quantize(aggregate.quantity())
         self._free = min(quantity, self._free_units)
         self._billable = quantity - self._free
@@ -120,22 +127,38 @@ class LineItemPeriodRating:
         return self._rated
 
     def knows(self, unique_hash: str) -> bool:
-        return unique_hash in self._known
+        return unique_hash in self._known or unique_hash in self._known_before
 
     @property
     def remembered(self) -> int:
-        """Hashes and repeat-row event ids held (the memory :meth:`forget_hashes` frees)."""
-        return len(self._known) + len(self._repeat_rows)
+        """Hashes and repeat-row event ids held in both generations (the memory
+        :meth:`forget_hashes` frees)."""
+        return (
+            len(self._known)
+            + len(self._repeat_rows)
+            + len(self._known_before)
+            + len(self._repeat_rows_before)
+        )
 
     def remember(self, owners: Mapping[str, str]) -> None:
-        """Record stored hashes (unique_hash -> counting event id) from a dedup query."""
+        """Record stored hashes (unique_hash -> counting event id) from a dedup
+        query, in the current generation; a hash already known keeps its owner."""
         for unique_hash, event_id in owners.items():
-            self._known.setdefault(unique_hash, event_id)
+            if not self.knows(unique_hash):
+                self._known[unique_hash] = event_id
+
+    def age_owners(self) -> None:
+        """Start a new generation: the previous one is dropped, the current one
+        becomes the previous one (durable in the store once committed)."""
+        self._known_before, self._known = self._known, {}
+        self._repeat_rows_before, self._repeat_rows = self._repeat_rows, set()
 
     def forget_hashes(self) -> None:
-        """Drop remembered hashes (they are durable in the store once committed)."""
+        """Drop remembered hashes of both generations (durable in the store once committed)."""
         self._known.clear()
         self._repeat_rows.clear()
+        self._known_before.clear()
+        self._repeat_rows_before.clear()
 
     def apply(self, event_id: str, ts: datetime, measurement: Measurement) -> RatedDelta:
         """Apply one event and return its row values.
@@ -146,8 +169,14 @@ class LineItemPeriodRating:
         period's totals would not fit the stored columns.
         """
         owner = self._known.get(measurement.unique_hash)
+        if owner is None:
+            owner = self._known_before.get(measurement.unique_hash)
         if owner is not None:
-            if owner == event_id or event_id in self._repeat_rows:
+            if (
+                owner == event_id
+                or event_id in self._repeat_rows
+                or event_id in self._repeat_rows_before
+            ):
                 return RatedDelta(Outcome.ALREADY_PROCESSED, tier_snapshot=self._billable)
             self._repeat_rows.add(event_id)
             return RatedDelta(Outcome.REPEATED_VALUE, tier_snapshot=self._billable)
