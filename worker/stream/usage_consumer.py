@@ -257,7 +257,8 @@ class UsageConsumer:
         self._observe("write", seconds, pending.durations)
 
     def _finished(self, pending: PendingBatch) -> None:
-        """The pending batch is committed: forget its hashes' owners, record it."""
+        """The pending batch is committed: its hashes are durable (the rater may age
+        its remembered owners, ADR 0003); record it."""
         self._processor.committed(pending.prepared)
         if self._latency is not None:
             self._latency(pending.messages)
