@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use crate::decimal::{parse_py_decimal, Decimal};
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
-use crate::key_table::{slot_size, KeyTable};
+use crate::key_table::{prefetch_line, slot_size, KeyTable};
 use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
 
 /// `catalog_index.UnresolvedReason`.
@@ -136,6 +136,11 @@ pub enum Resolution {
     /// Subscriptions whose period at the event's time Python must add first.
     NeedPeriods(Vec<usize>),
 }
+
+/// An event's customer as [`Catalog::locate`] found it (`None`: unknown),
+/// for [`Catalog::resolve_located`].
+#[derive(Debug, Clone, Copy)]
+pub struct Located(Option<CustomerRecord>);
 
 /// The fields of a decoded event that routing reads.
 pub struct EventView<'a> {
@@ -488,6 +493,37 @@ impl Catalog {
             .copied()
     }
 
+    /// A hint that `event` will be routed soon (no effect on any answer):
+    /// start loading the key table slot its customer lookup reads first.
+    /// `buffer` is scratch space for the key.
+    pub fn prefetch_customer(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) {
+        let (tenant, environment) = (event.tenant_id, event.environment_id);
+        if event.customer_id.is_empty() {
+            let external_id = event.external_customer_id;
+            (self.by_external_id).prefetch(key_in(buffer, &[tenant, environment, external_id]));
+        } else {
+            (self.by_id).prefetch(key_in(buffer, &[tenant, environment, event.customer_id]));
+        }
+    }
+
+    /// Find `event`'s customer and start loading its routes and id (best
+    /// issued once `prefetch_customer`'s slot has arrived, a few events
+    /// before `resolve_located`). `buffer` is scratch space for lookup keys.
+    pub fn locate(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Located {
+        let found = self.customer_of(event, buffer);
+        if let Some(customer) = &found {
+            let first = customer.first_route as usize;
+            let routes = &self.routes[first..first + customer.route_count as usize];
+            let start: *const u8 = routes.as_ptr().cast();
+            for offset in (0..std::mem::size_of_val(routes)).step_by(64) {
+                prefetch_line(start.wrapping_add(offset));
+            }
+            let id = self.customer_ids.as_ptr();
+            prefetch_line(id.wrapping_add(customer.id_start as usize));
+        }
+        Located(found)
+    }
+
     /// The id of the customer `record` stands for.
     fn customer_id(&self, record: &CustomerRecord) -> &str {
         let start = record.id_start as usize;
@@ -530,8 +566,18 @@ impl Catalog {
         buffer: &mut Vec<u8>,
         matches: &mut Vec<Match>,
     ) -> (&'s str, Resolution) {
+        self.resolve_located(event, self.locate(event, buffer), matches)
+    }
+
+    /// `resolve_into` of an event `locate` found the customer of.
+    pub fn resolve_located<'s>(
+        &'s self,
+        event: &EventView<'s>,
+        located: Located,
+        matches: &mut Vec<Match>,
+    ) -> (&'s str, Resolution) {
         matches.clear();
-        let Some(customer) = self.customer_of(event, buffer) else {
+        let Some(customer) = located.0 else {
             return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
         let customer_id = self.customer_id(&customer);

@@ -126,11 +126,31 @@ impl<V: Copy + Default> KeyTable<V> {
         }
     }
 
+    /// Start loading the slot a lookup of `key` reads first (a hint: no
+    /// effect on any answer).
+    pub fn prefetch(&self, key: &[u8]) {
+        let at = (tag_of(key) >> 32) as usize & self.mask;
+        prefetch_line(self.slots[at..].as_ptr().cast());
+    }
+
     /// The record of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         let slot = &self.slots[self.find(key, tag_of(key))];
         (slot.tag != 0).then_some(&slot.record)
     }
+}
+
+/// Ask the CPU to start loading the cache line holding `address` (a hint:
+/// nothing is read, an invalid address is harmless).
+pub fn prefetch_line(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and cannot fault; SSE is part of the
+    // x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 #[cfg(test)]
