@@ -209,9 +209,7 @@ pub fn decode_event<'a>(
     for (slot, value) in strings.iter_mut().zip(&fields) {
         match value {
             None | Some(Value::Null) => {}
-            Some(Value::Str(value)) if value.chars().count() <= limits.max_id_chars => {
-                *slot = value
-            }
+            Some(Value::Str(value)) if within(value, limits.max_id_chars) => *slot = value,
             Some(_) => return Err(string_error(&fields, limits)),
         }
     }
@@ -278,7 +276,7 @@ fn string_error(fields: &[Option<Value<'_>>], limits: &Limits) -> Reason {
             Some(Value::Str(text)) if required && text.is_empty() => return Reason::MissingField,
             None | Some(Value::Null) => {}
             Some(Value::Str(text)) => {
-                if text.chars().count() > limits.max_id_chars {
+                if !within(text, limits.max_id_chars) {
                     return Reason::ValueTooLarge;
                 }
             }
@@ -288,16 +286,22 @@ fn string_error(fields: &[Option<Value<'_>>], limits: &Limits) -> Reason {
     unreachable!("string_error is called only when a string field is invalid")
 }
 
+/// Whether `text` has at most `limit` code points (its byte length bounds
+/// their count, so short texts are not counted).
+fn within(text: &str, limit: usize) -> bool {
+    text.len() <= limit || text.chars().count() <= limit
+}
+
 fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
     for (key, value) in members {
-        if key.chars().count() > limits.max_key_chars {
+        if !within(key, limits.max_key_chars) {
             return Err(Reason::ValueTooLarge);
         }
         if let Value::Str(text) = value {
-            if text.chars().count() > limits.max_string_value_chars {
+            if !within(text, limits.max_string_value_chars) {
                 return Err(Reason::ValueTooLarge);
             }
         }

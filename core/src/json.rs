@@ -384,6 +384,17 @@ impl<'a> Parser<'a> {
             self.digits();
         }
         let literal = &self.text[start..self.pos];
+        // Up to 18 digits fit an i64: read them directly.
+        if integral && literal.len() <= 18 {
+            let (negative, digits) = match literal.strip_prefix('-') {
+                Some(digits) => (true, digits),
+                None => (false, literal),
+            };
+            let magnitude = digits
+                .bytes()
+                .fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
+            return Ok(Value::Int(if negative { -magnitude } else { magnitude }));
+        }
         if integral && literal.len() <= 21 {
             let value: i128 = literal.parse().map_err(|_| InvalidJson)?;
             if (-(1i128 << 63)..(1i128 << 64)).contains(&value) {
@@ -456,6 +467,19 @@ mod tests {
             Ok(Value::Float(18446744073709551616.0))
         );
         assert_eq!(parse("-0"), Ok(Value::Int(0)));
+        assert_eq!(parse("-12"), Ok(Value::Int(-12)));
+        assert_eq!(
+            parse("-999999999999999999"),
+            Ok(Value::Int(-999_999_999_999_999_999))
+        );
+        assert_eq!(
+            parse("-9223372036854775808"),
+            Ok(Value::Int(i128::from(i64::MIN)))
+        );
+        assert_eq!(
+            parse("-9223372036854775809"),
+            Ok(Value::Float(-9223372036854775809.0))
+        );
         assert_eq!(parse("1E2"), Ok(Value::Float(100.0)));
         assert_eq!(parse("1e400"), Err(InvalidJson));
         assert_eq!(parse("1e-400"), Ok(Value::Float(0.0)));
