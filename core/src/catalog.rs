@@ -751,6 +751,50 @@ mod tests {
     }
 
     #[test]
+    fn routes_find_every_period_inline_or_on_the_subscription() {
+        let mut catalog = catalog();
+        let us = r#"{"region":"us"}"#;
+        let period_at = |catalog: &Catalog, ts| match resolve(catalog, "x", ts, us) {
+            Resolution::Matched(found) => Some(found[0].period),
+            _ => None,
+        };
+        let added = [(300, 400), (400, 450), (450, 480), (480, 500), (500, 600)];
+        for (count, &(start, end)) in added.iter().enumerate() {
+            // Before: not known yet (inactive from 500 on, cancelled); after:
+            // found, as are all before it (inline up to INLINE_PERIODS, then
+            // from the subscription).
+            let before = if start < 500 {
+                Resolution::NeedPeriods(vec![1])
+            } else {
+                Resolution::Unresolved(Unresolved::NoActiveSubscription)
+            };
+            assert_eq!(resolve(&catalog, "x", start, us), before, "{count}");
+            catalog.add_period(1, start, end).unwrap();
+            for &(start, end) in &added[..=count] {
+                let expected = (start < 500).then_some((start, end)); // cancelled at 500
+                assert_eq!(period_at(&catalog, start), expected);
+                assert_eq!(period_at(&catalog, end - 1), expected);
+            }
+            assert_eq!(period_at(&catalog, 299), Some((100, 300)));
+        }
+    }
+
+    #[test]
+    fn customers_with_long_keys_are_found() {
+        let long = "x".repeat(40);
+        let catalog = Catalog::new(&[("t", "e", "c", &long)], &[], &[], &[]).unwrap();
+        let resolved = resolve(&catalog, &long, 0, "{}");
+        assert_eq!(
+            resolved,
+            Resolution::Unresolved(Unresolved::NoActiveSubscription)
+        );
+        assert_eq!(
+            resolve(&catalog, &long[1..], 0, "{}"),
+            Resolution::Unresolved(Unresolved::UnknownCustomer)
+        );
+    }
+
+    #[test]
     fn periods_must_not_overlap() {
         let mut catalog = catalog();
         assert!(catalog.add_period(1, 100, 300).is_ok()); // already known
