@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use crate::decimal::{parse_py_decimal, Decimal};
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
+use crate::key_table::{prefetch_line, slot_size, KeyTable};
 use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
 
 /// `catalog_index.UnresolvedReason`.
@@ -42,19 +43,17 @@ enum Status {
     Other,
 }
 
-/// One subscription: its terms and the billing periods Python computed.
-#[derive(Debug)]
-pub struct Subscription {
+/// What `SubscriptionTerms.active_at` reads of a subscription (copied into
+/// each of its routes, so routing does not read the subscription).
+#[derive(Debug, Clone, Copy)]
+struct Activity {
     status: Status,
     start_us: i64,
     end_us: Option<i64>,
     cancelled_us: Option<i64>,
-    /// Disjoint `[start, end)` periods, sorted by start (the first one starts
-    /// at `start_us`, as `BillingCycle.period_at` clamps it).
-    periods: Vec<(i64, i64)>,
 }
 
-impl Subscription {
+impl Activity {
     /// `SubscriptionTerms.active_at`.
     fn active_at(&self, ts: i64) -> bool {
         if ts < self.start_us || self.end_us.is_some_and(|end| ts >= end) {
@@ -66,18 +65,29 @@ impl Subscription {
             Status::Other => false,
         }
     }
+}
 
-    /// The period containing `ts`: `Ok(None)` before the start, `Err(())` when
-    /// Python has not computed it yet.
-    fn period_at(&self, ts: i64) -> Result<Option<(i64, i64)>, ()> {
-        if ts < self.start_us {
-            return Ok(None);
-        }
-        let after = self.periods.partition_point(|(start, _)| *start <= ts);
-        match after.checked_sub(1).map(|i| self.periods[i]) {
-            Some((start, end)) if ts < end => Ok(Some((start, end))),
-            _ => Err(()),
-        }
+/// One subscription: its terms and the billing periods Python computed.
+#[derive(Debug)]
+pub struct Subscription {
+    activity: Activity,
+    /// Disjoint `[start, end)` periods, sorted by start (the first one starts
+    /// at the subscription's start, as `BillingCycle.period_at` clamps it).
+    periods: Vec<(i64, i64)>,
+    /// Indices into `Catalog::routes` of this subscription's line items.
+    routes: Vec<u32>,
+}
+
+/// The period of `periods` (sorted, disjoint) containing `ts`: `Ok(None)`
+/// before `start_us`, `Err(())` when Python has not computed it yet.
+fn period_at(periods: &[(i64, i64)], start_us: i64, ts: i64) -> Result<Option<(i64, i64)>, ()> {
+    if ts < start_us {
+        return Ok(None);
+    }
+    let after = periods.partition_point(|(start, _)| *start <= ts);
+    match after.checked_sub(1).map(|i| periods[i]) {
+        Some((start, end)) if ts < end => Ok(Some((start, end))),
+        _ => Err(()),
     }
 }
 
@@ -127,6 +137,11 @@ pub enum Resolution {
     NeedPeriods(Vec<usize>),
 }
 
+/// An event's customer as [`Catalog::locate`] found it (`None`: unknown),
+/// for [`Catalog::resolve_located`].
+#[derive(Debug, Clone, Copy)]
+pub struct Located(Option<CustomerRecord>);
+
 /// The fields of a decoded event that routing reads.
 pub struct EventView<'a> {
     pub id: &'a str,
@@ -141,12 +156,17 @@ pub struct EventView<'a> {
 }
 
 /// A key of several strings that no choice of their contents can confuse
-/// (each part's length as 4 bytes, then its bytes), written into `out`
-/// (reused across lookups: no allocation per event).
+/// (each part's length in LEB128, then its bytes: a prefix-free encoding),
+/// written into `out` (reused across lookups: no allocation per event).
 fn key_in<'b>(out: &'b mut Vec<u8>, parts: &[&str]) -> &'b [u8] {
     out.clear();
     for part in parts {
-        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        let mut length = part.len();
+        while length >= 0x80 {
+            out.push((length as u8 & 0x7f) | 0x80);
+            length >>= 7;
+        }
+        out.push(length as u8);
         out.extend_from_slice(part.as_bytes());
     }
     out.as_slice()
@@ -162,37 +182,68 @@ fn key(parts: &[&str]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableError(pub String);
 
-/// One (tenant, environment, customer id) of the tables, with what routing
-/// reads about it in one place: one map lookup per event finds it.
+/// One (tenant, environment, customer id) of the tables (what the rare
+/// unresolved path reads; routing reads the key tables' records).
 #[derive(Debug, Default)]
 struct Customer {
-    id: String,
     /// In the catalog's customers (not only named by a subscription).
     listed: bool,
-    /// The customer's line items in catalog order, with what routing reads
-    /// of each inline (one cache line each, next to each other).
-    routes: Vec<Route>,
     subscriptions: Vec<usize>,
+    /// The customer's line items in catalog order (indices into `routes`,
+    /// while building).
+    routes: Vec<u32>,
 }
 
-/// A line item as routing reads it (copied from `LineItem`).
-#[derive(Debug)]
+/// A customer as the key tables hold it: what routing needs to find it, in
+/// the key's cache line.
+#[derive(Debug, Clone, Copy, Default)]
+struct CustomerRecord {
+    /// Index into `Catalog::customers`.
+    customer: u32,
+    /// Its routes are `routes[first_route..first_route + route_count]`.
+    first_route: u32,
+    route_count: u32,
+    /// Its id is `customer_ids[id_start..id_start + id_len]`.
+    id_start: u32,
+    id_len: u32,
+    listed: bool,
+}
+
+const _: () = assert!(slot_size::<CustomerRecord>() == 64);
+
+/// A line item as routing reads it: the line item's window, its
+/// subscription's terms and (up to [`INLINE_PERIODS`]) periods, copied
+/// here so that a customer's routes are one contiguous run of memory.
+#[derive(Debug, Clone, Copy)]
 struct Route {
-    line_item: usize,
-    meter: usize,
-    subscription: usize,
+    line_item: u32,
+    meter: u32,
+    subscription: u32,
+    /// The subscription's period count; above [`INLINE_PERIODS`] they are
+    /// read from the subscription.
+    period_count: u32,
     start_us: i64,
     end_us: Option<i64>,
+    activity: Activity,
+    periods: [(i64, i64); INLINE_PERIODS],
 }
+
+/// Periods copied into each route: the window around now holds one or two
+/// of a monthly cycle, plus the ones late events added.
+const INLINE_PERIODS: usize = 4;
 
 /// The catalog tables of one or more catalog documents.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// (tenant, environment, customer id) -> index into `customers`.
-    by_id: FxHashMap<Vec<u8>, u32>,
-    /// (tenant, environment, external id) -> index into `customers`.
-    by_external_id: FxHashMap<Vec<u8>, u32>,
+    /// (tenant, environment, customer id) -> the customer's record.
+    by_id: KeyTable<CustomerRecord>,
+    /// (tenant, environment, external id) -> the customer's record.
+    by_external_id: KeyTable<CustomerRecord>,
     customers: Vec<Customer>,
+    /// The customers' ids, one after the other (`CustomerRecord::d`).
+    customer_ids: String,
+    /// Every customer's routes, each customer's next to each other.
+    routes: Vec<Route>,
     subscriptions: Vec<Subscription>,
     meters: Vec<Meter>,
     line_items: Vec<LineItem>,
@@ -238,13 +289,24 @@ impl Catalog {
         line_items: &[LineItemRow<'_>],
     ) -> Result<Catalog, TableError> {
         let mut catalog = Catalog::default();
+        // (tenant, environment, id) -> customer, and each customer's id.
+        let mut by_id: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+        let mut ids: Vec<&str> = Vec::new();
+        let mut customer_index = |catalog: &mut Catalog, tenant, environment, id| {
+            let next = catalog.customers.len() as u32;
+            let index = *by_id.entry(key(&[tenant, environment, id])).or_insert(next);
+            if index == next {
+                catalog.customers.push(Customer::default());
+                ids.push(id);
+            }
+            index
+        };
+        let mut external: Vec<(Vec<u8>, u32)> = Vec::new();
         for (tenant, environment, id, external_id) in customers {
-            let index = catalog.customer_index(tenant, environment, id);
+            let index = customer_index(&mut catalog, tenant, environment, id);
             catalog.customers[index as usize].listed = true;
             if !external_id.is_empty() {
-                catalog
-                    .by_external_id
-                    .insert(key(&[tenant, environment, external_id]), index);
+                external.push((key(&[tenant, environment, external_id]), index));
             }
         }
         let mut owners = Vec::new();
@@ -255,14 +317,21 @@ impl Catalog {
                 _ => Status::Other,
             };
             catalog.subscriptions.push(Subscription {
-                status,
-                start_us: row.start_us,
-                end_us: row.end_us,
-                cancelled_us: row.cancelled_us,
+                activity: Activity {
+                    status,
+                    start_us: row.start_us,
+                    end_us: row.end_us,
+                    cancelled_us: row.cancelled_us,
+                },
                 periods: Vec::new(),
+                routes: Vec::new(),
             });
-            let customer =
-                catalog.customer_index(row.tenant_id, row.environment_id, row.customer_id);
+            let customer = customer_index(
+                &mut catalog,
+                row.tenant_id,
+                row.environment_id,
+                row.customer_id,
+            );
             owners.push(customer);
             catalog.customers[customer as usize]
                 .subscriptions
@@ -306,31 +375,53 @@ impl Catalog {
                 end_us: row.end_us,
                 meter: row.meter,
             });
-            catalog.customers[customer as usize].routes.push(Route {
-                line_item: index,
-                meter: row.meter,
-                subscription: row.subscription,
-                start_us: row.start_us,
-                end_us: row.end_us,
+            catalog.customers[customer as usize]
+                .routes
+                .push(index as u32);
+        }
+        // Each customer's routes next to each other, in catalog order.
+        let mut records = Vec::with_capacity(catalog.customers.len());
+        for (index, customer) in catalog.customers.iter_mut().enumerate() {
+            let first = catalog.routes.len() as u32;
+            for item in std::mem::take(&mut customer.routes) {
+                let line_item = &catalog.line_items[item as usize];
+                let subscription = &mut catalog.subscriptions[line_item.subscription];
+                subscription.routes.push(catalog.routes.len() as u32);
+                catalog.routes.push(Route {
+                    line_item: item,
+                    meter: line_item.meter as u32,
+                    subscription: line_item.subscription as u32,
+                    period_count: 0,
+                    start_us: line_item.start_us,
+                    end_us: line_item.end_us,
+                    activity: subscription.activity,
+                    periods: [(0, 0); INLINE_PERIODS],
+                });
+            }
+            let id_at = catalog.customer_ids.len() as u32;
+            catalog.customer_ids.push_str(ids[index]);
+            let id_len = u32::try_from(ids[index].len())
+                .map_err(|_| TableError("customer id too long".to_string()))?;
+            records.push(CustomerRecord {
+                customer: index as u32,
+                first_route: first,
+                route_count: catalog.routes.len() as u32 - first,
+                id_start: id_at,
+                id_len,
+                listed: customer.listed,
             });
         }
+        catalog.by_id = KeyTable::new(
+            by_id
+                .iter()
+                .map(|(key, &index)| (key.as_slice(), records[index as usize])),
+        );
+        catalog.by_external_id = KeyTable::new(
+            external
+                .iter()
+                .map(|(key, index)| (key.as_slice(), records[*index as usize])),
+        );
         Ok(catalog)
-    }
-
-    /// The index of a customer in `customers`, added (unlisted) when new.
-    fn customer_index(&mut self, tenant: &str, environment: &str, id: &str) -> u32 {
-        let next = self.customers.len() as u32;
-        let index = *self
-            .by_id
-            .entry(key(&[tenant, environment, id]))
-            .or_insert(next);
-        if index == next {
-            self.customers.push(Customer {
-                id: id.to_string(),
-                ..Customer::default()
-            });
-        }
-        index
     }
 
     pub fn line_item(&self, index: usize) -> &LineItem {
@@ -352,11 +443,11 @@ impl Catalog {
         start_us: i64,
         end_us: i64,
     ) -> Result<(), TableError> {
-        let periods = &mut self
+        let record = self
             .subscriptions
             .get_mut(subscription)
-            .ok_or_else(|| TableError(format!("subscription {subscription} out of range")))?
-            .periods;
+            .ok_or_else(|| TableError(format!("subscription {subscription} out of range")))?;
+        let periods = &mut record.periods;
         let at = periods.partition_point(|(start, _)| *start < start_us);
         if periods.get(at).is_some_and(|p| p.0 == start_us) {
             return Ok(());
@@ -369,19 +460,29 @@ impl Catalog {
             )));
         }
         periods.insert(at, (start_us, end_us));
+        // The routes' copies follow.
+        let mut inline = [(0, 0); INLINE_PERIODS];
+        let count = periods.len();
+        if count <= INLINE_PERIODS {
+            inline[..count].copy_from_slice(periods);
+        }
+        for &route in &record.routes {
+            let route = &mut self.routes[route as usize];
+            route.period_count = count as u32;
+            route.periods = inline;
+        }
         Ok(())
     }
 
-    /// The catalog customer the event refers to (`customer_id_for`).
-    fn customer_of(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Option<&Customer> {
+    /// The record of the catalog customer the event refers to (`customer_id_for`).
+    fn customer_of(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Option<CustomerRecord> {
         let (tenant, environment) = (event.tenant_id, event.environment_id);
         if !event.customer_id.is_empty() {
             let found = self
                 .by_id
-                .get(key_in(buffer, &[tenant, environment, event.customer_id]))
-                .map(|&index| &self.customers[index as usize]);
+                .get(key_in(buffer, &[tenant, environment, event.customer_id]));
             if let Some(customer) = found.filter(|customer| customer.listed) {
-                return Some(customer);
+                return Some(*customer);
             }
         }
         self.by_external_id
@@ -389,7 +490,55 @@ impl Catalog {
                 buffer,
                 &[tenant, environment, event.external_customer_id],
             ))
-            .map(|&index| &self.customers[index as usize])
+            .copied()
+    }
+
+    /// A hint that `event` will be routed soon (no effect on any answer):
+    /// start loading the key table slot its customer lookup reads first.
+    /// `buffer` is scratch space for the key.
+    pub fn prefetch_customer(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) {
+        let (tenant, environment) = (event.tenant_id, event.environment_id);
+        if event.customer_id.is_empty() {
+            let external_id = event.external_customer_id;
+            (self.by_external_id).prefetch(key_in(buffer, &[tenant, environment, external_id]));
+        } else {
+            (self.by_id).prefetch(key_in(buffer, &[tenant, environment, event.customer_id]));
+        }
+    }
+
+    /// Find `event`'s customer and start loading its routes and id (best
+    /// issued once `prefetch_customer`'s slot has arrived, a few events
+    /// before `resolve_located`). `buffer` is scratch space for lookup keys.
+    pub fn locate(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Located {
+        let found = self.customer_of(event, buffer);
+        if let Some(customer) = &found {
+            let first = customer.first_route as usize;
+            let routes = &self.routes[first..first + customer.route_count as usize];
+            let start: *const u8 = routes.as_ptr().cast();
+            for offset in (0..std::mem::size_of_val(routes)).step_by(64) {
+                prefetch_line(start.wrapping_add(offset));
+            }
+            let id = self.customer_ids.as_ptr();
+            prefetch_line(id.wrapping_add(customer.id_start as usize));
+        }
+        Located(found)
+    }
+
+    /// The id of the customer `record` stands for.
+    fn customer_id(&self, record: &CustomerRecord) -> &str {
+        let start = record.id_start as usize;
+        &self.customer_ids[start..start + record.id_len as usize]
+    }
+
+    /// The route's period containing `ts` (see [`period_at`]).
+    fn route_period(&self, route: &Route, ts: i64) -> Result<Option<(i64, i64)>, ()> {
+        let count = route.period_count as usize;
+        let periods = if count <= INLINE_PERIODS {
+            &route.periods[..count]
+        } else {
+            &self.subscriptions[route.subscription as usize].periods
+        };
+        period_at(periods, route.activity.start_us, ts)
     }
 
     /// Every active usage line item the event hits, with its period and
@@ -417,31 +566,43 @@ impl Catalog {
         buffer: &mut Vec<u8>,
         matches: &mut Vec<Match>,
     ) -> (&'s str, Resolution) {
+        self.resolve_located(event, self.locate(event, buffer), matches)
+    }
+
+    /// `resolve_into` of an event `locate` found the customer of.
+    pub fn resolve_located<'s>(
+        &'s self,
+        event: &EventView<'s>,
+        located: Located,
+        matches: &mut Vec<Match>,
+    ) -> (&'s str, Resolution) {
         matches.clear();
-        let Some(customer) = self.customer_of(event, buffer) else {
+        let Some(customer) = located.0 else {
             return ("", Resolution::Unresolved(Unresolved::UnknownCustomer));
         };
+        let customer_id = self.customer_id(&customer);
         let ts = event.timestamp_us;
         let properties = event.properties;
         let ids = EventIds::new(event.tenant_id, event.environment_id, event.id);
         // Measuring is pure: a match measured before a missing period turns
         // up is simply dropped with the others.
         let mut need = Vec::new();
-        for route in &customer.routes {
-            let meter = &self.meters[route.meter];
+        let first = customer.first_route as usize;
+        let routes = &self.routes[first..first + customer.route_count as usize];
+        for route in routes {
+            let meter = &self.meters[route.meter as usize];
             if meter.event_name != event.event_name {
                 continue;
             }
-            let subscription = &self.subscriptions[route.subscription];
             let item_active = ts >= route.start_us && route.end_us.is_none_or(|end| ts < end);
-            if !(item_active && subscription.active_at(ts)) {
+            if !(item_active && route.activity.active_at(ts)) {
                 continue;
             }
-            let period = match subscription.period_at(ts) {
+            let period = match self.route_period(route, ts) {
                 Ok(Some(period)) => period,
                 Ok(None) => continue,
                 Err(()) => {
-                    need.push(route.subscription);
+                    need.push(route.subscription as usize);
                     continue;
                 }
             };
@@ -470,7 +631,7 @@ impl Catalog {
             };
             let measurement = measure::measure(&rule, &ids, properties, ts, period);
             matches.push(Match {
-                line_item: route.line_item,
+                line_item: route.line_item as usize,
                 period,
                 measurement,
             });
@@ -478,22 +639,22 @@ impl Catalog {
         if !need.is_empty() {
             matches.clear();
             need.dedup();
-            return (&customer.id, Resolution::NeedPeriods(need));
+            return (customer_id, Resolution::NeedPeriods(need));
         }
         if matches.is_empty() {
             // The reason only when there is no match (rare).
-            let reason = if customer
+            let reason = if self.customers[customer.customer as usize]
                 .subscriptions
                 .iter()
-                .any(|&s| self.subscriptions[s].active_at(ts))
+                .any(|&s| self.subscriptions[s].activity.active_at(ts))
             {
                 Unresolved::NoMatchingLineItem
             } else {
                 Unresolved::NoActiveSubscription
             };
-            return (&customer.id, Resolution::Unresolved(reason));
+            return (customer_id, Resolution::Unresolved(reason));
         }
-        (&customer.id, Resolution::Matched(Vec::new()))
+        (customer_id, Resolution::Matched(Vec::new()))
     }
 }
 
@@ -586,6 +747,50 @@ mod tests {
         assert_eq!(
             resolve(&catalog, "x", 300, us),
             Resolution::NeedPeriods(vec![1])
+        );
+    }
+
+    #[test]
+    fn routes_find_every_period_inline_or_on_the_subscription() {
+        let mut catalog = catalog();
+        let us = r#"{"region":"us"}"#;
+        let period_at = |catalog: &Catalog, ts| match resolve(catalog, "x", ts, us) {
+            Resolution::Matched(found) => Some(found[0].period),
+            _ => None,
+        };
+        let added = [(300, 400), (400, 450), (450, 480), (480, 500), (500, 600)];
+        for (count, &(start, end)) in added.iter().enumerate() {
+            // Before: not known yet (inactive from 500 on, cancelled); after:
+            // found, as are all before it (inline up to INLINE_PERIODS, then
+            // from the subscription).
+            let before = if start < 500 {
+                Resolution::NeedPeriods(vec![1])
+            } else {
+                Resolution::Unresolved(Unresolved::NoActiveSubscription)
+            };
+            assert_eq!(resolve(&catalog, "x", start, us), before, "{count}");
+            catalog.add_period(1, start, end).unwrap();
+            for &(start, end) in &added[..=count] {
+                let expected = (start < 500).then_some((start, end)); // cancelled at 500
+                assert_eq!(period_at(&catalog, start), expected);
+                assert_eq!(period_at(&catalog, end - 1), expected);
+            }
+            assert_eq!(period_at(&catalog, 299), Some((100, 300)));
+        }
+    }
+
+    #[test]
+    fn customers_with_long_keys_are_found() {
+        let long = "x".repeat(40);
+        let catalog = Catalog::new(&[("t", "e", "c", &long)], &[], &[], &[]).unwrap();
+        let resolved = resolve(&catalog, &long, 0, "{}");
+        assert_eq!(
+            resolved,
+            Resolution::Unresolved(Unresolved::NoActiveSubscription)
+        );
+        assert_eq!(
+            resolve(&catalog, &long[1..], 0, "{}"),
+            Resolution::Unresolved(Unresolved::UnknownCustomer)
         );
     }
 

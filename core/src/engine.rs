@@ -5,10 +5,10 @@
 //! reads stay in Python: `prepare` (route and measure, hold the rows), then
 //! `missing_states` / `load_states`, `lookup_keys` / `remember`, then `rate`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::aggregate::Snapshot;
-use crate::catalog::{Catalog, EventView, Resolution, Unresolved};
+use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
 use crate::event::{Properties, RawColumns};
 use crate::fxhash::FxHashMap;
@@ -16,6 +16,12 @@ use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
 use crate::sha256::UniqueHash;
+
+/// How many events ahead `prepare` starts loading a customer's key table
+/// slot, and (once that has arrived) looks the customer up and starts
+/// loading its routes.
+const SLOT_AHEAD: usize = 8;
+const LOCATE_AHEAD: usize = 4;
 
 /// Where a held row comes from (parallel to the held `Pending` rows).
 #[derive(Debug, Clone, Copy)]
@@ -200,19 +206,37 @@ impl Engine {
         let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
         let mut buffer = Vec::with_capacity(96);
         let mut matches = Vec::new();
-        for (event, members) in properties.iter().enumerate().take(columns.len()) {
-            let view = EventView {
-                id: columns.id.get(event),
-                tenant_id: columns.tenant_id.get(event),
-                environment_id: columns.environment_id.get(event),
-                event_name: columns.event_name.get(event),
-                customer_id: columns.customer_id.get(event),
-                external_customer_id: columns.external_customer_id.get(event),
-                timestamp_us: columns.timestamp_us[event],
-                properties: members,
-            };
+        let count = properties.len().min(columns.len());
+        let view = |event: usize| EventView {
+            id: columns.id.get(event),
+            tenant_id: columns.tenant_id.get(event),
+            environment_id: columns.environment_id.get(event),
+            event_name: columns.event_name.get(event),
+            customer_id: columns.customer_id.get(event),
+            external_customer_id: columns.external_customer_id.get(event),
+            timestamp_us: columns.timestamp_us[event],
+            properties: &properties[event],
+        };
+        // Routing an event waits on memory (the customer's slot, then its
+        // routes): those loads start a few events ahead. `ahead` holds the
+        // views of the events `event..event + SLOT_AHEAD`, `located` the
+        // customers of `event..event + LOCATE_AHEAD`.
+        let mut ahead: VecDeque<EventView<'_>> = (0..count.min(SLOT_AHEAD)).map(view).collect();
+        let mut located: VecDeque<Located> = VecDeque::with_capacity(LOCATE_AHEAD + 1);
+        for event in 0..count {
+            if event + SLOT_AHEAD < count {
+                let next = view(event + SLOT_AHEAD);
+                self.catalog.prefetch_customer(&next, &mut buffer);
+                ahead.push_back(next);
+            }
+            while located.len() <= LOCATE_AHEAD && located.len() < ahead.len() {
+                let next = &ahead[located.len()];
+                located.push_back(self.catalog.locate(next, &mut buffer));
+            }
+            let view = ahead.pop_front().expect("the view of this event");
+            let customer = located.pop_front().expect("the customer of this event");
             let (customer, resolution) =
-                self.catalog.resolve_into(&view, &mut buffer, &mut matches);
+                self.catalog.resolve_located(&view, customer, &mut matches);
             prepared.customers.push(customer);
             match resolution {
                 Resolution::Unresolved(reason) => prepared.unresolved.push((event, reason)),

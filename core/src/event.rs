@@ -138,16 +138,6 @@ impl RawColumns {
     }
 }
 
-/// Identifier fields in the reference's `_STRING_FIELDS` order.
-const STRING_FIELDS: [&str; 7] = [
-    "id",
-    "tenant_id",
-    "environment_id",
-    "event_name",
-    "source",
-    "customer_id",
-    "external_customer_id",
-];
 /// `_CHECK_ORDER`: the required fields first.
 const CHECK_ORDER: [&str; 7] = [
     "tenant_id",
@@ -158,7 +148,22 @@ const CHECK_ORDER: [&str; 7] = [
     "customer_id",
     "external_customer_id",
 ];
-const OTHER_KNOWN_FIELDS: [&str; 3] = ["timestamp", "properties", "ingested_at"];
+/// Every top-level field an event may have: the seven identifier fields in
+/// the reference's `_STRING_FIELDS` order, then the others.
+const KNOWN_FIELDS: [&str; 10] = [
+    "id",
+    "tenant_id",
+    "environment_id",
+    "event_name",
+    "source",
+    "customer_id",
+    "external_customer_id",
+    "timestamp",
+    "properties",
+    "ingested_at",
+];
+const TIMESTAMP: usize = 7;
+const PROPERTIES: usize = 8;
 
 /// orjson refuses to write containers nested this deep (counting the
 /// properties object itself); the reference then writes with `json.dumps`.
@@ -185,44 +190,48 @@ pub fn decode_event<'a>(
         return Err(Reason::MessageTooLarge);
     }
     let text = std::str::from_utf8(payload).map_err(|_| Reason::InvalidEncoding)?;
-    let document = json::parse(text).map_err(|_| Reason::InvalidJson)?;
-    let Value::Object(members) = &document else {
+    // The known fields straight into their slots (a repeated key: its last
+    // value, as the reference's dict); no member list of the event itself.
+    let document = json::parse_fields(text, &KNOWN_FIELDS).map_err(|_| Reason::InvalidJson)?;
+    let json::Fields::Object {
+        values: mut fields,
+        unknown_key,
+    } = document
+    else {
         return Err(Reason::NotAnObject);
     };
-    let known = |key: &str| STRING_FIELDS.contains(&key) || OTHER_KNOWN_FIELDS.contains(&key);
-    if members.iter().any(|(key, _)| !known(key)) {
+    if unknown_key {
         return Err(Reason::UnknownField);
     }
+    // Owned from here (the strings below borrow the other fields).
+    let properties = fields[PROPERTIES].take();
     let mut strings: [&str; 7] = [""; 7];
-    for (slot, name) in strings.iter_mut().zip(STRING_FIELDS) {
-        match document.get(name) {
+    for (slot, value) in strings.iter_mut().zip(&fields) {
+        match value {
             None | Some(Value::Null) => {}
-            Some(Value::Str(value)) if value.chars().count() <= limits.max_id_chars => {
-                *slot = value
-            }
-            Some(_) => return Err(string_error(&document, limits)),
+            Some(Value::Str(value)) if within(value, limits.max_id_chars) => *slot = value,
+            Some(_) => return Err(string_error(&fields, limits)),
         }
     }
     let [event_id, tenant_id, environment_id, event_name, source, customer_id, external_id] =
         strings;
     if tenant_id.is_empty() || event_name.is_empty() {
-        return Err(string_error(&document, limits));
+        return Err(string_error(&fields, limits));
     }
     let event_name = py_strip(event_name);
     if event_name.is_empty() || (customer_id.is_empty() && external_id.is_empty()) {
         return Err(Reason::MissingField);
     }
-    let empty = Value::Object(Vec::new());
-    let properties = match document.get("properties") {
-        None | Some(Value::Null) => &empty,
+    let properties = match properties {
+        None | Some(Value::Null) => Value::Object(Vec::new()),
         Some(value @ Value::Object(_)) => value,
         Some(_) => return Err(Reason::PropertiesNotObject),
     };
-    let Value::Object(property_members) = properties else {
+    let Value::Object(property_members) = &properties else {
         unreachable!("properties is an object")
     };
     check_properties(property_members, limits)?;
-    let timestamp_us = match document.get("timestamp") {
+    let timestamp_us = match &fields[TIMESTAMP] {
         None | Some(Value::Null) => fallback_timestamp_us,
         Some(Value::Str(text)) => parse_timestamp(text).map_err(|_| Reason::InvalidTimestamp)?,
         Some(_) => return Err(Reason::InvalidTimestamp),
@@ -240,34 +249,34 @@ pub fn decode_event<'a>(
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
     out.properties
-        .push_with(|text| write_properties(text, properties));
+        .push_with(|text| write_properties(text, &properties));
     derived_properties(
         property_members,
         &mut out.canonical_json,
         &mut out.numeric_json,
     );
     // The decoded properties, for routing and metering without parsing again.
-    let Value::Object(mut members) = document else {
-        unreachable!("an accepted event is an object")
+    let Value::Object(members) = properties else {
+        unreachable!("properties is an object")
     };
-    let position = members.iter().position(|(key, _)| key == "properties");
-    Ok(match position.map(|i| members.swap_remove(i).1) {
-        Some(Value::Object(properties)) => properties,
-        _ => Vec::new(),
-    })
+    Ok(members)
 }
 
 /// The first fault among the identifier fields, required ones first.
-fn string_error(document: &Value<'_>, limits: &Limits) -> Reason {
+fn string_error(fields: &[Option<Value<'_>>], limits: &Limits) -> Reason {
     for name in CHECK_ORDER {
-        let value = document.get(name);
+        let slot = KNOWN_FIELDS
+            .iter()
+            .position(|field| *field == name)
+            .expect("a string field");
+        let value = fields[slot].as_ref();
         let required = name == "tenant_id" || name == "event_name";
         match value {
             None | Some(Value::Null) if required => return Reason::MissingField,
             Some(Value::Str(text)) if required && text.is_empty() => return Reason::MissingField,
             None | Some(Value::Null) => {}
             Some(Value::Str(text)) => {
-                if text.chars().count() > limits.max_id_chars {
+                if !within(text, limits.max_id_chars) {
                     return Reason::ValueTooLarge;
                 }
             }
@@ -277,16 +286,22 @@ fn string_error(document: &Value<'_>, limits: &Limits) -> Reason {
     unreachable!("string_error is called only when a string field is invalid")
 }
 
+/// Whether `text` has at most `limit` code points (its byte length bounds
+/// their count, so short texts are not counted).
+fn within(text: &str, limit: usize) -> bool {
+    text.len() <= limit || text.chars().count() <= limit
+}
+
 fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
     for (key, value) in members {
-        if key.chars().count() > limits.max_key_chars {
+        if !within(key, limits.max_key_chars) {
             return Err(Reason::ValueTooLarge);
         }
         if let Value::Str(text) = value {
-            if text.chars().count() > limits.max_string_value_chars {
+            if !within(text, limits.max_string_value_chars) {
                 return Err(Reason::ValueTooLarge);
             }
         }

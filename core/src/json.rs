@@ -65,6 +65,50 @@ pub fn parse(text: &str) -> Result<Value<'_>, InvalidJson> {
     Ok(value)
 }
 
+/// A document read by [`parse_fields`].
+#[derive(Debug, PartialEq)]
+pub enum Fields<'a, const N: usize> {
+    /// A valid document that is not an object.
+    NotAnObject,
+    /// An object: per name its value (the last one when the key repeats),
+    /// and whether a key outside the names occurred.
+    Object {
+        values: [Option<Value<'a>>; N],
+        unknown_key: bool,
+    },
+}
+
+/// Parse a whole document (exactly as [`parse`] accepts it) whose top level
+/// is expected to be an object with members among `names`: their values go
+/// straight into their slots, without building the top-level member list
+/// (the values of other keys are checked and dropped).
+pub fn parse_fields<'a, const N: usize>(
+    text: &'a str,
+    names: &[&str; N],
+) -> Result<Fields<'a, N>, InvalidJson> {
+    let mut parser = Parser {
+        bytes: text.as_bytes(),
+        text,
+        pos: 0,
+    };
+    parser.skip_ws();
+    let fields = if parser.peek() == Some(b'{') {
+        let (values, unknown_key) = parser.fields(names)?;
+        Fields::Object {
+            values,
+            unknown_key,
+        }
+    } else {
+        parser.value(0)?;
+        Fields::NotAnObject
+    };
+    parser.skip_ws();
+    if parser.pos != parser.bytes.len() {
+        return Err(InvalidJson);
+    }
+    Ok(fields)
+}
+
 struct Parser<'a> {
     bytes: &'a [u8],
     text: &'a str,
@@ -130,21 +174,22 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+    /// Read an object (its opening brace at `pos`, `depth` counting it),
+    /// handing each key and value to `member` in document order.
+    fn members(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(Cow<'a, str>, Value<'a>),
+    ) -> Result<(), InvalidJson> {
         if depth > MAX_DEPTH {
             return Err(InvalidJson);
         }
         self.pos += 1;
-        let mut index: Option<HashMap<String, usize>> = None;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(Vec::new()));
+            return Ok(());
         }
-        // An event has about eight top-level members, its properties a few:
-        // room for them at once instead of growing 4 -> 8 -> 16.
-        let capacity = if depth == 1 { 10 } else { 4 };
-        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::with_capacity(capacity);
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
@@ -157,17 +202,72 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            let value = self.value(depth)?;
-            insert_member(&mut members, &mut index, key, value);
+            member(key, self.value(depth)?);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Value::Object(members));
+                    return Ok(());
                 }
                 _ => return Err(InvalidJson),
             }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+        let mut index: Option<HashMap<String, usize>> = None;
+        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
+        self.members(depth, |key, value| {
+            if members.capacity() == 0 {
+                // An event's properties have a few members: room for them
+                // at once instead of growing 1 -> 2 -> 4.
+                members.reserve_exact(4);
+            }
+            insert_member(&mut members, &mut index, key, value);
+        })?;
+        Ok(Value::Object(members))
+    }
+
+    /// The top-level object of [`parse_fields`] (depth 1, as `object`).
+    #[allow(clippy::type_complexity)]
+    fn fields<const N: usize>(
+        &mut self,
+        names: &[&str; N],
+    ) -> Result<([Option<Value<'a>>; N], bool), InvalidJson> {
+        let mut values: [Option<Value<'a>>; N] = std::array::from_fn(|_| None);
+        let mut unknown_key = false;
+        self.members(1, |key, value| {
+            match names.iter().position(|name| *name == key) {
+                Some(slot) => values[slot] = Some(value),
+                None => unknown_key = true,
+            }
+        })?;
+        Ok((values, unknown_key))
+    }
+
+    /// Advance to the next `"`, `\\` or control character (or the end).
+    fn skip_plain(&mut self) {
+        // Eight bytes at a time while none of them is special.
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let special = has_zero(word ^ (ONES * u64::from(b'"')))
+                | has_zero(word ^ (ONES * u64::from(b'\\')))
+                // A byte below 0x20: (b & 0xE0) == 0.
+                | has_zero(word & (ONES * 0xE0));
+            if special != 0 {
+                break;
+            }
+            self.pos += 8;
+        }
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            self.pos += 1;
         }
     }
 
@@ -176,12 +276,7 @@ impl<'a> Parser<'a> {
         let mut owned: Option<String> = None;
         loop {
             let start = self.pos;
-            while let Some(&b) = self.bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.skip_plain();
             // Runs end at ASCII bytes, so they are whole UTF-8 sequences.
             let run = &self.text[start..self.pos];
             match self.peek().ok_or(InvalidJson)? {
@@ -289,6 +384,17 @@ impl<'a> Parser<'a> {
             self.digits();
         }
         let literal = &self.text[start..self.pos];
+        // Up to 18 digits fit an i64: read them directly.
+        if integral && literal.len() <= 18 {
+            let (negative, digits) = match literal.strip_prefix('-') {
+                Some(digits) => (true, digits),
+                None => (false, literal),
+            };
+            let magnitude = digits
+                .bytes()
+                .fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
+            return Ok(Value::Int(if negative { -magnitude } else { magnitude }));
+        }
         if integral && literal.len() <= 21 {
             let value: i128 = literal.parse().map_err(|_| InvalidJson)?;
             if (-(1i128 << 63)..(1i128 << 64)).contains(&value) {
@@ -361,6 +467,19 @@ mod tests {
             Ok(Value::Float(18446744073709551616.0))
         );
         assert_eq!(parse("-0"), Ok(Value::Int(0)));
+        assert_eq!(parse("-12"), Ok(Value::Int(-12)));
+        assert_eq!(
+            parse("-999999999999999999"),
+            Ok(Value::Int(-999_999_999_999_999_999))
+        );
+        assert_eq!(
+            parse("-9223372036854775808"),
+            Ok(Value::Int(i128::from(i64::MIN)))
+        );
+        assert_eq!(
+            parse("-9223372036854775809"),
+            Ok(Value::Float(-9223372036854775809.0))
+        );
         assert_eq!(parse("1E2"), Ok(Value::Float(100.0)));
         assert_eq!(parse("1e400"), Err(InvalidJson));
         assert_eq!(parse("1e-400"), Ok(Value::Float(0.0)));
@@ -393,6 +512,64 @@ mod tests {
             "\u{feff}{}",
         ] {
             assert_eq!(parse(bad), Err(InvalidJson), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fields_take_the_last_value_and_flag_other_keys() {
+        let names = ["a", "b"];
+        let parsed = parse_fields(r#" {"a":1,"c":[{}],"a":{"x":"y"}} "#, &names).unwrap();
+        let Fields::Object {
+            values,
+            unknown_key,
+        } = parsed
+        else {
+            panic!("an object")
+        };
+        assert!(unknown_key);
+        assert_eq!(values[0], parse(r#"{"x":"y"}"#).ok());
+        assert_eq!(values[1], None);
+        assert_eq!(parse_fields("[1]", &names), Ok(Fields::NotAnObject));
+        // Validity is the whole document's, as `parse`'s, whatever the keys.
+        for text in [
+            r#"{"a":1,"c":01}"#,
+            r#"{"a":1}x"#,
+            r#"{"a":1,}"#,
+            r#"{"c":"\ud800"}"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(parse_fields(text, &names), Err(InvalidJson), "{text}");
+            assert_eq!(parse(text), Err(InvalidJson), "{text}");
+        }
+        let deep = format!(
+            r#"{{"c":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert_eq!(parse_fields(&deep, &names), Err(InvalidJson));
+    }
+
+    #[test]
+    fn strings_stop_at_each_special_byte_wherever_it_falls() {
+        // Every position of a quote, a backslash and a control byte relative
+        // to the eight-byte steps of the scanner.
+        for at in 0..20 {
+            let plain = "é".repeat(at / 2) + &"x".repeat(at % 2);
+            let text = format!("\"{plain}\"");
+            assert_eq!(parse(&text), Ok(Value::Str(plain.clone().into())));
+            let text = format!("\"{plain}\\n{plain}\"");
+            assert_eq!(
+                parse(&text),
+                Ok(Value::Str(format!("{plain}\n{plain}").into()))
+            );
+            let text = format!("\"{plain}\u{1f}\"");
+            assert_eq!(parse(&text), Err(InvalidJson));
+            let text = format!("\"{plain}\u{7f}\u{20}\"");
+            assert_eq!(
+                parse(&text),
+                Ok(Value::Str(format!("{plain}\u{7f} ").into()))
+            );
         }
     }
 

@@ -15,6 +15,7 @@ pub mod event;
 pub mod fixed;
 pub mod fxhash;
 pub mod json;
+pub mod key_table;
 pub mod measure;
 pub mod period_rating;
 pub mod pricing;

@@ -178,17 +178,20 @@ pub fn measure(
             field_missing: false,
         };
     }
-    if meter.aggregation == Aggregation::SumWithMultiplier {
-        if let Some(quantity) = scaled_product(raw(), meter.multiplier) {
-            return match quantity {
-                Some(quantity) => Measurement {
-                    quantity,
-                    unique_hash: event.event_hash(),
-                    field_missing: false,
-                },
-                None => missing(event),
-            };
-        }
+    let short = match meter.aggregation {
+        Aggregation::SumWithMultiplier => scaled_product(raw(), meter.multiplier),
+        Aggregation::WeightedSum => weighted_quantity(raw(), timestamp_us, period),
+        _ => None,
+    };
+    if let Some(quantity) = short {
+        return match quantity {
+            Some(quantity) => Measurement {
+                quantity,
+                unique_hash: event.event_hash(),
+                field_missing: false,
+            },
+            None => missing(event),
+        };
     }
     let Some(mut value) = parse_value(raw()) else {
         return missing(event);
@@ -294,6 +297,50 @@ fn scaled_product(value: Option<&Value<'_>>, multiplier: &Decimal) -> Option<Opt
         }
     };
     Some(Some(i128::try_from(scaled).ok()?))
+}
+
+/// `WEIGHTED_SUM`'s quantity in integers for a value `small_value` knows,
+/// strictly inside the period: `value × remaining / length`, exactly, rounded
+/// once to 15 places half away from zero; 0 for zero and negatives; `None`
+/// inside (a missing field) when the value is at or above 10^18, checked
+/// before weighting as the reference does. The outer `None`: take the general
+/// path (digit strings), which gives the same answers.
+///
+/// The general path multiplies by the weight truncated to 76 significant
+/// digits (`time_weight`). That truncation moves the product by less than
+/// `value × 10^-76` (below 10^-58), while an exact quotient that is not a tie
+/// lies at least `1 / (2 × length × 10^places)` (above 10^-34, a length being
+/// below 2^63 µs and places at most 15) from the nearest rounding boundary:
+/// so both round alike, except at an exact tie, where the truncated weight
+/// rounds down unless it was exact. Ties take the general path.
+fn weighted_quantity(
+    value: Option<&Value<'_>>,
+    timestamp_us: i64,
+    (start_us, end_us): (i64, i64),
+) -> Option<Option<i128>> {
+    let (negative, n, places) = small_value(value)?;
+    if negative || n == 0 {
+        return Some(Some(0));
+    }
+    let unit = 10u128.checked_pow(places)?;
+    if u128::from(n) >= 1_000_000_000_000_000_000 * unit {
+        return Some(None);
+    }
+    let length = i128::from(end_us) - i128::from(start_us);
+    let remaining = i128::from(end_us) - i128::from(timestamp_us);
+    if !(0 < remaining && remaining < length) {
+        return None; // weight 0 or 1: rare, the general path
+    }
+    let scaled = u128::from(n)
+        .checked_mul(remaining as u128)?
+        .checked_mul(fixed::ONE as u128)?;
+    let divisor = (length as u128).checked_mul(unit)?;
+    let (quotient, rest) = (scaled / divisor, scaled % divisor);
+    match (2 * rest).cmp(&divisor) {
+        std::cmp::Ordering::Less => Some(Some(quotient as i128)),
+        std::cmp::Ordering::Greater => Some(Some(quotient as i128 + 1)),
+        std::cmp::Ordering::Equal => None,
+    }
 }
 
 fn is_zero(value: &Decimal) -> bool {
@@ -500,6 +547,67 @@ mod tests {
             scaled_product(Some(&Value::Str(" 1".into())), &dec("1")),
             None
         );
+    }
+
+    #[test]
+    fn weighted_short_values_take_the_short_path_to_the_same_answer() {
+        let general = |value: &Value<'_>, ts: i64, period: (i64, i64)| {
+            let value = parse_value(Some(value)).unwrap();
+            if value.negative || is_zero(&value) {
+                return Some(0);
+            }
+            if too_large(&value) {
+                return None;
+            }
+            let weighted = mul_exact(&value, &time_weight(ts, period.0, period.1));
+            numeric_text(&weighted).map(|text| fixed::parse_scaled(&text).unwrap())
+        };
+        let values = [
+            Value::Int(7),
+            Value::Int(-7),
+            Value::Int(0),
+            Value::Int(999_999_999_999_999_999),
+            Value::Int(1_000_000_000_000_000_000),
+            Value::Int(i128::from(u64::MAX)),
+            Value::Float(12.34),
+            Value::Float(-0.0),
+            Value::Float(0.000000000000005),
+            Value::Float(0.0000000000000015),
+            Value::Float(4503.599627370495),
+            Value::Str("999999999999999999".into()),
+            Value::Str("42".into()),
+        ];
+        let periods = [
+            (0, 3),
+            (0, 4),
+            (0, 7),
+            (0, 1_000_000),
+            (-5, 2_678_400_000_000),
+        ];
+        let mut taken = 0;
+        for value in &values {
+            for period in periods {
+                for ts in [period.0, period.0 + 1, period.1 / 3, period.1 - 1, period.1] {
+                    // None: the general path (weight 0 or 1, a tie, or a
+                    // product beyond 128 bits).
+                    if let Some(short) = weighted_quantity(Some(value), ts, period) {
+                        taken += 1;
+                        assert_eq!(short, general(value, ts, period), "{value:?} {ts}");
+                    }
+                }
+            }
+        }
+        assert!(taken > 150, "{taken} of 325");
+        // Exact ties take the general path: 9e-15 × 1/6 is 1.5 units, which
+        // the truncated sixth rounds down; 3e-15 × 1/2 (an exact weight)
+        // rounds up.
+        let (nine, three) = (Value::Float(9e-15), Value::Float(3e-15));
+        assert_eq!(weighted_quantity(Some(&nine), 5, (0, 6)), None);
+        assert_eq!(general(&nine, 5, (0, 6)), Some(1));
+        assert_eq!(weighted_quantity(Some(&three), 2, (0, 4)), None);
+        assert_eq!(general(&three, 2, (0, 4)), Some(2));
+        // 3e-15 × 1/4 = 0.75 units is no tie: rounds up.
+        assert_eq!(weighted_quantity(Some(&three), 3, (0, 4)), Some(Some(1)));
     }
 
     #[test]

@@ -18,14 +18,18 @@ const END_SECONDS: i64 = 7_258_118_400;
 
 /// Microseconds since the epoch, or `Err` for an invalid timestamp.
 pub fn parse_timestamp(text: &str) -> Result<i64, InvalidTimestamp> {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() > MAX_CHARS {
-        return Err(InvalidTimestamp);
+    // The characters on the stack (no allocation per event).
+    let mut buffer = ['\0'; MAX_CHARS];
+    let mut count = 0;
+    for c in text.chars() {
+        if count == MAX_CHARS {
+            return Err(InvalidTimestamp);
+        }
+        buffer[count] = c;
+        count += 1;
     }
-    let mut cursor = Cursor {
-        chars: &chars,
-        pos: 0,
-    };
+    let chars = &buffer[..count];
+    let mut cursor = Cursor { chars, pos: 0 };
     // The shape first (any script's digits, as the reference's regular
     // expression matches them); the values must then be ASCII digits.
     let year = cursor.number(4)?;
