@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError
 
 from worker import __version__
 from worker.ops.settings import WorkerSettings
+from worker.ops.starting import StoppedWhileStarting, StopWhileStarting
 
 EXIT_USAGE = 2
 
@@ -63,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 0 once it owned partitions, caught up, committed and was idle this long; "
         "exit 3 if it never received a partition, 2 if the catalog stayed empty",
     )
-    usage.set_defaults(handler=_run_usage)
+    usage.set_defaults(handler=_stoppable_start(_run_usage))
     reprocess = consumers.add_parser("reprocess", help="serve reprocess requests")
     _bootstrap(reprocess)
     _store(reprocess)
     _idle(reprocess)
-    reprocess.set_defaults(handler=_run_reprocess)
+    reprocess.set_defaults(handler=_stoppable_start(_run_reprocess))
 
     produce = commands.add_parser("produce", help="produce events from a JSONL file")
     produce.add_argument("file", metavar="FILE.jsonl")
@@ -501,6 +502,21 @@ def _run_consumer(
             return run(metrics, health)
     except user_errors as exc:
         raise UserError(str(exc)) from None
+
+
+def _stoppable_start(run: Handler) -> Handler:
+    """``run`` with SIGTERM/SIGINT during its start-up ending it with exit 0 and
+    one line (:mod:`worker.ops.starting`); its loop then handles them itself."""
+
+    def guarded(args: argparse.Namespace, settings: WorkerSettings) -> int:
+        try:
+            with StopWhileStarting():
+                return run(args, settings)
+        except StoppedWhileStarting as stopped:
+            print(f"events-worker: {stopped}: nothing was consumed or committed", file=sys.stderr)
+            return 0
+
+    return guarded
 
 
 #: Exit status of ``run usage --exit-when-idle`` when no partition was ever owned.

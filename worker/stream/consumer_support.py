@@ -4,15 +4,15 @@ consumer configuration, the protocol's assign/release, the idle rule, signals.""
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.ops.settings import WorkerSettings
+from worker.ops.starting import SignalHandlers, loop_takes_over
 
 log = logging.getLogger(__name__)
 
@@ -216,36 +216,24 @@ def idle_long_enough(
     return idle_for_s >= limit
 
 
-class StopOnSignals:
+class StopOnSignals(SignalHandlers):
     """Context manager: SIGTERM/SIGINT call ``stop`` (the loop finishes its unit of work).
 
-    Restores the previous handlers on exit. Outside the main thread (tests)
-    signals cannot be handled; ``stop`` can still be called directly.
+    Restores the previous handlers on exit (a start-up guard they replaced
+    ignores signals from then on). Outside the main thread (tests) signals
+    cannot be handled; ``stop`` can still be called directly.
     """
 
     def __init__(self, stop: Callable[[], None], what: str) -> None:
+        super().__init__(self._handle)
         self._stop = stop
         self._what = what
-        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: %s", signum, self._what)
+        self._stop()
 
     def __enter__(self) -> StopOnSignals:
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %d: %s", signum, self._what)
-            self._stop()
-
-        try:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, handle)
-        except ValueError:  # not the main thread
-            pass
+        super().__enter__()
+        loop_takes_over(self)
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import queue
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -233,6 +236,43 @@ def test_run_usage_on_an_empty_catalog_topic_does_not_consume_and_exits_2_when_i
     assert "Traceback" not in stderr
     assert last.startswith("events-worker: catalog topic ") and "has no customers" in last
     assert "gave up after 1s" in last
+    _nothing_committed(env, 3)
+
+
+def test_sigterm_while_waiting_for_a_catalog_exits_0_with_one_line_and_commits_nothing(
+    with_events: Callable[[], dict[str, str]], tmp_path: Path
+) -> None:
+    """DESIGN §9: SIGTERM exits 0, also before the consumer loop runs (here:
+    waiting for a catalog); Python's default would end the process with -15."""
+    env = {**with_events(), "EW_LOG_LEVEL": "INFO"}
+    worker = start_cli(env, "run", "usage", "--store", f"chdb://{tmp_path / 'store'}")
+    lines: queue.Queue[str] = queue.Queue()
+    assert worker.stderr is not None
+    stderr = worker.stderr
+
+    def read() -> None:
+        for line in iter(stderr.readline, b""):
+            lines.put(line.decode())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    said: list[str] = []
+    try:
+        while not any("has no customers" in line for line in said):
+            said.append(lines.get(timeout=60))  # the wait for a catalog has begun
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, "".join(said)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+    reader.join(10)
+    while not lines.empty():
+        said.append(lines.get())
+    assert "Traceback" not in "".join(said)
+    assert said[-1] == (
+        "events-worker: stopped by signal 15 while starting: nothing was consumed or committed\n"
+    )
     _nothing_committed(env, 3)
 
 

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from worker.ops.settings import WorkerSettings
+from worker.ops.starting import StoppedWhileStarting, StopWhileStarting
 from worker.stream.consumer_support import (
     StopOnSignals,
     describe_consumer_error,
@@ -56,6 +57,19 @@ def test_sigterm_inside_the_context_calls_stop_and_handlers_are_restored() -> No
     before = signal.getsignal(signal.SIGTERM)
     with StopOnSignals(lambda: calls.append("stop"), "stopping"):
         os.kill(os.getpid(), signal.SIGTERM)
+    assert calls == ["stop"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_start_up_guard_stops_before_the_loop_and_is_quiet_after_it() -> None:
+    calls: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+    with StopWhileStarting():
+        with pytest.raises(StoppedWhileStarting, match="signal 15 while starting"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        with StopOnSignals(lambda: calls.append("stop"), "stopping"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the loop ended: its stop already runs
     assert calls == ["stop"]
     assert signal.getsignal(signal.SIGTERM) is before
 
