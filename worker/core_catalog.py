@@ -138,6 +138,10 @@ class CoreRouting:
         )
 
 
+def _within(periods: list[tuple[int, int]], instant: int) -> bool:
+    return any(start <= instant < end for start, end in periods)
+
+
 class PeriodSink(Protocol):
     """What takes a subscription's periods (the core's ``add_periods``)."""
 
@@ -185,18 +189,36 @@ class CyclePeriods:
     def add_at(self, core: PeriodSink, number: int, timestamp_us: int) -> None:
         """Add the period of subscription ``number`` containing ``timestamp_us``
         (none before its start date) and, when that period is not clamped by
-        its start date, the same boundaries to every subscription of its class."""
+        its start date, the same boundaries and the period after them to every
+        subscription of its class (events move forward in time: the class
+        crosses into the next period without a routing round)."""
         members, shared = self._class_of[number]
-        if any(start <= timestamp_us < end for start, end in shared):
+        if _within(shared, timestamp_us):
             return  # added already (or the instant is before its start date)
         period = self._add_own(core, number, timestamp_us)
         if period is None or period[0] <= self._starts[number]:
             return  # no period, or b_k unknown (clamped to the start date)
-        start, end = period
+        self._share(core, members, shared, period)
+        try:
+            following = self._add_own(core, number, period[1])
+        except OverflowError:  # the end of datetime's range: nothing after it
+            return
+        if following is not None and not _within(shared, following[0]):
+            self._share(core, members, shared, following)
+
+    def _share(
+        self,
+        core: PeriodSink,
+        members: list[int],
+        shared: list[tuple[int, int]],
+        period: tuple[int, int],
+    ) -> None:
+        """Add the unclamped ``period`` to every member, clamped to its start date."""
         shared.append(period)
+        start, end = period
         starts = self._starts
         for member in members:
-            if member != number and end > starts[member]:
+            if end > starts[member]:
                 core.add_periods(member, [(max(start, starts[member]), end)])
 
     def _add_own(self, core: PeriodSink, number: int, timestamp_us: int) -> tuple[int, int] | None:

@@ -115,7 +115,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self._around = (before, after)
         tables = catalog_tables(index)
         self._periods = CyclePeriods(tables.subscriptions)
-        self.bindings: list[LineItemBinding] = tables.bindings
+        self._set_bindings(tables.bindings)
         self._core = _core.CoreEngine(
             tables.arguments(),
             [terms_tuple(binding) for binding in tables.bindings],
@@ -138,7 +138,14 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         tables.add_periods_around(self._core, now - before, now + after)
         self.index = index
         self._periods = CyclePeriods(tables.subscriptions)
-        self.bindings = tables.bindings
+        self._set_bindings(tables.bindings)
+
+    def _set_bindings(self, bindings: list[LineItemBinding]) -> None:
+        self.bindings: list[LineItemBinding] = bindings
+        # Per line item its state's (tenant, environment, line item id).
+        self._state_names: list[tuple[str, str, str]] = [
+            (b.tenant_id, b.environment_id, b.line_item_id) for b in bindings
+        ]
 
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
@@ -174,15 +181,11 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         :meth:`drop` drops its state (or a catalog change): the caller keeps
         the pairs per partition and drops their states when it gives the
         partition up. Call once per batch, after :meth:`rate`."""
-        bindings = self.bindings
-        touched: list[tuple[PartitionKey, StateKey]] = []
-        for topic, partition, line_item, period_id in self._core.touched():
-            binding = bindings[line_item]
-            key = StateKey(
-                binding.tenant_id, binding.environment_id, binding.line_item_id, period_id
-            )
-            touched.append(((topic, partition), key))
-        return touched
+        names = self._state_names
+        return [
+            ((topic, partition), StateKey._make((*names[line_item], period_id)))
+            for topic, partition, line_item, period_id in self._core.touched()
+        ]
 
     def missing_states(self) -> set[StateKey]:
         return set(map(StateKey._make, self._core.missing_states()))

@@ -10,6 +10,7 @@ from worker.domain.catalog_index import SubscriptionTerms
 from worker.domain.periods import BillingCycle, BillingPeriodUnit
 
 _ANCHOR = datetime(2026, 1, 31, 5, 0, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Recorder:
@@ -38,24 +39,37 @@ def _expected(terms: SubscriptionTerms, at: datetime) -> tuple[int, int] | None:
     return None if period is None else (micros(period.start), micros(period.end))
 
 
+def _genuine(terms: SubscriptionTerms, periods: set[tuple[int, int]]) -> bool:
+    """Each period is what ``period_at`` answers for the subscription at its start."""
+    return all(
+        _expected(terms, _EPOCH + timedelta(microseconds=start)) == (start, end)
+        for start, end in periods
+    )
+
+
 def test_a_period_goes_to_every_class_member_as_its_own_period_at() -> None:
     march = datetime(2026, 3, 10, tzinfo=UTC)
     starts = [
         datetime(2026, 1, 1, tzinfo=UTC),  # long before: the whole period
         datetime(2026, 3, 5, tzinfo=UTC),  # inside the period: clamped
-        datetime(2026, 4, 20, tzinfo=UTC),  # after the period: none
+        datetime(2026, 4, 20, tzinfo=UTC),  # after the period: only the next one
     ]
     subscriptions = [_terms(n, start) for n, start in enumerate(starts)]
     subscriptions.append(_terms(3, starts[0], zone="UTC"))  # another class
     core = _Recorder()
     add_periods(core, CyclePeriods(subscriptions), [(0, micros(march))])
-    assert core.periods == {
-        0: {_expected(subscriptions[0], march)},
-        1: {_expected(subscriptions[1], march)},
-    }
-    assert _expected(subscriptions[2], march) is None
-    clamped = core.periods[1].pop()
+    assert set(core.periods) == {0, 1, 2}
+    assert all(_genuine(subscriptions[n], core.periods[n]) for n in range(3))
+    assert _expected(subscriptions[0], march) in core.periods[0]
+    clamped = _expected(subscriptions[1], march)
+    assert clamped is not None and clamped in core.periods[1]
     assert clamped[0] == micros(starts[1])  # the clamp really happened
+    assert _expected(subscriptions[2], march) is None
+    # The period after March's went to every member (clamped for the third).
+    april = datetime(2026, 4, 25, tzinfo=UTC)
+    assert all(_expected(subscriptions[n], april) in core.periods[n] for n in range(3))
+    assert len(core.periods[0]) == len(core.periods[1]) == 2
+    assert len(core.periods[2]) == 1
 
 
 def test_a_clamped_period_is_not_shared() -> None:
@@ -70,5 +84,6 @@ def test_a_clamped_period_is_not_shared() -> None:
     # Asked for by the other member, the unclamped period is computed and shared.
     add_periods(core, periods, [(1, micros(at)), (1, micros(at + timedelta(days=40)))])
     later = at + timedelta(days=40)
-    assert core.periods[1] == {_expected(subscriptions[1], at), _expected(subscriptions[1], later)}
+    assert {_expected(subscriptions[1], at), _expected(subscriptions[1], later)} <= core.periods[1]
     assert _expected(subscriptions[0], later) in core.periods[0]
+    assert all(_genuine(terms, core.periods[n]) for n, terms in enumerate(subscriptions))
