@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from worker import _core
 from worker.core_decode import Message, batch_arguments
@@ -93,7 +94,7 @@ class CoreRouting:
         after: timedelta = DEFAULT_PERIODS_AFTER,
     ) -> None:
         self._tables = catalog_tables(index)
-        self._subscriptions = self._tables.subscriptions
+        self._periods = CyclePeriods(self._tables.subscriptions)
         self._bindings = self._tables.bindings
         self._core = _core.CoreCatalog(self._tables.arguments())
         self._tables.add_periods_around(self._core, now - before, now + after)
@@ -112,7 +113,7 @@ class CoreRouting:
             )
             if not need:
                 break
-            add_periods(self._core, self._subscriptions, need)
+            add_periods(self._core, self._periods, need)
         else:  # pragma: no cover - each round adds every period the last one asked for
             raise RuntimeError("the core kept asking for billing periods")
         bindings = self._bindings
@@ -137,26 +138,97 @@ class CoreRouting:
         )
 
 
+def _within(periods: list[tuple[int, int]], instant: int) -> bool:
+    return any(start <= instant < end for start, end in periods)
+
+
+class PeriodSink(Protocol):
+    """What takes a subscription's periods (the core's ``add_periods``)."""
+
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None: ...
+
+
 def add_periods(
-    core: _core.CoreCatalog | _core.CoreEngine,
-    subscriptions: list[SubscriptionTerms],
+    core: PeriodSink,
+    periods: CyclePeriods,
     need: list[tuple[int, int]],
 ) -> None:
     """Add the periods the core asked for: (subscription, timestamp µs) each.
 
-    One ``period_at`` per missing period, not per event: the requests are
-    taken in (subscription, time) order and those inside the period just
-    added are skipped."""
-    last: tuple[int, int, int] | None = None  # (subscription, start µs, end µs)
+    Requests are taken in (subscription, time) order; see
+    :meth:`CyclePeriods.add_at` for what one request adds."""
     for number, timestamp_us in sorted(set(need)):
-        if last is not None and last[0] == number and last[1] <= timestamp_us < last[2]:
-            continue
-        cycle = subscriptions[number].cycle
+        periods.add_at(core, number, timestamp_us)
+
+
+class CyclePeriods:
+    """The billing periods of a catalog's subscriptions, computed once per cycle class.
+
+    Subscriptions whose cycles have the same anchor, unit, count and time
+    zone share their boundaries ``b_k`` (``BillingCycle.boundary`` ignores
+    ``start_date``); each one's period is ``[max(b_k, start_date), b_k+1)``
+    and none ends at or before its ``start_date``, exactly as ``period_at``.
+    So when one subscription needs a period, ``period_at`` runs once and the
+    period goes to every subscription of its class: their later events in it
+    need no Python and no new routing round.
+    """
+
+    def __init__(self, subscriptions: Sequence[SubscriptionTerms]) -> None:
+        self._subscriptions = subscriptions
+        self._starts = [micros(terms.cycle.start_date) for terms in subscriptions]
+        classes: dict[tuple[object, ...], tuple[list[int], list[tuple[int, int]]]] = {}
+        self._class_of: list[tuple[list[int], list[tuple[int, int]]]] = []
+        for number, terms in enumerate(subscriptions):
+            cycle = terms.cycle
+            key = (cycle.anchor, cycle.unit, cycle.count, cycle.timezone)
+            members, shared = classes.setdefault(key, ([], []))
+            members.append(number)
+            self._class_of.append((members, shared))
+        # Per class: (its members, the boundary pairs [b_k, b_k+1) already shared).
+
+    def add_at(self, core: PeriodSink, number: int, timestamp_us: int) -> None:
+        """Add the period of subscription ``number`` containing ``timestamp_us``
+        (none before its start date) and, when that period is not clamped by
+        its start date, the same boundaries and the period after them to every
+        subscription of its class (events move forward in time: the class
+        crosses into the next period without a routing round)."""
+        members, shared = self._class_of[number]
+        if _within(shared, timestamp_us):
+            return  # added already (or the instant is before its start date)
+        period = self._add_own(core, number, timestamp_us)
+        if period is None or period[0] <= self._starts[number]:
+            return  # no period, or b_k unknown (clamped to the start date)
+        self._share(core, members, shared, period)
+        try:
+            following = self._add_own(core, number, period[1])
+        except OverflowError:  # the end of datetime's range: nothing after it
+            return
+        if following is not None and not _within(shared, following[0]):
+            self._share(core, members, shared, following)
+
+    def _share(
+        self,
+        core: PeriodSink,
+        members: list[int],
+        shared: list[tuple[int, int]],
+        period: tuple[int, int],
+    ) -> None:
+        """Add the unclamped ``period`` to every member, clamped to its start date."""
+        shared.append(period)
+        start, end = period
+        starts = self._starts
+        for member in members:
+            if end > starts[member]:
+                core.add_periods(member, [(max(start, starts[member]), end)])
+
+    def _add_own(self, core: PeriodSink, number: int, timestamp_us: int) -> tuple[int, int] | None:
+        cycle = self._subscriptions[number].cycle
         period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
-        if period is not None:
-            start, end = micros(period.start), micros(period.end)
-            core.add_periods(number, [(start, end)])
-            last = (number, start, end)
+        if period is None:
+            return None
+        found = micros(period.start), micros(period.end)
+        core.add_periods(number, [found])
+        return found
 
 
 @dataclass(frozen=True, slots=True)

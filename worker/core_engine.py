@@ -16,9 +16,10 @@ With ``EW_ENGINE=core`` the usage batch step runs on it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
 
 import pyarrow as pa
 
@@ -26,11 +27,19 @@ from worker import _core
 from worker.core_catalog import (
     DEFAULT_PERIODS_AFTER,
     DEFAULT_PERIODS_BEFORE,
+    CyclePeriods,
     add_periods,
     catalog_tables,
 )
 from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
-from worker.core_rating import CoreState, terms_tuple
+from worker.core_rating import (
+    EMPTY_SNAPSHOT,
+    CoreState,
+    fingerprint_lists,
+    snapshot_tuple,
+    terms_tuple,
+)
+from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
 from worker.domain.rating import Outcome
@@ -105,8 +114,8 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self.index = index
         self._around = (before, after)
         tables = catalog_tables(index)
-        self._subscriptions = tables.subscriptions
-        self.bindings: list[LineItemBinding] = tables.bindings
+        self._periods = CyclePeriods(tables.subscriptions)
+        self._set_bindings(tables.bindings)
         self._core = _core.CoreEngine(
             tables.arguments(),
             [terms_tuple(binding) for binding in tables.bindings],
@@ -128,8 +137,15 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         before, after = self._around
         tables.add_periods_around(self._core, now - before, now + after)
         self.index = index
-        self._subscriptions = tables.subscriptions
-        self.bindings = tables.bindings
+        self._periods = CyclePeriods(tables.subscriptions)
+        self._set_bindings(tables.bindings)
+
+    def _set_bindings(self, bindings: list[LineItemBinding]) -> None:
+        self.bindings: list[LineItemBinding] = bindings
+        # Per line item its state's (tenant, environment, line item id).
+        self._state_names: list[tuple[str, str, str]] = [
+            (b.tenant_id, b.environment_id, b.line_item_id) for b in bindings
+        ]
 
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
@@ -156,7 +172,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
                         for topic, partition, first, after in offsets
                     },
                 )
-            add_periods(self._core, self._subscriptions, need)
+            add_periods(self._core, self._periods, need)
         raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
 
     def touched(self) -> list[tuple[PartitionKey, StateKey]]:
@@ -165,23 +181,35 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         :meth:`drop` drops its state (or a catalog change): the caller keeps
         the pairs per partition and drops their states when it gives the
         partition up. Call once per batch, after :meth:`rate`."""
-        bindings = self.bindings
-        touched: list[tuple[PartitionKey, StateKey]] = []
-        for topic, partition, line_item, period_id in self._core.touched():
-            binding = bindings[line_item]
-            key = StateKey(
-                binding.tenant_id, binding.environment_id, binding.line_item_id, period_id
-            )
-            touched.append(((topic, partition), key))
-        return touched
+        names = self._state_names
+        return [
+            ((topic, partition), StateKey._make((*names[line_item], period_id)))
+            for topic, partition, line_item, period_id in self._core.touched()
+        ]
 
     def missing_states(self) -> set[StateKey]:
-        return {StateKey(*key) for key in self._core.missing_states()}
+        return set(map(StateKey._make, self._core.missing_states()))
+
+    def load_states(
+        self,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
+    ) -> None:
+        """As :meth:`CoreState.load_states`; an empty snapshot (a state's
+        first load: most loads are) crosses as ``None``, not as texts."""
+        self._core.load_states(
+            [
+                (key, None if snapshot == EMPTY_SNAPSHOT else snapshot_tuple(snapshot))
+                for key, snapshot in snapshots.items()
+            ],
+            fingerprint_lists(stored_fingerprints),
+        )
 
     def lookup_keys(self) -> set[DedupKey]:
-        return {
-            DedupKey(StateKey(*key), unique_hash) for key, unique_hash in self._core.lookup_keys()
-        }
+        keys: set[DedupKey] = set()
+        for key, hashes in self._core.lookup_keys():
+            keys.update(map(DedupKey, repeat(StateKey._make(key)), hashes))
+        return keys
 
     def rate(self) -> EngineRated:
         """Rate the held rows in order (the GIL released meanwhile)."""

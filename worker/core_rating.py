@@ -84,13 +84,13 @@ def price_tuple(price: PriceTable) -> PriceTuple:
 
 
 SnapshotTuple = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
-_EMPTY_SNAPSHOT = AggregateSnapshot()
-_EMPTY_TOTAL = _text(_EMPTY_SNAPSHOT.total)
+EMPTY_SNAPSHOT = AggregateSnapshot()
+_EMPTY_TOTAL = _text(EMPTY_SNAPSHOT.total)
 
 
 def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
     """An ``AggregateSnapshot`` as the core reads it."""
-    if snapshot == _EMPTY_SNAPSHOT:  # a state's first load: most loads are
+    if snapshot == EMPTY_SNAPSHOT:  # a state's first load: most loads are
         return _EMPTY_TOTAL, 0, _EMPTY_TOTAL, None, []
     latest = snapshot.latest
     return (
@@ -107,12 +107,17 @@ def load_arguments(
     stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
 ) -> tuple[list[tuple[StateKey, SnapshotTuple]], dict[KeyTuple, list[int]] | None]:
     """``load_states``' arguments as the core reads them."""
-    fingerprints: dict[KeyTuple, list[int]] | None = (
-        None
-        if stored_fingerprints is None
-        else {key: list(values) for key, values in stored_fingerprints.items()}
-    )
-    return [(key, snapshot_tuple(s)) for key, s in snapshots.items()], fingerprints
+    snapshot_tuples = [(key, snapshot_tuple(s)) for key, s in snapshots.items()]
+    return snapshot_tuples, fingerprint_lists(stored_fingerprints)
+
+
+def fingerprint_lists(
+    stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
+) -> dict[KeyTuple, list[int]] | None:
+    """Stored fingerprints as the core reads them."""
+    if stored_fingerprints is None:
+        return None
+    return {key: list(values) for key, values in stored_fingerprints.items()}
 
 
 _Core = TypeVar("_Core", _core.CoreRater, _core.CoreEngine)
@@ -129,8 +134,9 @@ class CoreState(Generic[_Core]):
         return self._core.fingerprint_count
 
     def coverable(self, snapshots: Mapping[StateKey, AggregateSnapshot]) -> list[StateKey]:
-        counts = [(key, s.count) for key, s in snapshots.items()]
-        return [StateKey(*key) for key in self._core.coverable(counts)]
+        # The core takes only stored rows (count > 0): empty snapshots stay here.
+        counts = [(key, s.count) for key, s in snapshots.items() if s.count > 0]
+        return [StateKey(*key) for key in self._core.coverable(counts)] if counts else []
 
     def load_states(
         self,

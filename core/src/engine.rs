@@ -306,12 +306,12 @@ impl Engine {
 
     pub fn load_states(
         &mut self,
-        snapshots: &[(StateKey, Snapshot)],
+        snapshots: Vec<(StateKey, Snapshot)>,
         stored_fingerprints: Option<&HashMap<StateKey, Vec<u64>>>,
     ) {
         let snapshots: Vec<(RankKey, Snapshot)> = snapshots
-            .iter()
-            .filter_map(|(key, snapshot)| Some((self.rank_key(key)?, snapshot.clone())))
+            .into_iter()
+            .filter_map(|(key, snapshot)| Some((self.rank_key(&key)?, snapshot)))
             .collect();
         let fingerprints: Option<HashMap<RankKey, Vec<u64>>> = stored_fingerprints.map(|all| {
             all.iter()
@@ -325,10 +325,19 @@ impl Engine {
             });
     }
 
-    pub fn lookup_keys(&self) -> HashSet<(StateKey, String)> {
-        let keys = self.rater.lookup_keys(&self.pending);
-        keys.into_iter()
-            .map(|(key, unique_hash)| (self.state_key(&key), unique_hash.to_string()))
+    /// The held rows' dedup keys only the store can answer, grouped by
+    /// state: each state key once, with its unique hashes (each once).
+    pub fn lookup_keys(&self) -> Vec<(StateKey, Vec<String>)> {
+        let mut by_state: FxHashMap<RankKey, Vec<String>> = FxHashMap::default();
+        for (key, unique_hash) in self.rater.lookup_keys(&self.pending) {
+            by_state
+                .entry(key)
+                .or_default()
+                .push(unique_hash.to_string());
+        }
+        by_state
+            .into_iter()
+            .map(|(key, hashes)| (self.state_key(&key), hashes))
             .collect()
     }
 

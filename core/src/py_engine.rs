@@ -65,6 +65,61 @@ fn event_columns(raw: &RawColumns) -> [(&'static str, &StringColumn); 7] {
     ]
 }
 
+/// `values` as Python bytes of their little-endian bytes, written in place
+/// (no buffer in between).
+fn le_pybytes<'py, T: Copy, const N: usize>(
+    py: Python<'py>,
+    values: &[T],
+    to: impl Fn(T) -> [u8; N],
+) -> PyResult<Bound<'py, PyBytes>> {
+    gathered_le(py, values.len(), |i| to(values[i]))
+}
+
+/// Python bytes of `value(i)` for `i` in `0..count`, written in place.
+fn gathered_le<'py, const N: usize>(
+    py: Python<'py>,
+    count: usize,
+    value: impl Fn(usize) -> [u8; N],
+) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, count * N, |buffer| {
+        for (i, chunk) in buffer.chunks_exact_mut(N).enumerate() {
+            chunk.copy_from_slice(&value(i));
+        }
+        Ok(())
+    })
+}
+
+/// The utf8 buffers (int32 offsets, data) of `value(row)` for each of `rows`,
+/// gathered straight into Python bytes: sizes first, then one copy per value.
+/// Panics past 2 GiB of text (an Arrow `utf8` limit; a batch is far smaller).
+fn gathered_strings<'py, 'a>(
+    py: Python<'py>,
+    rows: &[i32],
+    value: impl Fn(usize) -> &'a str,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let mut end = 0usize;
+    let offsets = PyBytes::new_with(py, (rows.len() + 1) * 4, |buffer| {
+        let (first, rest) = buffer.split_at_mut(4);
+        first.copy_from_slice(&0i32.to_le_bytes());
+        for (chunk, &row) in rest.chunks_exact_mut(4).zip(rows) {
+            end += value(row as usize).len();
+            let offset = i32::try_from(end).expect("string column under 2 GiB");
+            chunk.copy_from_slice(&offset.to_le_bytes());
+        }
+        Ok(())
+    })?;
+    let data = PyBytes::new_with(py, end, |buffer| {
+        let mut at = 0;
+        for &row in rows {
+            let text = value(row as usize).as_bytes();
+            buffer[at..at + text.len()].copy_from_slice(text);
+            at += text.len();
+        }
+        Ok(())
+    })?;
+    Ok((offsets, data))
+}
+
 /// Sets `name: (offsets, data)` of a utf8 column.
 fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
     columns.set_item(name, string_buffers(columns.py(), column))
@@ -100,21 +155,13 @@ impl CoreEngine {
             let mut sources = event_columns(raw).to_vec();
             sources.push(("customer_id", customers));
             for (name, source) in sources {
-                let mut column =
-                    StringColumn::with_capacity(events.len(), events.len() * source.mean_len());
-                for &event in events {
-                    column.push(source.get(event as usize));
-                }
-                set_strings(columns, name, &column)?;
+                let buffers = gathered_strings(py, events, |event| source.get(event))?;
+                columns.set_item(name, buffers)?;
             }
-            let timestamps: Vec<i64> = events
-                .iter()
-                .map(|&event| raw.timestamp_us[event as usize])
-                .collect();
-            columns.set_item(
-                "timestamp",
-                PyBytes::new(py, &le_bytes(&timestamps, i64::to_le_bytes)),
-            )?;
+            let timestamps = gathered_le(py, events.len(), |row| {
+                raw.timestamp_us[events[row] as usize].to_le_bytes()
+            })?;
+            columns.set_item("timestamp", timestamps)?;
         }
         if line_items
             .iter()
@@ -126,11 +173,10 @@ impl CoreEngine {
         }
         let item_columns = pyo3::types::PyList::empty(py);
         for field in 0..LINE_ITEM_FIELDS {
-            let mut column = StringColumn::with_capacity(line_items.len(), line_items.len() * 16);
-            for &item in line_items {
-                column.push(&self.line_item_columns[item as usize][field]);
-            }
-            item_columns.append(string_buffers(py, &column))?;
+            let buffers = gathered_strings(py, line_items, |item| {
+                self.line_item_columns[item][field].as_str()
+            })?;
+            item_columns.append(buffers)?;
         }
         columns.set_item("line_item_columns", item_columns)
     }
@@ -167,10 +213,6 @@ impl CoreEngine {
     }
 }
 
-fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| to(*v)).collect()
-}
-
 /// The engine's catalog, terms and line item owners from the Python tables.
 #[allow(clippy::type_complexity)]
 fn engine_tables(
@@ -203,18 +245,9 @@ fn set_row_sources(
     periods: &[i64],
 ) -> PyResult<()> {
     let py = columns.py();
-    columns.set_item(
-        "event",
-        PyBytes::new(py, &le_bytes(events, i32::to_le_bytes)),
-    )?;
-    columns.set_item(
-        "line_item",
-        PyBytes::new(py, &le_bytes(line_items, i32::to_le_bytes)),
-    )?;
-    columns.set_item(
-        "period_id",
-        PyBytes::new(py, &le_bytes(periods, i64::to_le_bytes)),
-    )
+    columns.set_item("event", le_pybytes(py, events, i32::to_le_bytes)?)?;
+    columns.set_item("line_item", le_pybytes(py, line_items, i32::to_le_bytes)?)?;
+    columns.set_item("period_id", le_pybytes(py, periods, i64::to_le_bytes)?)
 }
 
 #[pymethods]
@@ -348,20 +381,24 @@ impl CoreEngine {
     #[pyo3(signature = (snapshots, stored_fingerprints=None))]
     fn load_states(
         &mut self,
-        snapshots: Vec<(KeyTuple, SnapshotTuple)>,
+        snapshots: Vec<(KeyTuple, Option<SnapshotTuple>)>,
         stored_fingerprints: Option<HashMap<KeyTuple, Vec<u64>>>,
     ) -> PyResult<()> {
         let snapshots = snapshots
-            .iter()
-            .map(|(key, snapshot)| Ok((key.clone(), snapshot_of(snapshot)?)))
+            .into_iter()
+            .map(|(key, snapshot)| {
+                let snapshot = snapshot.as_ref().map(snapshot_of).transpose()?;
+                Ok((key, snapshot.unwrap_or_default()))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         self.engine
-            .load_states(&snapshots, stored_fingerprints.as_ref());
+            .load_states(snapshots, stored_fingerprints.as_ref());
         Ok(())
     }
 
-    fn lookup_keys(&self) -> Vec<(KeyTuple, String)> {
-        self.engine.lookup_keys().into_iter().collect()
+    /// The dedup keys only the store can answer, by state: `(state key, unique hashes)`.
+    fn lookup_keys(&self) -> Vec<(KeyTuple, Vec<String>)> {
+        self.engine.lookup_keys()
     }
 
     fn remember(&mut self, owners: Vec<(KeyTuple, String, String)>) {
@@ -392,13 +429,14 @@ impl CoreEngine {
             .map_or(&no_ids, |(raw, _)| &raw.id);
         let (results, outcomes) = py.detach(|| engine.rate(ids));
         let (pending, sources) = engine.rows();
-        let mut row_index = Vec::new();
-        let mut events = Vec::new();
-        let mut line_items = Vec::new();
-        let mut periods = Vec::new();
-        let mut outcome_codes = Vec::new();
-        let mut hashes = StringColumn::with_capacity(results.len(), results.len() * 64);
-        let mut deltas: [Vec<i128>; 6] = Default::default();
+        let rows = results.len();
+        let mut row_index = Vec::with_capacity(rows);
+        let mut events = Vec::with_capacity(rows);
+        let mut line_items = Vec::with_capacity(rows);
+        let mut periods = Vec::with_capacity(rows);
+        let mut outcome_codes = Vec::with_capacity(rows);
+        let mut hashes = StringColumn::with_capacity(rows, rows * 64);
+        let mut deltas: [Vec<i128>; 6] = std::array::from_fn(|_| Vec::with_capacity(rows));
         let mut refused = Vec::new();
         for (i, result) in results.iter().enumerate() {
             let delta = match result {
@@ -428,15 +466,9 @@ impl CoreEngine {
             }
         }
         let columns = PyDict::new(py);
-        columns.set_item(
-            "row",
-            PyBytes::new(py, &le_bytes(&row_index, i32::to_le_bytes)),
-        )?;
+        columns.set_item("row", le_pybytes(py, &row_index, i32::to_le_bytes)?)?;
         set_row_sources(&columns, &events, &line_items, &periods)?;
-        columns.set_item(
-            "outcome",
-            PyBytes::new(py, &le_bytes(&outcome_codes, i8::to_le_bytes)),
-        )?;
+        columns.set_item("outcome", le_pybytes(py, &outcome_codes, i8::to_le_bytes)?)?;
         set_strings(&columns, "unique_hash", &hashes)?;
         let names = [
             "qty_total",
@@ -447,10 +479,7 @@ impl CoreEngine {
             "cost",
         ];
         for (name, column) in names.iter().zip(&deltas) {
-            columns.set_item(
-                *name,
-                PyBytes::new(py, &le_bytes(column, i128::to_le_bytes)),
-            )?;
+            columns.set_item(*name, le_pybytes(py, column, i128::to_le_bytes)?)?;
         }
         self.set_processed_columns(&columns, &events, &line_items)?;
         let counts = (outcomes.counted, outcomes.repeated, outcomes.skipped);

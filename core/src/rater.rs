@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::aggregate::{Aggregate, Bucket, Snapshot};
-use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::fxhash::FxHashMap;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
@@ -44,10 +44,19 @@ pub struct Pending<K = StateKey> {
     pub unique_hash: UniqueHash,
 }
 
+/// One state and what the rater keeps about it: one map lookup per row
+/// finds all of it.
 struct State {
     rating: PeriodRating,
     price: Price,
     count_unique: bool,
+    /// Rated or given owners since its owners were last forgotten (what
+    /// `committed` and `forget_hashes` visit; the reference's `_touched`).
+    touched: bool,
+    /// Covered: (insertion number, fingerprints of its stored and rated
+    /// hashes); the insertion number is the reference's dict order, which
+    /// breaks ties when trimming.
+    covered: Option<(u64, HashSet<u64>)>,
 }
 
 /// Outcome counts of one `rate` call.
@@ -63,10 +72,7 @@ pub struct Rater<K = StateKey> {
     // Keyed by state (catalog line item and period): the Fx hasher. Sets of
     // event-derived hashes keep std's SipHash.
     states: FxHashMap<K, State>,
-    touched: FxHashSet<K>,
-    /// Covered states -> (insertion number, fingerprints): the reference's
-    /// dict order breaks ties when trimming.
-    fingerprints: FxHashMap<K, (u64, HashSet<u64>)>,
+    /// Insertion numbers of coverings so far.
     inserted: u64,
     fingerprint_count: usize,
     max_fingerprints: usize,
@@ -80,8 +86,6 @@ impl<K: Key> Rater<K> {
     pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
         Rater {
             states: FxHashMap::default(),
-            touched: FxHashSet::default(),
-            fingerprints: FxHashMap::default(),
             inserted: 0,
             fingerprint_count: 0,
             max_fingerprints,
@@ -101,6 +105,8 @@ impl<K: Key> Rater<K> {
             rating: PeriodRating::new(&terms.price, terms.free_units, aggregate),
             price: terms.price.clone(),
             count_unique: terms.aggregation == Aggregation::CountUnique,
+            touched: false,
+            covered: None,
         })
     }
 
@@ -163,12 +169,12 @@ impl<K: Key> Rater<K> {
     pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, UniqueHash)> {
         let mut keys = HashSet::new();
         for row in rows {
-            let known = self.fingerprints.get(&row.key);
-            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint())) {
-                let state = self.states.get(&row.key);
-                if state.is_none_or(|s| !s.rating.knows(&row.unique_hash)) {
-                    keys.insert((row.key.clone(), row.unique_hash.clone()));
-                }
+            let state = self.states.get(&row.key);
+            let known = state.and_then(|s| s.covered.as_ref());
+            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
+                && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
+            {
+                keys.insert((row.key.clone(), row.unique_hash.clone()));
             }
         }
         keys
@@ -188,7 +194,7 @@ impl<K: Key> Rater<K> {
                 for (unique_hash, event_id) in &hashes {
                     state.rating.remember(unique_hash, event_id);
                 }
-                self.touched.insert(key.clone());
+                state.touched = true;
                 self.remembered += hashes.len();
             }
         }
@@ -215,9 +221,7 @@ impl<K: Key> Rater<K> {
                 self.states.insert(row.key.clone(), state);
             }
             let state = self.states.get_mut(&row.key).expect("inserted above");
-            if !self.touched.contains(&row.key) {
-                self.touched.insert(row.key.clone());
-            }
+            state.touched = true;
             let applied = state.rating.apply(
                 &state.price,
                 event_id(row.event),
@@ -241,7 +245,7 @@ impl<K: Key> Rater<K> {
                     continue;
                 }
             }
-            if let Some((_, known)) = self.fingerprints.get_mut(&row.key) {
+            if let Some((_, known)) = &mut state.covered {
                 if known.insert(row.unique_hash.fingerprint()) {
                     added += 1;
                 }
@@ -266,22 +270,19 @@ impl<K: Key> Rater<K> {
         }
         let beyond_bound = self.remembered > self.max_remembered;
         let mut kept: Vec<(usize, K)> = Vec::new();
-        for key in self.touched.clone() {
-            match self.states.get_mut(&key) {
-                None => {
-                    self.touched.remove(&key);
-                }
-                Some(state) if state.count_unique => kept.push((state.rating.remembered(), key)),
-                Some(state) => {
-                    if beyond_bound {
-                        state.rating.forget_hashes();
-                    } else {
-                        state.rating.age_owners();
-                    }
-                    if state.rating.remembered() == 0 {
-                        self.touched.remove(&key);
-                    }
-                }
+        // Each state on its own (the order of visits does not matter).
+        for (key, state) in self.states.iter_mut().filter(|(_, state)| state.touched) {
+            if state.count_unique {
+                kept.push((state.rating.remembered(), key.clone()));
+                continue;
+            }
+            if beyond_bound {
+                state.rating.forget_hashes();
+            } else {
+                state.rating.age_owners();
+            }
+            if state.rating.remembered() == 0 {
+                state.touched = false;
             }
         }
         let mut total: usize = kept.iter().map(|(size, _)| size).sum();
@@ -291,8 +292,8 @@ impl<K: Key> Rater<K> {
                 let Some((size, key)) = kept.pop() else { break };
                 if let Some(state) = self.states.get_mut(&key) {
                     state.rating.forget_hashes();
+                    state.touched = false;
                 }
-                self.touched.remove(&key);
                 total -= size;
             }
         }
@@ -302,19 +303,16 @@ impl<K: Key> Rater<K> {
     /// Drop remembered owners of both generations (once durable in the store).
     pub fn forget_hashes(&mut self) {
         self.remembered = 0;
-        for key in self.touched.drain() {
-            if let Some(state) = self.states.get_mut(&key) {
-                state.rating.forget_hashes();
-            }
+        for state in self.states.values_mut().filter(|state| state.touched) {
+            state.rating.forget_hashes();
+            state.touched = false;
         }
     }
 
-    /// Every key the rater holds something for (a state, a coverage, a touch).
+    /// Every key the rater holds something for (coverings and touches live
+    /// in the states).
     pub fn keys(&self) -> HashSet<K> {
-        let mut keys: HashSet<K> = self.states.keys().cloned().collect();
-        keys.extend(self.fingerprints.keys().cloned());
-        keys.extend(self.touched.iter().cloned());
-        keys
+        self.states.keys().cloned().collect()
     }
 
     /// Rename every key (a new catalog's numbering; `map` must keep keys
@@ -331,33 +329,31 @@ impl<K: Key> Rater<K> {
                 (key, state)
             })
             .collect();
-        self.touched = std::mem::take(&mut self.touched).iter().map(&map).collect();
-        self.fingerprints = std::mem::take(&mut self.fingerprints)
-            .into_iter()
-            .map(|(key, known)| (map(&key), known))
-            .collect();
     }
 
     /// Drop the state of `keys` (on revoke).
     pub fn drop_states(&mut self, keys: &[K]) {
         for key in keys {
-            self.states.remove(key);
-            self.touched.remove(key);
-            self.uncover(key);
+            if let Some(state) = self.states.remove(key) {
+                self.fingerprint_count -= state.covered.map_or(0, |(_, known)| known.len());
+            }
         }
     }
 
+    /// Cover the state of `key` (which must be held) with `fingerprints`.
     fn cover(&mut self, key: &K, fingerprints: &[u64]) {
         let known: HashSet<u64> = fingerprints.iter().copied().collect();
         self.uncover(key);
         self.fingerprint_count += known.len();
         self.inserted += 1;
-        self.fingerprints
-            .insert(key.clone(), (self.inserted, known));
+        if let Some(state) = self.states.get_mut(key) {
+            state.covered = Some((self.inserted, known));
+        }
     }
 
     fn uncover(&mut self, key: &K) {
-        if let Some((_, known)) = self.fingerprints.remove(key) {
+        let state = self.states.get_mut(key);
+        if let Some((_, known)) = state.and_then(|state| state.covered.take()) {
             self.fingerprint_count -= known.len();
         }
     }
@@ -369,9 +365,12 @@ impl<K: Key> Rater<K> {
         }
         let target = self.max_fingerprints * 3 / 4;
         let mut by_size: Vec<(usize, u64, K)> = self
-            .fingerprints
+            .states
             .iter()
-            .map(|(key, (order, known))| (known.len(), *order, key.clone()))
+            .filter_map(|(key, state)| {
+                let (order, known) = state.covered.as_ref()?;
+                Some((known.len(), *order, key.clone()))
+            })
             .collect();
         by_size.sort();
         while self.fingerprint_count > target {
