@@ -14,9 +14,10 @@ exact; inserts go through Arrow IPC (``send_insert``), typed by the table's
 columns. The dedup token travels in the INSERT's ``SETTINGS`` clause (chdb's
 streaming insert takes no parameters), so it is restricted to safe characters.
 
-Background merges run at the lowest CPU priority (:data:`ENGINE_SETTINGS`):
-embedded, they share the worker's cores, and a merge can wait where the
-batch in hand cannot (measured in ADR 0003, "Result").
+The engine is configured by ``chdb_config.xml`` (:data:`ENGINE_CONFIG`):
+embedded, ClickHouse shares the worker's cores, so background merges run at
+the lowest CPU priority (a merge can wait where the batch in hand cannot;
+measured in ADR 0003, "Result") and rewrite each row fewer times.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from worker.store.url import ChdbLocation
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 
-#: Server settings of the embedded engine, passed in chdb's connection string.
-#: ``os_threads_nice_value_merge_mutate = 19``: merge and mutation threads at
-#: nice 19, so the consumer loop, the insert and the broker client come
-#: first; merges take the idle CPU (a no-op without CAP_SYS_NICE). At half
-#: load (38.5k events/s, 2 cores shared with tansu and a paced producer) the
-#: steady-state event-to-commit p99 went from 3.3-3.8 s to 1.2-2.0 s.
-ENGINE_SETTINGS: Final = "os_threads_nice_value_merge_mutate=19"
+#: The embedded engine's configuration file, given in chdb's connection string
+#: (the first connection of a process decides it). Merge threads at nice 19:
+#: at half load (38.5k events/s, 2 cores shared with tansu and a paced
+#: producer) the steady-state event-to-commit p99 went from 3.3-3.8 s to
+#: 1.2-2.0 s. ``merge_selector_base = 10``: about half the merge CPU of the
+#: default for about three times the parts (the file says how it was measured).
+ENGINE_CONFIG: Final = Path(__file__).with_name("chdb_config.xml")
 
 
 class _SharedConnection:
@@ -74,7 +75,7 @@ def _connect(path: Path) -> Any:
 
     path.mkdir(parents=True, exist_ok=True)
     try:
-        return chdb.connect(f"file:{path}?{ENGINE_SETTINGS}")  # type: ignore[no-untyped-call]
+        return chdb.connect(f"file:{path}?config-file={ENGINE_CONFIG}")  # type: ignore[no-untyped-call]
     except Exception as exc:
         message = str(exc)
         if "already initialized" in message:

@@ -194,15 +194,18 @@ def test_every_query_runs_under_the_memory_cap(store: StoreUnderTest) -> None:
     assert int(cap) == QUERY_MAX_MEMORY_BYTES == 4 * 1024**3
 
 
-def test_the_embedded_engine_merges_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
-    """A fresh process opening a chdb store configures its engine (the first
-    connection to a directory decides it; this suite's own opened first)."""
+def test_the_embedded_engine_merges_cheaply_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
+    """A fresh process opening a chdb store configures its engine from
+    ``chdb_config.xml`` (the first connection to a directory decides it; this
+    suite's own opened first): merge threads at nice 19, merge base 10."""
     script = (
         "import sys\n"
         "from worker.store.connect import open_gateway\n"
         "gateway = open_gateway(sys.argv[1])\n"
         'print(gateway.query("SELECT value FROM system.server_settings "\n'
         "    \"WHERE name = 'os_threads_nice_value_merge_mutate'\")[0][0])\n"
+        'print(gateway.query("SELECT value FROM system.merge_tree_settings "\n'
+        "    \"WHERE name = 'merge_selector_base'\")[0][0])\n"
         "gateway.close()\n"
     )
     result = subprocess.run(
@@ -212,4 +215,4 @@ def test_the_embedded_engine_merges_at_the_lowest_cpu_priority(tmp_path: Path) -
         check=False,
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert result.stdout.decode().split() == ["19"]
+    assert result.stdout.decode().split() == ["19", "10"]
