@@ -142,11 +142,22 @@ def add_periods(
     subscriptions: list[SubscriptionTerms],
     need: list[tuple[int, int]],
 ) -> None:
-    """Add the periods the core asked for: (subscription, timestamp µs) each.
+    """Add the periods the core asked for: (subscription, timestamp µs) each
+    (see :func:`needed_periods`)."""
+    for number, start, end in needed_periods(subscriptions, need):
+        core.add_periods(number, [(start, end)])
+
+
+def needed_periods(
+    subscriptions: list[SubscriptionTerms], need: list[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """The periods the core asked for, (subscription, timestamp µs) each, as
+    (subscription, start µs, end µs).
 
     One ``period_at`` per missing period, not per event: the requests are
     taken in (subscription, time) order and those inside the period just
-    added are skipped."""
+    found are skipped."""
+    periods: list[tuple[int, int, int]] = []
     last: tuple[int, int, int] | None = None  # (subscription, start µs, end µs)
     for number, timestamp_us in sorted(set(need)):
         if last is not None and last[0] == number and last[1] <= timestamp_us < last[2]:
@@ -154,9 +165,9 @@ def add_periods(
         cycle = subscriptions[number].cycle
         period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
         if period is not None:
-            start, end = micros(period.start), micros(period.end)
-            core.add_periods(number, [(start, end)])
-            last = (number, start, end)
+            last = (number, micros(period.start), micros(period.end))
+            periods.append(last)
+    return periods
 
 
 @dataclass(frozen=True, slots=True)
