@@ -142,13 +142,13 @@ impl CoreEngine {
         let mut offsets: Vec<(u32, i64, i64)> = Vec::new();
         // The previous message's partition and its entry in `offsets`: runs of
         // one partition look nothing up.
-        let mut last: Option<(&str, i64, u32, usize)> = None;
+        let mut last: Option<(usize, u32, usize)> = None;
         for i in 0..batch.len() {
-            let (topic, partition) = batch.partition(i);
             let offset = batch.offset(i);
             let (number, entry) = match last {
-                Some((t, p, n, e)) if t == topic && p == partition => (n, e),
+                Some((previous, n, e)) if batch.same_partition(previous, i) => (n, e),
                 _ => {
+                    let (topic, partition) = batch.partition(i);
                     let number = self.partition_number(topic, partition);
                     match offsets.iter().position(|(n, _, _)| *n == number) {
                         Some(entry) => (number, entry),
@@ -159,7 +159,7 @@ impl CoreEngine {
                     }
                 }
             };
-            last = Some((topic, partition, number, entry));
+            last = Some((i, number, entry));
             numbers.push(number);
             offsets[entry].2 = offset + 1;
         }
