@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::mem::take;
 
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
@@ -218,8 +219,14 @@ impl Engine {
             customers: StringColumn::with_capacity(events, events * columns.customer_id.mean_len()),
             ..Prepared::default()
         };
-        // Most events match one line item: room for that, grown when more do.
-        let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
+        // The last batch's rows are done with: their room is reused (no fresh
+        // pages per batch). Most events match one line item: room for that,
+        // grown when more do.
+        let (mut pending, mut sources) = (take(&mut self.pending), take(&mut self.sources));
+        pending.clear();
+        sources.clear();
+        pending.reserve(events);
+        sources.reserve(events);
         let mut buffer = Vec::with_capacity(96);
         let mut matches = Vec::new();
         let count = properties.len().min(columns.len());

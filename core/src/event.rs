@@ -112,6 +112,29 @@ impl RawColumns {
         }
     }
 
+    /// Empty, keeping the room of the columns (for the next batch).
+    pub fn clear(&mut self) {
+        for column in self.string_columns_mut() {
+            column.clear();
+        }
+        self.timestamp_us.clear();
+    }
+
+    fn string_columns_mut(&mut self) -> [&mut StringColumn; 10] {
+        [
+            &mut self.id,
+            &mut self.tenant_id,
+            &mut self.environment_id,
+            &mut self.event_name,
+            &mut self.source,
+            &mut self.customer_id,
+            &mut self.external_customer_id,
+            &mut self.properties,
+            &mut self.canonical_json,
+            &mut self.numeric_json,
+        ]
+    }
+
     /// Rows held.
     pub fn len(&self) -> usize {
         self.timestamp_us.len()

@@ -168,12 +168,26 @@ fn prefetch_payload(payload: &[u8]) {
 
 /// The decode loop shared by `decode_batch`, `CoreCatalog.resolve_batch` and
 /// `CoreEngine.prepare`; `keep` collects the accepted events' properties.
-fn decode_all<'a>(batch: &'a Batch, mut keep: Option<&mut Vec<event::Properties<'a>>>) -> Decoded {
+/// The columns are written into `recycled` (emptied first) when given: the
+/// room of an earlier batch's columns, so no fresh pages per batch.
+fn decode_all<'a>(
+    batch: &'a Batch,
+    mut keep: Option<&mut Vec<event::Properties<'a>>>,
+    recycled: Option<RawColumns>,
+) -> Decoded {
     let count = batch.len();
     let mut accepted = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
-    let mut columns = RawColumns::with_capacity(count, bytes);
+    let mut columns = match recycled {
+        Some(mut columns) => {
+            columns.clear();
+            columns
+        }
+        None => {
+            let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
+            RawColumns::with_capacity(count, bytes)
+        }
+    };
     for i in 0..count {
         if let Some(Some(next)) = batch.values.get(i + PAYLOAD_AHEAD) {
             prefetch_payload(next);
@@ -339,7 +353,7 @@ impl CoreCatalog {
         let catalog = &self.catalog;
         Ok(py.detach(|| {
             let mut decoded = Vec::new();
-            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded));
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded), None);
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
@@ -412,7 +426,7 @@ fn decode_batch<'py>(
     Bound<'py, PyBytes>,
 )> {
     let batch = Batch::read(messages, now_us, limits)?;
-    let (accepted, rejected, columns) = py.detach(|| decode_all(&batch, None));
+    let (accepted, rejected, columns) = py.detach(|| decode_all(&batch, None, None));
     let (strings, timestamps) = raw_buffers(py, &columns)?;
     Ok((accepted, rejected, strings, timestamps))
 }

@@ -305,9 +305,11 @@ impl CoreEngine {
     ) -> PyResult<PrepareResult<'py>> {
         let batch = Batch::read(messages, now_us, limits)?;
         let (message_partitions, offsets) = self.batch_partitions(&batch);
+        // The last batch's columns are done with (`rate` copied them): their room is reused.
+        let recycled = self.held_columns.take().map(|(raw, _)| raw);
         let (accepted, rejected, columns, properties) = py.detach(|| {
             let mut properties = Vec::new();
-            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties));
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties), recycled);
             (accepted, rejected, columns, properties)
         });
         let mut round = 1;
