@@ -488,6 +488,28 @@ mod tests {
     }
 
     #[test]
+    fn cleared_columns_hold_what_fresh_ones_would() {
+        let (first, second) = (
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":1.5}}"#,
+            r#"{"tenant_id":"u","event_name":"b","external_customer_id":"x"}"#,
+        );
+        let mut reused = decode(first).unwrap();
+        reused.clear();
+        assert!(reused.is_empty());
+        let fallback_id = || "t-0-7".to_string();
+        decode_event(second.as_bytes(), fallback_id, 42, &LIMITS, &mut reused).unwrap();
+        let fresh = decode(second).unwrap();
+        for ((name, got), (_, want)) in reused.string_columns().iter().zip(fresh.string_columns()) {
+            assert_eq!(
+                (got.len(), got.data(), got.offset_bytes()),
+                (want.len(), want.data(), want.offset_bytes()),
+                "{name}"
+            );
+        }
+        assert_eq!(reused.timestamp_us, fresh.timestamp_us);
+    }
+
+    #[test]
     fn reasons_follow_the_reference_order() {
         let cases = [
             ("[]", Reason::NotAnObject),
