@@ -1,6 +1,6 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker.core_decode import Message
@@ -91,7 +91,11 @@ class CoreEngine:
     @property
     def fingerprint_count(self) -> int: ...
     def prepare(
-        self, messages: _Messages, now_us: int, limits: _Limits
+        self,
+        messages: _Messages,
+        now_us: int,
+        limits: _Limits,
+        periods_for: Callable[[_NeedPeriods], list[tuple[int, int, int]]] | None = None,
     ) -> tuple[
         _Accepted,
         _Rejected,

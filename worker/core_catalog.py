@@ -161,6 +161,27 @@ def add_periods(
         periods.add_at(core, number, timestamp_us)
 
 
+def needed_periods(
+    periods: CyclePeriods, need: list[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """What :func:`add_periods` would add for ``need``, as (subscription, start
+    µs, end µs) in order: the answer to ``CoreEngine.prepare``'s
+    ``periods_for``, which adds them itself and routes again."""
+    found = _CollectedPeriods()
+    add_periods(found, periods, need)
+    return found.periods
+
+
+class _CollectedPeriods:
+    """A :class:`PeriodSink` that keeps what it is given, in order."""
+
+    def __init__(self) -> None:
+        self.periods: list[tuple[int, int, int]] = []
+
+    def add_periods(self, subscription: int, periods: list[tuple[int, int]]) -> None:
+        self.periods.extend((subscription, start, end) for start, end in periods)
+
+
 class CyclePeriods:
     """The billing periods of a catalog's subscriptions, computed once per cycle class.
 

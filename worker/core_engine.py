@@ -28,8 +28,8 @@ from worker.core_catalog import (
     DEFAULT_PERIODS_AFTER,
     DEFAULT_PERIODS_BEFORE,
     CyclePeriods,
-    add_periods,
     catalog_tables,
+    needed_periods,
 )
 from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
 from worker.core_rating import (
@@ -52,7 +52,6 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _INTEGERS = {"row": pa.int32(), "event": pa.int32(), "line_item": pa.int32()}
 _INTEGERS |= {"period_id": pa.int64(), "outcome": pa.int8()}
 _DELTAS = ("qty_total", "qty_billable", "qty_free_applied", "tier_snapshot", "unit_cost", "cost")
-_MAX_PERIOD_ROUNDS = 3
 
 
 PartitionKey = tuple[str, int]
@@ -150,30 +149,29 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
     ) -> EnginePrepared:
-        """Decode, route and measure ``messages``; the core holds their rows."""
-        arguments = batch_arguments(messages, now, limits)
-        for _ in range(_MAX_PERIOD_ROUNDS):
-            accepted, rejected, need, customers, unresolved, missing, buffers, offsets = (
-                self._core.prepare(*arguments)
+        """Decode, route and measure ``messages``; the core holds their rows.
+
+        Billing periods the catalog lacks are added while the core routes
+        (it asks :func:`needed_periods`), so a batch is decoded once."""
+        periods = self._periods
+        accepted, rejected, need, customers, unresolved, missing, buffers, offsets = (
+            self._core.prepare(
+                *batch_arguments(messages, now, limits),
+                lambda need: needed_periods(periods, need),
             )
-            if not need:
-                rows = len(accepted)
-                return EnginePrepared(
-                    accepted,
-                    rejected,
-                    pa.Array.from_buffers(
-                        pa.string(), rows, [None, *(pa.py_buffer(b) for b in customers)]
-                    ),
-                    unresolved,
-                    missing,
-                    raw_columns(rows, *buffers),
-                    {
-                        (topic, partition): (first, after)
-                        for topic, partition, first, after in offsets
-                    },
-                )
-            add_periods(self._core, self._periods, need)
-        raise RuntimeError("the core kept asking for billing periods")  # pragma: no cover
+        )
+        if need:  # pragma: no cover - each round adds every period the last one asked for
+            raise RuntimeError("the core kept asking for billing periods")
+        rows = len(accepted)
+        return EnginePrepared(
+            accepted,
+            rejected,
+            pa.Array.from_buffers(pa.string(), rows, [None, *(pa.py_buffer(b) for b in customers)]),
+            unresolved,
+            missing,
+            raw_columns(rows, *buffers),
+            {(topic, partition): (first, after) for topic, partition, first, after in offsets},
+        )
 
     def touched(self) -> list[tuple[PartitionKey, StateKey]]:
         """The (partition, state) pairs of the prepared batch's held rows that

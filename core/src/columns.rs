@@ -32,6 +32,12 @@ impl StringColumn {
         }
     }
 
+    /// Empty, keeping the room of the buffers.
+    pub fn clear(&mut self) {
+        self.offsets.truncate(1);
+        self.data.clear();
+    }
+
     /// The average length of the values held (0 when empty).
     pub fn mean_len(&self) -> usize {
         self.data.len() / self.len().max(1)

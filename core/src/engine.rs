@@ -5,13 +5,17 @@
 //! reads stay in Python: `prepare` (route and measure, hold the rows), then
 //! `missing_states` / `load_states`, `lookup_keys` / `remember`, then `rate`.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::mem::take;
 
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
 use crate::event::{Properties, RawColumns};
 use crate::fxhash::FxHashMap;
+use crate::json::Value;
+use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
 use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
@@ -22,6 +26,19 @@ use crate::sha256::UniqueHash;
 /// loading its routes.
 const SLOT_AHEAD: usize = 8;
 const LOCATE_AHEAD: usize = 4;
+
+/// A hint that `properties` will be read soon (no effect on any answer):
+/// start loading the text of their first keys. Their keys mostly borrow from
+/// the payload, which decoding last touched a whole batch ago; filters and
+/// measuring compare them.
+fn prefetch_property_keys(properties: &[(Cow<'_, str>, Value<'_>)]) {
+    for (key, _) in properties.iter().take(PREFETCHED_KEYS) {
+        prefetch_line(key.as_ptr());
+    }
+}
+
+/// The keys `prefetch_property_keys` starts loading (an event has a few).
+const PREFETCHED_KEYS: usize = 4;
 
 /// Where a held row comes from (parallel to the held `Pending` rows).
 #[derive(Debug, Clone, Copy)]
@@ -202,8 +219,14 @@ impl Engine {
             customers: StringColumn::with_capacity(events, events * columns.customer_id.mean_len()),
             ..Prepared::default()
         };
-        // Most events match one line item: room for that, grown when more do.
-        let (mut pending, mut sources) = (Vec::with_capacity(events), Vec::with_capacity(events));
+        // The last batch's rows are done with: their room is reused (no fresh
+        // pages per batch). Most events match one line item: room for that,
+        // grown when more do.
+        let (mut pending, mut sources) = (take(&mut self.pending), take(&mut self.sources));
+        pending.clear();
+        sources.clear();
+        pending.reserve(events);
+        sources.reserve(events);
         let mut buffer = Vec::with_capacity(96);
         let mut matches = Vec::new();
         let count = properties.len().min(columns.len());
@@ -227,11 +250,13 @@ impl Engine {
             if event + SLOT_AHEAD < count {
                 let next = view(event + SLOT_AHEAD);
                 self.catalog.prefetch_customer(&next, &mut buffer);
+                prefetch_line(next.properties.as_ptr().cast());
                 ahead.push_back(next);
             }
             while located.len() <= LOCATE_AHEAD && located.len() < ahead.len() {
                 let next = &ahead[located.len()];
                 located.push_back(self.catalog.locate(next, &mut buffer));
+                prefetch_property_keys(next.properties);
             }
             let view = ahead.pop_front().expect("the view of this event");
             let customer = located.pop_front().expect("the customer of this event");

@@ -112,6 +112,29 @@ impl RawColumns {
         }
     }
 
+    /// Empty, keeping the room of the columns (for the next batch).
+    pub fn clear(&mut self) {
+        for column in self.string_columns_mut() {
+            column.clear();
+        }
+        self.timestamp_us.clear();
+    }
+
+    fn string_columns_mut(&mut self) -> [&mut StringColumn; 10] {
+        [
+            &mut self.id,
+            &mut self.tenant_id,
+            &mut self.environment_id,
+            &mut self.event_name,
+            &mut self.source,
+            &mut self.customer_id,
+            &mut self.external_customer_id,
+            &mut self.properties,
+            &mut self.canonical_json,
+            &mut self.numeric_json,
+        ]
+    }
+
     /// Rows held.
     pub fn len(&self) -> usize {
         self.timestamp_us.len()
@@ -462,6 +485,28 @@ mod tests {
             event.numeric_json.get(0),
             r#"{"n":"2.5","s":"10.000000000000000","f":"0.0000001"}"#
         );
+    }
+
+    #[test]
+    fn cleared_columns_hold_what_fresh_ones_would() {
+        let (first, second) = (
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":1.5}}"#,
+            r#"{"tenant_id":"u","event_name":"b","external_customer_id":"x"}"#,
+        );
+        let mut reused = decode(first).unwrap();
+        reused.clear();
+        assert!(reused.is_empty());
+        let fallback_id = || "t-0-7".to_string();
+        decode_event(second.as_bytes(), fallback_id, 42, &LIMITS, &mut reused).unwrap();
+        let fresh = decode(second).unwrap();
+        for ((name, got), (_, want)) in reused.string_columns().iter().zip(fresh.string_columns()) {
+            assert_eq!(
+                (got.len(), got.data(), got.offset_bytes()),
+                (want.len(), want.data(), want.offset_bytes()),
+                "{name}"
+            );
+        }
+        assert_eq!(reused.timestamp_us, fresh.timestamp_us);
     }
 
     #[test]

@@ -60,7 +60,11 @@ type Decoded = (Vec<usize>, Vec<(usize, &'static str)>, RawColumns);
 pub(crate) struct Batch {
     // Borrowed from the bytes and str objects: no copy.
     values: Vec<Option<PyBackedBytes>>,
+    /// One entry per run of messages sharing one topic object (a batch's
+    /// messages mostly share one), so a topic is read once per run.
     topics: Vec<PyBackedStr>,
+    /// Per message the index of its topic in `topics`.
+    topic_of: Vec<u32>,
     partitions: Vec<i64>,
     offsets: Vec<i64>,
     timestamps_ms: Vec<Option<i64>>,
@@ -84,7 +88,8 @@ impl Batch {
         let count = messages.len().unwrap_or(0);
         let mut batch = Batch {
             values: Vec::with_capacity(count),
-            topics: Vec::with_capacity(count),
+            topics: Vec::new(),
+            topic_of: Vec::with_capacity(count),
             partitions: Vec::with_capacity(count),
             offsets: Vec::with_capacity(count),
             timestamps_ms: Vec::with_capacity(count),
@@ -97,14 +102,18 @@ impl Batch {
                 max_string_value_chars: limits.4,
             },
         };
+        let mut last_topic: Option<Bound<'_, PyAny>> = None;
         for message in messages.try_iter()? {
             let message = message?;
             batch
                 .values
                 .push(message.getattr(intern!(py, "value"))?.extract()?);
-            batch
-                .topics
-                .push(message.getattr(intern!(py, "topic"))?.extract()?);
+            let topic = message.getattr(intern!(py, "topic"))?;
+            if !last_topic.as_ref().is_some_and(|last| last.is(&topic)) {
+                batch.topics.push(topic.extract()?);
+                last_topic = Some(topic);
+            }
+            batch.topic_of.push(batch.topics.len() as u32 - 1);
             batch
                 .partitions
                 .push(message.getattr(intern!(py, "partition"))?.extract()?);
@@ -124,7 +133,18 @@ impl Batch {
 
     /// Message `i`'s (topic, partition).
     pub(crate) fn partition(&self, i: usize) -> (&str, i64) {
-        (&self.topics[i], self.partitions[i])
+        (self.topic(i), self.partitions[i])
+    }
+
+    /// Message `i`'s topic.
+    fn topic(&self, i: usize) -> &str {
+        &self.topics[self.topic_of[i] as usize]
+    }
+
+    /// Whether messages `i` and `j` have the same (topic, partition); false
+    /// may also mean that their topics are equal but not the same object.
+    pub(crate) fn same_partition(&self, i: usize, j: usize) -> bool {
+        self.topic_of[i] == self.topic_of[j] && self.partitions[i] == self.partitions[j]
     }
 
     /// Message `i`'s offset.
@@ -133,21 +153,51 @@ impl Batch {
     }
 }
 
+/// Decoding a payload first waits on memory (the bytes object was last
+/// touched when Python built it): its loads start this many messages ahead.
+const PAYLOAD_AHEAD: usize = 4;
+
+/// A hint that `payload` will be decoded soon (no effect on any answer):
+/// start loading its first cache lines (all of a typical event).
+fn prefetch_payload(payload: &[u8]) {
+    let start = payload.as_ptr();
+    for offset in (0..payload.len().min(1024)).step_by(64) {
+        key_table::prefetch_line(start.wrapping_add(offset));
+    }
+}
+
 /// The decode loop shared by `decode_batch`, `CoreCatalog.resolve_batch` and
 /// `CoreEngine.prepare`; `keep` collects the accepted events' properties.
-fn decode_all<'a>(batch: &'a Batch, mut keep: Option<&mut Vec<event::Properties<'a>>>) -> Decoded {
+/// The columns are written into `recycled` (emptied first) when given: the
+/// room of an earlier batch's columns, so no fresh pages per batch.
+fn decode_all<'a>(
+    batch: &'a Batch,
+    mut keep: Option<&mut Vec<event::Properties<'a>>>,
+    recycled: Option<RawColumns>,
+) -> Decoded {
     let count = batch.len();
     let mut accepted = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
-    let mut columns = RawColumns::with_capacity(count, bytes);
+    let mut columns = match recycled {
+        Some(mut columns) => {
+            columns.clear();
+            columns
+        }
+        None => {
+            let bytes = batch.values.iter().flatten().map(|v| v.len()).sum();
+            RawColumns::with_capacity(count, bytes)
+        }
+    };
     for i in 0..count {
+        if let Some(Some(next)) = batch.values.get(i + PAYLOAD_AHEAD) {
+            prefetch_payload(next);
+        }
         let Some(value) = &batch.values[i] else {
             rejected.push((i, event::Reason::EmptyMessage.code()));
             continue;
         };
         let fallback_id = || {
-            let topic: &str = &batch.topics[i];
+            let topic = batch.topic(i);
             format!("{}-{}-{}", topic, batch.partitions[i], batch.offsets[i])
         };
         let fallback_us = match batch.timestamps_ms[i] {
@@ -303,7 +353,7 @@ impl CoreCatalog {
         let catalog = &self.catalog;
         Ok(py.detach(|| {
             let mut decoded = Vec::new();
-            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded));
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded), None);
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
@@ -376,7 +426,7 @@ fn decode_batch<'py>(
     Bound<'py, PyBytes>,
 )> {
     let batch = Batch::read(messages, now_us, limits)?;
-    let (accepted, rejected, columns) = py.detach(|| decode_all(&batch, None));
+    let (accepted, rejected, columns) = py.detach(|| decode_all(&batch, None, None));
     let (strings, timestamps) = raw_buffers(py, &columns)?;
     Ok((accepted, rejected, strings, timestamps))
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Unresolved};
 use crate::columns::StringColumn;
 use crate::engine::Engine;
 use crate::event::RawColumns;
@@ -188,13 +188,13 @@ impl CoreEngine {
         let mut offsets: Vec<(u32, i64, i64)> = Vec::new();
         // The previous message's partition and its entry in `offsets`: runs of
         // one partition look nothing up.
-        let mut last: Option<(&str, i64, u32, usize)> = None;
+        let mut last: Option<(usize, u32, usize)> = None;
         for i in 0..batch.len() {
-            let (topic, partition) = batch.partition(i);
             let offset = batch.offset(i);
             let (number, entry) = match last {
-                Some((t, p, n, e)) if t == topic && p == partition => (n, e),
+                Some((previous, n, e)) if batch.same_partition(previous, i) => (n, e),
                 _ => {
+                    let (topic, partition) = batch.partition(i);
                     let number = self.partition_number(topic, partition);
                     match offsets.iter().position(|(n, _, _)| *n == number) {
                         Some(entry) => (number, entry),
@@ -205,12 +205,32 @@ impl CoreEngine {
                     }
                 }
             };
-            last = Some((topic, partition, number, entry));
+            last = Some((i, number, entry));
             numbers.push(number);
             offsets[entry].2 = offset + 1;
         }
         (numbers, offsets)
     }
+}
+
+/// How many times `CoreEngine::prepare` routes a batch at most (each round
+/// after the first adds every period the one before asked for).
+const PERIOD_ROUNDS: usize = 3;
+
+/// The count of unresolved events per reason code, in order of first sight.
+fn unresolved_counts(unresolved: &[(usize, Unresolved)]) -> Vec<(&'static str, usize)> {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for (_, reason) in unresolved {
+        match counts.iter_mut().find(|(code, _)| *code == reason.code()) {
+            Some(entry) => entry.1 += 1,
+            None => counts.push((reason.code(), 1)),
+        }
+    }
+    counts
+}
+
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|v| to(*v)).collect()
 }
 
 /// The engine's catalog, terms and line item owners from the Python tables.
@@ -304,35 +324,53 @@ impl CoreEngine {
     }
 
     /// Decode, route and measure a batch (arguments as `decode_batch`) and
-    /// hold its rows. When `need` is not empty nothing is held: add those
-    /// periods and call again.
+    /// hold its rows. When routing finds events in billing periods the
+    /// catalog lacks, `periods_for` (if given) is called with the `need`
+    /// list `[(subscription, timestamp µs)]` and returns the periods to add
+    /// `[(subscription, start µs, end µs)]`; the batch is then routed again
+    /// (up to `PERIOD_ROUNDS` times) without decoding it again. When the
+    /// returned `need` is not empty nothing is held: add those periods and
+    /// call again.
+    #[pyo3(signature = (messages, now_us, limits, periods_for=None))]
     fn prepare<'py>(
         &mut self,
         py: Python<'py>,
         messages: &Bound<'py, PyAny>,
         now_us: i64,
         limits: LimitsTuple,
+        periods_for: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<PrepareResult<'py>> {
         let batch = Batch::read(messages, now_us, limits)?;
         let (message_partitions, offsets) = self.batch_partitions(&batch);
-        let engine = &mut self.engine;
-        let (accepted, rejected, prepared, unresolved, columns) = py.detach(|| {
-            let mut properties = Vec::new();
-            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties));
-            let event_partitions = accepted.iter().map(|&m| message_partitions[m]).collect();
-            let prepared = engine.prepare(&columns, &properties, event_partitions);
-            let mut unresolved: Vec<(&'static str, usize)> = Vec::new();
-            for (_, reason) in &prepared.unresolved {
-                match unresolved
-                    .iter_mut()
-                    .find(|(code, _)| *code == reason.code())
-                {
-                    Some(entry) => entry.1 += 1,
-                    None => unresolved.push((reason.code(), 1)),
-                }
-            }
-            (accepted, rejected, prepared, unresolved, columns)
+        // The last batch's columns are done with (`rate` copied them): their room is reused.
+        let recycled = self.held_columns.take().map(|(raw, _)| raw);
+        let (accepted, rejected, columns, properties) = py.detach(|| {
+            let mut properties = Vec::with_capacity(batch.len());
+            let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties), recycled);
+            (accepted, rejected, columns, properties)
         });
+        let mut round = 1;
+        let prepared = loop {
+            let event_partitions = accepted.iter().map(|&m| message_partitions[m]).collect();
+            let engine = &mut self.engine;
+            let prepared = py.detach(|| engine.prepare(&columns, &properties, event_partitions));
+            let Some(periods_for) = periods_for.filter(|_| !prepared.need.is_empty()) else {
+                break prepared;
+            };
+            if round == PERIOD_ROUNDS {
+                break prepared;
+            }
+            round += 1;
+            let periods: Vec<(usize, i64, i64)> =
+                periods_for.call1((&prepared.need,))?.extract()?;
+            let catalog = self.engine.catalog_mut();
+            for (subscription, start, end) in periods {
+                catalog
+                    .add_period(subscription, start, end)
+                    .map_err(table_error)?;
+            }
+        };
+        let unresolved = unresolved_counts(&prepared.unresolved);
         let customers = string_buffers(py, &prepared.customers);
         let buffers = raw_buffers(py, &columns)?;
         self.held_columns = Some((columns, prepared.customers));
