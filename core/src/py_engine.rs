@@ -229,10 +229,6 @@ fn unresolved_counts(unresolved: &[(usize, Unresolved)]) -> Vec<(&'static str, u
     counts
 }
 
-fn le_bytes<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| to(*v)).collect()
-}
-
 /// The engine's catalog, terms and line item owners from the Python tables.
 #[allow(clippy::type_complexity)]
 fn engine_tables(
