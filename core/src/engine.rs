@@ -294,7 +294,8 @@ impl Engine {
         self.resolve_slots();
         let mut found = Vec::new();
         let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
-        for ((row, source), &slot) in rows {
+        for (i, ((row, source), &slot)) in rows.enumerate() {
+            self.rater.prefetch_ahead(&self.slots, i);
             let partition = self.event_partitions[source.event];
             let new = if slot == NO_SLOT {
                 let seen = self.reported.entry(row.key).or_default();

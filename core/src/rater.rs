@@ -9,6 +9,7 @@ use std::hash::Hash;
 
 use crate::aggregate::{Aggregate, Bucket, Snapshot};
 use crate::fxhash::FxHashMap;
+use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
@@ -57,8 +58,11 @@ struct State {
     /// hashes); the insertion number is the reference's dict order, which
     /// breaks ties when trimming.
     covered: Option<(u64, HashSet<u64>)>,
-    /// The partitions `report` was told about (the fused engine's `touched`).
-    reported: Vec<u32>,
+    /// The partitions `report` was told about (the fused engine's
+    /// `touched`): the first one in the record (`u32::MAX`: none), which is
+    /// all most states ever get, the others after it.
+    first_reported: u32,
+    more_reported: Vec<u32>,
 }
 
 /// Outcome counts of one `rate` call.
@@ -75,6 +79,10 @@ pub type Slot = u32;
 
 /// A row whose state is not held.
 pub const NO_SLOT: Slot = Slot::MAX;
+
+/// How many rows ahead a pass over resolved rows starts loading a state
+/// record (states are scattered over far more memory than the caches hold).
+pub const STATE_AHEAD: usize = 6;
 
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
 ///
@@ -131,7 +139,8 @@ impl<K: Key> Rater<K> {
             count_unique: terms.aggregation == Aggregation::CountUnique,
             touched: false,
             covered: None,
-            reported: Vec::new(),
+            first_reported: u32::MAX,
+            more_reported: Vec::new(),
         })
     }
 
@@ -167,6 +176,24 @@ impl<K: Key> Rater<K> {
             if *slot == NO_SLOT {
                 *slot = self.slot(&row.key).unwrap_or(NO_SLOT);
             }
+        }
+    }
+
+    /// Start loading the record of the state in `slot` (a hint: `NO_SLOT`
+    /// or a stale slot is harmless).
+    pub fn prefetch(&self, slot: Slot) {
+        if let Some(held) = self.states.get(slot as usize) {
+            let start: *const u8 = (held as *const Option<(K, State)>).cast();
+            for offset in (0..std::mem::size_of::<Option<(K, State)>>()).step_by(64) {
+                prefetch_line(start.wrapping_add(offset));
+            }
+        }
+    }
+
+    /// `prefetch` of the state `STATE_AHEAD` rows after `row` of `slots`.
+    pub fn prefetch_ahead(&self, slots: &[Slot], row: usize) {
+        if let Some(&slot) = slots.get(row + STATE_AHEAD) {
+            self.prefetch(slot);
         }
     }
 
@@ -290,17 +317,21 @@ impl<K: Key> Rater<K> {
         rows: &'r [Pending<K>],
         slots: &'r [Slot],
     ) -> impl Iterator<Item = &'r Pending<K>> + 'r {
-        rows.iter().zip(slots).filter_map(move |(row, &slot)| {
-            let state = (slot != NO_SLOT).then(|| self.state(slot));
-            let known = state.and_then(|s| s.covered.as_ref());
-            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
-                && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
-            {
-                Some(row)
-            } else {
-                None
-            }
-        })
+        rows.iter()
+            .zip(slots)
+            .enumerate()
+            .filter_map(move |(i, (row, &slot))| {
+                self.prefetch_ahead(slots, i);
+                let state = (slot != NO_SLOT).then(|| self.state(slot));
+                let known = state.and_then(|s| s.covered.as_ref());
+                if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
+                    && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
+                {
+                    Some(row)
+                } else {
+                    None
+                }
+            })
     }
 
     /// Record stored unique hashes and the event ids that counted them.
@@ -349,7 +380,9 @@ impl<K: Key> Rater<K> {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
         let mut added = 0;
-        for (row, slot) in rows.iter().zip(slots.iter_mut()) {
+        for (i, row) in rows.iter().enumerate() {
+            self.prefetch_ahead(slots, i);
+            let slot = &mut slots[i];
             if *slot == NO_SLOT {
                 // A state created for an earlier row of this batch, or a new one.
                 *slot = match self.slot(&row.key) {
@@ -479,18 +512,23 @@ impl<K: Key> Rater<K> {
     /// Record that `partition` touched the state in `slot` (held); false
     /// when it was recorded before (until the state is dropped or `unreport_all`).
     pub fn report(&mut self, slot: Slot, partition: u32) -> bool {
-        let reported = &mut self.state_mut(slot).reported;
-        if reported.contains(&partition) {
+        let state = self.state_mut(slot);
+        if state.first_reported == u32::MAX {
+            state.first_reported = partition;
+            return true;
+        }
+        if state.first_reported == partition || state.more_reported.contains(&partition) {
             return false;
         }
-        reported.push(partition);
+        state.more_reported.push(partition);
         true
     }
 
     /// Forget every `report`.
     pub fn unreport_all(&mut self) {
         for (_, state) in self.held_mut() {
-            state.reported.clear();
+            state.first_reported = u32::MAX;
+            state.more_reported.clear();
         }
     }
 
