@@ -483,21 +483,64 @@ mod tests {
         Engine::new(catalog, terms, owners, Rater::new(10, 10))
     }
 
-    /// Prepare one event per partition number in `partitions` and rate them.
-    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
-        let payloads: Vec<String> = (0..partitions.len())
-            .map(|i| format!(r#"{{"id":"e{i}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
+    /// Prepare one event per id of `ids`, on `partitions` (one each); the raw columns.
+    fn prepare_ids(engine: &mut Engine, ids: &[String], partitions: Vec<u32>) -> RawColumns {
+        let payloads: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"id":"{id}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
             .collect();
         let mut columns = RawColumns::new();
         let properties: Vec<_> = payloads
             .iter()
             .map(|p| decode_event(p.as_bytes(), String::new, 5, &LIMITS, &mut columns).unwrap())
             .collect();
-        let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
+        let prepared = engine.prepare(&columns, &properties, partitions);
         assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
         assert_eq!(prepared.customers.get(0), "c");
+        columns
+    }
+
+    /// Prepare one event per partition number in `partitions` and rate them.
+    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
+        let ids: Vec<String> = (0..partitions.len()).map(|i| format!("e{i}")).collect();
+        let columns = prepare_ids(engine, &ids, partitions.to_vec());
         engine.rate(&columns.id);
         engine.touched()
+    }
+
+    /// Prepare events `ids` on partition 0.
+    fn prepare_on_0(engine: &mut Engine, ids: &[&str]) -> RawColumns {
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let partitions = vec![0; ids.len()];
+        prepare_ids(engine, &ids, partitions)
+    }
+
+    /// The period's billable quantity after each rated row (scaled).
+    fn tier_snapshots(rated: &Rated) -> Vec<i128> {
+        let rows = rated.0.iter();
+        rows.map(|row| row.as_ref().unwrap().as_ref().unwrap().tier_snapshot)
+            .collect()
+    }
+
+    #[test]
+    fn rows_resolved_before_a_drop_are_resolved_again() {
+        let one = crate::fixed::ONE;
+        let mut engine = engine();
+        let columns = prepare_on_0(&mut engine, &["a"]);
+        assert_eq!(engine.missing_states().len(), 1);
+        assert_eq!(tier_snapshots(&engine.rate(&columns.id)), vec![one]);
+        // Resolved to the held state, which carries on.
+        let columns = prepare_on_0(&mut engine, &["b"]);
+        assert!(engine.missing_states().is_empty());
+        assert_eq!(tier_snapshots(&engine.rate(&columns.id)), vec![2 * one]);
+        // Resolved, then dropped (a revoke between the phases): a new state.
+        let columns = prepare_on_0(&mut engine, &["c", "d"]);
+        assert!(engine.missing_states().is_empty());
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(engine.missing_states().len(), 1);
+        let rated = engine.rate(&columns.id);
+        assert_eq!(tier_snapshots(&rated), vec![one, 2 * one]);
+        assert_eq!(engine.rater().keys().len(), 1);
     }
 
     #[test]
