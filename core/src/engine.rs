@@ -18,7 +18,7 @@ use crate::json::Value;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange};
-use crate::rater::{Outcomes, Pending, Rater, StateKey, Terms};
+use crate::rater::{Outcomes, Pending, Rater, Slot, StateKey, Terms, NO_SLOT};
 use crate::sha256::UniqueHash;
 
 /// How many events ahead `prepare` starts loading a customer's key table
@@ -115,7 +115,15 @@ pub struct Engine {
     sources: Vec<RowSource>,
     /// Per decoded event of the prepared batch: its partition (the caller's numbering).
     event_partitions: Vec<u32>,
-    /// Per state: the partitions `touched` reported it for, until it is dropped.
+    /// Per held row its state's slot in the rater (`NO_SLOT`: none held), as
+    /// of the rater's `(epoch, created)` in `resolved_at` (None: not resolved
+    /// since `prepare`). Resolved once per batch: the passes after it index
+    /// the rater's states instead of probing its map per row.
+    slots: Vec<Slot>,
+    resolved_at: Option<(u64, u64)>,
+    /// Per state without a held state (a `touched` before `rate`): the
+    /// partitions `touched` reported it for; a held state keeps its own
+    /// (`Rater::report`), until it is dropped.
     reported: FxHashMap<RankKey, Vec<u32>>,
 }
 
@@ -139,6 +147,8 @@ impl Engine {
             pending: Vec::new(),
             sources: Vec::new(),
             event_partitions: Vec::new(),
+            slots: Vec::new(),
+            resolved_at: None,
             reported: FxHashMap::default(),
         }
     }
@@ -173,8 +183,10 @@ impl Engine {
         (self.catalog, self.terms, self.ranks, self.rank_of) = (catalog, terms, ranks, rank_of);
         self.pending.clear();
         self.sources.clear();
+        self.resolved_at = None;
         // Ranks changed: report every state again (reporting twice is harmless).
         self.reported.clear();
+        self.rater.unreport_all();
     }
 
     fn state_key(&self, key: &RankKey) -> StateKey {
@@ -293,6 +305,7 @@ impl Engine {
         }
         (self.pending, self.sources) = (pending, sources);
         self.event_partitions = event_partitions;
+        self.resolved_at = None;
         prepared
     }
 
@@ -303,20 +316,52 @@ impl Engine {
     /// and drops those states when it gives a partition up, so a batch costs
     /// Python work per *new* pair only.
     pub fn touched(&mut self) -> Vec<(u32, usize, i64)> {
+        self.resolve_slots();
         let mut found = Vec::new();
-        for (row, source) in self.pending.iter().zip(&self.sources) {
+        let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
+        for (i, ((row, source), &slot)) in rows.enumerate() {
+            self.rater.prefetch_ahead(&self.slots, i);
             let partition = self.event_partitions[source.event];
-            let seen = self.reported.entry(row.key).or_default();
-            if !seen.contains(&partition) {
-                seen.push(partition);
+            let new = if slot == NO_SLOT {
+                let seen = self.reported.entry(row.key).or_default();
+                !seen.contains(&partition) && {
+                    seen.push(partition);
+                    true
+                }
+            } else {
+                // What was reported while the state was not held moves into it.
+                if !self.reported.is_empty() {
+                    for earlier in self.reported.remove(&row.key).unwrap_or_default() {
+                        self.rater.report(slot, earlier);
+                    }
+                }
+                self.rater.report(slot, partition)
+            };
+            if new {
                 found.push((partition, source.line_item, row.key.1));
             }
         }
         found
     }
 
-    pub fn missing_states(&self) -> HashSet<StateKey> {
-        let missing = self.rater.missing_states(&self.pending);
+    /// Resolve the held rows' state slots (`slots`) unless they are current:
+    /// after a drop or a catalog change all of them, after new states only
+    /// the rows that had none.
+    fn resolve_slots(&mut self) {
+        let now = (self.rater.epoch(), self.rater.created());
+        match self.resolved_at {
+            Some(at) if at == now => {}
+            Some((epoch, _)) if epoch == now.0 => {
+                self.rater.refresh(&self.pending, &mut self.slots)
+            }
+            _ => self.rater.resolve(&self.pending, &mut self.slots),
+        }
+        self.resolved_at = Some(now);
+    }
+
+    pub fn missing_states(&mut self) -> HashSet<StateKey> {
+        self.resolve_slots();
+        let missing = Rater::missing_at(&self.pending, &self.slots);
         missing.iter().map(|key| self.state_key(key)).collect()
     }
 
@@ -352,13 +397,17 @@ impl Engine {
 
     /// The held rows' dedup keys only the store can answer, grouped by
     /// state: each state key once, with its unique hashes (each once).
-    pub fn lookup_keys(&self) -> Vec<(StateKey, Vec<String>)> {
+    pub fn lookup_keys(&mut self) -> Vec<(StateKey, Vec<String>)> {
+        self.resolve_slots();
+        let mut unique: HashSet<(RankKey, &UniqueHash)> = HashSet::new();
         let mut by_state: FxHashMap<RankKey, Vec<String>> = FxHashMap::default();
-        for (key, unique_hash) in self.rater.lookup_keys(&self.pending) {
-            by_state
-                .entry(key)
-                .or_default()
-                .push(unique_hash.to_string());
+        for row in self.rater.lookup_rows(&self.pending, &self.slots) {
+            if unique.insert((row.key, &row.unique_hash)) {
+                by_state
+                    .entry(row.key)
+                    .or_default()
+                    .push(row.unique_hash.to_string());
+            }
         }
         by_state
             .into_iter()
@@ -379,8 +428,15 @@ impl Engine {
     /// Rate the held rows in order (they stay held for reading until the next
     /// `prepare`). `ids` is the prepared batch's event id column.
     pub fn rate(&mut self, ids: &StringColumn) -> Rated {
-        self.rater
-            .rate(&self.pending, &self.terms, |event| ids.get(event))
+        self.resolve_slots();
+        let rated = self
+            .rater
+            .rate_at(&self.pending, &mut self.slots, &self.terms, |event| {
+                ids.get(event)
+            });
+        // `rate_at` wrote the slots of the states it created.
+        self.resolved_at = Some((self.rater.epoch(), self.rater.created()));
+        rated
     }
 
     pub fn committed(&mut self) {
@@ -452,21 +508,64 @@ mod tests {
         Engine::new(catalog, terms, owners, Rater::new(10, 10))
     }
 
-    /// Prepare one event per partition number in `partitions` and rate them.
-    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
-        let payloads: Vec<String> = (0..partitions.len())
-            .map(|i| format!(r#"{{"id":"e{i}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
+    /// Prepare one event per id of `ids`, on `partitions` (one each); the raw columns.
+    fn prepare_ids(engine: &mut Engine, ids: &[String], partitions: Vec<u32>) -> RawColumns {
+        let payloads: Vec<String> = ids
+            .iter()
+            .map(|id| format!(r#"{{"id":"{id}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
             .collect();
         let mut columns = RawColumns::new();
         let properties: Vec<_> = payloads
             .iter()
             .map(|p| decode_event(p.as_bytes(), String::new, 5, &LIMITS, &mut columns).unwrap())
             .collect();
-        let prepared = engine.prepare(&columns, &properties, partitions.to_vec());
+        let prepared = engine.prepare(&columns, &properties, partitions);
         assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
         assert_eq!(prepared.customers.get(0), "c");
+        columns
+    }
+
+    /// Prepare one event per partition number in `partitions` and rate them.
+    fn touched_by(engine: &mut Engine, partitions: &[u32]) -> Vec<(u32, usize, i64)> {
+        let ids: Vec<String> = (0..partitions.len()).map(|i| format!("e{i}")).collect();
+        let columns = prepare_ids(engine, &ids, partitions.to_vec());
         engine.rate(&columns.id);
         engine.touched()
+    }
+
+    /// Prepare events `ids` on partition 0.
+    fn prepare_on_0(engine: &mut Engine, ids: &[&str]) -> RawColumns {
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let partitions = vec![0; ids.len()];
+        prepare_ids(engine, &ids, partitions)
+    }
+
+    /// The period's billable quantity after each rated row (scaled).
+    fn tier_snapshots(rated: &Rated) -> Vec<i128> {
+        let rows = rated.0.iter();
+        rows.map(|row| row.as_ref().unwrap().as_ref().unwrap().tier_snapshot)
+            .collect()
+    }
+
+    #[test]
+    fn rows_resolved_before_a_drop_are_resolved_again() {
+        let one = crate::fixed::ONE;
+        let mut engine = engine();
+        let columns = prepare_on_0(&mut engine, &["a"]);
+        assert_eq!(engine.missing_states().len(), 1);
+        assert_eq!(tier_snapshots(&engine.rate(&columns.id)), vec![one]);
+        // Resolved to the held state, which carries on.
+        let columns = prepare_on_0(&mut engine, &["b"]);
+        assert!(engine.missing_states().is_empty());
+        assert_eq!(tier_snapshots(&engine.rate(&columns.id)), vec![2 * one]);
+        // Resolved, then dropped (a revoke between the phases): a new state.
+        let columns = prepare_on_0(&mut engine, &["c", "d"]);
+        assert!(engine.missing_states().is_empty());
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(engine.missing_states().len(), 1);
+        let rated = engine.rate(&columns.id);
+        assert_eq!(tier_snapshots(&rated), vec![one, 2 * one]);
+        assert_eq!(engine.rater().keys().len(), 1);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the per-event deltas of free, billable and rated amounts that telescope to
 //! the invoice (DESIGN.md §4), with the dedup of unique hashes.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use crate::aggregate::Aggregate;
@@ -75,8 +76,22 @@ struct Owners {
 
 impl Owners {
     fn owner(&self, unique_hash: &UniqueHash) -> Option<&str> {
-        let &(start, end) = self.known.get(unique_hash)?;
-        Some(&self.ids[start as usize..end as usize])
+        Some(Self::id_at(&self.ids, *self.known.get(unique_hash)?))
+    }
+
+    /// The event id at `range` of `ids`.
+    fn id_at(ids: &str, (start, end): (u32, u32)) -> &str {
+        &ids[start as usize..end as usize]
+    }
+
+    /// Append `event_id` to `ids`; its range there.
+    fn push_id(ids: &mut String, event_id: &str) -> (u32, u32) {
+        let start = ids.len();
+        ids.push_str(event_id);
+        (
+            u32::try_from(start).expect("owners under 4 GiB"),
+            u32::try_from(ids.len()).expect("owners under 4 GiB"),
+        )
     }
 
     fn len(&self) -> usize {
@@ -85,12 +100,7 @@ impl Owners {
 
     /// Record `event_id` as the owner of `unique_hash` (replacing any).
     fn insert(&mut self, unique_hash: &UniqueHash, event_id: &str) {
-        let start = self.ids.len();
-        self.ids.push_str(event_id);
-        let range = (
-            u32::try_from(start).expect("owners under 4 GiB"),
-            u32::try_from(self.ids.len()).expect("owners under 4 GiB"),
-        );
+        let range = Self::push_id(&mut self.ids, event_id);
         self.known.insert(unique_hash.clone(), range);
     }
 }
@@ -165,6 +175,9 @@ impl PeriodRating {
     }
 
     /// Apply one event (`LineItemPeriodRating.apply`).
+    ///
+    /// The unique hash is looked up in the current generation once: a new
+    /// owner goes into the slot that lookup found.
     pub fn apply(
         &mut self,
         price: &Price,
@@ -173,69 +186,87 @@ impl PeriodRating {
         quantity: i128,
         unique_hash: &UniqueHash,
     ) -> Result<Delta, OutOfRange> {
-        let owner = (self.current.owner(unique_hash)).or_else(|| self.previous.owner(unique_hash));
+        let PeriodRating {
+            free_units,
+            aggregate,
+            current,
+            previous,
+            free: old_free,
+            billable: old_billable,
+            rated: old_rated,
+        } = self;
+        let Owners {
+            known,
+            ids,
+            repeat_rows,
+        } = current;
+        let entry = known.entry(unique_hash.clone());
+        let owner = match &entry {
+            Entry::Occupied(found) => Some(Owners::id_at(ids, *found.get())),
+            Entry::Vacant(_) => previous.owner(unique_hash),
+        };
         if let Some(owner) = owner {
             if owner == event_id
-                || self.current.repeat_rows.contains(event_id)
-                || self.previous.repeat_rows.contains(event_id)
+                || repeat_rows.contains(event_id)
+                || previous.repeat_rows.contains(event_id)
             {
                 return Ok(Delta::snapshot_only(
                     Outcome::AlreadyProcessed,
-                    self.billable,
+                    *old_billable,
                 ));
             }
-            self.current.repeat_rows.insert(event_id.to_string());
-            return Ok(Delta::snapshot_only(Outcome::RepeatedValue, self.billable));
+            repeat_rows.insert(event_id.to_string());
+            return Ok(Delta::snapshot_only(Outcome::RepeatedValue, *old_billable));
         }
+        let Entry::Vacant(slot) = entry else {
+            unreachable!("an owner in the current generation was answered above")
+        };
         let value = quantity;
-        let period_quantity = self.aggregate.peek(value, ts, event_id).ok_or(OutOfRange)?;
+        let period_quantity = aggregate.peek(value, ts, event_id).ok_or(OutOfRange)?;
         if !(period_quantity < STORED_LIMIT && value < STORED_LIMIT) {
             return Err(OutOfRange);
         }
-        let free = period_quantity.min(self.free_units);
+        let free = period_quantity.min(*free_units);
         let billable = period_quantity - free;
-        if billable == self.billable {
+        if billable == *old_billable {
             let delta = Delta {
                 outcome: Outcome::Counted,
                 qty_total: value,
-                qty_free_applied: free - self.free,
+                qty_free_applied: free - *old_free,
                 qty_billable: 0,
                 cost: 0,
                 unit_cost: 0,
                 tier_snapshot: billable,
             };
-            self.commit(unique_hash, event_id, value, ts);
-            self.free = free;
+            slot.insert(Owners::push_id(ids, event_id));
+            aggregate.add(value, ts, event_id);
+            *old_free = free;
             return Ok(delta);
         }
         let rated = price.rate(billable).ok_or(OutOfRange)?;
-        let qty_billable = billable - self.billable;
+        let qty_billable = billable - *old_billable;
         let cost = rated
-            .checked_sub(self.rated.ok_or(OutOfRange)?)
+            .checked_sub(old_rated.ok_or(OutOfRange)?)
             .ok_or(OutOfRange)?;
         let unit_cost = fixed::div(cost, qty_billable).ok_or(OutOfRange)?;
         let in_range = |v: i128| -STORED_LIMIT < v && v < STORED_LIMIT;
         if !(in_range(rated) && in_range(cost) && in_range(unit_cost)) {
             return Err(OutOfRange);
         }
-        self.commit(unique_hash, event_id, value, ts);
+        slot.insert(Owners::push_id(ids, event_id));
+        aggregate.add(value, ts, event_id);
         let delta = Delta {
             outcome: Outcome::Counted,
             qty_total: value,
-            qty_free_applied: free - self.free,
+            qty_free_applied: free - *old_free,
             qty_billable,
             cost,
             unit_cost,
             tier_snapshot: billable,
         };
-        self.free = free;
-        self.billable = billable;
-        self.rated = Some(rated);
+        *old_free = free;
+        *old_billable = billable;
+        *old_rated = Some(rated);
         Ok(delta)
-    }
-
-    fn commit(&mut self, unique_hash: &UniqueHash, event_id: &str, value: i128, ts: i64) {
-        self.current.insert(unique_hash, event_id);
-        self.aggregate.add(value, ts, event_id);
     }
 }

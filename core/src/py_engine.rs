@@ -404,7 +404,7 @@ impl CoreEngine {
             .collect()
     }
 
-    fn missing_states(&self) -> Vec<KeyTuple> {
+    fn missing_states(&mut self) -> Vec<KeyTuple> {
         self.engine.missing_states().into_iter().collect()
     }
 
@@ -431,7 +431,7 @@ impl CoreEngine {
     }
 
     /// The dedup keys only the store can answer, by state: `(state key, unique hashes)`.
-    fn lookup_keys(&self) -> Vec<(KeyTuple, Vec<String>)> {
+    fn lookup_keys(&mut self) -> Vec<(KeyTuple, Vec<String>)> {
         self.engine.lookup_keys()
     }
 

@@ -9,6 +9,7 @@ use std::hash::Hash;
 
 use crate::aggregate::{Aggregate, Bucket, Snapshot};
 use crate::fxhash::FxHashMap;
+use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
 use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
@@ -57,6 +58,11 @@ struct State {
     /// hashes); the insertion number is the reference's dict order, which
     /// breaks ties when trimming.
     covered: Option<(u64, HashSet<u64>)>,
+    /// The partitions `report` was told about (the fused engine's
+    /// `touched`): the first one in the record (`u32::MAX`: none), which is
+    /// all most states ever get, the others after it.
+    first_reported: u32,
+    more_reported: Vec<u32>,
 }
 
 /// Outcome counts of one `rate` call.
@@ -67,11 +73,33 @@ pub struct Outcomes {
     pub skipped: usize,
 }
 
+/// A state's place in the rater (`Rater::slot`): stable until a state is
+/// dropped or the keys are renamed (`Rater::epoch` tells).
+pub type Slot = u32;
+
+/// A row whose state is not held.
+pub const NO_SLOT: Slot = Slot::MAX;
+
+/// How many rows ahead a pass over resolved rows starts loading a state
+/// record (states are scattered over far more memory than the caches hold).
+pub const STATE_AHEAD: usize = 6;
+
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
+///
+/// States live in a `Vec` indexed by slot, with a key -> slot map: a batch
+/// can resolve each row's state once (`resolve`) and every later pass over
+/// its rows indexes the `Vec` instead of probing a map.
 pub struct Rater<K = StateKey> {
     // Keyed by state (catalog line item and period): the Fx hasher. Sets of
     // event-derived hashes keep std's SipHash.
-    states: FxHashMap<K, State>,
+    slots: FxHashMap<K, Slot>,
+    /// Per slot its key and state; `None`: free (reused first, from `free`).
+    states: Vec<Option<(K, State)>>,
+    free: Vec<Slot>,
+    /// Bumped when a slot is freed or keys are renamed (slots resolved before are stale).
+    epoch: u64,
+    /// States created so far (slots resolved as `NO_SLOT` before may have one now).
+    created: u64,
     /// Insertion numbers of coverings so far.
     inserted: u64,
     fingerprint_count: usize,
@@ -85,7 +113,11 @@ pub struct Rater<K = StateKey> {
 impl<K: Key> Rater<K> {
     pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
         Rater {
-            states: FxHashMap::default(),
+            slots: FxHashMap::default(),
+            states: Vec::new(),
+            free: Vec::new(),
+            epoch: 0,
+            created: 0,
             inserted: 0,
             fingerprint_count: 0,
             max_fingerprints,
@@ -107,14 +139,116 @@ impl<K: Key> Rater<K> {
             count_unique: terms.aggregation == Aggregation::CountUnique,
             touched: false,
             covered: None,
+            first_reported: u32::MAX,
+            more_reported: Vec::new(),
         })
+    }
+
+    /// The slot of `key`'s state, if held.
+    pub fn slot(&self, key: &K) -> Option<Slot> {
+        self.slots.get(key).copied()
+    }
+
+    /// Changes when slots resolved before may be stale (see `Slot`); together
+    /// with `created`, what a caller holding resolved slots checks.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// How many states were created so far.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    /// Per row of `rows` its state's slot (`NO_SLOT`: none held), into `slots`.
+    pub fn resolve(&self, rows: &[Pending<K>], slots: &mut Vec<Slot>) {
+        slots.clear();
+        slots.extend(
+            rows.iter()
+                .map(|row| self.slot(&row.key).unwrap_or(NO_SLOT)),
+        );
+    }
+
+    /// Resolve again the rows of `slots` (as `resolve` gave them, same epoch)
+    /// that had no state.
+    pub fn refresh(&self, rows: &[Pending<K>], slots: &mut [Slot]) {
+        for (row, slot) in rows.iter().zip(slots.iter_mut()) {
+            if *slot == NO_SLOT {
+                *slot = self.slot(&row.key).unwrap_or(NO_SLOT);
+            }
+        }
+    }
+
+    /// Start loading the record of the state in `slot` (a hint: `NO_SLOT`
+    /// or a stale slot is harmless).
+    pub fn prefetch(&self, slot: Slot) {
+        if let Some(held) = self.states.get(slot as usize) {
+            let start: *const u8 = (held as *const Option<(K, State)>).cast();
+            for offset in (0..std::mem::size_of::<Option<(K, State)>>()).step_by(64) {
+                prefetch_line(start.wrapping_add(offset));
+            }
+        }
+    }
+
+    /// `prefetch` of the state `STATE_AHEAD` rows after `row` of `slots`.
+    pub fn prefetch_ahead(&self, slots: &[Slot], row: usize) {
+        if let Some(&slot) = slots.get(row + STATE_AHEAD) {
+            self.prefetch(slot);
+        }
+    }
+
+    fn state(&self, slot: Slot) -> &State {
+        &self.states[slot as usize].as_ref().expect("a held slot").1
+    }
+
+    fn state_mut(&mut self, slot: Slot) -> &mut State {
+        &mut self.states[slot as usize].as_mut().expect("a held slot").1
+    }
+
+    fn state_of(&mut self, key: &K) -> Option<&mut State> {
+        let slot = self.slot(key)?;
+        Some(self.state_mut(slot))
+    }
+
+    /// Hold `state` for `key` (not held yet); its slot.
+    fn insert_state(&mut self, key: K, state: State) -> Slot {
+        self.created += 1;
+        let entry = Some((key.clone(), state));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.states[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.states.push(entry);
+                Slot::try_from(self.states.len() - 1).expect("fewer than 2^32 - 1 states")
+            }
+        };
+        self.slots.insert(key, slot);
+        slot
+    }
+
+    fn held(&self) -> impl Iterator<Item = &(K, State)> {
+        self.states.iter().flatten()
+    }
+
+    fn held_mut(&mut self) -> impl Iterator<Item = &mut (K, State)> {
+        self.states.iter_mut().flatten()
     }
 
     /// State keys of `rows` not in memory (to load from the store).
     pub fn missing_states(&self, rows: &[Pending<K>]) -> HashSet<K> {
+        let mut slots = Vec::new();
+        self.resolve(rows, &mut slots);
+        Self::missing_at(rows, &slots)
+    }
+
+    /// `missing_states` of rows resolved to `slots`.
+    pub fn missing_at(rows: &[Pending<K>], slots: &[Slot]) -> HashSet<K> {
         rows.iter()
-            .filter(|row| !self.states.contains_key(&row.key))
-            .map(|row| row.key.clone())
+            .zip(slots)
+            .filter(|(_, slot)| **slot == NO_SLOT)
+            .map(|(row, _)| row.key.clone())
             .collect()
     }
 
@@ -123,7 +257,7 @@ impl<K: Key> Rater<K> {
         let mut room = self.max_fingerprints as i128 - self.fingerprint_count as i128;
         let mut stored: Vec<(i64, &K)> = snapshots
             .iter()
-            .filter(|(key, count)| *count > 0 && !self.states.contains_key(key))
+            .filter(|(key, count)| *count > 0 && !self.slots.contains_key(key))
             .map(|(key, count)| (*count, key))
             .collect();
         stored.sort();
@@ -148,14 +282,14 @@ impl<K: Key> Rater<K> {
         terms: impl Fn(&K) -> Option<Terms>,
     ) {
         for (key, snapshot) in snapshots {
-            if self.states.contains_key(key) {
+            if self.slots.contains_key(key) {
                 continue;
             }
             let Some(found) = terms(key) else { continue };
             let Ok(state) = Self::new_state(&found, snapshot) else {
                 continue;
             };
-            self.states.insert(key.clone(), state);
+            self.insert_state(key.clone(), state);
             if snapshot.count == 0 {
                 self.cover(key, &[]);
             } else if let Some(stored) = stored_fingerprints.and_then(|all| all.get(key)) {
@@ -167,17 +301,37 @@ impl<K: Key> Rater<K> {
 
     /// The dedup keys of `rows` only the store can answer.
     pub fn lookup_keys(&self, rows: &[Pending<K>]) -> HashSet<(K, UniqueHash)> {
+        let mut slots = Vec::new();
+        self.resolve(rows, &mut slots);
         let mut keys = HashSet::new();
-        for row in rows {
-            let state = self.states.get(&row.key);
-            let known = state.and_then(|s| s.covered.as_ref());
-            if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
-                && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
-            {
-                keys.insert((row.key.clone(), row.unique_hash.clone()));
-            }
+        for row in self.lookup_rows(rows, &slots) {
+            keys.insert((row.key.clone(), row.unique_hash.clone()));
         }
         keys
+    }
+
+    /// The rows of `rows` (resolved to `slots`) whose dedup key only the
+    /// store can answer (`lookup_keys`; repeats included).
+    pub fn lookup_rows<'r>(
+        &'r self,
+        rows: &'r [Pending<K>],
+        slots: &'r [Slot],
+    ) -> impl Iterator<Item = &'r Pending<K>> + 'r {
+        rows.iter()
+            .zip(slots)
+            .enumerate()
+            .filter_map(move |(i, (row, &slot))| {
+                self.prefetch_ahead(slots, i);
+                let state = (slot != NO_SLOT).then(|| self.state(slot));
+                let known = state.and_then(|s| s.covered.as_ref());
+                if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
+                    && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
+                {
+                    Some(row)
+                } else {
+                    None
+                }
+            })
     }
 
     /// Record stored unique hashes and the event ids that counted them.
@@ -190,7 +344,7 @@ impl<K: Key> Rater<K> {
                 .insert(unique_hash, event_id.as_str());
         }
         for (key, hashes) in grouped {
-            if let Some(state) = self.states.get_mut(key) {
+            if let Some(state) = self.state_of(key) {
                 for (unique_hash, event_id) in &hashes {
                     state.rating.remember(unique_hash, event_id);
                 }
@@ -209,18 +363,41 @@ impl<K: Key> Rater<K> {
         terms: &[Terms],
         event_id: impl Fn(usize) -> &'a str,
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
+        let mut slots = Vec::new();
+        self.resolve(rows, &mut slots);
+        self.rate_at(rows, &mut slots, terms, event_id)
+    }
+
+    /// `rate` of rows resolved to `slots` (as `resolve` gave them, still
+    /// current): the states it creates are written into `slots`.
+    pub fn rate_at<'a>(
+        &mut self,
+        rows: &[Pending<K>],
+        slots: &mut [Slot],
+        terms: &[Terms],
+        event_id: impl Fn(usize) -> &'a str,
+    ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
         let mut added = 0;
-        for row in rows {
-            if !self.states.contains_key(&row.key) {
-                let Ok(state) = Self::new_state(&terms[row.terms], &Snapshot::default()) else {
-                    results.push(Err(OutOfRange));
-                    continue;
+        for (i, row) in rows.iter().enumerate() {
+            self.prefetch_ahead(slots, i);
+            let slot = &mut slots[i];
+            if *slot == NO_SLOT {
+                // A state created for an earlier row of this batch, or a new one.
+                *slot = match self.slot(&row.key) {
+                    Some(held) => held,
+                    None => {
+                        let Ok(state) = Self::new_state(&terms[row.terms], &Snapshot::default())
+                        else {
+                            results.push(Err(OutOfRange));
+                            continue;
+                        };
+                        self.insert_state(row.key.clone(), state)
+                    }
                 };
-                self.states.insert(row.key.clone(), state);
             }
-            let state = self.states.get_mut(&row.key).expect("inserted above");
+            let state = &mut self.states[*slot as usize].as_mut().expect("a held slot").1;
             state.touched = true;
             let applied = state.rating.apply(
                 &state.price,
@@ -271,7 +448,7 @@ impl<K: Key> Rater<K> {
         let beyond_bound = self.remembered > self.max_remembered;
         let mut kept: Vec<(usize, K)> = Vec::new();
         // Each state on its own (the order of visits does not matter).
-        for (key, state) in self.states.iter_mut().filter(|(_, state)| state.touched) {
+        for (key, state) in self.held_mut().filter(|(_, state)| state.touched) {
             if state.count_unique {
                 kept.push((state.rating.remembered(), key.clone()));
                 continue;
@@ -290,7 +467,7 @@ impl<K: Key> Rater<K> {
             kept.sort();
             while total > self.max_remembered / 4 {
                 let Some((size, key)) = kept.pop() else { break };
-                if let Some(state) = self.states.get_mut(&key) {
+                if let Some(state) = self.state_of(&key) {
                     state.rating.forget_hashes();
                     state.touched = false;
                 }
@@ -303,7 +480,7 @@ impl<K: Key> Rater<K> {
     /// Drop remembered owners of both generations (once durable in the store).
     pub fn forget_hashes(&mut self) {
         self.remembered = 0;
-        for state in self.states.values_mut().filter(|state| state.touched) {
+        for (_, state) in self.held_mut().filter(|(_, state)| state.touched) {
             state.rating.forget_hashes();
             state.touched = false;
         }
@@ -312,7 +489,7 @@ impl<K: Key> Rater<K> {
     /// Every key the rater holds something for (coverings and touches live
     /// in the states).
     pub fn keys(&self) -> HashSet<K> {
-        self.states.keys().cloned().collect()
+        self.slots.keys().cloned().collect()
     }
 
     /// Rename every key (a new catalog's numbering; `map` must keep keys
@@ -321,22 +498,50 @@ impl<K: Key> Rater<K> {
     /// is what `committed` asks the catalog in the reference. States keep the
     /// price they were created with.
     pub fn rekey(&mut self, map: impl Fn(&K) -> K, count_unique: impl Fn(&K) -> bool) {
-        self.states = std::mem::take(&mut self.states)
-            .into_iter()
-            .map(|(key, mut state)| {
-                let key = map(&key);
-                state.count_unique = count_unique(&key);
-                (key, state)
-            })
-            .collect();
+        self.epoch += 1;
+        self.slots.clear();
+        for (slot, held) in self.states.iter_mut().enumerate() {
+            if let Some((key, state)) = held {
+                *key = map(key);
+                state.count_unique = count_unique(key);
+                self.slots.insert(key.clone(), slot as Slot);
+            }
+        }
+    }
+
+    /// Record that `partition` touched the state in `slot` (held); false
+    /// when it was recorded before (until the state is dropped or `unreport_all`).
+    pub fn report(&mut self, slot: Slot, partition: u32) -> bool {
+        let state = self.state_mut(slot);
+        if state.first_reported == u32::MAX {
+            state.first_reported = partition;
+            return true;
+        }
+        if state.first_reported == partition || state.more_reported.contains(&partition) {
+            return false;
+        }
+        state.more_reported.push(partition);
+        true
+    }
+
+    /// Forget every `report`.
+    pub fn unreport_all(&mut self) {
+        for (_, state) in self.held_mut() {
+            state.first_reported = u32::MAX;
+            state.more_reported.clear();
+        }
     }
 
     /// Drop the state of `keys` (on revoke).
     pub fn drop_states(&mut self, keys: &[K]) {
         for key in keys {
-            if let Some(state) = self.states.remove(key) {
-                self.fingerprint_count -= state.covered.map_or(0, |(_, known)| known.len());
-            }
+            let Some(slot) = self.slots.remove(key) else {
+                continue;
+            };
+            self.epoch += 1;
+            let (_, state) = self.states[slot as usize].take().expect("a held slot");
+            self.free.push(slot);
+            self.fingerprint_count -= state.covered.map_or(0, |(_, known)| known.len());
         }
     }
 
@@ -346,13 +551,14 @@ impl<K: Key> Rater<K> {
         self.uncover(key);
         self.fingerprint_count += known.len();
         self.inserted += 1;
-        if let Some(state) = self.states.get_mut(key) {
-            state.covered = Some((self.inserted, known));
+        let inserted = self.inserted;
+        if let Some(state) = self.state_of(key) {
+            state.covered = Some((inserted, known));
         }
     }
 
     fn uncover(&mut self, key: &K) {
-        let state = self.states.get_mut(key);
+        let state = self.state_of(key);
         if let Some((_, known)) = state.and_then(|state| state.covered.take()) {
             self.fingerprint_count -= known.len();
         }
@@ -365,8 +571,7 @@ impl<K: Key> Rater<K> {
         }
         let target = self.max_fingerprints * 3 / 4;
         let mut by_size: Vec<(usize, u64, K)> = self
-            .states
-            .iter()
+            .held()
             .filter_map(|(key, state)| {
                 let (order, known) = state.covered.as_ref()?;
                 Some((known.len(), *order, key.clone()))
