@@ -16,7 +16,7 @@ With ``EW_ENGINE=core`` the usage batch step runs on it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -32,14 +32,7 @@ from worker.core_catalog import (
     needed_periods,
 )
 from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
-from worker.core_rating import (
-    EMPTY_SNAPSHOT,
-    CoreState,
-    fingerprint_lists,
-    snapshot_tuple,
-    terms_tuple,
-)
-from worker.domain.aggregates import AggregateSnapshot
+from worker.core_rating import CoreState, terms_tuple
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
 from worker.domain.rating import Outcome
@@ -187,21 +180,6 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
 
     def missing_states(self) -> set[StateKey]:
         return set(map(StateKey._make, self._core.missing_states()))
-
-    def load_states(
-        self,
-        snapshots: Mapping[StateKey, AggregateSnapshot],
-        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None = None,
-    ) -> None:
-        """As :meth:`CoreState.load_states`; an empty snapshot (a state's
-        first load: most loads are) crosses as ``None``, not as texts."""
-        self._core.load_states(
-            [
-                (key, None if snapshot == EMPTY_SNAPSHOT else snapshot_tuple(snapshot))
-                for key, snapshot in snapshots.items()
-            ],
-            fingerprint_lists(stored_fingerprints),
-        )
 
     def lookup_keys(self) -> set[DedupKey]:
         keys: set[DedupKey] = set()

@@ -84,14 +84,11 @@ def price_tuple(price: PriceTable) -> PriceTuple:
 
 
 SnapshotTuple = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
-EMPTY_SNAPSHOT = AggregateSnapshot()
-_EMPTY_TOTAL = _text(EMPTY_SNAPSHOT.total)
+_EMPTY_SNAPSHOT = AggregateSnapshot()
 
 
 def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
     """An ``AggregateSnapshot`` as the core reads it."""
-    if snapshot == EMPTY_SNAPSHOT:  # a state's first load: most loads are
-        return _EMPTY_TOTAL, 0, _EMPTY_TOTAL, None, []
     latest = snapshot.latest
     return (
         _text(snapshot.total),
@@ -105,19 +102,18 @@ def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
 def load_arguments(
     snapshots: Mapping[StateKey, AggregateSnapshot],
     stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
-) -> tuple[list[tuple[StateKey, SnapshotTuple]], dict[KeyTuple, list[int]] | None]:
-    """``load_states``' arguments as the core reads them."""
-    snapshot_tuples = [(key, snapshot_tuple(s)) for key, s in snapshots.items()]
-    return snapshot_tuples, fingerprint_lists(stored_fingerprints)
-
-
-def fingerprint_lists(
-    stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
-) -> dict[KeyTuple, list[int]] | None:
-    """Stored fingerprints as the core reads them."""
-    if stored_fingerprints is None:
-        return None
-    return {key: list(values) for key, values in stored_fingerprints.items()}
+) -> tuple[list[tuple[StateKey, SnapshotTuple | None]], dict[KeyTuple, list[int]] | None]:
+    """``load_states``' arguments as the core reads them: an empty snapshot (a
+    state's first load: most loads are) crosses as ``None``, not as texts."""
+    fingerprints: dict[KeyTuple, list[int]] | None = (
+        None
+        if stored_fingerprints is None
+        else {key: list(values) for key, values in stored_fingerprints.items()}
+    )
+    snapshot_tuples = [
+        (key, None if s == _EMPTY_SNAPSHOT else snapshot_tuple(s)) for key, s in snapshots.items()
+    ]
+    return snapshot_tuples, fingerprints
 
 
 _Core = TypeVar("_Core", _core.CoreRater, _core.CoreEngine)

@@ -594,6 +594,12 @@ fn terms_of(terms: &TermsTuple) -> PyResult<rater::Terms> {
     })
 }
 
+/// A loaded state's snapshot: `None` is an empty one (a state's first load,
+/// which most loads are), so Python need not spell it out.
+fn loaded_snapshot(snapshot: Option<&SnapshotTuple>) -> PyResult<aggregate::Snapshot> {
+    Ok(snapshot.map(snapshot_of).transpose()?.unwrap_or_default())
+}
+
 fn snapshot_of(snapshot: &SnapshotTuple) -> PyResult<aggregate::Snapshot> {
     let (total, count, maximum, latest, maxima) = snapshot;
     Ok(aggregate::Snapshot {
@@ -698,12 +704,12 @@ impl CoreRater {
     #[pyo3(signature = (snapshots, stored_fingerprints=None))]
     fn load_states(
         &mut self,
-        snapshots: Vec<(KeyTuple, SnapshotTuple)>,
+        snapshots: Vec<(KeyTuple, Option<SnapshotTuple>)>,
         stored_fingerprints: Option<std::collections::HashMap<KeyTuple, Vec<u64>>>,
     ) -> PyResult<()> {
         let snapshots = snapshots
-            .iter()
-            .map(|(key, snapshot)| Ok((key.clone(), snapshot_of(snapshot)?)))
+            .into_iter()
+            .map(|(key, snapshot)| Ok((key, loaded_snapshot(snapshot.as_ref())?)))
             .collect::<PyResult<Vec<_>>>()?;
         let (terms, line_items) = (&self.terms, &self.line_items);
         self.rater

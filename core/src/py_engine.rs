@@ -13,8 +13,8 @@ use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
 use crate::{
-    catalog_of, decode_all, raw_buffers, snapshot_of, string_buffers, table_error, terms_of, Batch,
-    CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
+    catalog_of, decode_all, loaded_snapshot, raw_buffers, string_buffers, table_error, terms_of,
+    Batch, CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
 };
 
 /// What `prepare` returns: accepted and rejected messages, periods to add,
@@ -420,10 +420,7 @@ impl CoreEngine {
     ) -> PyResult<()> {
         let snapshots = snapshots
             .into_iter()
-            .map(|(key, snapshot)| {
-                let snapshot = snapshot.as_ref().map(snapshot_of).transpose()?;
-                Ok((key, snapshot.unwrap_or_default()))
-            })
+            .map(|(key, snapshot)| Ok((key, loaded_snapshot(snapshot.as_ref())?)))
             .collect::<PyResult<Vec<_>>>()?;
         self.engine
             .load_states(snapshots, stored_fingerprints.as_ref());
