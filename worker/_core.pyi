@@ -1,11 +1,13 @@
 """Type stubs of the compiled batch core (``core/``, built by maturin)."""
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from worker.core_decode import Message
+from confluent_kafka import Message
 
-_Messages = Iterable[Message]
+from worker.core_decode import Messages
+
+_Messages = Messages
 _Limits = tuple[int, int, int, int, int]
 
 _Customers = list[tuple[str, str, str, str]]
@@ -25,6 +27,9 @@ def decode_batch(
     messages: _Messages, now_us: int, limits: _Limits
 ) -> tuple[_Accepted, _Rejected, dict[str, tuple[bytes, bytes]], bytes]: ...
 def fixed_point_ops(ops: list[tuple[str, str, str]]) -> list[str | None]: ...
+def usable_bytes(messages: Sequence[Message], assigned: set[tuple[str, int]]) -> int | None:
+    """Total value bytes when every message is usable as is (no error, an
+    offset, an assigned partition); None as soon as one is not."""
 
 class CoreCatalog:
     def __init__(self, tables: _Tables) -> None: ...

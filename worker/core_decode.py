@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import pyarrow as pa
 
@@ -45,6 +45,21 @@ class Message(Protocol):
     def timestamp_ms(self) -> int | None: ...
 
 
+class KafkaMessage(Protocol):
+    """A Kafka message as the consumer returns it (``confluent_kafka.Message``),
+    which the core reads by method; its position is known (consumed)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+Messages: TypeAlias = Sequence[Message] | Sequence[KafkaMessage]
+"""What a core batch call reads: all records or all Kafka messages (the first decides)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CoreDecoded:
     """One decoded batch: which messages became events, why the others did not.
@@ -67,9 +82,7 @@ class CoreDecoded:
         return {**self.columns, "ingested_at": ingested}
 
 
-def decode_raw_batch(
-    messages: Sequence[Message], now: datetime, limits: EventLimits
-) -> CoreDecoded:
+def decode_raw_batch(messages: Messages, now: datetime, limits: EventLimits) -> CoreDecoded:
     """Decode and validate ``messages`` in the core. Pure; releases the GIL meanwhile.
 
     ``now`` is the timestamp of messages that have neither a ``timestamp`` nor
@@ -82,8 +95,8 @@ def decode_raw_batch(
 
 
 def batch_arguments(
-    messages: Sequence[Message], now: datetime, limits: EventLimits
-) -> tuple[Sequence[Message], int, tuple[int, int, int, int, int]]:
+    messages: Messages, now: datetime, limits: EventLimits
+) -> tuple[Messages, int, tuple[int, int, int, int, int]]:
     """The arguments a core batch call takes: the messages themselves (the core
     reads their fields), ``now`` in epoch µs and the limits as a tuple."""
     return (

@@ -16,7 +16,6 @@ With ``EW_ENGINE=core`` the usage batch step runs on it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -31,7 +30,7 @@ from worker.core_catalog import (
     catalog_tables,
     needed_periods,
 )
-from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
+from worker.core_decode import CoreDecoded, Messages, batch_arguments, raw_columns
 from worker.core_rating import CoreState, terms_tuple
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
@@ -139,9 +138,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             (b.tenant_id, b.environment_id, b.line_item_id) for b in bindings
         ]
 
-    def prepare(
-        self, messages: Sequence[Message], now: datetime, limits: EventLimits
-    ) -> EnginePrepared:
+    def prepare(self, messages: Messages, now: datetime, limits: EventLimits) -> EnginePrepared:
         """Decode, route and measure ``messages``; the core holds their rows.
 
         Billing periods the catalog lacks are added while the core routes

@@ -20,6 +20,7 @@ pub mod measure;
 pub mod period_rating;
 pub mod pricing;
 mod py_engine;
+mod py_records;
 pub mod rater;
 pub mod sha256;
 pub mod text;
@@ -28,7 +29,7 @@ pub mod timestamp;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
 use event::{decode_event, Limits, RawColumns};
@@ -77,8 +78,16 @@ pub(crate) struct Batch {
 type LimitsTuple = (usize, usize, usize, usize, usize);
 
 impl Batch {
-    /// Read `messages` (any iterable of message objects). Raises when an
-    /// attribute is missing or of the wrong type.
+    /// Read `messages` (any sized iterable of message objects). Raises when a
+    /// field is missing or of the wrong type.
+    ///
+    /// The messages are either all records as the pipeline hands them
+    /// (`worker.core_decode.Message`: attributes `value`, `topic`,
+    /// `partition`, `offset`, `timestamp_ms`) or all Kafka messages as the
+    /// consumer returns them (`confluent_kafka.Message` and its in-memory
+    /// stand-in: methods `value()`, `topic()`, `partition()`, `offset()`,
+    /// `timestamp()`); the first message decides. Reading Kafka messages
+    /// directly spares the consumer a Python object per message.
     pub(crate) fn read(
         messages: &Bound<'_, PyAny>,
         now_us: i64,
@@ -102,29 +111,55 @@ impl Batch {
                 max_string_value_chars: limits.4,
             },
         };
-        let mut last_topic: Option<Bound<'_, PyAny>> = None;
+        let mut kafka: Option<bool> = None;
         for message in messages.try_iter()? {
             let message = message?;
-            batch
-                .values
-                .push(message.getattr(intern!(py, "value"))?.extract()?);
-            let topic = message.getattr(intern!(py, "topic"))?;
-            if !last_topic.as_ref().is_some_and(|last| last.is(&topic)) {
-                batch.topics.push(topic.extract()?);
-                last_topic = Some(topic);
-            }
-            batch.topic_of.push(batch.topics.len() as u32 - 1);
-            batch
-                .partitions
-                .push(message.getattr(intern!(py, "partition"))?.extract()?);
-            batch
-                .offsets
-                .push(message.getattr(intern!(py, "offset"))?.extract()?);
-            batch
-                .timestamps_ms
-                .push(message.getattr(intern!(py, "timestamp_ms"))?.extract()?);
+            let kafka = *kafka.get_or_insert_with(|| {
+                !message
+                    .hasattr(intern!(py, "timestamp_ms"))
+                    .unwrap_or(false)
+            });
+            batch.push(&message, kafka)?;
         }
         Ok(batch)
+    }
+
+    /// One message: a record read by attribute or, with `kafka`, a Kafka
+    /// message read by method, whose timestamp is None when its type is
+    /// `TIMESTAMP_NOT_AVAILABLE` (0), as `usage_batch.source_message` has it.
+    fn push<'py>(&mut self, message: &Bound<'py, PyAny>, kafka: bool) -> PyResult<()> {
+        let py = message.py();
+        let field = |name: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+            if kafka {
+                message.call_method0(name)
+            } else {
+                message.getattr(name)
+            }
+        };
+        self.values.push(field(intern!(py, "value"))?.extract()?);
+        self.push_topic(field(intern!(py, "topic"))?)?;
+        self.partitions
+            .push(field(intern!(py, "partition"))?.extract()?);
+        self.offsets.push(field(intern!(py, "offset"))?.extract()?);
+        let timestamp_ms = if kafka {
+            let (kind, timestamp): (i64, i64) = field(intern!(py, "timestamp"))?.extract()?;
+            (kind != 0).then_some(timestamp)
+        } else {
+            field(intern!(py, "timestamp_ms"))?.extract()?
+        };
+        self.timestamps_ms.push(timestamp_ms);
+        Ok(())
+    }
+
+    /// The message's topic: a new entry only when it differs from the last
+    /// message's (Kafka messages carry a topic object each, so compare text).
+    fn push_topic(&mut self, topic: Bound<'_, PyAny>) -> PyResult<()> {
+        let topic: PyBackedStr = topic.extract()?;
+        if self.topics.last().is_none_or(|last| **last != *topic) {
+            self.topics.push(topic);
+        }
+        self.topic_of.push(self.topics.len() as u32 - 1);
+        Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -786,6 +821,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(fixed_point_ops, m)?)?;
     m.add_function(wrap_pyfunction!(rate_period, m)?)?;
+    m.add_function(wrap_pyfunction!(py_records::usable_bytes, m)?)?;
     m.add_class::<CoreCatalog>()?;
     m.add_class::<CoreRater>()?;
     m.add_class::<py_engine::CoreEngine>()?;

@@ -40,6 +40,7 @@ from typing import Any, Final, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from worker._core import usable_bytes
 from worker.ops.health import LoopHealth
 from worker.ops.settings import WorkerSettings
 from worker.store.errors import StoreError
@@ -318,15 +319,7 @@ class ConsumerRuntime:
             raw = self._consumer.consume(policy.max_events - len(batch), timeout)
             self._health.beat()
             batch, size = self._unrevoked(batch, size)
-            for message in raw:
-                if not self._usable(message):
-                    continue
-                message_size = _size(message)
-                if self._carried or (batch and size + message_size > policy.max_bytes):
-                    self._carried.append(message)  # in order, for the next batch
-                    continue
-                batch.append(message)
-                size += message_size
+            size = self._take(raw, batch, size, policy.max_bytes)
             self._hooks.between_polls()  # may poll (a retry) and abandon work: check again
             batch, size = self._unrevoked(batch, size)
             if self._lead:  # abandoned work's messages come first: give this batch up
@@ -335,6 +328,27 @@ class ConsumerRuntime:
         if batch:
             self._last_cut = self._clock()
         return batch
+
+    def _take(self, raw: list[Message], batch: list[Message], size: int, max_bytes: int) -> int:
+        """Append the usable messages of ``raw`` to ``batch`` (of ``size`` bytes)
+        within ``max_bytes``, carry the rest in order; return the new size.
+
+        One core call checks the whole list first: when every message is
+        usable and all fit, no Python runs per message."""
+        fits = usable_bytes(raw, self.assigned) if raw and not self._carried else None
+        if fits is not None and size + fits <= max_bytes:
+            batch.extend(raw)
+            return size + fits
+        for message in raw:
+            if not self._usable(message):
+                continue
+            message_size = _size(message)
+            if self._carried or (batch and size + message_size > max_bytes):
+                self._carried.append(message)  # in order, for the next batch
+                continue
+            batch.append(message)
+            size += message_size
+        return size
 
     def _unrevoked(self, batch: list[Message], size: int) -> tuple[list[Message], int]:
         """``batch`` (of ``size`` bytes) without the messages of partitions revoked or

@@ -30,9 +30,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
-from worker.core_decode import rejection_detail
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from worker.core_decode import Messages, rejection_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
 from worker.domain.engine import (
     DEFAULT_MAX_FINGERPRINTS,
@@ -50,6 +52,7 @@ from worker.store.gateway import Gateway
 from worker.store.processed import PROCESSED_TABLE, MatchColumnCache, insert_rated
 from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
+from worker.stream.runtime import position
 from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRouted, CoreRows
 
 PartitionKey = tuple[str, int]
@@ -80,6 +83,63 @@ class SourceMessage:
     def fallback_id(self) -> str:
         """Event id for messages without one: stable across redelivery."""
         return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+def source_message(record: Message) -> SourceMessage:
+    """A consumed Kafka message as the batch processor takes it (the runtime
+    checked its position); no timestamp when its type is
+    ``TIMESTAMP_NOT_AVAILABLE``."""
+    topic, partition, offset = position(record)
+    kind, timestamp = record.timestamp()
+    return SourceMessage(
+        topic,
+        partition,
+        offset,
+        record.value(),
+        timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None,
+        record.key(),
+    )
+
+
+class ConsumedMessages(Sequence[SourceMessage]):
+    """Kafka messages as consumed, each seen as a :class:`SourceMessage` on demand.
+
+    The compiled core reads :attr:`records` themselves (by method), so the
+    consumer's hot path builds no Python object per message; a SourceMessage
+    is built only for a message looked at in Python (a dead letter, the
+    reference engine, a latency sample), each time it is looked at.
+    """
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: Sequence[Message]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> SourceMessage: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SourceMessage]: ...
+    def __getitem__(self, index: int | slice) -> SourceMessage | Sequence[SourceMessage]:
+        if isinstance(index, slice):
+            return ConsumedMessages(self.records[index])
+        return source_message(self.records[index])
+
+
+def core_input(messages: Sequence[SourceMessage]) -> Messages:
+    """What the core reads of ``messages``: the Kafka messages behind
+    :class:`ConsumedMessages`, else the records themselves."""
+    return messages.records if isinstance(messages, ConsumedMessages) else messages
+
+
+def timestamps_ms(messages: Sequence[SourceMessage]) -> list[int]:
+    """The Kafka timestamps of ``messages`` that have one (no SourceMessage built)."""
+    if isinstance(messages, ConsumedMessages):
+        stamps = (record.timestamp() for record in messages.records)
+        return [ts for kind, ts in stamps if kind != TIMESTAMP_NOT_AVAILABLE]
+    return [m.timestamp_ms for m in messages if m.timestamp_ms is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +293,7 @@ class UsageBatchProcessor:
         such split: nothing happens.
         """
         if self._core_step is not None:
-            self._routed = (messages, self._core_step.route(messages, self._clock()))
+            self._routed = (messages, self._core_step.route(core_input(messages), self._clock()))
 
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Decode, then rate the events, reading the store only through the rating port.
@@ -244,7 +304,7 @@ class UsageBatchProcessor:
         routed, self._routed = self._routed, None
         if self._core_step is not None:
             if routed is None or routed[0] is not messages:
-                routed = (messages, self._core_step.route(messages, self._clock()))
+                routed = (messages, self._core_step.route(core_input(messages), self._clock()))
             try:
                 core = self._core_step.rate(routed[1], self._reads)
             except BaseException:

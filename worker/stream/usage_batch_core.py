@@ -20,14 +20,14 @@ before (a pair stays reported until the state is dropped; see
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
 
 from worker.core_catalog import micros
-from worker.core_decode import CoreDecoded, Message
+from worker.core_decode import CoreDecoded, Messages
 from worker.core_engine import CoreBatchEngine, EnginePrepared, PartitionKey
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
@@ -134,16 +134,14 @@ class CoreBatchStep:
         (states keep the price they were created with, as in the Python rater)."""
         self._engine.replace_index(index, now)
 
-    def prepare(
-        self, messages: Sequence[Message], now: datetime, reads: RatingReads
-    ) -> CorePrepared:
+    def prepare(self, messages: Messages, now: datetime, reads: RatingReads) -> CorePrepared:
         """Decode, route, measure, load what memory lacks, and rate ``messages``.
 
         Raises whatever ``reads`` raises, with the states it loaded dropped.
         """
         return self.rate(self.route(messages, now), reads)
 
-    def route(self, messages: Sequence[Message], now: datetime) -> CoreRouted:
+    def route(self, messages: Messages, now: datetime) -> CoreRouted:
         """The stateless phase: decode, route and measure ``messages``; the core
         holds their rows until the next ``route``. Reads and changes no rating
         state and no store, so it may run while an earlier batch is written."""

@@ -60,9 +60,8 @@ from worker.stream.runtime import (
     RuntimeConfig,
     RuntimeHooks,
     collect_wait,
-    position,
 )
-from worker.stream.usage_batch import PreparedBatch, SourceMessage, UsageBatchProcessor
+from worker.stream.usage_batch import ConsumedMessages, PreparedBatch, UsageBatchProcessor
 from worker.stream.usage_hooks import (
     BatchRecorder,
     CommitLatencyRecorder,
@@ -183,7 +182,7 @@ class UsageConsumer:
         is started on a helper thread and finished by a later call (see the
         module docstring).
         """
-        messages = [_source(m) for m in raw]
+        messages = ConsumedMessages(raw)
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = self._clock()
         routed_at = time.perf_counter()
@@ -425,17 +424,3 @@ class UsageConsumer:
                     "problems": len(index.problems),
                 },
             )
-
-
-def _source(message: Message) -> SourceMessage:
-    """A consumed message as the batch processor takes it (the runtime checked its position)."""
-    topic, partition, offset = position(message)
-    kind, timestamp = message.timestamp()
-    return SourceMessage(
-        topic,
-        partition,
-        offset,
-        message.value(),
-        timestamp if kind != 0 else None,
-        message.key(),
-    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from worker.domain.rating import Outcome
 from worker.ops.health import LoopHealth
 from worker.ops.metrics import COMMIT_LAG_SAMPLES, Metrics
 from worker.stream.runtime import PartitionKey, RunSummary
-from worker.stream.usage_batch import PreparedBatch, SourceMessage
+from worker.stream.usage_batch import PreparedBatch, SourceMessage, timestamps_ms
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ class CommitLatencyRecorder:
     def __init__(self, into: list[float]) -> None:
         self._into = into
 
-    def __call__(self, messages: Collection[SourceMessage]) -> None:
+    def __call__(self, messages: Sequence[SourceMessage]) -> None:
         now_ms = time.time() * 1000
-        self._into.extend(now_ms - m.timestamp_ms for m in messages if m.timestamp_ms is not None)
+        self._into.extend(now_ms - stamp for stamp in timestamps_ms(messages))
 
 
 def crash_after_writes(limit: int) -> Callable[[], None]:

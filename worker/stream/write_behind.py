@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -63,7 +63,7 @@ class PendingBatch:
 
     raw: list[Message]
     """The consumed messages, in batch order (carried again if it is abandoned)."""
-    messages: list[SourceMessage]
+    messages: Sequence[SourceMessage]
     prepared: PreparedBatch
     write: BackgroundWrite
     durations: dict[str, float] = field(default_factory=dict)
