@@ -2,9 +2,11 @@
 
 chdb runs ClickHouse inside this process and allows one open data directory
 per process, locked against other processes. All gateways of a process share
-one connection to that directory (reference-counted, closed with the last
-gateway), serialised by one lock: a chdb connection is not safe for
-concurrent queries, and ``USE`` / ``SET`` are session state. The global
+:data:`CONNECTIONS` connections to that directory (reference-counted, closed
+with the last gateway); a statement takes an idle one for its duration: a
+chdb connection is not safe for concurrent queries, and ``USE`` / ``SET`` are
+session state, kept per connection. The connections reach one engine, so two
+statements (the batch's raw and processed inserts) run at once. The global
 ``chdb.query()`` is never used.
 
 Timeouts: waiting for the shared connection is bounded by the gateway's
@@ -23,6 +25,7 @@ measured in ADR 0003, "Result") and rewrite each row fewer times.
 from __future__ import annotations
 
 import fcntl
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -53,17 +56,32 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,256}")
 ENGINE_CONFIG: Final = Path(__file__).with_name("chdb_config.xml")
 
 
-class _SharedConnection:
-    """The process's one chdb connection, its lock and session state."""
+#: Connections per process. Two: the write-behind stores a batch's raw events
+#: and its processed rows at once (``UsageBatchProcessor.write``), which one
+#: connection serialised.
+CONNECTIONS: Final = 2
 
-    def __init__(self, path: Path, connection: Any) -> None:
-        self.path = path
+
+class _Session:
+    """One chdb connection and its session state."""
+
+    def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self.lock = threading.Lock()
-        self.references = 0
         self.current_database: str | None = None
         self.current_timeout_s: int | None = None
         self.memory_capped = False
+
+
+class _SharedConnection:
+    """The process's chdb connections to one directory; idle ones wait in a queue."""
+
+    def __init__(self, path: Path, sessions: list[_Session]) -> None:
+        self.path = path
+        self.sessions = sessions
+        self.idle: queue.SimpleQueue[_Session] = queue.SimpleQueue()
+        for session in sessions:
+            self.idle.put(session)
+        self.references = 0
 
 
 _registry_lock = threading.Lock()
@@ -109,7 +127,8 @@ def _acquire(path: Path) -> _SharedConnection:
     global _shared
     with _registry_lock:
         if _shared is None:
-            _shared = _SharedConnection(path, _connect(path))
+            sessions = [_Session(_connect(path)) for _ in range(CONNECTIONS)]
+            _shared = _SharedConnection(path, sessions)
         elif _shared.path != path:
             raise StoreError(
                 f"this process already has chdb directory {_shared.path} open; chdb allows "
@@ -124,8 +143,8 @@ def _release(shared: _SharedConnection) -> None:
     with _registry_lock:
         shared.references -= 1
         if shared.references == 0:
-            with shared.lock:
-                shared.connection.close()
+            for _ in shared.sessions:  # each once it is idle
+                shared.idle.get().connection.close()
             if _shared is shared:
                 _shared = None
 
@@ -178,30 +197,32 @@ class ChdbGateway:
 
     @contextmanager
     def _session(self, *, use_database: bool = True) -> Iterator[Any]:
-        """Hold the shared connection, switched to this gateway's database and timeout."""
+        """Hold an idle connection, switched to this gateway's database and timeout."""
         if self._closed:
             raise StoreError(f"gateway for {self.url} is closed")
         shared = self._shared
-        if not shared.lock.acquire(timeout=self._timeout_s):
+        try:
+            session = shared.idle.get(timeout=self._timeout_s)
+        except queue.Empty:
             raise StoreError(
                 f"chdb at {self.url} stayed busy for {self._timeout_s:g}s: "
-                "another thread holds it; retry later"
-            )
+                "other threads hold its connections; retry later"
+            ) from None
         try:
-            connection = shared.connection
+            connection = session.connection
             timeout = max(1, round(self._timeout_s))
-            if shared.current_timeout_s != timeout:
+            if session.current_timeout_s != timeout:
                 connection.query("SET max_execution_time = {t:UInt32}", params={"t": timeout})
-                shared.current_timeout_s = timeout
-            if not shared.memory_capped:
+                session.current_timeout_s = timeout
+            if not session.memory_capped:
                 connection.query(
                     "SET max_memory_usage = {m:UInt64}", params={"m": QUERY_MAX_MEMORY_BYTES}
                 )
-                shared.memory_capped = True
-            if use_database and shared.current_database != self.database:
-                shared.current_database = None
+                session.memory_capped = True
+            if use_database and session.current_database != self.database:
+                session.current_database = None
                 connection.query("USE {db:Identifier}", params={"db": self.database})
-                shared.current_database = self.database
+                session.current_database = self.database
             yield connection
         except StoreError:
             raise
@@ -209,7 +230,7 @@ class ChdbGateway:
             message = str(exc)
             raise translate(error_code(message), message, self._where()) from exc
         finally:
-            shared.lock.release()
+            shared.idle.put(session)
 
     def _where(self) -> str:
         return f"{self.url} (database {self.database})"
