@@ -44,7 +44,7 @@ from worker.domain.engine import (
 )
 from worker.domain.events import Event
 from worker.domain.rating import VALUE_OUT_OF_RANGE, Outcome
-from worker.domain.rating_reads import StateKey
+from worker.domain.rating_reads import RatingReads, StateKey
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
 from worker.ops.metrics import Metrics
 from worker.store.errors import StoreError
@@ -52,6 +52,7 @@ from worker.store.gateway import Gateway
 from worker.store.processed import PROCESSED_TABLE, MatchColumnCache, insert_rated
 from worker.store.rating_reads import StoreRatingReads
 from worker.store.raw import EVENTS_TABLE, insert_raw
+from worker.stream.prefetched_reads import PrefetchedReads, read_snapshots
 from worker.stream.runtime import position
 from worker.stream.usage_batch_core import CoreBatchStep, CorePrepared, CoreRouted, CoreRows
 
@@ -257,6 +258,12 @@ class UsageBatchProcessor:
             self._rater = UsageRater(index, max_fingerprints=max_dedup_fingerprints)
         self._keys_by_partition: dict[PartitionKey, set[StateKey]] = {}
         self._routed: tuple[Sequence[SourceMessage], CoreRouted] | None = None
+        # States dropped so far (revokes, catalog changes) and as of the last
+        # rated batch: snapshots may be read ahead only while the two agree
+        # (see worker.stream.prefetched_reads).
+        self._drops = 0
+        self._drops_when_rated = 0
+        self._prefetched: tuple[int, Sequence[SourceMessage], PrefetchedReads] | None = None
 
     @property
     def owned(self) -> set[PartitionKey]:
@@ -265,6 +272,7 @@ class UsageBatchProcessor:
     def replace_index(self, index: CatalogIndex) -> None:
         """Use a new catalog version for events prepared from now on (between batches)."""
         self._routed = None  # routed with the old catalog
+        self._drops += 1
         if self._core_step is not None:
             self._core_step.replace_index(index, self._clock())
         if self._rater is not None:
@@ -277,6 +285,7 @@ class UsageBatchProcessor:
     def revoke(self, partitions: Iterable[PartitionKey]) -> None:
         """Drop the rating state the partitions touched. Call after flush + commit."""
         state = self._state
+        self._drops += 1
         for partition in partitions:
             state.drop(self._keys_by_partition.pop(partition, set()))
         if self._metrics is not None:
@@ -295,6 +304,40 @@ class UsageBatchProcessor:
         if self._core_step is not None:
             self._routed = (messages, self._core_step.route(core_input(messages), self._clock()))
 
+    def prefetch(self, messages: Sequence[SourceMessage]) -> None:
+        """Optionally, after :meth:`route` of ``messages``: read the stored
+        aggregates of the states they touch first, ahead of :meth:`prepare`,
+        so that the read overlaps the previous batch's write.
+
+        Only while no state was dropped since the last batch was rated (see
+        :mod:`worker.stream.prefetched_reads` for why that is sound); what
+        ``prepare`` finds read ahead it takes only if still no state was
+        dropped. A store error here is left for ``prepare`` to meet (and
+        retry). The Python engine reads nothing ahead.
+        """
+        routed = self._routed
+        step = self._core_step
+        if step is None or routed is None or routed[0] is not messages:
+            return
+        if self._drops != self._drops_when_rated:
+            return
+        requests = step.missing_requests()
+        if not requests:
+            return
+        try:
+            snapshots = read_snapshots(self._reads, requests)
+        except StoreError:
+            return
+        self._prefetched = (self._drops, messages, PrefetchedReads(self._reads, snapshots))
+
+    def _reads_for(self, messages: Sequence[SourceMessage]) -> RatingReads:
+        """The reads of ``messages``' rating: with their snapshots read ahead
+        when no state was dropped since."""
+        prefetched = self._prefetched
+        if prefetched is not None and prefetched[1] is messages and prefetched[0] == self._drops:
+            return prefetched[2]
+        return self._reads
+
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Decode, then rate the events, reading the store only through the rating port.
 
@@ -306,10 +349,12 @@ class UsageBatchProcessor:
             if routed is None or routed[0] is not messages:
                 routed = (messages, self._core_step.route(core_input(messages), self._clock()))
             try:
-                core = self._core_step.rate(routed[1], self._reads)
+                core = self._core_step.rate(routed[1], self._reads_for(messages))
             except BaseException:
                 self._routed = routed  # the core still holds them: a retry only rates
                 raise
+            self._prefetched = None
+            self._drops_when_rated = self._drops
             self._fill_from_core(batch, messages, core)
         elif self._rater is not None:
             self._fill_from_python(batch, messages, self._clock(), self._rater)

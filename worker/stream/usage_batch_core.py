@@ -31,7 +31,8 @@ from worker.core_decode import CoreDecoded, Messages
 from worker.core_engine import CoreBatchEngine, EnginePrepared, PartitionKey
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.engine import load_missing_states
+from worker.domain.engine import load_missing_states, state_requests
+from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import RatingReads, StateKey
 from worker.domain.validation import EventLimits
@@ -140,6 +141,12 @@ class CoreBatchStep:
         Raises whatever ``reads`` raises, with the states it loaded dropped.
         """
         return self.rate(self.route(messages, now), reads)
+
+    def missing_requests(self) -> dict[StateKey, WindowSize | None]:
+        """The snapshot requests of the states the routed batch lacks in memory
+        (what :meth:`rate` would read first, if nothing changes meanwhile)."""
+        engine = self._engine
+        return state_requests(engine.index, engine.missing_states())
 
     def route(self, messages: Messages, now: datetime) -> CoreRouted:
         """The stateless phase: decode, route and measure ``messages``; the core

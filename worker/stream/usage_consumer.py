@@ -187,6 +187,7 @@ class UsageConsumer:
             self.stats.first_batch_at = self._clock()
         routed_at = time.perf_counter()
         self._processor.route(messages)  # stateless: overlaps the pending write
+        self._processor.prefetch(messages)  # first-touch reads, also during that write
         routing = time.perf_counter() - routed_at
         if not self._finish_pending(then=raw):
             return  # abandoned: its messages, then these, lead the next batch

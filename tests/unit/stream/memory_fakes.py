@@ -70,6 +70,9 @@ class FakeProcessor:
     def route(self, messages: Sequence[SourceMessage]) -> None:
         self.routed.append((len(self.prepared), self.writing))
 
+    def prefetch(self, messages: Sequence[SourceMessage]) -> None:
+        pass
+
     def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         batch = PreparedBatch(messages=len(messages))
         for m in messages:
