@@ -1,11 +1,12 @@
 """A ClickHouse server over the native protocol (clickhouse-driver) as a Gateway.
 
-One driver client per gateway, serialised by a lock (a client runs one query
-at a time). With an ``http_port`` in the URL, inserts go to the server's HTTP
-interface as one Arrow stream (:mod:`worker.store.http_insert`, about 3x the
-rows/s: no Python object per value); queries stay on the native protocol.
-Parameters are sent server-side (``server_side_params``), so the SQL is the
-same ``{name:Type}`` text chdb runs. Every call has a connect
+:data:`CHANNELS` driver clients per gateway, each used by one statement at a
+time (a client runs one query at a time); a statement takes an idle one. With
+an ``http_port`` in the URL, inserts go to the server's HTTP interface as one
+Arrow stream (:mod:`worker.store.http_insert`, about 3x the rows/s: no Python
+object per value), one keep-alive connection per channel; queries stay on the
+native protocol. Parameters are sent server-side (``server_side_params``), so
+the SQL is the same ``{name:Type}`` text chdb runs. Every call has a connect
 timeout, a socket send/receive timeout and a server-side
 ``max_execution_time``.
 """
@@ -13,8 +14,10 @@ timeout, a socket send/receive timeout and a server-side
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
+import queue
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -77,6 +80,20 @@ def _element(value: Any) -> Any:
     return None if value is None else server_param(value)
 
 
+#: Statements one gateway runs at once: the write-behind stores a batch's raw
+#: events and processed rows at once, and reads the next batch's first-touch
+#: states meanwhile (ADR 0002). Clients connect on first use.
+CHANNELS: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    """One driver client and, when inserts go over HTTP, its own inserter."""
+
+    client: Any
+    http: ArrowHttpInserter | None
+
+
 class NativeGateway:
     """A database on a ClickHouse server. See :class:`Gateway` for contracts."""
 
@@ -85,13 +102,20 @@ class NativeGateway:
         self.database: Final = location.database
         self.url: Final = url
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._client = self._new_client(location.database)
         self._closed = False
         self._inserts = TypedInserts(self, self._where())
-        self._http: ArrowHttpInserter | None = None
-        if location.http_port is not None:
-            self._http = ArrowHttpInserter(location, location.http_port, timeout_s)
+        self._channels = [
+            _Channel(
+                self._new_client(location.database),
+                None
+                if location.http_port is None
+                else ArrowHttpInserter(location, location.http_port, timeout_s),
+            )
+            for _ in range(CHANNELS)
+        ]
+        self._idle: queue.SimpleQueue[_Channel] = queue.SimpleQueue()
+        for channel in self._channels:
+            self._idle.put(channel)
 
     @classmethod
     def open(cls, location: NativeLocation, *, url: str, timeout_s: float) -> NativeGateway:
@@ -128,15 +152,31 @@ class NativeGateway:
             },
         )
 
-    def _run(
+    @contextmanager
+    def _channel(self) -> Iterator[_Channel]:
+        """Hold an idle channel for one statement."""
+        if self._closed:
+            raise StoreError(f"gateway for {self.url} is closed")
+        try:
+            channel = self._idle.get(timeout=self._timeout_s)
+        except queue.Empty:
+            raise StoreError(
+                f"ClickHouse clients for {self.url} stayed busy; retry later"
+            ) from None
+        try:
+            yield channel
+        finally:
+            self._idle.put(channel)
+
+    def _run(self, sql: str, params: Params | None, data: Any = None, **kwargs: Any) -> Any:
+        with self._channel() as channel:
+            return self._execute(channel.client, sql, params, data, **kwargs)
+
+    def _execute(
         self, client: Any, sql: str, params: Params | None, data: Any = None, **kwargs: Any
     ) -> Any:
         from clickhouse_driver import errors
 
-        if self._closed:
-            raise StoreError(f"gateway for {self.url} is closed")
-        if not self._lock.acquire(timeout=self._timeout_s):
-            raise StoreError(f"ClickHouse client for {self.url} stayed busy; retry later")
         try:
             if data is not None:
                 return client.execute(sql, data, **kwargs)
@@ -155,22 +195,20 @@ class NativeGateway:
             raise StoreError(
                 f"ClickHouse error in {self._where()}: {first_line(str(exc))}"
             ) from exc
-        finally:
-            self._lock.release()
 
     def _where(self) -> str:
         return f"{self.url} (database {self.database})"
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
-        rows = self._run(self._client, sql, params)
+        rows = self._run(sql, params)
         return [tuple(row) for row in rows] if isinstance(rows, list) else []
 
     def execute(self, sql: str, params: Params | None = None) -> None:
-        self._run(self._client, sql, params)
+        self._run(sql, params)
 
     def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> int:
-        if self._http is not None:
-            return self._insert_http(self._http, table, columns, dedup_token)
+        if self._location.http_port is not None:
+            return self._insert_http(table, columns, dedup_token)
         check_insert_names(table, columns)
         data = [_python_values(values) for values in columns.values()]
         lengths = {len(values) for values in data}
@@ -184,45 +222,40 @@ class NativeGateway:
             settings["insert_deduplication_token"] = dedup_token
         # Identifiers were checked above; the token travels as a query setting.
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
-        self._run(self._client, statement, None, data, columnar=True, settings=settings)
+        self._run(statement, None, data, columnar=True, settings=settings)
         return len(data[0])
 
-    def _insert_http(
-        self,
-        http: ArrowHttpInserter,
-        table: str,
-        columns: Columns,
-        dedup_token: str | None,
-    ) -> int:
+    def _insert_http(self, table: str, columns: Columns, dedup_token: str | None) -> int:
         payload, rows = self._inserts.payload(table, columns)
         if rows == 0:
             return 0
-        if self._closed:
-            raise StoreError(f"gateway for {self.url} is closed")
-        if not self._lock.acquire(timeout=self._timeout_s):
-            raise StoreError(f"ClickHouse client for {self.url} stayed busy; retry later")
-        try:
-            http.insert(table, list(columns), payload, dedup_token=dedup_token, where=self._where())
-        finally:
-            self._lock.release()
+        with self._channel() as channel:
+            if channel.http is None:  # pragma: no cover - every channel has one with a port
+                raise StoreError(f"no HTTP port for inserts in {self.url}")
+            channel.http.insert(
+                table, list(columns), payload, dedup_token=dedup_token, where=self._where()
+            )
         return rows
 
     def ensure_database(self) -> None:
         admin = self._new_client("default")
         try:
-            self._run(admin, "CREATE DATABASE IF NOT EXISTS {db:Identifier}", {"db": self.database})
+            self._execute(
+                admin, "CREATE DATABASE IF NOT EXISTS {db:Identifier}", {"db": self.database}
+            )
         finally:
             admin.disconnect()
 
     def ping(self) -> None:
-        self._run(self._client, "SELECT 1", None)
+        self._run("SELECT 1", None)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._client.disconnect()
-            if self._http is not None:
-                self._http.close()
+            for channel in self._channels:
+                channel.client.disconnect()
+                if channel.http is not None:
+                    channel.http.close()
 
 
 def _python_values(values: Sequence[Any]) -> list[Any]:

@@ -174,26 +174,21 @@ def test_chdb_gateways_on_two_databases_share_the_connection(
         first.close()
 
 
-def test_two_statements_run_at_once_on_the_embedded_engine(
-    chdb_database: ChdbTarget, chdb_path: Path
-) -> None:
-    """A process's chdb gateways hold more than one connection, so a statement
-    does not wait for another (the write-behind's raw and processed inserts
-    run at once): while one thread's query runs, another thread's query sees
-    it in ``system.processes``."""
-    gateway = open_gateway(f"chdb://{chdb_path}?database={chdb_database.database}")
-    slow = "SELECT sleep(2) AS slow_statement"
+def test_a_gateway_runs_two_statements_at_once(store: StoreUnderTest) -> None:
+    """A gateway holds more than one connection, so a statement does not wait
+    for another (the write-behind's raw and processed inserts run at once, and
+    the next batch's first-touch reads during them): while one thread's query
+    runs, another thread's query sees it in ``system.processes``."""
+    gateway = store.gateway
+    slow = f"SELECT sleep(2) AS slow_statement_{store.kind}"
     seen: list[tuple[str, ...]] = []
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            running = pool.submit(gateway.query, slow)
-            while not running.done() and not seen:
-                seen = gateway.query(
-                    "SELECT query FROM system.processes WHERE query = {q:String}", {"q": slow}
-                )
-            assert running.result() == [(0,)]
-    finally:
-        gateway.close()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(gateway.query, slow)
+        while not running.done() and not seen:
+            seen = gateway.query(
+                "SELECT query FROM system.processes WHERE query = {q:String}", {"q": slow}
+            )
+        assert running.result() == [(0,)]
     assert seen == [(slow,)]
 
 
