@@ -31,8 +31,12 @@ pub(crate) fn usable_bytes(
         }
         let topic_object = message.call_method0(intern!(py, "topic"))?;
         let partition_object = message.call_method0(intern!(py, "partition"))?;
-        let topic: PyBackedStr = topic_object.extract()?;
-        let partition: i64 = partition_object.extract()?;
+        let (Ok(topic), Ok(partition)) = (
+            topic_object.extract::<PyBackedStr>(),
+            partition_object.extract::<i64>(),
+        ) else {
+            return Ok(None); // no position: the caller's check says what it is
+        };
         let same = last
             .as_ref()
             .is_some_and(|(t, p)| *p == partition && **t == *topic);

@@ -37,6 +37,9 @@ def test_one_unusable_message_leaves_the_check_to_python() -> None:
     assert usable_bytes([*good, _message(2, 0, b"x")], ASSIGNED) is None
     other_topic = Message(topic="other", partition=1, offset=0, value=b"x")
     assert usable_bytes([*good, other_topic], ASSIGNED) is None
+    no_topic = Message(partition=0, offset=2, value=b"x")
+    assert no_topic.topic() is None
+    assert usable_bytes([*good, no_topic], ASSIGNED) is None
 
 
 def test_batches_keep_to_the_byte_budget() -> None:
