@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::catalog::{Catalog, Unresolved};
-use crate::columns::StringColumn;
+use crate::columns::{runs_of, StringColumn};
 use crate::engine::Engine;
 use crate::event::RawColumns;
 use crate::period_rating::Outcome;
@@ -120,6 +120,25 @@ fn gathered_strings<'py, 'a>(
     Ok((offsets, data))
 }
 
+/// The utf8 buffers (int32 offsets, data) of `column`'s values at the rows
+/// of `runs` (`columns::runs_of`: `rows` of them), straight into Python bytes.
+fn gathered_runs<'py>(
+    py: Python<'py>,
+    column: &StringColumn,
+    runs: &[(usize, usize)],
+    rows: usize,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let mut data = PyBytes::new(py, b"");
+    let offsets = PyBytes::new_with(py, (rows + 1) * 4, |offsets| {
+        data = PyBytes::new_with(py, column.runs_len(runs), |data| {
+            column.gather_runs(runs, offsets, data);
+            Ok(())
+        })?;
+        Ok(())
+    })?;
+    Ok((offsets, data))
+}
+
 /// Sets `name: (offsets, data)` of a utf8 column.
 fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
     columns.set_item(name, string_buffers(columns.py(), column))
@@ -154,9 +173,9 @@ impl CoreEngine {
         if let Some((raw, customers)) = &self.held_columns {
             let mut sources = event_columns(raw).to_vec();
             sources.push(("customer_id", customers));
+            let runs = runs_of(events);
             for (name, source) in sources {
-                let buffers = gathered_strings(py, events, |event| source.get(event))?;
-                columns.set_item(name, buffers)?;
+                columns.set_item(name, gathered_runs(py, source, &runs, events.len())?)?;
             }
             let timestamps = gathered_le(py, events.len(), |row| {
                 raw.timestamp_us[events[row] as usize].to_le_bytes()

@@ -11,7 +11,7 @@ use crate::aggregate::{Aggregate, Bucket, Snapshot};
 use crate::fxhash::FxHashMap;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
-use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
+use crate::period_rating::{Delta, FingerprintSet, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
 use crate::sha256::UniqueHash;
 
@@ -57,7 +57,7 @@ struct State {
     /// Covered: (insertion number, fingerprints of its stored and rated
     /// hashes); the insertion number is the reference's dict order, which
     /// breaks ties when trimming.
-    covered: Option<(u64, HashSet<u64>)>,
+    covered: Option<(u64, FingerprintSet)>,
     /// The partitions `report` was told about (the fused engine's
     /// `touched`): the first one in the record (`u32::MAX`: none), which is
     /// all most states ever get, the others after it.
@@ -547,7 +547,7 @@ impl<K: Key> Rater<K> {
 
     /// Cover the state of `key` (which must be held) with `fingerprints`.
     fn cover(&mut self, key: &K, fingerprints: &[u64]) {
-        let known: HashSet<u64> = fingerprints.iter().copied().collect();
+        let known: FingerprintSet = fingerprints.iter().copied().collect();
         self.uncover(key);
         self.fingerprint_count += known.len();
         self.inserted += 1;
