@@ -16,7 +16,7 @@ With ``EW_ENGINE=core`` the usage batch step runs on it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -32,9 +32,11 @@ from worker.core_catalog import (
     needed_periods,
 )
 from worker.core_decode import CoreDecoded, Message, batch_arguments, raw_columns
-from worker.core_rating import CoreState, terms_tuple
+from worker.core_rating import CoreState, snapshot_argument, terms_tuple
+from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
+from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import EventLimits
@@ -88,6 +90,17 @@ class EngineRated:
     columns: dict[str, pa.Array]
     outcomes: Counter[Outcome]
     refused: list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class MissingStates:
+    """The states the held rows lack (:meth:`CoreBatchEngine.missing`), in
+    the core's order: per state the window size its store read needs (as
+    ``load_missing_states`` asks), and its position in that order, which is
+    how the engine's loading refers to it."""
+
+    requests: dict[StateKey, WindowSize | None]
+    positions: dict[StateKey, int]
 
 
 class CoreBatchEngine(CoreState[_core.CoreEngine]):
@@ -180,6 +193,47 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
 
     def missing_states(self) -> set[StateKey]:
         return set(map(StateKey._make, self._core.missing_states()))
+
+    def missing(self) -> MissingStates:
+        """The held rows' states not in memory (``missing_states``), each
+        with its store request, for :meth:`coverable_of` and :meth:`load_of`:
+        the first touch of a state crosses back without its key."""
+        requests: dict[StateKey, WindowSize | None] = {}
+        positions: dict[StateKey, int] = {}
+        bindings = self.bindings
+        for position, (key, line_item) in enumerate(self._core.missing()):
+            state = StateKey._make(key)
+            requests[state] = None if line_item is None else bindings[line_item].meter.bucket_size
+            positions[state] = position
+        return MissingStates(requests, positions)
+
+    def coverable_of(
+        self, missing: MissingStates, snapshots: Mapping[StateKey, AggregateSnapshot]
+    ) -> list[StateKey]:
+        """``coverable`` of snapshots of :meth:`missing`'s states (the last
+        answer), each crossing into the core by position."""
+        positions = missing.positions
+        counts = [(positions[key], s.count) for key, s in snapshots.items() if s.count > 0]
+        if not counts:
+            return []
+        keys = list(positions)
+        return [keys[position] for position in self._core.coverable_at(counts)]
+
+    def load_of(
+        self,
+        missing: MissingStates,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
+    ) -> None:
+        """``load_states`` of snapshots (and stored fingerprints) of
+        :meth:`missing`'s states (the last answer), each by position."""
+        positions = missing.positions
+        self._core.load_at(
+            [(positions[key], snapshot_argument(s)) for key, s in snapshots.items()],
+            None
+            if stored_fingerprints is None
+            else [(positions[key], list(values)) for key, values in stored_fingerprints.items()],
+        )
 
     def lookup_keys(self) -> set[DedupKey]:
         keys: set[DedupKey] = set()

@@ -121,6 +121,9 @@ pub struct Engine {
     /// the rater's states instead of probing its map per row.
     slots: Vec<Slot>,
     resolved_at: Option<(u64, u64)>,
+    /// The states `missing` last answered, in its order: what `coverable_at`
+    /// and `load_at` name by position.
+    missing: Vec<RankKey>,
     /// Per state without a held state (a `touched` before `rate`): the
     /// partitions `touched` reported it for; a held state keeps its own
     /// (`Rater::report`), until it is dropped.
@@ -149,6 +152,7 @@ impl Engine {
             event_partitions: Vec::new(),
             slots: Vec::new(),
             resolved_at: None,
+            missing: Vec::new(),
             reported: FxHashMap::default(),
         }
     }
@@ -184,6 +188,7 @@ impl Engine {
         self.pending.clear();
         self.sources.clear();
         self.resolved_at = None;
+        self.missing.clear();
         // Ranks changed: report every state again (reporting twice is harmless).
         self.reported.clear();
         self.rater.unreport_all();
@@ -365,6 +370,65 @@ impl Engine {
         missing.iter().map(|key| self.state_key(key)).collect()
     }
 
+    /// `missing_states`, each state once, in an order that `coverable_at`
+    /// and `load_at` refer to by position (until the next call): per state
+    /// its key and the catalog line item whose terms a loaded state takes
+    /// (None: no line item of the catalog has its name, so it is not loaded).
+    pub fn missing(&mut self) -> Vec<(StateKey, Option<usize>)> {
+        self.resolve_slots();
+        self.missing = Rater::missing_at(&self.pending, &self.slots)
+            .into_iter()
+            .collect();
+        let names = &self.names;
+        let terms = |key: &RankKey| Some(names[key.0 as usize].1).filter(|&i| i != usize::MAX);
+        self.missing
+            .iter()
+            .map(|key| (self.state_key(key), terms(key)))
+            .collect()
+    }
+
+    /// The state `missing` answered at `position`.
+    fn missing_key(&self, position: usize) -> Result<RankKey, String> {
+        self.missing
+            .get(position)
+            .copied()
+            .ok_or_else(|| format!("no missing state at position {position}: call `missing` first"))
+    }
+
+    /// `coverable` of the states `missing` answered, by position.
+    pub fn coverable_at(&self, counts: &[(usize, i64)]) -> Result<Vec<usize>, String> {
+        let mut position_of: FxHashMap<RankKey, usize> = FxHashMap::default();
+        let mut keyed = Vec::with_capacity(counts.len());
+        for &(position, count) in counts {
+            let key = self.missing_key(position)?;
+            position_of.insert(key, position);
+            keyed.push((key, count));
+        }
+        let chosen = self.rater.coverable(&keyed);
+        Ok(chosen.iter().map(|key| position_of[key]).collect())
+    }
+
+    /// `load_states` of the states `missing` answered, by position.
+    pub fn load_at(
+        &mut self,
+        snapshots: Vec<(usize, Snapshot)>,
+        stored_fingerprints: Option<Vec<(usize, Vec<u64>)>>,
+    ) -> Result<(), String> {
+        let snapshots = snapshots
+            .into_iter()
+            .map(|(position, snapshot)| Ok((self.missing_key(position)?, snapshot)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let fingerprints = stored_fingerprints
+            .map(|all| {
+                all.into_iter()
+                    .map(|(position, values)| Ok((self.missing_key(position)?, values)))
+                    .collect::<Result<HashMap<_, _>, String>>()
+            })
+            .transpose()?;
+        self.load_ranked(snapshots, fingerprints.as_ref());
+        Ok(())
+    }
+
     pub fn coverable(&self, counts: &[(StateKey, i64)]) -> Vec<StateKey> {
         let counts: Vec<(RankKey, i64)> = counts
             .iter()
@@ -388,9 +452,17 @@ impl Engine {
                 .filter_map(|(key, values)| Some((self.rank_key(key)?, values.clone())))
                 .collect()
         });
+        self.load_ranked(snapshots, fingerprints.as_ref());
+    }
+
+    fn load_ranked(
+        &mut self,
+        snapshots: Vec<(RankKey, Snapshot)>,
+        fingerprints: Option<&HashMap<RankKey, Vec<u64>>>,
+    ) {
         let (terms, names) = (&self.terms, &self.names);
         self.rater
-            .load_states(&snapshots, fingerprints.as_ref(), |key: &RankKey| {
+            .load_states(&snapshots, fingerprints, |key: &RankKey| {
                 terms.get(names[key.0 as usize].1).cloned()
             });
     }

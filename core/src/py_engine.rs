@@ -427,6 +427,37 @@ impl CoreEngine {
         self.engine.missing_states().into_iter().collect()
     }
 
+    /// The held rows' states not in memory, each once, with the catalog line
+    /// item whose terms a loaded state takes (None: not in the catalog).
+    /// `coverable_at` and `load_at` name them by position in this list
+    /// (until the next call): the first touch crosses back without keys.
+    fn missing(&mut self) -> Vec<(KeyTuple, Option<usize>)> {
+        self.engine.missing()
+    }
+
+    /// `coverable` of the states `missing` answered, by position.
+    fn coverable_at(&self, counts: Vec<(usize, i64)>) -> PyResult<Vec<usize>> {
+        self.engine
+            .coverable_at(&counts)
+            .map_err(pyo3::exceptions::PyValueError::new_err)
+    }
+
+    /// `load_states` of the states `missing` answered, by position.
+    #[pyo3(signature = (snapshots, stored_fingerprints=None))]
+    fn load_at(
+        &mut self,
+        snapshots: Vec<(usize, Option<SnapshotTuple>)>,
+        stored_fingerprints: Option<Vec<(usize, Vec<u64>)>>,
+    ) -> PyResult<()> {
+        let snapshots = snapshots
+            .into_iter()
+            .map(|(position, snapshot)| Ok((position, loaded_snapshot(snapshot.as_ref())?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.engine
+            .load_at(snapshots, stored_fingerprints)
+            .map_err(pyo3::exceptions::PyValueError::new_err)
+    }
+
     fn coverable(&self, counts: Vec<(KeyTuple, i64)>) -> Vec<KeyTuple> {
         self.engine.coverable(&counts)
     }
