@@ -200,10 +200,10 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         the first touch of a state crosses back without its key."""
         requests: dict[StateKey, WindowSize | None] = {}
         positions: dict[StateKey, int] = {}
-        bindings = self.bindings
-        for position, (key, line_item) in enumerate(self._core.missing()):
-            state = StateKey._make(key)
-            requests[state] = None if line_item is None else bindings[line_item].meter.bucket_size
+        bindings, names = self.bindings, self._state_names
+        for position, (line_item, period_id, terms) in enumerate(self._core.missing()):
+            state = StateKey._make((*names[line_item], period_id))
+            requests[state] = None if terms is None else bindings[terms].meter.bucket_size
             positions[state] = position
         return MissingStates(requests, positions)
 

@@ -1,6 +1,8 @@
 //! Arrow-layout column buffers, handed to pyarrow without per-value Python work
 //! (`pa.Array.from_buffers` over the raw bytes).
 
+use std::mem::MaybeUninit;
+
 /// A `utf8` column: int32 offsets (one more than rows) and the concatenated text.
 #[derive(Debug)]
 pub struct StringColumn {
@@ -98,13 +100,19 @@ impl StringColumn {
     /// and `data` (`runs_len` bytes). One copy of text per run, whose offsets
     /// move as a block. Panics when the buffers have other sizes or past
     /// 2 GiB of text (an Arrow `utf8` limit; a batch is far smaller).
-    pub fn gather_runs(&self, runs: &[(usize, usize)], offsets: &mut [u8], data: &mut [u8]) {
+    /// Every byte of both buffers is written (they may start uninitialised).
+    pub fn gather_runs(
+        &self,
+        runs: &[(usize, usize)],
+        offsets: &mut [MaybeUninit<u8>],
+        data: &mut [MaybeUninit<u8>],
+    ) {
         i32::try_from(data.len()).expect("string column under 2 GiB");
         let mut chunks = offsets.chunks_exact_mut(4);
         chunks
             .next()
             .expect("the first offset")
-            .copy_from_slice(&[0; 4]);
+            .write_copy_of_slice(&[0; 4]);
         // Every offset written is at most `data.len()`, which fits an i32.
         let mut end = 0i32;
         for &(first, count) in runs {
@@ -112,11 +120,11 @@ impl StringColumn {
             let moved = &self.offsets[first + 1..=first + count];
             // `moved` first: `zip` asks it first, so no chunk is consumed past it.
             for (&offset, chunk) in moved.iter().zip(chunks.by_ref()) {
-                chunk.copy_from_slice(&(offset + shift).to_le_bytes());
+                chunk.write_copy_of_slice(&(offset + shift).to_le_bytes());
             }
             let text =
                 &self.data.as_bytes()[self.offsets[first] as usize..moved[count - 1] as usize];
-            data[end as usize..end as usize + text.len()].copy_from_slice(text);
+            data[end as usize..end as usize + text.len()].write_copy_of_slice(text);
             end += text.len() as i32;
         }
         assert!(chunks.next().is_none() && end as usize == data.len());
@@ -164,9 +172,17 @@ mod tests {
             runs,
             vec![(0, 3), (2, 1), (4, 2), (1, 1), (3, 1), (3, 2), (0, 1)]
         );
-        let mut offsets = vec![0xffu8; (rows.len() + 1) * 4];
-        let mut data = vec![0xffu8; column.runs_len(&runs)];
+        let mut offsets = vec![MaybeUninit::new(0xffu8); (rows.len() + 1) * 4];
+        let mut data = vec![MaybeUninit::new(0xffu8); column.runs_len(&runs)];
         column.gather_runs(&runs, &mut offsets, &mut data);
+        // SAFETY: `MaybeUninit::new` initialised every byte.
+        let bytes = |buffer: Vec<MaybeUninit<u8>>| -> Vec<u8> {
+            buffer
+                .into_iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect()
+        };
+        let (offsets, data) = (bytes(offsets), bytes(data));
         let mut expected = StringColumn::new();
         for &row in &rows {
             expected.push(column.get(row as usize));

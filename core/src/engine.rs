@@ -13,7 +13,7 @@ use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
 use crate::event::{Properties, RawColumns};
-use crate::fxhash::FxHashMap;
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
@@ -121,6 +121,9 @@ pub struct Engine {
     /// the rater's states instead of probing its map per row.
     slots: Vec<Slot>,
     resolved_at: Option<(u64, u64)>,
+    /// The held rows (ascending) whose (partition, state) `rate` reported
+    /// new, when it made `touched`'s reports (None: `touched` makes them).
+    reported_in_rate: Option<Vec<usize>>,
     /// The states `missing` last answered, in its order: what `coverable_at`
     /// and `load_at` name by position.
     missing: Vec<RankKey>,
@@ -153,6 +156,7 @@ impl Engine {
             slots: Vec::new(),
             resolved_at: None,
             missing: Vec::new(),
+            reported_in_rate: None,
             reported: FxHashMap::default(),
         }
     }
@@ -323,8 +327,27 @@ impl Engine {
     pub fn touched(&mut self) -> Vec<(u32, usize, i64)> {
         self.resolve_slots();
         let mut found = Vec::new();
+        // Reports `rate` made: only the rows without a state are left here.
+        let mut in_rate = self.reported_in_rate.take().map(Vec::into_iter);
+        let mut next_in_rate = in_rate.as_mut().and_then(Iterator::next);
         let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
         for (i, ((row, source), &slot)) in rows.enumerate() {
+            let new_in_rate = next_in_rate == Some(i);
+            if new_in_rate {
+                next_in_rate = in_rate.as_mut().and_then(Iterator::next);
+            }
+            // (A state dropped since `rate` leaves its rows without a slot:
+            // they are reported below, as rows without a state are.)
+            if in_rate.is_some() && slot != NO_SLOT {
+                if new_in_rate {
+                    found.push((
+                        self.event_partitions[source.event],
+                        source.line_item,
+                        row.key.1,
+                    ));
+                }
+                continue;
+            }
             self.rater.prefetch_ahead(&self.slots, i);
             let partition = self.event_partitions[source.event];
             let new = if slot == NO_SLOT {
@@ -353,6 +376,10 @@ impl Engine {
     /// after a drop or a catalog change all of them, after new states only
     /// the rows that had none.
     fn resolve_slots(&mut self) {
+        if self.resolved_at.is_none() {
+            // New rows since the last `rate`: its reports are not theirs.
+            self.reported_in_rate = None;
+        }
         let now = (self.rater.epoch(), self.rater.created());
         match self.resolved_at {
             Some(at) if at == now => {}
@@ -370,21 +397,30 @@ impl Engine {
         missing.iter().map(|key| self.state_key(key)).collect()
     }
 
-    /// `missing_states`, each state once, in an order that `coverable_at`
-    /// and `load_at` refer to by position (until the next call): per state
-    /// its key and the catalog line item whose terms a loaded state takes
-    /// (None: no line item of the catalog has its name, so it is not loaded).
-    pub fn missing(&mut self) -> Vec<(StateKey, Option<usize>)> {
+    /// `missing_states`, each state once, in the order of the rows that
+    /// first name them, which `coverable_at` and `load_at` refer to by
+    /// position (until the next call). Per state: the line item of that row
+    /// (whose (tenant, environment, id) the state key has), the period id,
+    /// and the catalog line item whose terms a loaded state takes (None: no
+    /// line item of the catalog has its name, so it is not loaded).
+    pub fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
         self.resolve_slots();
-        self.missing = Rater::missing_at(&self.pending, &self.slots)
-            .into_iter()
-            .collect();
-        let names = &self.names;
-        let terms = |key: &RankKey| Some(names[key.0 as usize].1).filter(|&i| i != usize::MAX);
-        self.missing
-            .iter()
-            .map(|key| (self.state_key(key), terms(key)))
-            .collect()
+        let mut seen: FxHashSet<RankKey> = FxHashSet::default();
+        let mut found = Vec::new();
+        self.missing.clear();
+        let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
+        for ((row, source), &slot) in rows {
+            if slot == NO_SLOT && seen.insert(row.key) {
+                self.missing.push(row.key);
+                let terms = self.names[row.key.0 as usize].1;
+                found.push((
+                    source.line_item,
+                    row.key.1,
+                    Some(terms).filter(|&t| t != usize::MAX),
+                ));
+            }
+        }
+        found
     }
 
     /// The state `missing` answered at `position`.
@@ -501,11 +537,22 @@ impl Engine {
     /// `prepare`). `ids` is the prepared batch's event id column.
     pub fn rate(&mut self, ids: &StringColumn) -> Rated {
         self.resolve_slots();
-        let rated = self
-            .rater
-            .rate_at(&self.pending, &mut self.slots, &self.terms, |event| {
-                ids.get(event)
-            });
+        // `touched`'s reports are made here while each state is in cache,
+        // unless some were made while their state was not held (they move
+        // into the state in `touched`'s own pass).
+        let mut found = Vec::new();
+        let reports = self
+            .reported
+            .is_empty()
+            .then_some((self.event_partitions.as_slice(), &mut found));
+        let rated = self.rater.rate_at(
+            &self.pending,
+            &mut self.slots,
+            &self.terms,
+            |event| ids.get(event),
+            reports,
+        );
+        self.reported_in_rate = self.reported.is_empty().then_some(found);
         // `rate_at` wrote the slots of the states it created.
         self.resolved_at = Some((self.rater.epoch(), self.rater.created()));
         rated
@@ -652,5 +699,17 @@ mod tests {
         // Revoking drops the state: every partition that touches it again is told.
         engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
         assert_eq!(touched_by(&mut engine, &[4, 3]), vec![(4, 0, 0), (3, 0, 0)]);
+    }
+
+    #[test]
+    fn a_state_dropped_between_rate_and_touched_is_reported_once() {
+        let mut engine = engine();
+        let columns = prepare_ids(&mut engine, &["a".into(), "b".into()], vec![3, 4]);
+        engine.rate(&columns.id);
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(engine.touched(), vec![(3, 0, 0), (4, 0, 0)]);
+        // Told while it was not held: the new state knows both partitions.
+        assert_eq!(touched_by(&mut engine, &[4, 5, 3]), vec![(5, 0, 0)]);
+        assert_eq!(touched_by(&mut engine, &[5, 6]), vec![(6, 0, 0)]);
     }
 }

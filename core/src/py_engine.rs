@@ -2,6 +2,7 @@
 //! Python. Rows stay in the core; `rate` hands back Arrow buffers.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -65,6 +66,31 @@ fn event_columns(raw: &RawColumns) -> [(&'static str, &StringColumn); 7] {
     ]
 }
 
+/// Python bytes of `len` bytes that `fill` writes, each of them (checked):
+/// `PyBytes::new_with` without its zeroing pass over the buffer first.
+fn written_pybytes<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len).expect("a buffer under isize::MAX");
+    // SAFETY: `PyBytes_FromStringAndSize(NULL, len)` returns a new bytes
+    // object (or NULL with an exception set) whose `len` bytes are not
+    // initialised; nothing else refers to it until it is returned, so its
+    // buffer is ours to write, as `MaybeUninit` bytes.
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyBytes>();
+        let buffer: *mut MaybeUninit<u8> = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast();
+        let written = fill(std::slice::from_raw_parts_mut(buffer, len));
+        assert_eq!(written, len, "every byte of the buffer written");
+        Ok(bytes)
+    }
+}
+
 /// `values` as Python bytes of their little-endian bytes, written in place
 /// (no buffer in between).
 fn le_pybytes<'py, T: Copy, const N: usize>(
@@ -81,11 +107,11 @@ fn gathered_le<'py, const N: usize>(
     count: usize,
     value: impl Fn(usize) -> [u8; N],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    PyBytes::new_with(py, count * N, |buffer| {
+    written_pybytes(py, count * N, |buffer| {
         for (i, chunk) in buffer.chunks_exact_mut(N).enumerate() {
-            chunk.copy_from_slice(&value(i));
+            chunk.write_copy_of_slice(&value(i));
         }
-        Ok(())
+        count * N
     })
 }
 
@@ -128,15 +154,16 @@ fn gathered_runs<'py>(
     runs: &[(usize, usize)],
     rows: usize,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    let mut data = PyBytes::new(py, b"");
-    let offsets = PyBytes::new_with(py, (rows + 1) * 4, |offsets| {
-        data = PyBytes::new_with(py, column.runs_len(runs), |data| {
+    let (offsets_len, data_len) = ((rows + 1) * 4, column.runs_len(runs));
+    let mut data = Ok(PyBytes::new(py, b""));
+    let offsets = written_pybytes(py, offsets_len, |offsets| {
+        data = written_pybytes(py, data_len, |data| {
             column.gather_runs(runs, offsets, data);
-            Ok(())
-        })?;
-        Ok(())
+            data_len
+        });
+        offsets_len
     })?;
-    Ok((offsets, data))
+    Ok((offsets, data?))
 }
 
 /// Sets `name: (offsets, data)` of a utf8 column.
@@ -427,11 +454,11 @@ impl CoreEngine {
         self.engine.missing_states().into_iter().collect()
     }
 
-    /// The held rows' states not in memory, each once, with the catalog line
-    /// item whose terms a loaded state takes (None: not in the catalog).
-    /// `coverable_at` and `load_at` name them by position in this list
-    /// (until the next call): the first touch crosses back without keys.
-    fn missing(&mut self) -> Vec<(KeyTuple, Option<usize>)> {
+    /// The held rows' states not in memory, each once (`Engine::missing`):
+    /// `(line item naming it, period id, line item whose terms it loads with
+    /// or None)`. `coverable_at` and `load_at` name them by position in this
+    /// list (until the next call): the first touch crosses without keys.
+    fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
         self.engine.missing()
     }
 

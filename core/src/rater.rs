@@ -65,6 +65,21 @@ struct State {
     more_reported: Vec<u32>,
 }
 
+impl State {
+    /// Record that `partition` touched this state; false when it was recorded before.
+    fn report(&mut self, partition: u32) -> bool {
+        if self.first_reported == u32::MAX {
+            self.first_reported = partition;
+            return true;
+        }
+        if self.first_reported == partition || self.more_reported.contains(&partition) {
+            return false;
+        }
+        self.more_reported.push(partition);
+        true
+    }
+}
+
 /// Outcome counts of one `rate` call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcomes {
@@ -365,17 +380,21 @@ impl<K: Key> Rater<K> {
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut slots = Vec::new();
         self.resolve(rows, &mut slots);
-        self.rate_at(rows, &mut slots, terms, event_id)
+        self.rate_at(rows, &mut slots, terms, event_id, None)
     }
 
     /// `rate` of rows resolved to `slots` (as `resolve` gave them, still
-    /// current): the states it creates are written into `slots`.
+    /// current): the states it creates are written into `slots`. With
+    /// `reports` = (partition per event, found), each row whose state is held
+    /// also `report`s its event's partition to it, while the state is in
+    /// cache, and the rows whose report was new are pushed onto `found`.
     pub fn rate_at<'a>(
         &mut self,
         rows: &[Pending<K>],
         slots: &mut [Slot],
         terms: &[Terms],
         event_id: impl Fn(usize) -> &'a str,
+        mut reports: Option<(&[u32], &mut Vec<usize>)>,
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
@@ -399,6 +418,11 @@ impl<K: Key> Rater<K> {
             }
             let state = &mut self.states[*slot as usize].as_mut().expect("a held slot").1;
             state.touched = true;
+            if let Some((partitions, found)) = &mut reports {
+                if state.report(partitions[row.event]) {
+                    found.push(i);
+                }
+            }
             let applied = state.rating.apply(
                 &state.price,
                 event_id(row.event),
@@ -512,16 +536,7 @@ impl<K: Key> Rater<K> {
     /// Record that `partition` touched the state in `slot` (held); false
     /// when it was recorded before (until the state is dropped or `unreport_all`).
     pub fn report(&mut self, slot: Slot, partition: u32) -> bool {
-        let state = self.state_mut(slot);
-        if state.first_reported == u32::MAX {
-            state.first_reported = partition;
-            return true;
-        }
-        if state.first_reported == partition || state.more_reported.contains(&partition) {
-            return false;
-        }
-        state.more_reported.push(partition);
-        true
+        self.state_mut(slot).report(partition)
     }
 
     /// Forget every `report`.
