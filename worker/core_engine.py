@@ -151,6 +151,8 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self._state_names: list[tuple[str, str, str]] = [
             (b.tenant_id, b.environment_id, b.line_item_id) for b in bindings
         ]
+        # Per line item the window size a store read of its states needs.
+        self._buckets: list[WindowSize | None] = [b.meter.bucket_size for b in bindings]
 
     def prepare(
         self, messages: Sequence[Message], now: datetime, limits: EventLimits
@@ -200,10 +202,10 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         the first touch of a state crosses back without its key."""
         requests: dict[StateKey, WindowSize | None] = {}
         positions: dict[StateKey, int] = {}
-        bindings, names = self.bindings, self._state_names
+        buckets, names = self._buckets, self._state_names
         for position, (line_item, period_id, terms) in enumerate(self._core.missing()):
             state = StateKey._make((*names[line_item], period_id))
-            requests[state] = None if terms is None else bindings[terms].meter.bucket_size
+            requests[state] = None if terms is None else buckets[terms]
             positions[state] = position
         return MissingStates(requests, positions)
 
