@@ -124,24 +124,25 @@ fn gathered_strings<'py, 'a>(
     value: impl Fn(usize) -> &'a str,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let mut end = 0usize;
-    let offsets = PyBytes::new_with(py, (rows.len() + 1) * 4, |buffer| {
+    let offsets_len = (rows.len() + 1) * 4;
+    let offsets = written_pybytes(py, offsets_len, |buffer| {
         let (first, rest) = buffer.split_at_mut(4);
-        first.copy_from_slice(&0i32.to_le_bytes());
+        first.write_copy_of_slice(&0i32.to_le_bytes());
         for (chunk, &row) in rest.chunks_exact_mut(4).zip(rows) {
             end += value(row as usize).len();
             let offset = i32::try_from(end).expect("string column under 2 GiB");
-            chunk.copy_from_slice(&offset.to_le_bytes());
+            chunk.write_copy_of_slice(&offset.to_le_bytes());
         }
-        Ok(())
+        offsets_len
     })?;
-    let data = PyBytes::new_with(py, end, |buffer| {
+    let data = written_pybytes(py, end, |buffer| {
         let mut at = 0;
         for &row in rows {
             let text = value(row as usize).as_bytes();
-            buffer[at..at + text.len()].copy_from_slice(text);
+            buffer[at..at + text.len()].write_copy_of_slice(text);
             at += text.len();
         }
-        Ok(())
+        at
     })?;
     Ok((offsets, data))
 }
