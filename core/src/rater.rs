@@ -106,7 +106,7 @@ pub const STATE_AHEAD: usize = 6;
 /// its rows indexes the `Vec` instead of probing a map.
 pub struct Rater<K = StateKey> {
     // Keyed by state (catalog line item and period): the Fx hasher. Sets of
-    // event-derived hashes keep std's SipHash.
+    // event-derived hashes use the keyed `DigestState`.
     slots: FxHashMap<K, Slot>,
     /// Per slot its key and state; `None`: free (reused first, from `free`).
     states: Vec<Option<(K, State)>>,
