@@ -16,6 +16,7 @@ With ``EW_ENGINE=core`` the usage batch step runs on it
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -31,9 +32,11 @@ from worker.core_catalog import (
     needed_periods,
 )
 from worker.core_decode import CoreDecoded, Messages, batch_arguments, raw_columns
-from worker.core_rating import CoreState, terms_tuple
+from worker.core_rating import CoreState, snapshot_argument, terms_tuple
+from worker.domain.aggregates import AggregateSnapshot
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding
 from worker.domain.engine import outcome_counts
+from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import EventLimits
@@ -89,6 +92,17 @@ class EngineRated:
     refused: list[tuple[int, int, int]]
 
 
+@dataclass(frozen=True, slots=True)
+class MissingStates:
+    """The states the held rows lack (:meth:`CoreBatchEngine.missing`), in
+    the core's order: per state the window size its store read needs (as
+    ``load_missing_states`` asks), and its position in that order, which is
+    how the engine's loading refers to it."""
+
+    requests: dict[StateKey, WindowSize | None]
+    positions: dict[StateKey, int]
+
+
 class CoreBatchEngine(CoreState[_core.CoreEngine]):
     """Catalog, terms and rating state of one consumer in the core. One thread only."""
 
@@ -137,6 +151,8 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         self._state_names: list[tuple[str, str, str]] = [
             (b.tenant_id, b.environment_id, b.line_item_id) for b in bindings
         ]
+        # Per line item the window size a store read of its states needs.
+        self._buckets: list[WindowSize | None] = [b.meter.bucket_size for b in bindings]
 
     def prepare(self, messages: Messages, now: datetime, limits: EventLimits) -> EnginePrepared:
         """Decode, route and measure ``messages``; the core holds their rows.
@@ -177,6 +193,47 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
 
     def missing_states(self) -> set[StateKey]:
         return set(map(StateKey._make, self._core.missing_states()))
+
+    def missing(self) -> MissingStates:
+        """The held rows' states not in memory (``missing_states``), each
+        with its store request, for :meth:`coverable_of` and :meth:`load_of`:
+        the first touch of a state crosses back without its key."""
+        requests: dict[StateKey, WindowSize | None] = {}
+        positions: dict[StateKey, int] = {}
+        buckets, names = self._buckets, self._state_names
+        for position, (line_item, period_id, terms) in enumerate(self._core.missing()):
+            state = StateKey._make((*names[line_item], period_id))
+            requests[state] = None if terms is None else buckets[terms]
+            positions[state] = position
+        return MissingStates(requests, positions)
+
+    def coverable_of(
+        self, missing: MissingStates, snapshots: Mapping[StateKey, AggregateSnapshot]
+    ) -> list[StateKey]:
+        """``coverable`` of snapshots of :meth:`missing`'s states (the last
+        answer), each crossing into the core by position."""
+        positions = missing.positions
+        counts = [(positions[key], s.count) for key, s in snapshots.items() if s.count > 0]
+        if not counts:
+            return []
+        keys = list(positions)
+        return [keys[position] for position in self._core.coverable_at(counts)]
+
+    def load_of(
+        self,
+        missing: MissingStates,
+        snapshots: Mapping[StateKey, AggregateSnapshot],
+        stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
+    ) -> None:
+        """``load_states`` of snapshots (and stored fingerprints) of
+        :meth:`missing`'s states (the last answer), each by position."""
+        positions = missing.positions
+        self._core.load_at(
+            [(positions[key], snapshot_argument(s)) for key, s in snapshots.items()],
+            None
+            if stored_fingerprints is None
+            else [(positions[key], list(values)) for key, values in stored_fingerprints.items()],
+        )
 
     def lookup_keys(self) -> set[DedupKey]:
         keys: set[DedupKey] = set()

@@ -99,6 +99,12 @@ def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
     )
 
 
+def snapshot_argument(snapshot: AggregateSnapshot) -> SnapshotTuple | None:
+    """A loaded snapshot as the core reads it: an empty one (a state's first
+    load: most loads are) crosses as ``None``, not as texts."""
+    return None if snapshot == _EMPTY_SNAPSHOT else snapshot_tuple(snapshot)
+
+
 def load_arguments(
     snapshots: Mapping[StateKey, AggregateSnapshot],
     stored_fingerprints: Mapping[StateKey, Iterable[int]] | None,
@@ -110,9 +116,7 @@ def load_arguments(
         if stored_fingerprints is None
         else {key: list(values) for key, values in stored_fingerprints.items()}
     )
-    snapshot_tuples = [
-        (key, None if s == _EMPTY_SNAPSHOT else snapshot_tuple(s)) for key, s in snapshots.items()
-    ]
+    snapshot_tuples = [(key, snapshot_argument(s)) for key, s in snapshots.items()]
     return snapshot_tuples, fingerprints
 
 

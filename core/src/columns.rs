@@ -1,6 +1,8 @@
 //! Arrow-layout column buffers, handed to pyarrow without per-value Python work
 //! (`pa.Array.from_buffers` over the raw bytes).
 
+use std::mem::MaybeUninit;
+
 /// A `utf8` column: int32 offsets (one more than rows) and the concatenated text.
 #[derive(Debug)]
 pub struct StringColumn {
@@ -80,6 +82,54 @@ impl StringColumn {
         self.len() == 0
     }
 
+    /// The int32 offsets (one more than rows; the first is 0).
+    pub fn offsets(&self) -> &[i32] {
+        &self.offsets
+    }
+
+    /// Bytes of text of the values at `runs` (`runs_of`), in all.
+    pub fn runs_len(&self, runs: &[(usize, usize)]) -> usize {
+        let span = |&(first, count): &(usize, usize)| {
+            (self.offsets[first + count] - self.offsets[first]) as usize
+        };
+        runs.iter().map(span).sum()
+    }
+
+    /// The values at `runs` (`runs_of`), in order, as a `utf8` column's
+    /// buffers: little-endian int32 `offsets` (4 bytes per value and 4 more)
+    /// and `data` (`runs_len` bytes). One copy of text per run, whose offsets
+    /// move as a block. Panics when the buffers have other sizes or past
+    /// 2 GiB of text (an Arrow `utf8` limit; a batch is far smaller).
+    /// Every byte of both buffers is written (they may start uninitialised).
+    pub fn gather_runs(
+        &self,
+        runs: &[(usize, usize)],
+        offsets: &mut [MaybeUninit<u8>],
+        data: &mut [MaybeUninit<u8>],
+    ) {
+        i32::try_from(data.len()).expect("string column under 2 GiB");
+        let mut chunks = offsets.chunks_exact_mut(4);
+        chunks
+            .next()
+            .expect("the first offset")
+            .write_copy_of_slice(&[0; 4]);
+        // Every offset written is at most `data.len()`, which fits an i32.
+        let mut end = 0i32;
+        for &(first, count) in runs {
+            let shift = end - self.offsets[first];
+            let moved = &self.offsets[first + 1..=first + count];
+            // `moved` first: `zip` asks it first, so no chunk is consumed past it.
+            for (&offset, chunk) in moved.iter().zip(chunks.by_ref()) {
+                chunk.write_copy_of_slice(&(offset + shift).to_le_bytes());
+            }
+            let text =
+                &self.data.as_bytes()[self.offsets[first] as usize..moved[count - 1] as usize];
+            data[end as usize..end as usize + text.len()].write_copy_of_slice(text);
+            end += text.len() as i32;
+        }
+        assert!(chunks.next().is_none() && end as usize == data.len());
+    }
+
     /// The offsets buffer as little-endian bytes.
     pub fn offset_bytes(&self) -> Vec<u8> {
         self.offsets.iter().flat_map(|o| o.to_le_bytes()).collect()
@@ -90,9 +140,57 @@ impl StringColumn {
     }
 }
 
+/// `rows` (indices into a column) as runs of consecutive indices, `(first,
+/// count)`, in order. A batch mostly writes one row per event in order, so
+/// a few runs cover it (`StringColumn::gather_runs`).
+pub fn runs_of(rows: &[i32]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &row in rows {
+        let row = usize::try_from(row).expect("a row index");
+        match runs.last_mut() {
+            Some((first, count)) if *first + *count == row => *count += 1,
+            _ => runs.push((row, 1)),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gathered_runs_hold_the_values_of_their_rows_in_order() {
+        let mut column = StringColumn::new();
+        for value in ["ab", "", "é", "xyz", "q", ""] {
+            column.push(value);
+        }
+        // Repeats, gaps, a step back, an empty value, the last row.
+        let rows = [0, 1, 2, 2, 4, 5, 1, 3, 3, 4, 0];
+        let runs = runs_of(&rows);
+        assert_eq!(
+            runs,
+            vec![(0, 3), (2, 1), (4, 2), (1, 1), (3, 1), (3, 2), (0, 1)]
+        );
+        let mut offsets = vec![MaybeUninit::new(0xffu8); (rows.len() + 1) * 4];
+        let mut data = vec![MaybeUninit::new(0xffu8); column.runs_len(&runs)];
+        column.gather_runs(&runs, &mut offsets, &mut data);
+        // SAFETY: `MaybeUninit::new` initialised every byte.
+        let bytes = |buffer: Vec<MaybeUninit<u8>>| -> Vec<u8> {
+            buffer
+                .into_iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect()
+        };
+        let (offsets, data) = (bytes(offsets), bytes(data));
+        let mut expected = StringColumn::new();
+        for &row in &rows {
+            expected.push(column.get(row as usize));
+        }
+        assert_eq!(data, expected.data());
+        assert_eq!(offsets, expected.offset_bytes());
+        assert!(runs_of(&[]).is_empty());
+    }
 
     #[test]
     fn offsets_delimit_the_values() {

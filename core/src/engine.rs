@@ -13,7 +13,7 @@ use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
 use crate::event::{Properties, RawColumns};
-use crate::fxhash::FxHashMap;
+use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
@@ -121,6 +121,12 @@ pub struct Engine {
     /// the rater's states instead of probing its map per row.
     slots: Vec<Slot>,
     resolved_at: Option<(u64, u64)>,
+    /// The held rows (ascending) whose (partition, state) `rate` reported
+    /// new, when it made `touched`'s reports (None: `touched` makes them).
+    reported_in_rate: Option<Vec<usize>>,
+    /// The states `missing` last answered, in its order: what `coverable_at`
+    /// and `load_at` name by position.
+    missing: Vec<RankKey>,
     /// Per state without a held state (a `touched` before `rate`): the
     /// partitions `touched` reported it for; a held state keeps its own
     /// (`Rater::report`), until it is dropped.
@@ -149,6 +155,8 @@ impl Engine {
             event_partitions: Vec::new(),
             slots: Vec::new(),
             resolved_at: None,
+            missing: Vec::new(),
+            reported_in_rate: None,
             reported: FxHashMap::default(),
         }
     }
@@ -184,6 +192,7 @@ impl Engine {
         self.pending.clear();
         self.sources.clear();
         self.resolved_at = None;
+        self.missing.clear();
         // Ranks changed: report every state again (reporting twice is harmless).
         self.reported.clear();
         self.rater.unreport_all();
@@ -318,8 +327,27 @@ impl Engine {
     pub fn touched(&mut self) -> Vec<(u32, usize, i64)> {
         self.resolve_slots();
         let mut found = Vec::new();
+        // Reports `rate` made: only the rows without a state are left here.
+        let mut in_rate = self.reported_in_rate.take().map(Vec::into_iter);
+        let mut next_in_rate = in_rate.as_mut().and_then(Iterator::next);
         let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
         for (i, ((row, source), &slot)) in rows.enumerate() {
+            let new_in_rate = next_in_rate == Some(i);
+            if new_in_rate {
+                next_in_rate = in_rate.as_mut().and_then(Iterator::next);
+            }
+            // (A state dropped since `rate` leaves its rows without a slot:
+            // they are reported below, as rows without a state are.)
+            if in_rate.is_some() && slot != NO_SLOT {
+                if new_in_rate {
+                    found.push((
+                        self.event_partitions[source.event],
+                        source.line_item,
+                        row.key.1,
+                    ));
+                }
+                continue;
+            }
             self.rater.prefetch_ahead(&self.slots, i);
             let partition = self.event_partitions[source.event];
             let new = if slot == NO_SLOT {
@@ -348,6 +376,10 @@ impl Engine {
     /// after a drop or a catalog change all of them, after new states only
     /// the rows that had none.
     fn resolve_slots(&mut self) {
+        if self.resolved_at.is_none() {
+            // New rows since the last `rate`: its reports are not theirs.
+            self.reported_in_rate = None;
+        }
         let now = (self.rater.epoch(), self.rater.created());
         match self.resolved_at {
             Some(at) if at == now => {}
@@ -363,6 +395,74 @@ impl Engine {
         self.resolve_slots();
         let missing = Rater::missing_at(&self.pending, &self.slots);
         missing.iter().map(|key| self.state_key(key)).collect()
+    }
+
+    /// `missing_states`, each state once, in the order of the rows that
+    /// first name them, which `coverable_at` and `load_at` refer to by
+    /// position (until the next call). Per state: the line item of that row
+    /// (whose (tenant, environment, id) the state key has), the period id,
+    /// and the catalog line item whose terms a loaded state takes (None: no
+    /// line item of the catalog has its name, so it is not loaded).
+    pub fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
+        self.resolve_slots();
+        let mut seen: FxHashSet<RankKey> = FxHashSet::default();
+        let mut found = Vec::new();
+        self.missing.clear();
+        let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
+        for ((row, source), &slot) in rows {
+            if slot == NO_SLOT && seen.insert(row.key) {
+                self.missing.push(row.key);
+                let terms = self.names[row.key.0 as usize].1;
+                found.push((
+                    source.line_item,
+                    row.key.1,
+                    Some(terms).filter(|&t| t != usize::MAX),
+                ));
+            }
+        }
+        found
+    }
+
+    /// The state `missing` answered at `position`.
+    fn missing_key(&self, position: usize) -> Result<RankKey, String> {
+        self.missing
+            .get(position)
+            .copied()
+            .ok_or_else(|| format!("no missing state at position {position}: call `missing` first"))
+    }
+
+    /// `coverable` of the states `missing` answered, by position.
+    pub fn coverable_at(&self, counts: &[(usize, i64)]) -> Result<Vec<usize>, String> {
+        let mut position_of: FxHashMap<RankKey, usize> = FxHashMap::default();
+        let mut keyed = Vec::with_capacity(counts.len());
+        for &(position, count) in counts {
+            let key = self.missing_key(position)?;
+            position_of.insert(key, position);
+            keyed.push((key, count));
+        }
+        let chosen = self.rater.coverable(&keyed);
+        Ok(chosen.iter().map(|key| position_of[key]).collect())
+    }
+
+    /// `load_states` of the states `missing` answered, by position.
+    pub fn load_at(
+        &mut self,
+        snapshots: Vec<(usize, Snapshot)>,
+        stored_fingerprints: Option<Vec<(usize, Vec<u64>)>>,
+    ) -> Result<(), String> {
+        let snapshots = snapshots
+            .into_iter()
+            .map(|(position, snapshot)| Ok((self.missing_key(position)?, snapshot)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let fingerprints = stored_fingerprints
+            .map(|all| {
+                all.into_iter()
+                    .map(|(position, values)| Ok((self.missing_key(position)?, values)))
+                    .collect::<Result<HashMap<_, _>, String>>()
+            })
+            .transpose()?;
+        self.load_ranked(snapshots, fingerprints.as_ref());
+        Ok(())
     }
 
     pub fn coverable(&self, counts: &[(StateKey, i64)]) -> Vec<StateKey> {
@@ -388,9 +488,17 @@ impl Engine {
                 .filter_map(|(key, values)| Some((self.rank_key(key)?, values.clone())))
                 .collect()
         });
+        self.load_ranked(snapshots, fingerprints.as_ref());
+    }
+
+    fn load_ranked(
+        &mut self,
+        snapshots: Vec<(RankKey, Snapshot)>,
+        fingerprints: Option<&HashMap<RankKey, Vec<u64>>>,
+    ) {
         let (terms, names) = (&self.terms, &self.names);
         self.rater
-            .load_states(&snapshots, fingerprints.as_ref(), |key: &RankKey| {
+            .load_states(&snapshots, fingerprints, |key: &RankKey| {
                 terms.get(names[key.0 as usize].1).cloned()
             });
     }
@@ -429,11 +537,22 @@ impl Engine {
     /// `prepare`). `ids` is the prepared batch's event id column.
     pub fn rate(&mut self, ids: &StringColumn) -> Rated {
         self.resolve_slots();
-        let rated = self
-            .rater
-            .rate_at(&self.pending, &mut self.slots, &self.terms, |event| {
-                ids.get(event)
-            });
+        // `touched`'s reports are made here while each state is in cache,
+        // unless some were made while their state was not held (they move
+        // into the state in `touched`'s own pass).
+        let mut found = Vec::new();
+        let reports = self
+            .reported
+            .is_empty()
+            .then_some((self.event_partitions.as_slice(), &mut found));
+        let rated = self.rater.rate_at(
+            &self.pending,
+            &mut self.slots,
+            &self.terms,
+            |event| ids.get(event),
+            reports,
+        );
+        self.reported_in_rate = self.reported.is_empty().then_some(found);
         // `rate_at` wrote the slots of the states it created.
         self.resolved_at = Some((self.rater.epoch(), self.rater.created()));
         rated
@@ -580,5 +699,17 @@ mod tests {
         // Revoking drops the state: every partition that touches it again is told.
         engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
         assert_eq!(touched_by(&mut engine, &[4, 3]), vec![(4, 0, 0), (3, 0, 0)]);
+    }
+
+    #[test]
+    fn a_state_dropped_between_rate_and_touched_is_reported_once() {
+        let mut engine = engine();
+        let columns = prepare_ids(&mut engine, &["a".into(), "b".into()], vec![3, 4]);
+        engine.rate(&columns.id);
+        engine.drop_states(&[("t".into(), "e".into(), "li".into(), 0)]);
+        assert_eq!(engine.touched(), vec![(3, 0, 0), (4, 0, 0)]);
+        // Told while it was not held: the new state knows both partitions.
+        assert_eq!(touched_by(&mut engine, &[4, 5, 3]), vec![(5, 0, 0)]);
+        assert_eq!(touched_by(&mut engine, &[5, 6]), vec![(6, 0, 0)]);
     }
 }

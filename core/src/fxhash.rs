@@ -5,6 +5,7 @@
 //! catalog's tables (filled from the validated catalog; an event's fields are
 //! only looked up in them, so a hostile key can at worst walk the longest
 //! probe sequence the catalog made) and the engine's integer state keys. Maps
-//! filled from event data (hash owners, fingerprints) keep std's SipHash.
+//! filled from event data (hash owners, fingerprints) use a keyed hasher
+//! (`period_rating::DigestState`).
 
 pub use rustc_hash::{FxHashMap, FxHashSet};

@@ -2,12 +2,13 @@
 //! Python. Rows stay in the core; `rate` hands back Arrow buffers.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::catalog::{Catalog, Unresolved};
-use crate::columns::StringColumn;
+use crate::columns::{runs_of, StringColumn};
 use crate::engine::Engine;
 use crate::event::RawColumns;
 use crate::period_rating::Outcome;
@@ -65,6 +66,31 @@ fn event_columns(raw: &RawColumns) -> [(&'static str, &StringColumn); 7] {
     ]
 }
 
+/// Python bytes of `len` bytes that `fill` writes, each of them (checked):
+/// `PyBytes::new_with` without its zeroing pass over the buffer first.
+fn written_pybytes<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len).expect("a buffer under isize::MAX");
+    // SAFETY: `PyBytes_FromStringAndSize(NULL, len)` returns a new bytes
+    // object (or NULL with an exception set) whose `len` bytes are not
+    // initialised; nothing else refers to it until it is returned, so its
+    // buffer is ours to write, as `MaybeUninit` bytes.
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyBytes>();
+        let buffer: *mut MaybeUninit<u8> = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast();
+        let written = fill(std::slice::from_raw_parts_mut(buffer, len));
+        assert_eq!(written, len, "every byte of the buffer written");
+        Ok(bytes)
+    }
+}
+
 /// `values` as Python bytes of their little-endian bytes, written in place
 /// (no buffer in between).
 fn le_pybytes<'py, T: Copy, const N: usize>(
@@ -81,11 +107,11 @@ fn gathered_le<'py, const N: usize>(
     count: usize,
     value: impl Fn(usize) -> [u8; N],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    PyBytes::new_with(py, count * N, |buffer| {
+    written_pybytes(py, count * N, |buffer| {
         for (i, chunk) in buffer.chunks_exact_mut(N).enumerate() {
-            chunk.copy_from_slice(&value(i));
+            chunk.write_copy_of_slice(&value(i));
         }
-        Ok(())
+        count * N
     })
 }
 
@@ -98,26 +124,47 @@ fn gathered_strings<'py, 'a>(
     value: impl Fn(usize) -> &'a str,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let mut end = 0usize;
-    let offsets = PyBytes::new_with(py, (rows.len() + 1) * 4, |buffer| {
+    let offsets_len = (rows.len() + 1) * 4;
+    let offsets = written_pybytes(py, offsets_len, |buffer| {
         let (first, rest) = buffer.split_at_mut(4);
-        first.copy_from_slice(&0i32.to_le_bytes());
+        first.write_copy_of_slice(&0i32.to_le_bytes());
         for (chunk, &row) in rest.chunks_exact_mut(4).zip(rows) {
             end += value(row as usize).len();
             let offset = i32::try_from(end).expect("string column under 2 GiB");
-            chunk.copy_from_slice(&offset.to_le_bytes());
+            chunk.write_copy_of_slice(&offset.to_le_bytes());
         }
-        Ok(())
+        offsets_len
     })?;
-    let data = PyBytes::new_with(py, end, |buffer| {
+    let data = written_pybytes(py, end, |buffer| {
         let mut at = 0;
         for &row in rows {
             let text = value(row as usize).as_bytes();
-            buffer[at..at + text.len()].copy_from_slice(text);
+            buffer[at..at + text.len()].write_copy_of_slice(text);
             at += text.len();
         }
-        Ok(())
+        at
     })?;
     Ok((offsets, data))
+}
+
+/// The utf8 buffers (int32 offsets, data) of `column`'s values at the rows
+/// of `runs` (`columns::runs_of`: `rows` of them), straight into Python bytes.
+fn gathered_runs<'py>(
+    py: Python<'py>,
+    column: &StringColumn,
+    runs: &[(usize, usize)],
+    rows: usize,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let (offsets_len, data_len) = ((rows + 1) * 4, column.runs_len(runs));
+    let mut data = Ok(PyBytes::new(py, b""));
+    let offsets = written_pybytes(py, offsets_len, |offsets| {
+        data = written_pybytes(py, data_len, |data| {
+            column.gather_runs(runs, offsets, data);
+            data_len
+        });
+        offsets_len
+    })?;
+    Ok((offsets, data?))
 }
 
 /// Sets `name: (offsets, data)` of a utf8 column.
@@ -154,9 +201,9 @@ impl CoreEngine {
         if let Some((raw, customers)) = &self.held_columns {
             let mut sources = event_columns(raw).to_vec();
             sources.push(("customer_id", customers));
+            let runs = runs_of(events);
             for (name, source) in sources {
-                let buffers = gathered_strings(py, events, |event| source.get(event))?;
-                columns.set_item(name, buffers)?;
+                columns.set_item(name, gathered_runs(py, source, &runs, events.len())?)?;
             }
             let timestamps = gathered_le(py, events.len(), |row| {
                 raw.timestamp_us[events[row] as usize].to_le_bytes()
@@ -406,6 +453,37 @@ impl CoreEngine {
 
     fn missing_states(&mut self) -> Vec<KeyTuple> {
         self.engine.missing_states().into_iter().collect()
+    }
+
+    /// The held rows' states not in memory, each once (`Engine::missing`):
+    /// `(line item naming it, period id, line item whose terms it loads with
+    /// or None)`. `coverable_at` and `load_at` name them by position in this
+    /// list (until the next call): the first touch crosses without keys.
+    fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
+        self.engine.missing()
+    }
+
+    /// `coverable` of the states `missing` answered, by position.
+    fn coverable_at(&self, counts: Vec<(usize, i64)>) -> PyResult<Vec<usize>> {
+        self.engine
+            .coverable_at(&counts)
+            .map_err(pyo3::exceptions::PyValueError::new_err)
+    }
+
+    /// `load_states` of the states `missing` answered, by position.
+    #[pyo3(signature = (snapshots, stored_fingerprints=None))]
+    fn load_at(
+        &mut self,
+        snapshots: Vec<(usize, Option<SnapshotTuple>)>,
+        stored_fingerprints: Option<Vec<(usize, Vec<u64>)>>,
+    ) -> PyResult<()> {
+        let snapshots = snapshots
+            .into_iter()
+            .map(|(position, snapshot)| Ok((position, loaded_snapshot(snapshot.as_ref())?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.engine
+            .load_at(snapshots, stored_fingerprints)
+            .map_err(pyo3::exceptions::PyValueError::new_err)
     }
 
     fn coverable(&self, counts: Vec<(KeyTuple, i64)>) -> Vec<KeyTuple> {

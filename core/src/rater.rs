@@ -11,7 +11,7 @@ use crate::aggregate::{Aggregate, Bucket, Snapshot};
 use crate::fxhash::FxHashMap;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
-use crate::period_rating::{Delta, OutOfRange, Outcome, PeriodRating};
+use crate::period_rating::{Delta, FingerprintSet, OutOfRange, Outcome, PeriodRating};
 use crate::pricing::Price;
 use crate::sha256::UniqueHash;
 
@@ -57,12 +57,27 @@ struct State {
     /// Covered: (insertion number, fingerprints of its stored and rated
     /// hashes); the insertion number is the reference's dict order, which
     /// breaks ties when trimming.
-    covered: Option<(u64, HashSet<u64>)>,
+    covered: Option<(u64, FingerprintSet)>,
     /// The partitions `report` was told about (the fused engine's
     /// `touched`): the first one in the record (`u32::MAX`: none), which is
     /// all most states ever get, the others after it.
     first_reported: u32,
     more_reported: Vec<u32>,
+}
+
+impl State {
+    /// Record that `partition` touched this state; false when it was recorded before.
+    fn report(&mut self, partition: u32) -> bool {
+        if self.first_reported == u32::MAX {
+            self.first_reported = partition;
+            return true;
+        }
+        if self.first_reported == partition || self.more_reported.contains(&partition) {
+            return false;
+        }
+        self.more_reported.push(partition);
+        true
+    }
 }
 
 /// Outcome counts of one `rate` call.
@@ -91,7 +106,7 @@ pub const STATE_AHEAD: usize = 6;
 /// its rows indexes the `Vec` instead of probing a map.
 pub struct Rater<K = StateKey> {
     // Keyed by state (catalog line item and period): the Fx hasher. Sets of
-    // event-derived hashes keep std's SipHash.
+    // event-derived hashes use the keyed `DigestState`.
     slots: FxHashMap<K, Slot>,
     /// Per slot its key and state; `None`: free (reused first, from `free`).
     states: Vec<Option<(K, State)>>,
@@ -365,17 +380,21 @@ impl<K: Key> Rater<K> {
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut slots = Vec::new();
         self.resolve(rows, &mut slots);
-        self.rate_at(rows, &mut slots, terms, event_id)
+        self.rate_at(rows, &mut slots, terms, event_id, None)
     }
 
     /// `rate` of rows resolved to `slots` (as `resolve` gave them, still
-    /// current): the states it creates are written into `slots`.
+    /// current): the states it creates are written into `slots`. With
+    /// `reports` = (partition per event, found), each row whose state is held
+    /// also `report`s its event's partition to it, while the state is in
+    /// cache, and the rows whose report was new are pushed onto `found`.
     pub fn rate_at<'a>(
         &mut self,
         rows: &[Pending<K>],
         slots: &mut [Slot],
         terms: &[Terms],
         event_id: impl Fn(usize) -> &'a str,
+        mut reports: Option<(&[u32], &mut Vec<usize>)>,
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut results = Vec::with_capacity(rows.len());
         let mut outcomes = Outcomes::default();
@@ -399,6 +418,11 @@ impl<K: Key> Rater<K> {
             }
             let state = &mut self.states[*slot as usize].as_mut().expect("a held slot").1;
             state.touched = true;
+            if let Some((partitions, found)) = &mut reports {
+                if state.report(partitions[row.event]) {
+                    found.push(i);
+                }
+            }
             let applied = state.rating.apply(
                 &state.price,
                 event_id(row.event),
@@ -512,16 +536,7 @@ impl<K: Key> Rater<K> {
     /// Record that `partition` touched the state in `slot` (held); false
     /// when it was recorded before (until the state is dropped or `unreport_all`).
     pub fn report(&mut self, slot: Slot, partition: u32) -> bool {
-        let state = self.state_mut(slot);
-        if state.first_reported == u32::MAX {
-            state.first_reported = partition;
-            return true;
-        }
-        if state.first_reported == partition || state.more_reported.contains(&partition) {
-            return false;
-        }
-        state.more_reported.push(partition);
-        true
+        self.state_mut(slot).report(partition)
     }
 
     /// Forget every `report`.
@@ -547,7 +562,7 @@ impl<K: Key> Rater<K> {
 
     /// Cover the state of `key` (which must be held) with `fingerprints`.
     fn cover(&mut self, key: &K, fingerprints: &[u64]) {
-        let known: HashSet<u64> = fingerprints.iter().copied().collect();
+        let known: FingerprintSet = fingerprints.iter().copied().collect();
         self.uncover(key);
         self.fingerprint_count += known.len();
         self.inserted += 1;

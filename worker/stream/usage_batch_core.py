@@ -28,15 +28,29 @@ import pyarrow as pa
 
 from worker.core_catalog import micros
 from worker.core_decode import CoreDecoded, Messages
-from worker.core_engine import CoreBatchEngine, EnginePrepared, PartitionKey
+from worker.core_engine import CoreBatchEngine, EnginePrepared, MissingStates, PartitionKey
 from worker.core_rating import refused_detail
 from worker.domain.catalog_index import CatalogIndex, UnresolvedReason
-from worker.domain.engine import load_missing_states, state_requests
 from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import RatingReads, StateKey
 from worker.domain.validation import EventLimits
 from worker.store.processed_core import core_processed_columns
+
+
+def load_missing_states(
+    engine: CoreBatchEngine, missing: MissingStates, reads: RatingReads
+) -> None:
+    """``worker.domain.engine.load_missing_states`` for the fused core: the
+    same reads in the same chunks (snapshots chunk by chunk, the stored
+    fingerprints of each chunk's coverable states), loaded by position.
+
+    Raises whatever ``reads`` raises; the caller drops ``missing`` again."""
+    if not missing.requests:
+        return
+    for snapshots in reads.snapshots(missing.requests):
+        coverable = engine.coverable_of(missing, snapshots)
+        engine.load_of(missing, snapshots, reads.fingerprints(coverable) if coverable else None)
 
 
 @dataclass(slots=True)
@@ -145,8 +159,7 @@ class CoreBatchStep:
     def missing_requests(self) -> dict[StateKey, WindowSize | None]:
         """The snapshot requests of the states the routed batch lacks in memory
         (what :meth:`rate` would read first, if nothing changes meanwhile)."""
-        engine = self._engine
-        return state_requests(engine.index, engine.missing_states())
+        return self._engine.missing().requests
 
     def route(self, messages: Messages, now: datetime) -> CoreRouted:
         """The stateless phase: decode, route and measure ``messages``; the core
@@ -162,13 +175,13 @@ class CoreBatchStep:
         """
         engine = self._engine
         prepared, now = routed.prepared, routed.now
-        missing = engine.missing_states()
+        missing = engine.missing()
         try:
             load_missing_states(engine, missing, reads)
             lookup = engine.lookup_keys()
             owners = reads.hash_owners(lookup) if lookup else {}
         except BaseException:
-            engine.drop(missing)
+            engine.drop(missing.requests)
             raise
         engine.remember(owners)
         rated = engine.rate()
