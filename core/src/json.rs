@@ -11,6 +11,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::text::same_text;
+
 /// The text is not a JSON document the reference accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidJson;
@@ -238,7 +240,7 @@ impl<'a> Parser<'a> {
         let mut values: [Option<Value<'a>>; N] = std::array::from_fn(|_| None);
         let mut unknown_key = false;
         self.members(1, |key, value| {
-            match names.iter().position(|name| *name == key) {
+            match names.iter().position(|name| same_text(name, &key)) {
                 Some(slot) => values[slot] = Some(value),
                 None => unknown_key = true,
             }
@@ -259,7 +261,10 @@ impl<'a> Parser<'a> {
                 // A byte below 0x20: (b & 0xE0) == 0.
                 | has_zero(word & (ONES * 0xE0));
             if special != 0 {
-                break;
+                // The lowest flagged byte is the first special one (a false
+                // flag can only follow a true one, through the borrow).
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                return;
             }
             self.pos += 8;
         }

@@ -21,6 +21,27 @@ pub fn is_py_space(c: char) -> bool {
     )
 }
 
+/// `a == b`, without a call to `memcmp` for texts up to 16 bytes (keys,
+/// event names and field names compared per event are that short).
+#[inline]
+pub fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two overlapping words cover every byte of a text of one to two words.
+    let u64_at = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let u32_at = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, n - 4) == u32_at(b, n - 4),
+        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, n - 8) == u64_at(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// `text.strip()` as Python does it.
 pub fn py_strip(text: &str) -> &str {
     text.trim_matches(is_py_space)
@@ -438,6 +459,35 @@ mod tests {
             let mut out = String::new();
             write_int(&mut out, number);
             assert_eq!(out, number.to_string());
+        }
+    }
+
+    #[test]
+    fn same_text_is_equality() {
+        let texts = [
+            "", "a", "b", "ab", "abc", "abd", "xbc", "abcd", "abcdefg", "abcdefh",
+        ];
+        let longer = [
+            "abcdefgh",
+            "abcdefgi",
+            "bbcdefgh",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+        ];
+        let all: Vec<String> = texts
+            .iter()
+            .chain(&longer)
+            .map(|t| t.to_string())
+            .chain([
+                "x".repeat(17),
+                format!("{}y", "x".repeat(16)),
+                "é".repeat(3),
+            ])
+            .collect();
+        for a in &all {
+            for b in &all {
+                assert_eq!(same_text(a, b), a == b, "{a:?} {b:?}");
+            }
         }
     }
 
