@@ -216,12 +216,9 @@ pub fn decode_event<'a>(
     let text = std::str::from_utf8(payload).map_err(|_| Reason::InvalidEncoding)?;
     // The known fields straight into their slots (a repeated key: its last
     // value, as the reference's dict); no member list of the event itself.
-    let document = json::parse_fields(text, &KNOWN_FIELDS).map_err(|_| Reason::InvalidJson)?;
-    let json::Fields::Object {
-        values: mut fields,
-        unknown_key,
-    } = document
-    else {
+    let mut fields: [Option<Value<'a>>; KNOWN_FIELDS.len()] = Default::default();
+    let document = json::parse_fields(text, &KNOWN_FIELDS, &mut fields);
+    let json::Fields::Object { unknown_key } = document.map_err(|_| Reason::InvalidJson)? else {
         return Err(Reason::NotAnObject);
     };
     if unknown_key {
@@ -254,7 +251,7 @@ pub fn decode_event<'a>(
     let Value::Object(property_members) = &properties else {
         unreachable!("properties is an object")
     };
-    check_properties(property_members, limits)?;
+    let properties_depth = check_properties(property_members, limits)?;
     let timestamp_us = match &fields[TIMESTAMP] {
         None | Some(Value::Null) => fallback_timestamp_us,
         Some(Value::Str(text)) => parse_timestamp(text).map_err(|_| Reason::InvalidTimestamp)?,
@@ -273,7 +270,7 @@ pub fn decode_event<'a>(
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
     out.properties
-        .push_with(|text| write_properties(text, &properties));
+        .push_with(|text| write_properties(text, &properties, properties_depth));
     derived_properties(
         property_members,
         &mut out.canonical_json,
@@ -316,10 +313,16 @@ fn within(text: &str, limit: usize) -> bool {
     text.len() <= limit || text.chars().count() <= limit
 }
 
-fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
+/// The reference's checks of the `properties` members; `Ok` holds the
+/// nesting depth of the `properties` object (`json::depth`).
+fn check_properties(
+    members: &[(Cow<'_, str>, Value<'_>)],
+    limits: &Limits,
+) -> Result<usize, Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
+    let mut deepest = 0;
     for (key, value) in members {
         if !within(key, limits.max_key_chars) {
             return Err(Reason::ValueTooLarge);
@@ -329,17 +332,19 @@ fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> R
                 return Err(Reason::ValueTooLarge);
             }
         }
-        if json::depth(value) >= MAX_PROPERTIES_DEPTH {
+        let depth = json::depth(value);
+        if depth >= MAX_PROPERTIES_DEPTH {
             return Err(Reason::ValueTooLarge);
         }
+        deepest = deepest.max(depth);
     }
-    Ok(())
+    Ok(1 + deepest)
 }
 
 /// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
-/// refuses the nesting.
-fn write_properties(out: &mut String, properties: &Value<'_>) {
-    let style = if json::depth(properties) >= ORJSON_MAX_WRITE_DEPTH {
+/// refuses the nesting (`depth`: the object's `json::depth`).
+fn write_properties(out: &mut String, properties: &Value<'_>, depth: usize) {
+    let style = if depth >= ORJSON_MAX_WRITE_DEPTH {
         FloatStyle::PythonRepr
     } else {
         FloatStyle::Orjson

@@ -72,12 +72,50 @@ pub fn decimal_digit(c: char) -> Option<u8> {
     (offset < 10).then_some(offset as u8)
 }
 
+/// The index of the first byte at or after `from` that a JSON string
+/// cannot hold as it is (`"`, `\` or a control byte below 0x20), or the
+/// length when there is none. Such bytes are ASCII, so the text before one
+/// is whole UTF-8 sequences.
+pub fn next_special(bytes: &[u8], from: usize) -> usize {
+    // Eight bytes at a time while none of them is special.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let special = has_zero(word ^ (ONES * u64::from(b'"')))
+            | has_zero(word ^ (ONES * u64::from(b'\\')))
+            // A byte below 0x20: (b & 0xE0) == 0.
+            | has_zero(word & (ONES * 0xE0));
+        if special != 0 {
+            // The lowest flagged byte is the first special one (a false
+            // flag can only follow a true one, through the borrow).
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
 /// Append `text` as a JSON string the way orjson and `json.dumps(ensure_ascii=False)`
 /// write it: only `"`, `\` and control characters below U+0020 are escaped.
 pub fn write_json_string(out: &mut String, text: &str) {
     out.push('"');
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (at, byte) in text.bytes().enumerate() {
+    loop {
+        let at = next_special(bytes, start);
+        out.push_str(&text[start..at]);
+        let Some(&byte) = bytes.get(at) else {
+            break;
+        };
         let escaped = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -86,10 +124,8 @@ pub fn write_json_string(out: &mut String, text: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
+            _ => "",
         };
-        out.push_str(&text[start..at]);
         if escaped.is_empty() {
             out.push_str(&format!("\\u{byte:04x}"));
         } else {
@@ -97,7 +133,6 @@ pub fn write_json_string(out: &mut String, text: &str) {
         }
         start = at + 1;
     }
-    out.push_str(&text[start..]);
     out.push('"');
 }
 
