@@ -31,13 +31,14 @@ fn ascii_number(bytes: &[u8], at: usize, count: usize) -> Option<i64> {
     })
 }
 
-/// The fast path of [`parse_timestamp`]: an all-ASCII text of the grammar
-/// (where a digit of any script can only be an ASCII one) read byte by
-/// byte. `Some` only for a valid timestamp, with the value the general path
-/// gives; `None` for anything else (non-ASCII, malformed, out of range),
-/// which the general path then decides.
+/// The fast path of [`parse_timestamp`]: the grammar spelled with ASCII
+/// digits, read byte by byte. Every byte it accepts is the ASCII one the
+/// grammar asks for there, so a non-ASCII byte (a digit of another script
+/// included) ends it with `None`. `Some` only for a valid timestamp, with the
+/// value the general path gives; `None` for anything else (non-ASCII,
+/// malformed, out of range), which the general path then decides.
 fn parse_common(bytes: &[u8]) -> Option<i64> {
-    if bytes.len() < 19 || bytes.len() > MAX_CHARS || !bytes.is_ascii() {
+    if bytes.len() < 19 || bytes.len() > MAX_CHARS {
         return None;
     }
     let separators = (bytes[4], bytes[7], bytes[10], bytes[13], bytes[16]);
@@ -53,16 +54,20 @@ fn parse_common(bytes: &[u8]) -> Option<i64> {
     let mut pos = 19;
     let mut micros = 0;
     if bytes.get(pos) == Some(&b'.') {
+        // The first six digits count, the others are truncated.
+        const SCALES: [i64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
         let start = pos + 1;
         pos = start;
-        while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+        while let Some(&digit @ b'0'..=b'9') = bytes.get(pos) {
+            if pos - start < 6 {
+                micros = micros * 10 + i64::from(digit - b'0');
+            }
             pos += 1;
         }
         if pos == start {
             return None;
         }
-        let kept = (pos - start).min(6);
-        micros = ascii_number(bytes, start, kept)? * 10i64.pow(6 - kept as u32);
+        micros *= SCALES[(pos - start).min(6)];
     }
     let offset_minutes = match bytes.get(pos) {
         Some(b'Z' | b'z') => {
