@@ -206,7 +206,13 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            member(key, self.value(depth)?);
+            // Most values are strings: read here, without the call.
+            let value = if self.peek() == Some(b'"') {
+                Value::Str(self.string()?)
+            } else {
+                self.value(depth)?
+            };
+            member(key, value);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
