@@ -15,6 +15,7 @@ use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::key_table::{prefetch_line, slot_size, KeyTable};
 use crate::measure::{self, canonical_value, Aggregation, EventIds, MeterRule};
+use crate::text::same_text;
 
 /// `catalog_index.UnresolvedReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,7 +592,7 @@ impl Catalog {
         let routes = &self.routes[first..first + customer.route_count as usize];
         for route in routes {
             let meter = &self.meters[route.meter as usize];
-            if meter.event_name != event.event_name {
+            if !same_text(&meter.event_name, event.event_name) {
                 continue;
             }
             let item_active = ts >= route.start_us && route.end_us.is_none_or(|end| ts < end);
@@ -610,7 +611,8 @@ impl Catalog {
                 continue;
             }
             let passes = meter.filters.iter().all(|(name, values)| {
-                let value = properties.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                let value = properties.iter().find(|(k, _)| same_text(k, name));
+                let value = value.map(|(_, v)| v);
                 match value {
                     // canonical_value of a string or a bool, without allocating it.
                     Some(Value::Str(text)) => values.contains(text.as_ref()),

@@ -205,19 +205,37 @@ pub fn too_large(value: &Decimal) -> bool {
 /// The numeric text of a string property: what `parse_decimal` and the
 /// "starts like a number" shortcut of the reference make of it.
 pub fn numeric_of_string(text: &str) -> Option<String> {
+    let mut out = String::new();
+    write_numeric_of_string(&mut out, text).then_some(out)
+}
+
+/// Append `numeric_of_string(text)` to `out`; false (and `out` as it was)
+/// when there is none.
+pub fn write_numeric_of_string(out: &mut String, text: &str) -> bool {
     if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
         // A plain whole number (most numeric strings): what the general path
         // below writes for it, without parsing it as a decimal first.
         let significant = text.trim_start_matches('0');
         if significant.is_empty() {
-            return Some("0".to_string());
+            out.push('0');
+        } else {
+            out.push_str(significant);
+            out.push('.');
+            out.extend(std::iter::repeat_n('0', SCALE));
         }
-        let mut out = String::with_capacity(significant.len() + 1 + SCALE);
-        out.push_str(significant);
-        out.push('.');
-        out.extend(std::iter::repeat_n('0', SCALE));
-        return Some(out);
+        return true;
     }
+    match numeric_of_other_string(text) {
+        Some(numeric) => {
+            out.push_str(&numeric);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `numeric_of_string` of a text that is not a plain whole number.
+fn numeric_of_other_string(text: &str) -> Option<String> {
     let first = text.trim_start_matches(is_py_space).chars().next()?;
     if !(matches!(first, '+' | '-' | '.') || decimal_digit(first).is_some()) {
         return None;

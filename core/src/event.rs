@@ -8,10 +8,11 @@
 use std::borrow::Cow;
 
 use crate::columns::StringColumn;
-use crate::decimal::{numeric_of_string, numeric_text, parse_py_decimal};
+use crate::decimal::{numeric_text, parse_py_decimal, write_numeric_of_string};
 use crate::json::{self, Value};
 use crate::text::{
-    py_strip, shortest_digits, write_json, write_json_string, write_positional, FloatStyle,
+    py_strip, shortest_digits, write_int, write_json, write_json_string, write_positional,
+    FloatStyle,
 };
 use crate::timestamp::parse_timestamp;
 
@@ -215,12 +216,9 @@ pub fn decode_event<'a>(
     let text = std::str::from_utf8(payload).map_err(|_| Reason::InvalidEncoding)?;
     // The known fields straight into their slots (a repeated key: its last
     // value, as the reference's dict); no member list of the event itself.
-    let document = json::parse_fields(text, &KNOWN_FIELDS).map_err(|_| Reason::InvalidJson)?;
-    let json::Fields::Object {
-        values: mut fields,
-        unknown_key,
-    } = document
-    else {
+    let mut fields: [Option<Value<'a>>; KNOWN_FIELDS.len()] = Default::default();
+    let document = json::parse_fields(text, &KNOWN_FIELDS, &mut fields);
+    let json::Fields::Object { unknown_key } = document.map_err(|_| Reason::InvalidJson)? else {
         return Err(Reason::NotAnObject);
     };
     if unknown_key {
@@ -253,7 +251,7 @@ pub fn decode_event<'a>(
     let Value::Object(property_members) = &properties else {
         unreachable!("properties is an object")
     };
-    check_properties(property_members, limits)?;
+    let properties_depth = check_properties(property_members, limits)?;
     let timestamp_us = match &fields[TIMESTAMP] {
         None | Some(Value::Null) => fallback_timestamp_us,
         Some(Value::Str(text)) => parse_timestamp(text).map_err(|_| Reason::InvalidTimestamp)?,
@@ -272,7 +270,7 @@ pub fn decode_event<'a>(
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
     out.properties
-        .push_with(|text| write_properties(text, &properties));
+        .push_with(|text| write_properties(text, &properties, properties_depth));
     derived_properties(
         property_members,
         &mut out.canonical_json,
@@ -315,10 +313,16 @@ fn within(text: &str, limit: usize) -> bool {
     text.len() <= limit || text.chars().count() <= limit
 }
 
-fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> Result<(), Reason> {
+/// The reference's checks of the `properties` members; `Ok` holds the
+/// nesting depth of the `properties` object (`json::depth`).
+fn check_properties(
+    members: &[(Cow<'_, str>, Value<'_>)],
+    limits: &Limits,
+) -> Result<usize, Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
+    let mut deepest = 0;
     for (key, value) in members {
         if !within(key, limits.max_key_chars) {
             return Err(Reason::ValueTooLarge);
@@ -328,17 +332,19 @@ fn check_properties(members: &[(Cow<'_, str>, Value<'_>)], limits: &Limits) -> R
                 return Err(Reason::ValueTooLarge);
             }
         }
-        if json::depth(value) >= MAX_PROPERTIES_DEPTH {
+        let depth = json::depth(value);
+        if depth >= MAX_PROPERTIES_DEPTH {
             return Err(Reason::ValueTooLarge);
         }
+        deepest = deepest.max(depth);
     }
-    Ok(())
+    Ok(1 + deepest)
 }
 
 /// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
-/// refuses the nesting.
-fn write_properties(out: &mut String, properties: &Value<'_>) {
-    let style = if json::depth(properties) >= ORJSON_MAX_WRITE_DEPTH {
+/// refuses the nesting (`depth`: the object's `json::depth`).
+fn write_properties(out: &mut String, properties: &Value<'_>, depth: usize) {
+    let style = if depth >= ORJSON_MAX_WRITE_DEPTH {
         FloatStyle::PythonRepr
     } else {
         FloatStyle::Orjson
@@ -347,7 +353,8 @@ fn write_properties(out: &mut String, properties: &Value<'_>) {
 }
 
 /// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts,
-/// appended to their columns as one row each.
+/// appended to their columns as one row each, written in place (no text
+/// per value).
 fn derived_properties(
     members: &[(Cow<'_, str>, Value<'_>)],
     canonical: &mut StringColumn,
@@ -360,29 +367,32 @@ fn derived_properties(
         match value {
             Value::Str(text) => {
                 canonical_map.entry(key, text);
-                if let Some(number) = numeric_of_string(text) {
-                    numeric_map.entry(key, &number);
-                }
+                numeric_map.entry_if(key, |out| write_numeric_of_string(out, text));
             }
             Value::Bool(flag) => canonical_map.entry(key, if *flag { "true" } else { "false" }),
             Value::Int(number) => {
-                let text = number.to_string();
-                canonical_map.entry(key, &text);
+                canonical_map.plain_entry(key, |out| write_int(out, *number));
                 if *number < 1_000_000_000_000_000_000 {
-                    numeric_map.entry(key, if *number > 0 { &text } else { "0" });
+                    numeric_map.plain_entry(key, |out| write_int(out, (*number).max(0)));
                 }
             }
             Value::Float(number) => {
-                let digits = canonical_float(*number);
-                canonical_map.entry(key, &digits);
+                let (negative, digits, exp) = shortest_digits(*number);
+                let write_digits = |out: &mut String| {
+                    if negative {
+                        out.push('-');
+                    }
+                    write_positional(out, &digits, exp, false);
+                };
+                canonical_map.plain_entry(key, write_digits);
                 if *number <= 0.0 {
                     numeric_map.entry(key, "0");
                 } else if *number < 1e18 {
-                    let fraction = digits.split_once('.').map_or(0, |(_, f)| f.len());
-                    if fraction <= crate::decimal::SCALE {
-                        numeric_map.entry(key, &digits);
+                    if positional_places(&digits, exp) <= crate::decimal::SCALE {
+                        numeric_map.plain_entry(key, write_digits);
                     } else {
-                        let parsed = parse_py_decimal(&digits).expect("float digits parse");
+                        let text = canonical_float(*number);
+                        let parsed = parse_py_decimal(&text).expect("float digits parse");
                         numeric_map.entry(key, &numeric_text(&parsed).expect("below 10^18"));
                     }
                 }
@@ -392,6 +402,16 @@ fn derived_properties(
     }
     canonical_map.close();
     numeric_map.close();
+}
+
+/// The fraction digits `write_positional(digits, exp, false)` writes.
+fn positional_places(digits: &str, exp: i32) -> usize {
+    let len = digits.len() as i32;
+    if exp < 0 {
+        (len - exp - 1) as usize
+    } else {
+        (len - exp - 1).max(0) as usize
+    }
 }
 
 /// A JSON object of strings written straight into a column's next row.
@@ -409,7 +429,8 @@ impl<'c> JsonStringMap<'c> {
         }
     }
 
-    fn entry(&mut self, key: &str, value: &str) {
+    /// The separator, the key and the value's opening quote.
+    fn open_entry(&mut self, key: &str) -> &mut String {
         let out = self.column.text_mut();
         if !self.empty {
             out.push(',');
@@ -417,7 +438,35 @@ impl<'c> JsonStringMap<'c> {
         self.empty = false;
         write_json_string(out, key);
         out.push(':');
+        out
+    }
+
+    fn entry(&mut self, key: &str, value: &str) {
+        let out = self.open_entry(key);
         write_json_string(out, value);
+    }
+
+    /// An entry whose value `write` writes in place; it must write nothing
+    /// a JSON string escapes (digits, signs and points are fine).
+    fn plain_entry(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        let out = self.open_entry(key);
+        out.push('"');
+        write(out);
+        out.push('"');
+    }
+
+    /// `plain_entry` when `write` returns true; no entry when it returns
+    /// false (whatever it wrote is dropped).
+    fn entry_if(&mut self, key: &str, write: impl FnOnce(&mut String) -> bool) {
+        let (mark, was_empty) = (self.column.text_mut().len(), self.empty);
+        let out = self.open_entry(key);
+        out.push('"');
+        if write(out) {
+            out.push('"');
+        } else {
+            out.truncate(mark);
+            self.empty = was_empty;
+        }
     }
 
     fn close(self) {

@@ -16,7 +16,7 @@ use crate::event::canonical_float;
 use crate::fixed;
 use crate::json::Value;
 use crate::sha256::{self, UniqueHash};
-use crate::text::{py_strip, short_fixed, shortest_digits};
+use crate::text::{py_strip, same_text, short_fixed, shortest_digits};
 
 /// `metering.AggregationType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn measure(
     let raw = || {
         properties
             .iter()
-            .find(|(key, _)| key.as_ref() == meter.field)
+            .find(|(key, _)| same_text(key, meter.field))
             .map(|(_, value)| value)
     };
     match meter.aggregation {

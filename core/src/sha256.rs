@@ -15,6 +15,55 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
 
 /// The digest of the parts joined by U+001F (no joined copy is made).
 pub fn digest_of_parts(parts: &[&str]) -> [u8; 32] {
+    let joined = parts.iter().map(|part| part.len()).sum::<usize>() + parts.len().max(1) - 1;
+    if joined <= ONE_BLOCK {
+        return one_block_digest(parts, joined);
+    }
+    streamed_digest_of_parts(parts)
+}
+
+/// The longest message SHA-256 pads into one 64-byte block.
+const ONE_BLOCK: usize = 55;
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const INITIAL_STATE: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// `digest_of_parts` of parts whose joined text (`joined` bytes) fits one
+/// block: the block padded here (FIPS 180-4, 5.1.1) and compressed once, the
+/// hasher's buffering skipped (most event hashes: tenant, environment, id).
+fn one_block_digest(parts: &[&str], joined: usize) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    let mut at = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            block[at] = 0x1f;
+            at += 1;
+        }
+        block[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    }
+    block[at] = 0x80;
+    block[56..].copy_from_slice(&(joined as u64 * 8).to_be_bytes());
+    let mut state = INITIAL_STATE;
+    sha2::compress256(&mut state, &[block.into()]);
+    let mut digest = [0u8; 32];
+    for (bytes, word) in digest.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    digest
+}
+
+/// `digest_of_parts` through the hasher (any length).
+fn streamed_digest_of_parts(parts: &[&str]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -158,6 +207,25 @@ mod tests {
         }
         assert_eq!(UniqueHash::parse("00000000000000ffzz").fingerprint(), 255);
         assert_eq!(UniqueHash::parse("short").fingerprint(), 0);
+    }
+
+    #[test]
+    fn one_block_digests_are_the_streamed_ones() {
+        // Every joined length up to past the one-block limit, in one to three parts.
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-+_";
+        for len in 0..=64 {
+            let whole = &text[..len];
+            let (a, b) = whole.split_at(len / 3);
+            let (b, c) = b.split_at(b.len() / 2);
+            for parts in [vec![whole], vec![a, b], vec![a, b, c]] {
+                assert_eq!(
+                    digest_of_parts(&parts),
+                    streamed_digest_of_parts(&parts),
+                    "{parts:?}"
+                );
+            }
+        }
+        assert_eq!(digest_of_parts(&[]), digest(b""));
     }
 
     #[test]

@@ -21,6 +21,27 @@ pub fn is_py_space(c: char) -> bool {
     )
 }
 
+/// `a == b`, without a call to `memcmp` for texts up to 16 bytes (keys,
+/// event names and field names compared per event are that short).
+#[inline]
+pub fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two overlapping words cover every byte of a text of one to two words.
+    let u64_at = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let u32_at = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, n - 4) == u32_at(b, n - 4),
+        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, n - 8) == u64_at(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// `text.strip()` as Python does it.
 pub fn py_strip(text: &str) -> &str {
     text.trim_matches(is_py_space)
@@ -51,12 +72,50 @@ pub fn decimal_digit(c: char) -> Option<u8> {
     (offset < 10).then_some(offset as u8)
 }
 
+/// The index of the first byte at or after `from` that a JSON string
+/// cannot hold as it is (`"`, `\` or a control byte below 0x20), or the
+/// length when there is none. Such bytes are ASCII, so the text before one
+/// is whole UTF-8 sequences.
+pub fn next_special(bytes: &[u8], from: usize) -> usize {
+    // Eight bytes at a time while none of them is special.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let special = has_zero(word ^ (ONES * u64::from(b'"')))
+            | has_zero(word ^ (ONES * u64::from(b'\\')))
+            // A byte below 0x20: (b & 0xE0) == 0.
+            | has_zero(word & (ONES * 0xE0));
+        if special != 0 {
+            // The lowest flagged byte is the first special one (a false
+            // flag can only follow a true one, through the borrow).
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
 /// Append `text` as a JSON string the way orjson and `json.dumps(ensure_ascii=False)`
 /// write it: only `"`, `\` and control characters below U+0020 are escaped.
 pub fn write_json_string(out: &mut String, text: &str) {
     out.push('"');
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (at, byte) in text.bytes().enumerate() {
+    loop {
+        let at = next_special(bytes, start);
+        out.push_str(&text[start..at]);
+        let Some(&byte) = bytes.get(at) else {
+            break;
+        };
         let escaped = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -65,10 +124,8 @@ pub fn write_json_string(out: &mut String, text: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
+            _ => "",
         };
-        out.push_str(&text[start..at]);
         if escaped.is_empty() {
             out.push_str(&format!("\\u{byte:04x}"));
         } else {
@@ -76,7 +133,6 @@ pub fn write_json_string(out: &mut String, text: &str) {
         }
         start = at + 1;
     }
-    out.push_str(&text[start..]);
     out.push('"');
 }
 
@@ -438,6 +494,35 @@ mod tests {
             let mut out = String::new();
             write_int(&mut out, number);
             assert_eq!(out, number.to_string());
+        }
+    }
+
+    #[test]
+    fn same_text_is_equality() {
+        let texts = [
+            "", "a", "b", "ab", "abc", "abd", "xbc", "abcd", "abcdefg", "abcdefh",
+        ];
+        let longer = [
+            "abcdefgh",
+            "abcdefgi",
+            "bbcdefgh",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+        ];
+        let all: Vec<String> = texts
+            .iter()
+            .chain(&longer)
+            .map(|t| t.to_string())
+            .chain([
+                "x".repeat(17),
+                format!("{}y", "x".repeat(16)),
+                "é".repeat(3),
+            ])
+            .collect();
+        for a in &all {
+            for b in &all {
+                assert_eq!(same_text(a, b), a == b, "{a:?} {b:?}");
+            }
         }
     }
 

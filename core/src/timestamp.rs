@@ -18,6 +18,115 @@ const END_SECONDS: i64 = 7_258_118_400;
 
 /// Microseconds since the epoch, or `Err` for an invalid timestamp.
 pub fn parse_timestamp(text: &str) -> Result<i64, InvalidTimestamp> {
+    if let Some(micros) = parse_common(text.as_bytes()) {
+        return Ok(micros);
+    }
+    parse_general(text)
+}
+
+/// The ASCII digits `bytes[at..at + count]` as a number, if they all are.
+fn ascii_number(bytes: &[u8], at: usize, count: usize) -> Option<i64> {
+    bytes.get(at..at + count)?.iter().try_fold(0i64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
+    })
+}
+
+/// The fast path of [`parse_timestamp`]: the grammar spelled with ASCII
+/// digits, read byte by byte. Every byte it accepts is the ASCII one the
+/// grammar asks for there, so a non-ASCII byte (a digit of another script
+/// included) ends it with `None`. `Some` only for a valid timestamp, with the
+/// value the general path gives; `None` for anything else (non-ASCII,
+/// malformed, out of range), which the general path then decides.
+fn parse_common(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() < 19 || bytes.len() > MAX_CHARS {
+        return None;
+    }
+    let separators = (bytes[4], bytes[7], bytes[10], bytes[13], bytes[16]);
+    if !matches!(separators, (b'-', b'-', b'T' | b't' | b' ', b':', b':')) {
+        return None;
+    }
+    let year = ascii_number(bytes, 0, 4)?;
+    let month = ascii_number(bytes, 5, 2)?;
+    let day = ascii_number(bytes, 8, 2)?;
+    let hour = ascii_number(bytes, 11, 2)?;
+    let minute = ascii_number(bytes, 14, 2)?;
+    let second = ascii_number(bytes, 17, 2)?;
+    let mut pos = 19;
+    let mut micros = 0;
+    if bytes.get(pos) == Some(&b'.') {
+        // The first six digits count, the others are truncated.
+        const SCALES: [i64; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
+        let start = pos + 1;
+        pos = start;
+        while let Some(&digit @ b'0'..=b'9') = bytes.get(pos) {
+            if pos - start < 6 {
+                micros = micros * 10 + i64::from(digit - b'0');
+            }
+            pos += 1;
+        }
+        if pos == start {
+            return None;
+        }
+        micros *= SCALES[(pos - start).min(6)];
+    }
+    let offset_minutes = match bytes.get(pos) {
+        Some(b'Z' | b'z') => {
+            pos += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            if bytes.get(pos + 3) != Some(&b':') {
+                return None;
+            }
+            let minutes = ascii_number(bytes, pos + 1, 2)? * 60 + ascii_number(bytes, pos + 4, 2)?;
+            pos += 6;
+            if sign == b'-' {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+        _ => 0,
+    };
+    if pos != bytes.len() {
+        return None;
+    }
+    utc_micros(
+        (year, month, day),
+        (hour, minute, second),
+        micros,
+        offset_minutes,
+    )
+    .ok()
+}
+
+/// The checks and the arithmetic both paths share: the fields' ranges, the
+/// offset below a day, the UTC result in `[1970-01-01, 2200-01-01)`.
+fn utc_micros(
+    (year, month, day): (i64, i64, i64),
+    (hour, minute, second): (i64, i64, i64),
+    micros: i64,
+    offset_minutes: i64,
+) -> Result<i64, InvalidTimestamp> {
+    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
+        return Err(InvalidTimestamp);
+    }
+    if day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return Err(InvalidTimestamp);
+    }
+    if offset_minutes.abs() >= 24 * 60 {
+        return Err(InvalidTimestamp);
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_minutes * 60;
+    if !(0..END_SECONDS).contains(&seconds) {
+        return Err(InvalidTimestamp);
+    }
+    Ok(seconds * MICROS_PER_SECOND + micros)
+}
+
+/// [`parse_timestamp`] of any text (digits of any script in the shape).
+fn parse_general(text: &str) -> Result<i64, InvalidTimestamp> {
     // The characters on the stack (no allocation per event).
     let mut buffer = ['\0'; MAX_CHARS];
     let mut count = 0;
@@ -92,21 +201,12 @@ pub fn parse_timestamp(text: &str) -> Result<i64, InvalidTimestamp> {
         micros.ok_or(InvalidTimestamp)?,
         offset_minutes.ok_or(InvalidTimestamp)?,
     );
-    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
-        return Err(InvalidTimestamp);
-    }
-    if day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
-        return Err(InvalidTimestamp);
-    }
-    if offset_minutes.abs() >= 24 * 60 {
-        return Err(InvalidTimestamp);
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_minutes * 60;
-    if !(0..END_SECONDS).contains(&seconds) {
-        return Err(InvalidTimestamp);
-    }
-    Ok(seconds * MICROS_PER_SECOND + micros)
+    utc_micros(
+        (year, month, day),
+        (hour, minute, second),
+        micros,
+        offset_minutes,
+    )
 }
 
 struct Cursor<'a> {
@@ -194,6 +294,34 @@ mod tests {
             parse_timestamp("2024-01-01t00:00:00+01:60"),
             Ok(1_704_067_200_000_000 - 7_200_000_000)
         );
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_one() {
+        // Every variation of each position of a few common shapes: a
+        // character swapped for one of each kind the grammar tells apart.
+        let shapes = [
+            "2026-01-18T04:37:41.334Z",
+            "2024-02-29t23:59:59.1234567-01:30",
+            "1970-01-01 00:00:00+00:00",
+            "2199-12-31T23:59:59.999999",
+        ];
+        let swaps = ['0', '9', '3', '-', ':', '.', 'T', ' ', 'Z', '+', 'x', '٣'];
+        for shape in shapes {
+            let chars: Vec<char> = shape.chars().collect();
+            let mut texts = vec![shape.to_string(), shape[..shape.len() - 1].to_string()];
+            for at in 0..chars.len() {
+                for swap in swaps {
+                    let mut changed = chars.clone();
+                    changed[at] = swap;
+                    texts.push(changed.iter().collect());
+                }
+            }
+            for text in &texts {
+                assert_eq!(parse_timestamp(text), parse_general(text), "{text}");
+            }
+            assert!(parse_common(shape.as_bytes()).is_some(), "{shape}");
+        }
     }
 
     #[test]
