@@ -66,6 +66,9 @@ pub(crate) struct Batch {
     topics: Vec<PyBackedStr>,
     /// Per message the index of its topic in `topics`.
     topic_of: Vec<u32>,
+    /// The last message's topic object: records of one batch mostly share
+    /// one, so its text is read once.
+    last_topic: Option<Py<PyAny>>,
     partitions: Vec<i64>,
     offsets: Vec<i64>,
     timestamps_ms: Vec<Option<i64>>,
@@ -99,6 +102,7 @@ impl Batch {
             values: Vec::with_capacity(count),
             topics: Vec::new(),
             topic_of: Vec::with_capacity(count),
+            last_topic: None,
             partitions: Vec::with_capacity(count),
             offsets: Vec::with_capacity(count),
             timestamps_ms: Vec::with_capacity(count),
@@ -154,9 +158,13 @@ impl Batch {
     /// The message's topic: a new entry only when it differs from the last
     /// message's (Kafka messages carry a topic object each, so compare text).
     fn push_topic(&mut self, topic: Bound<'_, PyAny>) -> PyResult<()> {
-        let topic: PyBackedStr = topic.extract()?;
-        if self.topics.last().is_none_or(|last| **last != *topic) {
-            self.topics.push(topic);
+        let same_object = self.last_topic.as_ref().is_some_and(|last| last.is(&topic));
+        if !same_object {
+            let text: PyBackedStr = topic.extract()?;
+            if self.topics.last().is_none_or(|last| **last != *text) {
+                self.topics.push(text);
+            }
+            self.last_topic = Some(topic.unbind());
         }
         self.topic_of.push(self.topics.len() as u32 - 1);
         Ok(())
