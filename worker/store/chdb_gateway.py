@@ -9,7 +9,7 @@ session state, kept per connection. The connections reach one engine, so two
 statements (the batch's raw and processed inserts) run at once. The global
 ``chdb.query()`` is never used.
 
-Timeouts: waiting for the shared connection is bounded by the gateway's
+Timeouts: waiting for an idle connection is bounded by the gateway's
 ``timeout_s``, and statements run with ``max_execution_time`` set to it.
 Rows are read back through Parquet, which keeps Decimal and DateTime64 types
 exact; inserts go through Arrow IPC (``send_insert``), typed by the table's
@@ -127,8 +127,7 @@ def _acquire(path: Path) -> _SharedConnection:
     global _shared
     with _registry_lock:
         if _shared is None:
-            sessions = [_Session(_connect(path)) for _ in range(CONNECTIONS)]
-            _shared = _SharedConnection(path, sessions)
+            _shared = _SharedConnection(path, _open_sessions(path))
         elif _shared.path != path:
             raise StoreError(
                 f"this process already has chdb directory {_shared.path} open; chdb allows "
@@ -136,6 +135,19 @@ def _acquire(path: Path) -> _SharedConnection:
             )
         _shared.references += 1
         return _shared
+
+
+def _open_sessions(path: Path) -> list[_Session]:
+    """:data:`CONNECTIONS` connections to ``path``; none stays open if one fails."""
+    sessions: list[_Session] = []
+    try:
+        for _ in range(CONNECTIONS):
+            sessions.append(_Session(_connect(path)))
+    except BaseException:
+        for session in sessions:
+            session.connection.close()
+        raise
+    return sessions
 
 
 def _release(shared: _SharedConnection) -> None:
