@@ -637,10 +637,19 @@ fn terms_of(terms: &TermsTuple) -> PyResult<rater::Terms> {
     })
 }
 
-/// A loaded state's snapshot: `None` is an empty one (a state's first load,
-/// which most loads are), so Python need not spell it out.
-fn loaded_snapshot(snapshot: Option<&SnapshotTuple>) -> PyResult<aggregate::Snapshot> {
-    Ok(snapshot.map(snapshot_of).transpose()?.unwrap_or_default())
+/// Loaded states' snapshots, each named by `K` (a key or a position): `None`
+/// is an empty one (a state's first load, which most loads are), so Python
+/// need not spell it out.
+fn loaded_snapshots<K>(
+    snapshots: Vec<(K, Option<SnapshotTuple>)>,
+) -> PyResult<Vec<(K, aggregate::Snapshot)>> {
+    snapshots
+        .into_iter()
+        .map(|(key, snapshot)| {
+            let snapshot = snapshot.as_ref().map(snapshot_of).transpose()?;
+            Ok((key, snapshot.unwrap_or_default()))
+        })
+        .collect()
 }
 
 fn snapshot_of(snapshot: &SnapshotTuple) -> PyResult<aggregate::Snapshot> {
@@ -750,10 +759,7 @@ impl CoreRater {
         snapshots: Vec<(KeyTuple, Option<SnapshotTuple>)>,
         stored_fingerprints: Option<std::collections::HashMap<KeyTuple, Vec<u64>>>,
     ) -> PyResult<()> {
-        let snapshots = snapshots
-            .into_iter()
-            .map(|(key, snapshot)| Ok((key, loaded_snapshot(snapshot.as_ref())?)))
-            .collect::<PyResult<Vec<_>>>()?;
+        let snapshots = loaded_snapshots(snapshots)?;
         let (terms, line_items) = (&self.terms, &self.line_items);
         self.rater
             .load_states(&snapshots, stored_fingerprints.as_ref(), |key| {

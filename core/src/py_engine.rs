@@ -14,7 +14,7 @@ use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
 use crate::{
-    catalog_of, decode_all, loaded_snapshot, raw_buffers, string_buffers, table_error, terms_of,
+    catalog_of, decode_all, loaded_snapshots, raw_buffers, string_buffers, table_error, terms_of,
     Batch, CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
 };
 
@@ -477,10 +477,7 @@ impl CoreEngine {
         snapshots: Vec<(usize, Option<SnapshotTuple>)>,
         stored_fingerprints: Option<Vec<(usize, Vec<u64>)>>,
     ) -> PyResult<()> {
-        let snapshots = snapshots
-            .into_iter()
-            .map(|(position, snapshot)| Ok((position, loaded_snapshot(snapshot.as_ref())?)))
-            .collect::<PyResult<Vec<_>>>()?;
+        let snapshots = loaded_snapshots(snapshots)?;
         self.engine
             .load_at(snapshots, stored_fingerprints)
             .map_err(pyo3::exceptions::PyValueError::new_err)
@@ -496,10 +493,7 @@ impl CoreEngine {
         snapshots: Vec<(KeyTuple, Option<SnapshotTuple>)>,
         stored_fingerprints: Option<HashMap<KeyTuple, Vec<u64>>>,
     ) -> PyResult<()> {
-        let snapshots = snapshots
-            .into_iter()
-            .map(|(key, snapshot)| Ok((key, loaded_snapshot(snapshot.as_ref())?)))
-            .collect::<PyResult<Vec<_>>>()?;
+        let snapshots = loaded_snapshots(snapshots)?;
         self.engine
             .load_states(snapshots, stored_fingerprints.as_ref());
         Ok(())
