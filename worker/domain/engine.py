@@ -487,23 +487,14 @@ def rate_batch(
     return result
 
 
-def state_requests(
-    index: CatalogIndex, keys: Iterable[StateKey]
-) -> dict[StateKey, WindowSize | None]:
-    """The snapshot requests of ``keys``: each with its meter's bucket size
-    (None when not bucketed or no longer in the catalog)."""
-    requests: dict[StateKey, WindowSize | None] = {}
-    for key in keys:
-        binding = index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
-        requests[key] = binding.meter.bucket_size if binding is not None else None
-    return requests
-
-
 def load_missing_states(rater: StateLoading, missing: set[StateKey], reads: RatingReads) -> None:
     """Load ``missing`` chunk by chunk, covering what fits the fingerprint budget.
 
     Raises whatever ``reads`` raises; the caller drops ``missing`` again."""
-    requests = state_requests(rater.index, missing)
+    requests: dict[StateKey, WindowSize | None] = {}
+    for key in missing:
+        binding = rater.index.line_item(key.tenant_id, key.environment_id, key.line_item_id)
+        requests[key] = binding.meter.bucket_size if binding is not None else None
     if not requests:
         return
     for snapshots in reads.snapshots(requests):
