@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
-from worker.store.arrow_columns import arrow_type, ipc_stream
+from worker.store.arrow_columns import (
+    arrow_type,
+    constant_integers,
+    constant_timestamps_us,
+    ipc_stream,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,34 @@ def test_a_map_array_is_cast_to_the_column_type_exactly() -> None:
         [("n", Decimal("12.500000000000000")), ("m", Decimal("0.000000000000001"))],
         [],
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (2**64 - 1, pa.uint64()),
+        (1, pa.int8()),
+        (-128, pa.int8()),
+        (-(2**63), pa.int64()),
+        (4_000_000_000, pa.uint32()),
+    ],
+)
+def test_constant_integers_repeat_the_exact_value(value: int, kind: pa.DataType) -> None:
+    column = constant_integers(value, kind, 3)
+    assert column.type == kind
+    assert column.to_pylist() == [value] * 3
+    assert len(constant_integers(value, kind, 0)) == 0
+
+
+def test_constant_integers_refuse_a_value_the_type_cannot_hold() -> None:
+    with pytest.raises(OverflowError):
+        constant_integers(-1, pa.uint64(), 2)
+    with pytest.raises(OverflowError):
+        constant_integers(128, pa.int8(), 2)
+
+
+def test_constant_timestamps_carry_the_instant_in_microseconds() -> None:
+    instant = datetime(2026, 12, 7, 9, 30, 1, 123456, tzinfo=UTC)
+    column = constant_timestamps_us(instant, 2)
+    assert column.type == pa.timestamp("us", tz="UTC")
+    assert column.to_pylist() == [instant, instant]

@@ -166,4 +166,17 @@ def epoch_us(value: datetime) -> int:
 
 def constant_timestamps_us(value: datetime, count: int) -> Any:
     """``count`` copies of one aware datetime as ``timestamp[us, UTC]``."""
-    return pa.repeat(pa.scalar(epoch_us(value), type=pa.int64()), count).cast(_US_UTC)
+    return constant_integers(epoch_us(value), _US_UTC, count)
+
+
+def constant_integers(value: int, arrow_type: Any, count: int) -> Any:
+    """``count`` copies of ``value`` as an array of ``arrow_type``, a fixed-width
+    integer type or one stored as such (timestamps). Raises ``OverflowError``
+    when ``value`` does not fit it.
+
+    The value's bytes repeated into one buffer: ``pa.repeat`` of a scalar costs
+    about 20x more at a batch's size."""
+    width = arrow_type.bit_width // 8
+    signed = not pa.types.is_unsigned_integer(arrow_type)
+    data = value.to_bytes(width, "little", signed=signed) * count
+    return pa.Array.from_buffers(arrow_type, count, [None, pa.py_buffer(data)])
