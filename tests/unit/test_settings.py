@@ -57,6 +57,32 @@ def test_group_protocol_is_a_setting_and_not_an_extra(monkeypatch: pytest.Monkey
         settings_from(build_parser().parse_args(["run", "usage"]))
 
 
+@pytest.mark.parametrize(
+    ("key", "instead"),
+    [
+        ("bootstrap.servers", "--bootstrap or EW_KAFKA_BOOTSTRAP"),
+        ("group.id", "EW_USAGE_GROUP and EW_REPROCESS_GROUP"),
+        ("session.timeout.ms", "EW_KAFKA_SESSION_TIMEOUT_MS"),
+        ("max.poll.interval.ms", "EW_KAFKA_SESSION_TIMEOUT_MS"),
+        ("enable.auto.commit", "commits offsets itself"),
+        ("enable.auto.offset.store", "commits offsets itself"),
+        ("auto.offset.reset", "earliest"),
+        ("acks", "all in-sync replicas"),
+        ("enable.idempotence", "always idempotent"),
+    ],
+)
+def test_an_extra_the_worker_sets_itself_stops_the_command(
+    key: str, instead: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the worker's own value silently won (and an extra
+    ``bootstrap.servers`` won over ``--bootstrap``)."""
+    monkeypatch.setenv("EW_KAFKA_EXTRA", json.dumps({"linger.ms": 5, key: "x"}))
+    with pytest.raises(UserError) as raised:
+        settings_from(build_parser().parse_args(["run", "usage"]))
+    assert f"EW_KAFKA_EXTRA may not set {key}: " in str(raised.value)
+    assert instead in str(raised.value)
+
+
 def test_cluster_comes_from_the_environment_or_the_migrate_flag(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -73,13 +99,14 @@ def test_cluster_comes_from_the_environment_or_the_migrate_flag(
 
 def test_secrets_are_redacted_from_loggable_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
-        "EW_KAFKA_EXTRA", '{"sasl.password": "hunter2", "ssl.key.password": "k", "acks": "all"}'
+        "EW_KAFKA_EXTRA",
+        '{"sasl.password": "hunter2", "ssl.key.password": "k", "linger.ms": 7}',
     )
     monkeypatch.setenv("EW_STORE_URL", "clickhouse://billing:s3cret@ch:9000/prod")
     shown = WorkerSettings().redacted()
     text = repr(shown) + repr(WorkerSettings())
     assert "hunter2" not in text and "s3cret" not in text and "'k'" not in text
-    assert shown["kafka_extra"]["acks"] == "all"
+    assert shown["kafka_extra"]["linger.ms"] == 7
     assert shown["store_url"] == "clickhouse://billing:***@ch:9000/prod"
 
 

@@ -8,6 +8,7 @@ credentials) are kept out of ``repr`` and logs: see :meth:`WorkerSettings.redact
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -57,6 +58,20 @@ _PUBLIC_SECURITY_KEYS = frozenset(
 GroupProtocol = Literal["eager", "cooperative-sticky", "consumer"]
 #: librdkafka properties ``EW_KAFKA_GROUP_PROTOCOL`` decides; ``EW_KAFKA_EXTRA`` may not set them.
 GROUP_PROTOCOL_KEYS = frozenset({"group.protocol", "partition.assignment.strategy"})
+#: librdkafka properties the worker always sets itself, so a value in
+#: ``EW_KAFKA_EXTRA`` would be ignored or, for ``bootstrap.servers``, would
+#: silently point the worker at other brokers than it says: what to use instead.
+WORKER_OWNED_KEYS: Mapping[str, str] = {
+    "bootstrap.servers": "set the brokers with --bootstrap or EW_KAFKA_BOOTSTRAP",
+    "group.id": "name the groups with EW_USAGE_GROUP and EW_REPROCESS_GROUP",
+    "session.timeout.ms": "use EW_KAFKA_SESSION_TIMEOUT_MS",
+    "max.poll.interval.ms": "it follows EW_KAFKA_SESSION_TIMEOUT_MS (at least 5 minutes)",
+    "enable.auto.commit": "the worker commits offsets itself, once the rows are durable",
+    "enable.auto.offset.store": "the worker commits offsets itself, once the rows are durable",
+    "auto.offset.reset": "a group without offsets reads from the earliest message",
+    "acks": "the worker's producers always wait for all in-sync replicas",
+    "enable.idempotence": "the worker's producers are always idempotent",
+}
 
 
 def is_secret_key(key: str) -> bool:
@@ -166,6 +181,11 @@ class WorkerSettings(BaseSettings):
             raise ValueError(
                 f"EW_KAFKA_EXTRA may not set {', '.join(clashes)}: "
                 "choose the group protocol with EW_KAFKA_GROUP_PROTOCOL"
+            )
+        owned = sorted(WORKER_OWNED_KEYS.keys() & value.keys())
+        if owned:
+            raise ValueError(
+                f"EW_KAFKA_EXTRA may not set {owned[0]}: {WORKER_OWNED_KEYS[owned[0]]}"
             )
         return value
 

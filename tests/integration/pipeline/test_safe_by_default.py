@@ -322,6 +322,13 @@ BAD_SETTINGS = [
         id="extra-inconsistent-values",
     ),
     pytest.param(
+        "EW_KAFKA_EXTRA",
+        '{"bootstrap.servers": "other-cluster:9092"}',
+        "EW_KAFKA_EXTRA may not set bootstrap.servers: "
+        "set the brokers with --bootstrap or EW_KAFKA_BOOTSTRAP",
+        id="extra-bootstrap-servers",
+    ),
+    pytest.param(
         "EW_STORE_URL",
         "chdb:///tmp/ew-store?databse=billing",
         "EW_STORE_URL: invalid store URL 'chdb:///tmp/ew-store?databse=billing' "
