@@ -51,10 +51,6 @@ _DELTAS = ("qty_total", "qty_billable", "qty_free_applied", "tier_snapshot", "un
 
 PartitionKey = tuple[str, int]
 
-# A state key made from a ready tuple: ``StateKey._make`` and ``StateKey(...)``
-# cost about half as much again, once per new state and reported pair.
-_new_tuple = tuple.__new__
-
 
 @dataclass(frozen=True, slots=True)
 class EnginePrepared:
@@ -191,7 +187,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         partition up. Call once per batch, after :meth:`rate`."""
         names = self._state_names
         return [
-            ((topic, partition), _new_tuple(StateKey, (*names[line_item], period_id)))
+            ((topic, partition), StateKey._make((*names[line_item], period_id)))
             for topic, partition, line_item, period_id in self._core.touched()
         ]
 
@@ -204,7 +200,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         the first touch of a state crosses back without its key."""
         found = self._core.missing()
         buckets, names = self._buckets, self._state_names
-        states = [_new_tuple(StateKey, (*names[item], period)) for item, period, _ in found]
+        states = [StateKey._make((*names[item], period)) for item, period, _ in found]
         windows = [None if terms is None else buckets[terms] for _, _, terms in found]
         return MissingStates(
             dict(zip(states, windows, strict=True)),
