@@ -32,7 +32,7 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
-use event::{decode_event, Limits, RawColumns};
+use event::{decode_event, BatchProperties, Limits, RawColumns};
 use sha256::UniqueHash;
 
 /// Hash owners `(state, unique hash, event id)` with the hash as the core holds it.
@@ -215,7 +215,7 @@ fn prefetch_payload(payload: &[u8]) {
 /// room of an earlier batch's columns, so no fresh pages per batch.
 fn decode_all<'a>(
     batch: &'a Batch,
-    mut keep: Option<&mut Vec<event::Properties<'a>>>,
+    keep: Option<&mut BatchProperties<'a>>,
     recycled: Option<RawColumns>,
 ) -> Decoded {
     let count = batch.len();
@@ -231,7 +231,14 @@ fn decode_all<'a>(
             RawColumns::with_capacity(count, bytes)
         }
     };
+    // Without `keep`, one event's properties at a time.
+    let mut scratch = BatchProperties::default();
+    let dropped = keep.is_none();
+    let properties = keep.unwrap_or(&mut scratch);
     for i in 0..count {
+        if dropped {
+            properties.clear();
+        }
         if let Some(Some(next)) = batch.values.get(i + PAYLOAD_AHEAD) {
             prefetch_payload(next);
         }
@@ -247,13 +254,16 @@ fn decode_all<'a>(
             Some(ms) if ms > 0 => ms * 1000,
             _ => batch.now_us,
         };
-        match decode_event(value, fallback_id, fallback_us, &batch.limits, &mut columns) {
-            Ok(properties) => {
-                accepted.push(i);
-                if let Some(kept) = keep.as_deref_mut() {
-                    kept.push(properties);
-                }
-            }
+        let limits = &batch.limits;
+        match decode_event(
+            value,
+            fallback_id,
+            fallback_us,
+            limits,
+            &mut columns,
+            properties,
+        ) {
+            Ok(()) => accepted.push(i),
             Err(reason) => rejected.push((i, reason.code())),
         }
     }
@@ -395,14 +405,14 @@ impl CoreCatalog {
         let batch = Batch::read(messages, now_us, limits)?;
         let catalog = &self.catalog;
         Ok(py.detach(|| {
-            let mut decoded = Vec::new();
+            let mut decoded = BatchProperties::with_capacity(batch.len());
             let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded), None);
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
             let mut matches = Vec::new();
             let mut buffer = Vec::new();
-            for (row, members) in decoded.iter().enumerate() {
+            for row in 0..decoded.len() {
                 let event = EventView {
                     id: columns.id.get(row),
                     tenant_id: columns.tenant_id.get(row),
@@ -411,7 +421,7 @@ impl CoreCatalog {
                     customer_id: columns.customer_id.get(row),
                     external_customer_id: columns.external_customer_id.get(row),
                     timestamp_us: columns.timestamp_us[row],
-                    properties: members,
+                    properties: decoded.get(row),
                 };
                 let (customer, resolution) = catalog.resolve(&event, &mut buffer);
                 customers.push(customer.to_string());
