@@ -229,8 +229,20 @@ impl<'a> BatchProperties<'a> {
 
     /// Empty, keeping the room.
     pub fn clear(&mut self) {
-        self.members.clear();
+        // Most members own nothing (borrowed keys and strings, scalars):
+        // only the others are dropped.
+        for member in self.members.drain(..) {
+            if matches!(member.0, Cow::Borrowed(_)) && nothing_to_free(&member.1) {
+                std::mem::forget(member);
+            }
+        }
         self.ends.clear();
+    }
+}
+
+impl Drop for BatchProperties<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -355,17 +367,21 @@ struct FieldSlots<'a>(ManuallyDrop<[Option<Value<'a>>; KNOWN_FIELDS.len()]>);
 impl Drop for FieldSlots<'_> {
     fn drop(&mut self) {
         for slot in self.0.iter_mut() {
-            let nothing_to_free = match slot {
-                None => true,
-                Some(Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_)) => true,
-                Some(Value::Str(Cow::Borrowed(_))) => true,
-                Some(Value::Object(members)) => members.capacity() == 0,
-                Some(_) => false,
-            };
-            if !nothing_to_free {
+            if slot.as_ref().is_some_and(|value| !nothing_to_free(value)) {
                 drop(slot.take());
             }
         }
+    }
+}
+
+/// Whether dropping `value` frees nothing (checked inline: the generic drop
+/// of a `Value` is an out-of-line call).
+fn nothing_to_free(value: &Value<'_>) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => true,
+        Value::Str(Cow::Borrowed(_)) => true,
+        Value::Object(members) => members.capacity() == 0,
+        Value::Str(Cow::Owned(_)) | Value::Array(_) => false,
     }
 }
 

@@ -645,10 +645,12 @@ pub(crate) fn string_buffers<'py>(
     py: Python<'py>,
     column: &columns::StringColumn,
 ) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
-    (
-        PyBytes::new(py, &column.offset_bytes()),
-        PyBytes::new(py, column.data()),
-    )
+    let offsets = PyBytes::new_with(py, column.offset_bytes_len(), |out| {
+        column.write_offset_bytes(out);
+        Ok(())
+    })
+    .expect("bytes of this length");
+    (offsets, PyBytes::new(py, column.data()))
 }
 
 fn raw_buffers<'py>(
