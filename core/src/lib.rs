@@ -126,7 +126,9 @@ impl Batch {
                     .unwrap_or(false);
                 (kafka, FieldReader::resolve(&message.get_type(), kafka))
             });
-            let fields = fields.as_ref().filter(|f| message.get_type().is(&f.ty));
+            let fields = fields
+                .as_ref()
+                .filter(|f| message.get_type_ptr() == f.ty.as_type_ptr());
             batch.push(&message, *kafka, fields)?;
         }
         Ok(batch)
