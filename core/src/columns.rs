@@ -132,7 +132,23 @@ impl StringColumn {
 
     /// The offsets buffer as little-endian bytes.
     pub fn offset_bytes(&self) -> Vec<u8> {
-        self.offsets.iter().flat_map(|o| o.to_le_bytes()).collect()
+        let mut bytes = vec![0; self.offset_bytes_len()];
+        self.write_offset_bytes(&mut bytes);
+        bytes
+    }
+
+    /// The length of `offset_bytes`.
+    pub fn offset_bytes_len(&self) -> usize {
+        self.offsets.len() * 4
+    }
+
+    /// Write `offset_bytes` into `out` (`offset_bytes_len` bytes), a word
+    /// at a time.
+    pub fn write_offset_bytes(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.offset_bytes_len());
+        for (bytes, offset) in out.chunks_exact_mut(4).zip(&self.offsets) {
+            bytes.copy_from_slice(&offset.to_le_bytes());
+        }
     }
 
     pub fn data(&self) -> &[u8] {
@@ -207,5 +223,8 @@ mod tests {
             .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(offsets, vec![0, 2, 2, 4]);
+        column.push(&"x".repeat(300));
+        assert_eq!(column.offset_bytes()[16..], [0x30, 0x01, 0, 0]);
+        assert_eq!(column.offset_bytes().len(), column.offset_bytes_len());
     }
 }

@@ -12,7 +12,7 @@ use std::mem::take;
 use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
-use crate::event::{Properties, RawColumns};
+use crate::event::{BatchProperties, RawColumns};
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::json::Value;
 use crate::key_table::prefetch_line;
@@ -227,12 +227,12 @@ impl Engine {
     }
 
     /// Route and measure the decoded events; hold their rows for the next steps.
-    /// `properties` are the decoded events' (`decode_event`'s answers),
+    /// `properties` are the decoded events' (`decode_event`'s, in the same order),
     /// `event_partitions` their partitions (any numbering; see `touched`).
     pub fn prepare(
         &mut self,
         columns: &RawColumns,
-        properties: &[Properties<'_>],
+        properties: &BatchProperties<'_>,
         event_partitions: Vec<u32>,
     ) -> Prepared {
         let events = columns.len();
@@ -259,7 +259,7 @@ impl Engine {
             customer_id: columns.customer_id.get(event),
             external_customer_id: columns.external_customer_id.get(event),
             timestamp_us: columns.timestamp_us[event],
-            properties: &properties[event],
+            properties: properties.get(event),
         };
         // Routing an event waits on memory (the customer's slot, then its
         // routes): those loads start a few events ahead. `ahead` holds the
@@ -634,10 +634,19 @@ mod tests {
             .map(|id| format!(r#"{{"id":"{id}","tenant_id":"t","environment_id":"e","event_name":"api","customer_id":"c"}}"#))
             .collect();
         let mut columns = RawColumns::new();
-        let properties: Vec<_> = payloads
-            .iter()
-            .map(|p| decode_event(p.as_bytes(), String::new, 5, &LIMITS, &mut columns).unwrap())
-            .collect();
+        let mut properties = BatchProperties::default();
+        for payload in &payloads {
+            let fallback_id = String::new;
+            decode_event(
+                payload.as_bytes(),
+                fallback_id,
+                5,
+                &LIMITS,
+                &mut columns,
+                &mut properties,
+            )
+            .unwrap();
+        }
         let prepared = engine.prepare(&columns, &properties, partitions);
         assert!(prepared.need.is_empty() && prepared.unresolved.is_empty());
         assert_eq!(prepared.customers.get(0), "c");

@@ -6,12 +6,13 @@
 //! here: the caller takes it from the reference for the (rare) dead letters.
 
 use std::borrow::Cow;
+use std::mem::ManuallyDrop;
 
 use crate::columns::StringColumn;
 use crate::decimal::{numeric_text, parse_py_decimal, write_numeric_of_string};
-use crate::json::{self, Value};
+use crate::json::{self, Member, Value};
 use crate::text::{
-    py_strip, shortest_digits, write_int, write_json, write_json_string, write_positional,
+    py_strip, shortest_digits, write_int, write_json_object, write_json_string, write_positional,
     FloatStyle,
 };
 use crate::timestamp::parse_timestamp;
@@ -193,63 +194,142 @@ const PROPERTIES: usize = 8;
 /// properties object itself); the reference then writes with `json.dumps`.
 const ORJSON_MAX_WRITE_DEPTH: usize = 255;
 
-/// The members of an event's `properties` object, as decoded.
-pub type Properties<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
+/// The decoded `properties` members of a batch's accepted events, one
+/// event's after the other in one vector (no allocation per event).
+#[derive(Debug, Default)]
+pub struct BatchProperties<'a> {
+    members: Vec<Member<'a>>,
+    /// Per event, the end of its members in `members`.
+    ends: Vec<usize>,
+}
 
-/// Decode and validate one message value; see the module docs. Returns the
-/// decoded `properties` members of an accepted event.
+impl<'a> BatchProperties<'a> {
+    /// Room for `events` events of one member each (grown when they have more).
+    pub fn with_capacity(events: usize) -> Self {
+        BatchProperties {
+            members: Vec::with_capacity(events),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The members of event `event` (in the order it was added).
+    pub fn get(&self, event: usize) -> &[Member<'a>] {
+        let start = event.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.members[start..self.ends[event]]
+    }
+
+    /// Empty, keeping the room.
+    pub fn clear(&mut self) {
+        // Most members own nothing (borrowed keys and strings, scalars):
+        // only the others are dropped.
+        for member in self.members.drain(..) {
+            if matches!(member.0, Cow::Borrowed(_)) && nothing_to_free(&member.1) {
+                std::mem::forget(member);
+            }
+        }
+        self.ends.clear();
+    }
+}
+
+impl Drop for BatchProperties<'_> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Decode and validate one message value; see the module docs.
 ///
 /// `fallback_id` makes the id of a message without one (called only then),
 /// `fallback_timestamp_us` is the timestamp of a message without one. An
-/// accepted event is appended to `out` as one row; a rejected one leaves it as
-/// it was.
+/// accepted event is appended to `out` as one row and its decoded
+/// `properties` members to `properties` as one event; a rejected one leaves
+/// both as they were.
 pub fn decode_event<'a>(
     payload: &'a [u8],
     fallback_id: impl FnOnce() -> String,
     fallback_timestamp_us: i64,
     limits: &Limits,
     out: &mut RawColumns,
-) -> Result<Properties<'a>, Reason> {
+    properties: &mut BatchProperties<'a>,
+) -> Result<(), Reason> {
+    let mark = properties.members.len();
+    let decoded = decode_into(
+        payload,
+        fallback_id,
+        fallback_timestamp_us,
+        limits,
+        out,
+        &mut properties.members,
+    );
+    match decoded {
+        Ok(()) => properties.ends.push(properties.members.len()),
+        Err(_) => properties.members.truncate(mark),
+    }
+    decoded
+}
+
+/// `decode_event` with the event's `properties` members appended to
+/// `members` (some may be left there when it fails).
+fn decode_into<'a>(
+    payload: &'a [u8],
+    fallback_id: impl FnOnce() -> String,
+    fallback_timestamp_us: i64,
+    limits: &Limits,
+    out: &mut RawColumns,
+    members: &mut Vec<Member<'a>>,
+) -> Result<(), Reason> {
     if payload.len() > limits.max_message_bytes {
         return Err(Reason::MessageTooLarge);
     }
     let text = std::str::from_utf8(payload).map_err(|_| Reason::InvalidEncoding)?;
     // The known fields straight into their slots (a repeated key: its last
     // value, as the reference's dict); no member list of the event itself.
-    let mut fields: [Option<Value<'a>>; KNOWN_FIELDS.len()] = Default::default();
-    let document = json::parse_fields(text, &KNOWN_FIELDS, &mut fields);
+    // The members of an object `properties` go straight to `members`.
+    let mark = members.len();
+    let mut slots = FieldSlots(ManuallyDrop::new(Default::default()));
+    let fields = &mut *slots.0;
+    let spill = json::Spill {
+        slot: PROPERTIES,
+        arena: members,
+    };
+    let document = json::parse_fields(text, &KNOWN_FIELDS, fields, Some(spill));
     let json::Fields::Object { unknown_key } = document.map_err(|_| Reason::InvalidJson)? else {
         return Err(Reason::NotAnObject);
     };
     if unknown_key {
         return Err(Reason::UnknownField);
     }
-    // Owned from here (the strings below borrow the other fields).
-    let properties = fields[PROPERTIES].take();
     let mut strings: [&str; 7] = [""; 7];
-    for (slot, value) in strings.iter_mut().zip(&fields) {
+    for (slot, value) in strings.iter_mut().zip(fields.iter()) {
         match value {
             None | Some(Value::Null) => {}
             Some(Value::Str(value)) if within(value, limits.max_id_chars) => *slot = value,
-            Some(_) => return Err(string_error(&fields, limits)),
+            Some(_) => return Err(string_error(fields, limits)),
         }
     }
     let [event_id, tenant_id, environment_id, event_name, source, customer_id, external_id] =
         strings;
     if tenant_id.is_empty() || event_name.is_empty() {
-        return Err(string_error(&fields, limits));
+        return Err(string_error(fields, limits));
     }
     let event_name = py_strip(event_name);
     if event_name.is_empty() || (customer_id.is_empty() && external_id.is_empty()) {
         return Err(Reason::MissingField);
     }
-    let properties = match properties {
-        None | Some(Value::Null) => Value::Object(Vec::new()),
-        Some(value @ Value::Object(_)) => value,
+    // An object's members were spilled (the slot holds an empty stand-in);
+    // no members or null: `members` holds none of this event's.
+    let property_members: &[Member<'a>] = match &fields[PROPERTIES] {
+        None | Some(Value::Null) | Some(Value::Object(_)) => &members[mark..],
         Some(_) => return Err(Reason::PropertiesNotObject),
-    };
-    let Value::Object(property_members) = &properties else {
-        unreachable!("properties is an object")
     };
     let properties_depth = check_properties(property_members, limits)?;
     let timestamp_us = match &fields[TIMESTAMP] {
@@ -270,17 +350,39 @@ pub fn decode_event<'a>(
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
     out.properties
-        .push_with(|text| write_properties(text, &properties, properties_depth));
+        .push_with(|text| write_properties(text, property_members, properties_depth));
     derived_properties(
         property_members,
         &mut out.canonical_json,
         &mut out.numeric_json,
     );
-    // The decoded properties, for routing and metering without parsing again.
-    let Value::Object(members) = properties else {
-        unreachable!("properties is an object")
-    };
-    Ok(members)
+    Ok(())
+}
+
+/// The known fields' slots of one event. Most hold nothing to free (scalars,
+/// strings borrowed from the payload, the stand-in of spilled `properties`):
+/// told apart here, inline, instead of a drop call per slot.
+struct FieldSlots<'a>(ManuallyDrop<[Option<Value<'a>>; KNOWN_FIELDS.len()]>);
+
+impl Drop for FieldSlots<'_> {
+    fn drop(&mut self) {
+        for slot in self.0.iter_mut() {
+            if slot.as_ref().is_some_and(|value| !nothing_to_free(value)) {
+                drop(slot.take());
+            }
+        }
+    }
+}
+
+/// Whether dropping `value` frees nothing (checked inline: the generic drop
+/// of a `Value` is an out-of-line call).
+fn nothing_to_free(value: &Value<'_>) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => true,
+        Value::Str(Cow::Borrowed(_)) => true,
+        Value::Object(members) => members.capacity() == 0,
+        Value::Str(Cow::Owned(_)) | Value::Array(_) => false,
+    }
 }
 
 /// The first fault among the identifier fields, required ones first.
@@ -315,10 +417,7 @@ fn within(text: &str, limit: usize) -> bool {
 
 /// The reference's checks of the `properties` members; `Ok` holds the
 /// nesting depth of the `properties` object (`json::depth`).
-fn check_properties(
-    members: &[(Cow<'_, str>, Value<'_>)],
-    limits: &Limits,
-) -> Result<usize, Reason> {
+fn check_properties(members: &[Member<'_>], limits: &Limits) -> Result<usize, Reason> {
     if members.len() > limits.max_properties {
         return Err(Reason::TooManyProperties);
     }
@@ -343,20 +442,20 @@ fn check_properties(
 
 /// `store.raw.properties_text`: orjson's text, or `json.dumps`'s where orjson
 /// refuses the nesting (`depth`: the object's `json::depth`).
-fn write_properties(out: &mut String, properties: &Value<'_>, depth: usize) {
+fn write_properties(out: &mut String, members: &[Member<'_>], depth: usize) {
     let style = if depth >= ORJSON_MAX_WRITE_DEPTH {
         FloatStyle::PythonRepr
     } else {
         FloatStyle::Orjson
     };
-    write_json(out, properties, style);
+    write_json_object(out, members, style);
 }
 
 /// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts,
 /// appended to their columns as one row each, written in place (no text
 /// per value).
 fn derived_properties(
-    members: &[(Cow<'_, str>, Value<'_>)],
+    members: &[Member<'_>],
     canonical: &mut StringColumn,
     numeric: &mut StringColumn,
 ) {
@@ -501,14 +600,17 @@ mod tests {
 
     fn decode(text: &str) -> Result<RawColumns, Reason> {
         let mut out = RawColumns::new();
+        let mut properties = BatchProperties::default();
+        let fallback_id = || "t-0-7".to_string();
         decode_event(
             text.as_bytes(),
-            || "t-0-7".to_string(),
+            fallback_id,
             42,
             &LIMITS,
             &mut out,
+            &mut properties,
         )?;
-        assert_eq!(out.len(), 1);
+        assert_eq!((out.len(), properties.len()), (1, 1));
         Ok(out)
     }
 
@@ -546,7 +648,17 @@ mod tests {
         reused.clear();
         assert!(reused.is_empty());
         let fallback_id = || "t-0-7".to_string();
-        decode_event(second.as_bytes(), fallback_id, 42, &LIMITS, &mut reused).unwrap();
+        let mut properties = BatchProperties::default();
+        let payload = second.as_bytes();
+        decode_event(
+            payload,
+            fallback_id,
+            42,
+            &LIMITS,
+            &mut reused,
+            &mut properties,
+        )
+        .unwrap();
         let fresh = decode(second).unwrap();
         for ((name, got), (_, want)) in reused.string_columns().iter().zip(fresh.string_columns()) {
             assert_eq!(
@@ -589,10 +701,50 @@ mod tests {
             assert_eq!(decode(text).err(), Some(reason), "{text}");
         }
         let mut out = RawColumns::new();
+        let mut properties = BatchProperties::default();
         assert_eq!(
-            decode_event(b"\xff", String::new, 0, &LIMITS, &mut out),
+            decode_event(b"\xff", String::new, 0, &LIMITS, &mut out, &mut properties),
             Err(Reason::InvalidEncoding)
         );
-        assert!(out.is_empty());
+        assert!(out.is_empty() && properties.is_empty());
+    }
+
+    #[test]
+    fn each_accepted_event_keeps_its_own_properties() {
+        let texts = [
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":1,"s":"x"}}"#,
+            // Rejected after its members were read: none of them stay.
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":2},"ts":1}"#,
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":3},"timestamp":"x"}"#,
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":4,}}"#,
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c"}"#,
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":5},"properties":null}"#,
+            r#"{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{"n":6},"properties":{"m":7,"m":8}}"#,
+        ];
+        let mut out = RawColumns::new();
+        let mut properties = BatchProperties::default();
+        let accepted: Vec<bool> = texts
+            .iter()
+            .map(|text| {
+                let payload = text.as_bytes();
+                decode_event(payload, String::new, 0, &LIMITS, &mut out, &mut properties).is_ok()
+            })
+            .collect();
+        assert_eq!(accepted, [true, false, false, false, true, true, true]);
+        let want: [Vec<Member<'_>>; 4] = [
+            vec![
+                ("n".into(), Value::Int(1)),
+                ("s".into(), Value::Str("x".into())),
+            ],
+            vec![],
+            vec![],
+            vec![("m".into(), Value::Int(8))],
+        ];
+        assert_eq!(properties.len(), want.len());
+        for (event, members) in want.iter().enumerate() {
+            assert_eq!(properties.get(event), members.as_slice(), "{event}");
+        }
+        let texts: Vec<&str> = (0..out.len()).map(|row| out.properties.get(row)).collect();
+        assert_eq!(texts, [r#"{"n":1,"s":"x"}"#, "{}", "{}", r#"{"m":8}"#]);
     }
 }

@@ -35,7 +35,7 @@ pub enum Value<'a> {
     Str(Cow<'a, str>),
     Array(Vec<Value<'a>>),
     /// Members in first-occurrence order; a repeated key replaced the value in place.
-    Object(Vec<(Cow<'a, str>, Value<'a>)>),
+    Object(Vec<Member<'a>>),
 }
 
 impl<'a> Value<'a> {
@@ -79,11 +79,13 @@ pub enum Fields {
 /// `None` when absent), without building the top-level member list (the
 /// values of other keys are checked and dropped). The slots are filled in
 /// place, so the values are not moved again; their content is meaningful
-/// only for `Ok(Fields::Object)`.
+/// only for `Ok(Fields::Object)`. With `spill`, an object value of its slot
+/// goes to its arena instead (see [`Spill`]).
 pub fn parse_fields<'a, const N: usize>(
     text: &'a str,
     names: &[&str; N],
     values: &mut [Option<Value<'a>>; N],
+    spill: Option<Spill<'_, 'a>>,
 ) -> Result<Fields, InvalidJson> {
     let mut parser = Parser::new(text);
     for slot in values.iter_mut() {
@@ -92,7 +94,7 @@ pub fn parse_fields<'a, const N: usize>(
     parser.skip_ws();
     let fields = if parser.peek() == Some(b'{') {
         Fields::Object {
-            unknown_key: parser.fields(names, values)?,
+            unknown_key: parser.fields(names, values, spill)?,
         }
     } else {
         parser.value(0)?;
@@ -103,6 +105,22 @@ pub fn parse_fields<'a, const N: usize>(
         return Err(InvalidJson);
     }
     Ok(fields)
+}
+
+/// An object member of an object.
+pub type Member<'a> = (Cow<'a, str>, Value<'a>);
+
+/// Where [`parse_fields`] puts the members of an object value of field
+/// `slot`: appended to `arena` (which holds other objects' members before
+/// them: no allocation per object), the slot holding an empty
+/// `Value::Object` in its stead. After `Ok(Fields::Object)` with such a
+/// slot, the members are `arena[len before the call..]`, exactly as `parse`
+/// would have them (first-occurrence order, a repeated key's last value);
+/// otherwise the arena holds none of this document's members. After an
+/// `Err` it may hold some: truncate it.
+pub struct Spill<'s, 'a> {
+    pub slot: usize,
+    pub arena: &'s mut Vec<Member<'a>>,
 }
 
 struct Parser<'a> {
@@ -179,11 +197,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Read an object (its opening brace at `pos`, `depth` counting it),
-    /// handing each key and value to `member` in document order.
+    /// handing each key to `member` in document order, which reads its value
+    /// (at `pos`, after the colon and any whitespace).
     fn members(
         &mut self,
         depth: usize,
-        mut member: impl FnMut(Cow<'a, str>, Value<'a>),
+        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), InvalidJson>,
     ) -> Result<(), InvalidJson> {
         if depth > MAX_DEPTH {
             return Err(InvalidJson);
@@ -206,13 +225,7 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            // Most values are strings: read here, without the call.
-            let value = if self.peek() == Some(b'"') {
-                Value::Str(self.string()?)
-            } else {
-                self.value(depth)?
-            };
-            member(key, value);
+            member(self, key)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -225,18 +238,36 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A member's value (at `pos`) in an object at `depth`.
+    fn member_value(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
+        // Most values are strings: read here, without the call.
+        if self.peek() == Some(b'"') {
+            Ok(Value::Str(self.string()?))
+        } else {
+            self.value(depth)
+        }
+    }
+
     fn object(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
-        let mut index: Option<HashMap<String, usize>> = None;
-        let mut members: Vec<(Cow<'a, str>, Value<'a>)> = Vec::new();
-        self.members(depth, |key, value| {
-            if members.capacity() == 0 {
-                // An event's properties have a few members: room for them
-                // at once instead of growing 1 -> 2 -> 4.
-                members.reserve_exact(4);
-            }
-            insert_member(&mut members, &mut index, key, value);
-        })?;
+        let mut members = Vec::new();
+        self.object_into(depth, &mut members)?;
         Ok(Value::Object(members))
+    }
+
+    /// Read an object (as `object`), appending its members to `arena`
+    /// after those already there.
+    fn object_into(
+        &mut self,
+        depth: usize,
+        arena: &mut Vec<Member<'a>>,
+    ) -> Result<(), InvalidJson> {
+        let start = arena.len();
+        let mut index: Option<HashMap<String, usize>> = None;
+        self.members(depth, |parser, key| {
+            let value = parser.member_value(depth)?;
+            insert_member(arena, start, &mut index, key, value);
+            Ok(())
+        })
     }
 
     /// The top-level object of [`parse_fields`] (depth 1, as `object`).
@@ -245,13 +276,30 @@ impl<'a> Parser<'a> {
         &mut self,
         names: &[&str; N],
         values: &mut [Option<Value<'a>>; N],
+        mut spill: Option<Spill<'_, 'a>>,
     ) -> Result<bool, InvalidJson> {
+        let mark = spill.as_ref().map_or(0, |spill| spill.arena.len());
         let mut unknown_key = false;
-        self.members(1, |key, value| {
-            match names.iter().position(|name| same_text(name, &key)) {
-                Some(slot) => values[slot] = Some(value),
-                None => unknown_key = true,
-            }
+        self.members(1, |parser, key| {
+            let Some(slot) = names.iter().position(|name| same_text(name, &key)) else {
+                unknown_key = true;
+                parser.member_value(1)?;
+                return Ok(());
+            };
+            values[slot] = Some(match &mut spill {
+                Some(spill) if spill.slot == slot => {
+                    // A repeated key: only its last value counts.
+                    spill.arena.truncate(mark);
+                    if parser.peek() == Some(b'{') {
+                        parser.object_into(2, spill.arena)?;
+                        Value::Object(Vec::new())
+                    } else {
+                        parser.member_value(1)?
+                    }
+                }
+                _ => parser.member_value(1)?,
+            });
+            Ok(())
         })?;
         Ok(unknown_key)
     }
@@ -408,12 +456,15 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Add a member to the object whose members are `arena[start..]`.
 fn insert_member<'a>(
-    members: &mut Vec<(Cow<'a, str>, Value<'a>)>,
+    arena: &mut Vec<Member<'a>>,
+    start: usize,
     index: &mut Option<HashMap<String, usize>>,
     key: Cow<'a, str>,
     value: Value<'a>,
 ) {
+    let members = &mut arena[start..];
     let existing = match index {
         Some(map) => map.get(key.as_ref()).copied(),
         None => members.iter().position(|(k, _)| *k == key),
@@ -433,7 +484,7 @@ fn insert_member<'a>(
         map.insert(key.to_string(), members.len());
         *index = Some(map);
     }
-    members.push((key, value));
+    arena.push((key, value));
 }
 
 /// Nesting depth of containers in `value` (a scalar is 0, `[]` is 1).
@@ -512,11 +563,16 @@ mod tests {
     fn fields_take_the_last_value_and_flag_other_keys() {
         let names = ["a", "b"];
         let mut values = [None, Some(Value::Null)];
-        let parsed = parse_fields(r#" {"a":1,"c":[{}],"a":{"x":"y"}} "#, &names, &mut values);
+        let parsed = parse_fields(
+            r#" {"a":1,"c":[{}],"a":{"x":"y"}} "#,
+            &names,
+            &mut values,
+            None,
+        );
         assert_eq!(parsed, Ok(Fields::Object { unknown_key: true }));
         assert_eq!(values[0], parse(r#"{"x":"y"}"#).ok());
         assert_eq!(values[1], None);
-        let parsed = parse_fields("[1]", &names, &mut values);
+        let parsed = parse_fields("[1]", &names, &mut values, None);
         assert_eq!(parsed, Ok(Fields::NotAnObject));
         // Validity is the whole document's, as `parse`'s, whatever the keys.
         for text in [
@@ -527,7 +583,7 @@ mod tests {
             "",
             "{",
         ] {
-            let parsed = parse_fields(text, &names, &mut values);
+            let parsed = parse_fields(text, &names, &mut values, None);
             assert_eq!(parsed, Err(InvalidJson), "{text}");
             assert_eq!(parse(text), Err(InvalidJson), "{text}");
         }
@@ -536,7 +592,61 @@ mod tests {
             "[".repeat(MAX_DEPTH),
             "]".repeat(MAX_DEPTH)
         );
-        assert_eq!(parse_fields(&deep, &names, &mut values), Err(InvalidJson));
+        assert_eq!(
+            parse_fields(&deep, &names, &mut values, None),
+            Err(InvalidJson)
+        );
+    }
+
+    /// `parse_fields` of `text` with field `a` spilled into an arena that
+    /// already holds a member: the slots, and the spilled members.
+    fn spilled(text: &str) -> Result<([Option<Value<'_>>; 2], Vec<Member<'_>>), InvalidJson> {
+        let names = ["a", "b"];
+        let mut values = [None, None];
+        let mut arena = vec![("earlier".into(), Value::Null)];
+        let spill = Spill {
+            slot: 0,
+            arena: &mut arena,
+        };
+        parse_fields(text, &names, &mut values, Some(spill))?;
+        assert_eq!(arena[0], ("earlier".into(), Value::Null));
+        Ok((values, arena.split_off(1)))
+    }
+
+    #[test]
+    fn spilled_objects_are_the_members_parse_reads() {
+        let cases = [
+            r#"{"a":{"x":1,"y":[2],"x":{"z":"\n"}},"b":{"k":3}}"#,
+            r#"{"a":{"x":1},"b":1,"a":{"y":2,"y":3}}"#,
+            r#"{"a":{}}"#,
+        ];
+        for text in cases {
+            let (values, members) = spilled(text).unwrap();
+            let whole = parse(text).unwrap();
+            let Some(Value::Object(want)) = whole.get("a") else {
+                panic!("{text}")
+            };
+            assert_eq!(&members, want, "{text}");
+            assert_eq!(values[0], Some(Value::Object(Vec::new())), "{text}");
+            assert_eq!(values[1].as_ref(), whole.get("b"), "{text}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{}":{i}"#, i % 25)).collect();
+        let text = format!(r#"{{"a":{{{}}}}}"#, many.join(","));
+        let (_, members) = spilled(&text).unwrap();
+        assert_eq!(
+            Some(&Value::Object(members)),
+            parse(&text).unwrap().get("a")
+        );
+        // A later value that is not an object leaves no members behind.
+        for text in [
+            r#"{"a":{"x":1},"a":null}"#,
+            r#"{"a":{"x":1},"a":[{"y":2}]}"#,
+        ] {
+            let (values, members) = spilled(text).unwrap();
+            assert!(members.is_empty(), "{text}");
+            assert_eq!(values[0].as_ref(), parse(text).unwrap().get("a"), "{text}");
+        }
+        assert_eq!(spilled(r#"{"a":{"x":1,}}"#).err(), Some(InvalidJson));
     }
 
     #[test]

@@ -29,10 +29,10 @@ pub mod timestamp;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 
 use catalog::{Catalog, EventView, LineItemRow, MeterRow, Resolution, SubscriptionRow};
-use event::{decode_event, Limits, RawColumns};
+use event::{decode_event, BatchProperties, Limits, RawColumns};
 use sha256::UniqueHash;
 
 /// Hash owners `(state, unique hash, event id)` with the hash as the core holds it.
@@ -115,15 +115,21 @@ impl Batch {
                 max_string_value_chars: limits.4,
             },
         };
-        let mut kafka: Option<bool> = None;
+        // The first message decides the kind, and its type's fields are
+        // resolved once for the messages of that type.
+        let mut reader: Option<(bool, Option<FieldReader<'_>>)> = None;
         for message in messages.try_iter()? {
             let message = message?;
-            let kafka = *kafka.get_or_insert_with(|| {
-                !message
+            let (kafka, fields) = reader.get_or_insert_with(|| {
+                let kafka = !message
                     .hasattr(intern!(py, "timestamp_ms"))
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                (kafka, FieldReader::resolve(&message.get_type(), kafka))
             });
-            batch.push(&message, kafka)?;
+            let fields = fields
+                .as_ref()
+                .filter(|f| message.get_type_ptr() == f.ty.as_type_ptr());
+            batch.push(&message, *kafka, fields)?;
         }
         Ok(batch)
     }
@@ -131,25 +137,34 @@ impl Batch {
     /// One message: a record read by attribute or, with `kafka`, a Kafka
     /// message read by method, whose timestamp is None when its type is
     /// `TIMESTAMP_NOT_AVAILABLE` (0), as `usage_batch.source_message` has it.
-    fn push<'py>(&mut self, message: &Bound<'py, PyAny>, kafka: bool) -> PyResult<()> {
+    /// `fields`: the resolved fields of the message's type, if any.
+    fn push<'py>(
+        &mut self,
+        message: &Bound<'py, PyAny>,
+        kafka: bool,
+        fields: Option<&FieldReader<'py>>,
+    ) -> PyResult<()> {
         let py = message.py();
-        let field = |name: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+        let field = |index: usize| -> PyResult<Bound<'py, PyAny>> {
+            if let Some(fields) = fields {
+                return fields.read(message, index);
+            }
+            let name = field_names(py, kafka)[index];
             if kafka {
                 message.call_method0(name)
             } else {
                 message.getattr(name)
             }
         };
-        self.values.push(field(intern!(py, "value"))?.extract()?);
-        self.push_topic(field(intern!(py, "topic"))?)?;
-        self.partitions
-            .push(field(intern!(py, "partition"))?.extract()?);
-        self.offsets.push(field(intern!(py, "offset"))?.extract()?);
+        self.values.push(field(0)?.extract()?);
+        self.push_topic(field(1)?)?;
+        self.partitions.push(field(2)?.extract()?);
+        self.offsets.push(field(3)?.extract()?);
         let timestamp_ms = if kafka {
-            let (kind, timestamp): (i64, i64) = field(intern!(py, "timestamp"))?.extract()?;
+            let (kind, timestamp): (i64, i64) = field(4)?.extract()?;
             (kind != 0).then_some(timestamp)
         } else {
-            field(intern!(py, "timestamp_ms"))?.extract()?
+            field(4)?.extract()?
         };
         self.timestamps_ms.push(timestamp_ms);
         Ok(())
@@ -196,6 +211,147 @@ impl Batch {
     }
 }
 
+/// The names `Batch::push` reads, in its order: a record's attributes, or
+/// with `kafka` a Kafka message's methods.
+fn field_names(py: Python<'_>, kafka: bool) -> [&Bound<'_, PyString>; 5] {
+    if kafka {
+        [
+            intern!(py, "value"),
+            intern!(py, "topic"),
+            intern!(py, "partition"),
+            intern!(py, "offset"),
+            intern!(py, "timestamp"),
+        ]
+    } else {
+        [
+            intern!(py, "value"),
+            intern!(py, "topic"),
+            intern!(py, "partition"),
+            intern!(py, "offset"),
+            intern!(py, "timestamp_ms"),
+        ]
+    }
+}
+
+/// The five fields of messages of one type, looked up once on the type
+/// instead of once per message and field (`getattr` and method calls look
+/// the name up along the type's MRO, then check the instance).
+///
+/// Only where the lookup's answer cannot depend on the instance and reading
+/// runs no Python code: the type uses the generic attribute lookup, and each
+/// name resolves to a C-level data descriptor of the type (`__slots__`
+/// members, getset attributes: what a getattr then returns, whatever the
+/// instance holds) or, for Kafka messages, to a C-level method of a type
+/// without an instance `__dict__` (what a method call then calls, with the
+/// message as `self`). The descriptors are held, so a class changed while a
+/// batch is read would be read as it was when the batch started.
+struct FieldReader<'py> {
+    ty: Bound<'py, PyType>,
+    fields: [ResolvedField<'py>; 5],
+}
+
+enum ResolvedField<'py> {
+    /// A data descriptor and its type's `tp_descr_get`.
+    Data(Bound<'py, PyAny>, pyo3::ffi::descrgetfunc),
+    /// A method descriptor, called with the message as its argument.
+    Method(Bound<'py, PyAny>),
+}
+
+impl<'py> FieldReader<'py> {
+    /// The fields of messages of type `ty`, or None when a field's lookup
+    /// cannot be resolved on the type (see the type docs).
+    fn resolve(ty: &Bound<'py, PyType>, kafka: bool) -> Option<FieldReader<'py>> {
+        use pyo3::ffi;
+        let py = ty.py();
+        let slot = |ty: &Bound<'py, PyType>, slot| {
+            // SAFETY: `ty` is a live type object; PyType_GetSlot reads any
+            // type's slots (static types too, since Python 3.10).
+            unsafe { ffi::PyType_GetSlot(ty.as_type_ptr(), slot) }
+        };
+        let generic = ffi::PyObject_GenericGetAttr as *mut std::ffi::c_void;
+        if slot(ty, ffi::Py_tp_getattro) != generic {
+            return None;
+        }
+        if kafka && ty.getattr("__dictoffset__").ok()?.extract::<isize>().ok()? != 0 {
+            return None;
+        }
+        let mro = ty.getattr(intern!(py, "__mro__")).ok()?;
+        let lookup = |name: &Bound<'py, PyString>| -> Option<Bound<'py, PyAny>> {
+            for class in mro.try_iter().ok()? {
+                let namespace = class.ok()?.getattr(intern!(py, "__dict__")).ok()?;
+                if namespace.contains(name).ok()? {
+                    return namespace.get_item(name).ok();
+                }
+            }
+            None
+        };
+        let resolve_one = |name: &Bound<'py, PyString>| -> Option<ResolvedField<'py>> {
+            let descriptor = lookup(name)?;
+            let kind = descriptor.get_type();
+            let builtin = kind.module().ok()?.to_str().ok()? == "builtins";
+            let kind_name = kind.name().ok()?;
+            let kind_name = kind_name.to_str().ok()?;
+            if !builtin {
+                return None;
+            }
+            if kafka {
+                return (kind_name == "method_descriptor")
+                    .then_some(ResolvedField::Method(descriptor));
+            }
+            if kind_name != "member_descriptor" && kind_name != "getset_descriptor" {
+                return None;
+            }
+            let get = slot(&kind, ffi::Py_tp_descr_get);
+            if get.is_null() || slot(&kind, ffi::Py_tp_descr_set).is_null() {
+                return None;
+            }
+            // SAFETY: a type's `Py_tp_descr_get` slot holds a `descrgetfunc`.
+            let get: ffi::descrgetfunc = unsafe { std::mem::transmute(get) };
+            Some(ResolvedField::Data(descriptor, get))
+        };
+        let names = field_names(py, kafka);
+        let fields = [
+            resolve_one(names[0])?,
+            resolve_one(names[1])?,
+            resolve_one(names[2])?,
+            resolve_one(names[3])?,
+            resolve_one(names[4])?,
+        ];
+        Some(FieldReader {
+            ty: ty.clone(),
+            fields,
+        })
+    }
+
+    /// Field `index` (in `field_names` order) of `message`, whose type is `ty`.
+    fn read(&self, message: &Bound<'py, PyAny>, index: usize) -> PyResult<Bound<'py, PyAny>> {
+        match &self.fields[index] {
+            ResolvedField::Data(descriptor, get) => {
+                // SAFETY: `get` is the descriptor type's `tp_descr_get`,
+                // called as the generic getattr calls it (descriptor,
+                // instance, instance type); it returns a new reference or
+                // NULL with an exception set.
+                unsafe {
+                    let value = get(descriptor.as_ptr(), message.as_ptr(), self.ty.as_ptr());
+                    Bound::from_owned_ptr_or_err(message.py(), value)
+                }
+            }
+            // SAFETY: a call of a live callable with one live argument (the
+            // list ends with NULL); it returns a new reference or NULL with
+            // an exception set. (No argument tuple, unlike `call1`.)
+            ResolvedField::Method(descriptor) => unsafe {
+                let no_more = std::ptr::null_mut::<pyo3::ffi::PyObject>();
+                let value = pyo3::ffi::PyObject_CallFunctionObjArgs(
+                    descriptor.as_ptr(),
+                    message.as_ptr(),
+                    no_more,
+                );
+                Bound::from_owned_ptr_or_err(message.py(), value)
+            },
+        }
+    }
+}
+
 /// Decoding a payload first waits on memory (the bytes object was last
 /// touched when Python built it): its loads start this many messages ahead.
 const PAYLOAD_AHEAD: usize = 4;
@@ -215,7 +371,7 @@ fn prefetch_payload(payload: &[u8]) {
 /// room of an earlier batch's columns, so no fresh pages per batch.
 fn decode_all<'a>(
     batch: &'a Batch,
-    mut keep: Option<&mut Vec<event::Properties<'a>>>,
+    keep: Option<&mut BatchProperties<'a>>,
     recycled: Option<RawColumns>,
 ) -> Decoded {
     let count = batch.len();
@@ -231,7 +387,14 @@ fn decode_all<'a>(
             RawColumns::with_capacity(count, bytes)
         }
     };
+    // Without `keep`, one event's properties at a time.
+    let mut scratch = BatchProperties::default();
+    let dropped = keep.is_none();
+    let properties = keep.unwrap_or(&mut scratch);
     for i in 0..count {
+        if dropped {
+            properties.clear();
+        }
         if let Some(Some(next)) = batch.values.get(i + PAYLOAD_AHEAD) {
             prefetch_payload(next);
         }
@@ -247,13 +410,16 @@ fn decode_all<'a>(
             Some(ms) if ms > 0 => ms * 1000,
             _ => batch.now_us,
         };
-        match decode_event(value, fallback_id, fallback_us, &batch.limits, &mut columns) {
-            Ok(properties) => {
-                accepted.push(i);
-                if let Some(kept) = keep.as_deref_mut() {
-                    kept.push(properties);
-                }
-            }
+        let limits = &batch.limits;
+        match decode_event(
+            value,
+            fallback_id,
+            fallback_us,
+            limits,
+            &mut columns,
+            properties,
+        ) {
+            Ok(()) => accepted.push(i),
             Err(reason) => rejected.push((i, reason.code())),
         }
     }
@@ -395,14 +561,14 @@ impl CoreCatalog {
         let batch = Batch::read(messages, now_us, limits)?;
         let catalog = &self.catalog;
         Ok(py.detach(|| {
-            let mut decoded = Vec::new();
+            let mut decoded = BatchProperties::with_capacity(batch.len());
             let (accepted, rejected, columns) = decode_all(&batch, Some(&mut decoded), None);
             let mut need = Vec::new();
             let mut customers = Vec::with_capacity(accepted.len());
             let mut unresolved = Vec::new();
             let mut matches = Vec::new();
             let mut buffer = Vec::new();
-            for (row, members) in decoded.iter().enumerate() {
+            for row in 0..decoded.len() {
                 let event = EventView {
                     id: columns.id.get(row),
                     tenant_id: columns.tenant_id.get(row),
@@ -411,7 +577,7 @@ impl CoreCatalog {
                     customer_id: columns.customer_id.get(row),
                     external_customer_id: columns.external_customer_id.get(row),
                     timestamp_us: columns.timestamp_us[row],
-                    properties: members,
+                    properties: decoded.get(row),
                 };
                 let (customer, resolution) = catalog.resolve(&event, &mut buffer);
                 customers.push(customer.to_string());
@@ -481,10 +647,12 @@ pub(crate) fn string_buffers<'py>(
     py: Python<'py>,
     column: &columns::StringColumn,
 ) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
-    (
-        PyBytes::new(py, &column.offset_bytes()),
-        PyBytes::new(py, column.data()),
-    )
+    let offsets = PyBytes::new_with(py, column.offset_bytes_len(), |out| {
+        column.write_offset_bytes(out);
+        Ok(())
+    })
+    .expect("bytes of this length");
+    (offsets, PyBytes::new(py, column.data()))
 }
 
 fn raw_buffers<'py>(

@@ -388,7 +388,7 @@ impl CoreEngine {
         // The last batch's columns are done with (`rate` copied them): their room is reused.
         let recycled = self.held_columns.take().map(|(raw, _)| raw);
         let (accepted, rejected, columns, properties) = py.detach(|| {
-            let mut properties = Vec::with_capacity(batch.len());
+            let mut properties = crate::event::BatchProperties::with_capacity(batch.len());
             let (accepted, rejected, columns) = decode_all(&batch, Some(&mut properties), recycled);
             (accepted, rejected, columns, properties)
         });

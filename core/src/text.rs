@@ -1,7 +1,7 @@
 //! Text rules of the reference: Python's whitespace and decimal digits, the JSON
 //! text orjson writes, and the float spellings of Python's `repr` and orjson.
 
-use crate::json::Value;
+use crate::json::{Member, Value};
 
 /// `str.isspace()` of CPython 3.11 (Unicode 14): what `str.strip()` removes.
 pub fn is_py_space(c: char) -> bool {
@@ -389,19 +389,22 @@ pub fn write_json(out: &mut String, value: &Value<'_>, style: FloatStyle) {
             }
             out.push(']');
         }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_string(out, key);
-                out.push(':');
-                write_json(out, item, style);
-            }
-            out.push('}');
-        }
+        Value::Object(members) => write_json_object(out, members, style),
     }
+}
+
+/// `write_json` of an object with `members`.
+pub fn write_json_object(out: &mut String, members: &[Member<'_>], style: FloatStyle) {
+    out.push('{');
+    for (i, (key, item)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, key);
+        out.push(':');
+        write_json(out, item, style);
+    }
+    out.push('}');
 }
 
 #[cfg(test)]
