@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use crate::aggregate::Aggregate;
 use crate::fixed;
+use crate::key_table::prefetch_line;
 use crate::pricing::Price;
 use crate::sha256::UniqueHash;
 
@@ -130,8 +131,94 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// A set of digest fingerprints (`UniqueHash::fingerprint`).
-pub type FingerprintSet = HashSet<u64, DigestState>;
+/// A set of digest fingerprints (`UniqueHash::fingerprint`): an
+/// open-addressing table (linear probing, a power of two long, at most 3/4
+/// full) of the values themselves, placed by their keyed hash
+/// (`DigestState`). 0 marks an empty slot, so the fingerprint 0 is a flag.
+/// Unlike a `HashSet`, its slot for a value can be prefetched (`prefetch`).
+#[derive(Debug, Clone, Default)]
+pub struct FingerprintSet {
+    slots: Vec<u64>,
+    /// Values in `slots`.
+    held: usize,
+    zero: bool,
+}
+
+impl FingerprintSet {
+    pub fn len(&self) -> usize {
+        self.held + usize::from(self.zero)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where `value` (not 0) is or would be looked for first (slots not empty).
+    fn home(&self, value: u64) -> usize {
+        DigestState::default().hash_one(value) as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot holding `value` (not 0), or the empty one it would go to.
+    fn position(&self, value: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(value);
+        while self.slots[at] != 0 && self.slots[at] != value {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    pub fn contains(&self, value: u64) -> bool {
+        if value == 0 {
+            return self.zero;
+        }
+        !self.slots.is_empty() && self.slots[self.position(value)] == value
+    }
+
+    /// Add `value`; false when it was there already.
+    pub fn insert(&mut self, value: u64) -> bool {
+        if value == 0 {
+            return !std::mem::replace(&mut self.zero, true);
+        }
+        if (self.held + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let at = self.position(value);
+        if self.slots[at] == value {
+            return false;
+        }
+        self.slots[at] = value;
+        self.held += 1;
+        true
+    }
+
+    /// Double the table (8 slots at first).
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(8);
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        for value in old.into_iter().filter(|&value| value != 0) {
+            let at = self.position(value);
+            self.slots[at] = value;
+        }
+    }
+
+    /// Start loading the slot where `value` would be looked for (a hint).
+    pub fn prefetch(&self, value: u64) {
+        if !self.slots.is_empty() {
+            prefetch_line((&raw const self.slots[self.home(value)]).cast());
+        }
+    }
+}
+
+impl FromIterator<u64> for FingerprintSet {
+    fn from_iter<I: IntoIterator<Item = u64>>(values: I) -> Self {
+        let mut set = FingerprintSet::default();
+        for value in values {
+            set.insert(value);
+        }
+        set
+    }
+}
 
 /// An event id as an owner record holds it (`Owners::records`): a
 /// canonical UUID (36 lowercase hex digits and hyphens, what producers
@@ -326,6 +413,16 @@ impl Owners {
         self.digests += 1;
     }
 
+    /// Start loading what `find` and `insert` of a digest with `tag` read
+    /// first: its index slot and the end of `records` (a hint).
+    fn prefetch(&self, tag: u32) {
+        if !self.index.is_empty() {
+            let at = tag as usize & (self.index.len() - 1);
+            prefetch_line((&raw const self.index[at]).cast());
+            prefetch_line(self.records.as_ptr().wrapping_add(self.records.len()));
+        }
+    }
+
     /// Double `index` (8 slots at first), moving each slot by its hash bits.
     fn grow(&mut self) {
         let size = (self.index.len() * 2).max(8);
@@ -383,6 +480,14 @@ impl PeriodRating {
 
     pub fn knows(&self, unique_hash: &UniqueHash) -> bool {
         self.current.knows(unique_hash) || self.previous.knows(unique_hash)
+    }
+
+    /// Start loading what `apply` of `unique_hash` reads first in the
+    /// current generation (a hint).
+    pub fn prefetch(&self, unique_hash: &UniqueHash) {
+        if let UniqueHash::Digest(_) = unique_hash {
+            self.current.prefetch(Self::tag(unique_hash));
+        }
     }
 
     /// Hashes and repeat-row event ids held in both generations (`remembered`).
@@ -516,5 +621,158 @@ impl PeriodRating {
         *old_billable = billable;
         *old_rated = Some(rated);
         Ok(delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "0f8e2a4c-1b3d-4e5f-a6b7-c8d9e0f1a2b3";
+
+    #[test]
+    fn only_canonical_uuids_are_packed_and_codes_match_their_id_only() {
+        assert!(id_code::uuid(UUID).is_some());
+        let upper = UUID.to_uppercase();
+        let long = "x".repeat(300);
+        let not_packed = [
+            upper.as_str(),
+            &UUID[..35],
+            "0f8e2a4c-1b3d-4e5f-a6b7_c8d9e0f1a2b3",
+            "0f8e2a4c11b3d-4e5f-a6b7-c8d9e0f1a2b3",
+            "0f8e2a4c-1b3d-4e5f-a6b7-c8d9e0f1a2bg",
+        ];
+        for id in not_packed {
+            assert_eq!(id_code::uuid(id), None, "{id}");
+        }
+        let ids = [
+            UUID,
+            upper.as_str(),
+            "",
+            "e1",
+            "e10",
+            long.as_str(),
+            &long[1..],
+        ];
+        for id in ids {
+            let mut code = Vec::new();
+            id_code::push(&mut code, id, id_code::uuid(id));
+            assert_eq!(
+                code.len(),
+                if id == UUID {
+                    17
+                } else {
+                    id.len() + 1 + usize::from(id.len() >= 255 || id.is_empty()) * 4
+                }
+            );
+            for other in ids {
+                assert_eq!(
+                    id_code::matches(&code, other, id_code::uuid(other)),
+                    id == other,
+                    "{id} {other}"
+                );
+            }
+        }
+    }
+
+    fn digest(n: u64) -> UniqueHash {
+        UniqueHash::parse(&crate::sha256::hex_of_parts(&[&n.to_string()]))
+    }
+
+    #[test]
+    fn owners_are_found_after_growing_and_hashes_equal_only_when_their_text_is() {
+        let mut owners = Owners::default();
+        let id = |n: u64| {
+            if n.is_multiple_of(2) {
+                format!("{UUID:.30}{n:06}")
+            } else {
+                format!("e{n}")
+            }
+        };
+        for n in 0..1000 {
+            let hash = digest(n);
+            let tag = PeriodRating::tag(&hash);
+            let Found::Vacant(vacant) = owners.find(&hash, tag) else {
+                panic!("{n} found")
+            };
+            let event = id(n);
+            owners.insert(&hash, tag, vacant, &event, id_code::uuid(&event));
+        }
+        // The digest of a number as text: the same hash, held as text.
+        let hex = digest(5).to_string().to_uppercase();
+        owners.insert(&UniqueHash::parse(&hex), 0, usize::MAX, "t", None);
+        assert_eq!(owners.len(), 1001);
+        assert!(
+            owners.index.len().is_power_of_two() && owners.digests * 4 <= owners.index.len() * 3
+        );
+        for n in 0..1000 {
+            let hash = digest(n);
+            let Found::Owner(code) = owners.find(&hash, PeriodRating::tag(&hash)) else {
+                panic!("{n} lost")
+            };
+            assert!(id_code::matches(code, &id(n), id_code::uuid(&id(n))));
+            assert!(!id_code::matches(
+                code,
+                &id(n + 1),
+                id_code::uuid(&id(n + 1))
+            ));
+        }
+        assert!(!owners.knows(&digest(1000)));
+        assert!(owners.knows(&UniqueHash::parse(&hex)));
+        assert!(!owners.knows(&UniqueHash::parse(&hex.to_lowercase()[..63])));
+    }
+
+    #[test]
+    fn redeliveries_and_repeats_of_uuid_ids_are_told_apart() {
+        let price = Price::FlatFee { amount: 2 };
+        let aggregate = Aggregate::new(
+            crate::measure::Aggregation::Count,
+            None,
+            &crate::aggregate::Snapshot::default(),
+        )
+        .unwrap();
+        let mut state = PeriodRating::new(&price, 0, aggregate);
+        let one = fixed::ONE;
+        let outcome = |state: &mut PeriodRating, id: &str, hash: u64| {
+            state
+                .apply(&price, id, 0, one, &digest(hash))
+                .unwrap()
+                .outcome
+        };
+        assert_eq!(outcome(&mut state, UUID, 1), Outcome::Counted);
+        assert_eq!(outcome(&mut state, UUID, 1), Outcome::AlreadyProcessed);
+        // The same UUID in capitals is another event id.
+        assert_eq!(
+            outcome(&mut state, &UUID.to_uppercase(), 1),
+            Outcome::RepeatedValue
+        );
+        state.age_owners();
+        assert_eq!(outcome(&mut state, UUID, 1), Outcome::AlreadyProcessed);
+        state.remember(&digest(2), "e2");
+        assert_eq!(outcome(&mut state, "e2", 2), Outcome::AlreadyProcessed);
+        assert_eq!(outcome(&mut state, UUID, 2), Outcome::RepeatedValue);
+        assert_eq!(state.quantity(), one);
+    }
+
+    #[test]
+    fn fingerprint_sets_hold_each_value_once_zero_included() {
+        let mut set = FingerprintSet::default();
+        assert!(set.is_empty() && !set.contains(0) && !set.contains(7));
+        // Spread values, small ones and zero, each once.
+        let mut values: Vec<u64> = (0..2000u64)
+            .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .chain(1..50)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        for &value in &values {
+            assert!(set.insert(value));
+            assert!(!set.insert(value));
+        }
+        assert_eq!(set.len(), values.len());
+        assert!(values.iter().all(|&value| set.contains(value)));
+        assert!(!set.contains(50) && !set.contains(u64::MAX));
+        let copy: FingerprintSet = values.iter().copied().chain([0, 5]).collect();
+        assert_eq!(copy.len(), values.len());
     }
 }

@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::event::RawColumns;
 use crate::period_rating::Outcome;
 use crate::rater::{Rater, Terms};
+use crate::sha256::UniqueHash;
 use crate::{
     catalog_of, decode_all, loaded_snapshots, raw_buffers, string_buffers, table_error, terms_of,
     Batch, CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
@@ -165,6 +166,23 @@ fn gathered_runs<'py>(
         offsets_len
     })?;
     Ok((offsets, data?))
+}
+
+/// Append the text of `unique_hash` (`UniqueHash::write_to`): a digest's
+/// 64 hex digits made on the stack and appended at once.
+fn push_hash(text: &mut String, unique_hash: &UniqueHash) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match unique_hash {
+        UniqueHash::Digest(bytes) => {
+            let mut hex = [0u8; 64];
+            for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = HEX[usize::from(byte >> 4)];
+                pair[1] = HEX[usize::from(byte & 15)];
+            }
+            text.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+        }
+        UniqueHash::Text(_) => unique_hash.write_to(text),
+    }
 }
 
 /// Sets `name: (offsets, data)` of a utf8 column.
@@ -555,7 +573,7 @@ impl CoreEngine {
             line_items.push(sources[i].line_item as i32);
             periods.push(pending[i].0);
             outcome_codes.push(i8::from(delta.outcome == Outcome::RepeatedValue));
-            hashes.push_with(|text| pending[i].1.write_to(text));
+            hashes.push_with(|text| push_hash(text, pending[i].1));
             let values = [
                 delta.qty_total,
                 delta.qty_billable,
@@ -595,5 +613,20 @@ impl CoreEngine {
 
     fn drop_states(&mut self, keys: Vec<KeyTuple>) {
         self.engine.drop_states(&keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_written_as_their_strings() {
+        let digest = UniqueHash::parse(&crate::sha256::hex_of_parts(&["t", "e", "id"]));
+        for hash in [digest, UniqueHash::parse("h1"), UniqueHash::parse("")] {
+            let mut text = String::from("x");
+            push_hash(&mut text, &hash);
+            assert_eq!(text, format!("x{hash}"));
+        }
     }
 }
