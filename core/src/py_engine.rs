@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, Unresolved};
 use crate::columns::{runs_of, StringColumn};
 use crate::engine::Engine;
 use crate::event::RawColumns;
-use crate::period_rating::Outcome;
+use crate::period_rating::{Delta, Outcome};
 use crate::rater::{Rater, Terms};
 use crate::sha256::UniqueHash;
 use crate::{
@@ -118,19 +118,39 @@ fn gathered_le<'py, const N: usize>(
 
 /// The utf8 buffers (int32 offsets, data) of `value(row)` for each of `rows`,
 /// gathered straight into Python bytes: sizes first, then one copy per value.
-/// Panics past 2 GiB of text (an Arrow `utf8` limit; a batch is far smaller).
 fn gathered_strings<'py, 'a>(
     py: Python<'py>,
     rows: &[i32],
     value: impl Fn(usize) -> &'a str,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let text = |i: usize| value(rows[i] as usize).as_bytes();
+    utf8_buffers(
+        py,
+        rows.len(),
+        |i| text(i).len(),
+        |i, out| {
+            out.write_copy_of_slice(text(i));
+        },
+    )
+}
+
+/// The utf8 buffers (int32 offsets, data) of `count` values, written
+/// straight into Python bytes: `len(i)` bytes each, which `write(i, out)`
+/// writes into `out`. Panics past 2 GiB of text (an Arrow `utf8` limit; a
+/// batch is far smaller).
+fn utf8_buffers<'py>(
+    py: Python<'py>,
+    count: usize,
+    len: impl Fn(usize) -> usize,
+    write: impl Fn(usize, &mut [MaybeUninit<u8>]),
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let mut end = 0usize;
-    let offsets_len = (rows.len() + 1) * 4;
+    let offsets_len = (count + 1) * 4;
     let offsets = written_pybytes(py, offsets_len, |buffer| {
         let (first, rest) = buffer.split_at_mut(4);
         first.write_copy_of_slice(&0i32.to_le_bytes());
-        for (chunk, &row) in rest.chunks_exact_mut(4).zip(rows) {
-            end += value(row as usize).len();
+        for (i, chunk) in rest.chunks_exact_mut(4).enumerate() {
+            end += len(i);
             let offset = i32::try_from(end).expect("string column under 2 GiB");
             chunk.write_copy_of_slice(&offset.to_le_bytes());
         }
@@ -138,10 +158,10 @@ fn gathered_strings<'py, 'a>(
     })?;
     let data = written_pybytes(py, end, |buffer| {
         let mut at = 0;
-        for &row in rows {
-            let text = value(row as usize).as_bytes();
-            buffer[at..at + text.len()].write_copy_of_slice(text);
-            at += text.len();
+        for i in 0..count {
+            let next = at + len(i);
+            write(i, &mut buffer[at..next]);
+            at = next;
         }
         at
     })?;
@@ -168,9 +188,9 @@ fn gathered_runs<'py>(
     Ok((offsets, data?))
 }
 
-/// Append the text of `unique_hash` (`UniqueHash::write_to`): a digest's
-/// 64 hex digits made on the stack and appended at once.
-fn push_hash(text: &mut String, unique_hash: &UniqueHash) {
+/// The text of `unique_hash` (`UniqueHash::write_to`), a digest's 64 hex
+/// digits made on the stack, given to `use_text`.
+fn with_hash_text<T>(unique_hash: &UniqueHash, use_text: impl FnOnce(&[u8]) -> T) -> T {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match unique_hash {
         UniqueHash::Digest(bytes) => {
@@ -179,15 +199,26 @@ fn push_hash(text: &mut String, unique_hash: &UniqueHash) {
                 pair[0] = HEX[usize::from(byte >> 4)];
                 pair[1] = HEX[usize::from(byte & 15)];
             }
-            text.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+            use_text(&hex)
         }
-        UniqueHash::Text(_) => unique_hash.write_to(text),
+        UniqueHash::Text(text) => use_text(text.as_bytes()),
     }
 }
 
-/// Sets `name: (offsets, data)` of a utf8 column.
-fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
-    columns.set_item(name, string_buffers(columns.py(), column))
+/// The utf8 buffers (int32 offsets, data) of the text of `hashes`, written
+/// straight into Python bytes.
+fn hash_buffers<'py>(
+    py: Python<'py>,
+    hashes: &[&UniqueHash],
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let len = |i: usize| match hashes[i] {
+        UniqueHash::Digest(_) => 64,
+        UniqueHash::Text(text) => text.len(),
+    };
+    let write = |i: usize, out: &mut [MaybeUninit<u8>]| {
+        with_hash_text(hashes[i], |text| out.write_copy_of_slice(text));
+    };
+    utf8_buffers(py, hashes.len(), len, write)
 }
 
 impl CoreEngine {
@@ -556,8 +587,8 @@ impl CoreEngine {
         let mut line_items = Vec::with_capacity(rows);
         let mut periods = Vec::with_capacity(rows);
         let mut outcome_codes = Vec::with_capacity(rows);
-        let mut hashes = StringColumn::with_capacity(rows, rows * 64);
-        let mut deltas: [Vec<i128>; 6] = std::array::from_fn(|_| Vec::with_capacity(rows));
+        let mut hashes: Vec<&UniqueHash> = Vec::with_capacity(rows);
+        let mut written: Vec<&Delta> = Vec::with_capacity(rows);
         let mut refused = Vec::new();
         for (i, result) in results.iter().enumerate() {
             let delta = match result {
@@ -573,34 +604,26 @@ impl CoreEngine {
             line_items.push(sources[i].line_item as i32);
             periods.push(pending[i].0);
             outcome_codes.push(i8::from(delta.outcome == Outcome::RepeatedValue));
-            hashes.push_with(|text| push_hash(text, pending[i].1));
-            let values = [
-                delta.qty_total,
-                delta.qty_billable,
-                delta.qty_free_applied,
-                delta.tier_snapshot,
-                delta.unit_cost,
-                delta.cost,
-            ];
-            for (column, value) in deltas.iter_mut().zip(values) {
-                column.push(value);
-            }
+            hashes.push(pending[i].1);
+            written.push(delta);
         }
         let columns = PyDict::new(py);
         columns.set_item("row", le_pybytes(py, &row_index, i32::to_le_bytes)?)?;
         set_row_sources(&columns, &events, &line_items, &periods)?;
         columns.set_item("outcome", le_pybytes(py, &outcome_codes, i8::to_le_bytes)?)?;
-        set_strings(&columns, "unique_hash", &hashes)?;
-        let names = [
-            "qty_total",
-            "qty_billable",
-            "qty_free_applied",
-            "tier_snapshot",
-            "unit_cost",
-            "cost",
+        columns.set_item("unique_hash", hash_buffers(py, &hashes)?)?;
+        // Each delta column straight from the deltas (no column in between).
+        let fields: [(&str, fn(&Delta) -> i128); 6] = [
+            ("qty_total", |d| d.qty_total),
+            ("qty_billable", |d| d.qty_billable),
+            ("qty_free_applied", |d| d.qty_free_applied),
+            ("tier_snapshot", |d| d.tier_snapshot),
+            ("unit_cost", |d| d.unit_cost),
+            ("cost", |d| d.cost),
         ];
-        for (name, column) in names.iter().zip(&deltas) {
-            columns.set_item(*name, le_pybytes(py, column, i128::to_le_bytes)?)?;
+        for (name, field) in fields {
+            let column = gathered_le(py, written.len(), |k| field(written[k]).to_le_bytes())?;
+            columns.set_item(name, column)?;
         }
         self.set_processed_columns(&columns, &events, &line_items)?;
         let counts = (outcomes.counted, outcomes.repeated, outcomes.skipped);
@@ -624,9 +647,8 @@ mod tests {
     fn hashes_are_written_as_their_strings() {
         let digest = UniqueHash::parse(&crate::sha256::hex_of_parts(&["t", "e", "id"]));
         for hash in [digest, UniqueHash::parse("h1"), UniqueHash::parse("")] {
-            let mut text = String::from("x");
-            push_hash(&mut text, &hash);
-            assert_eq!(text, format!("x{hash}"));
+            let text = with_hash_text(&hash, |text| String::from_utf8(text.to_vec()).unwrap());
+            assert_eq!(text, hash.to_string());
         }
     }
 }
