@@ -536,6 +536,17 @@ impl Engine {
     /// Rate the held rows in order (they stay held for reading until the next
     /// `prepare`). `ids` is the prepared batch's event id column.
     pub fn rate(&mut self, ids: &StringColumn) -> Rated {
+        let mut results = Vec::new();
+        let outcomes = self.rate_into(ids, &mut results);
+        (results, outcomes)
+    }
+
+    /// `rate`, its per-row results into `results` (cleared first; see `Rater::rate_at`).
+    pub fn rate_into(
+        &mut self,
+        ids: &StringColumn,
+        results: &mut Vec<Result<Option<Delta>, OutOfRange>>,
+    ) -> Outcomes {
         self.resolve_slots();
         // `touched`'s reports are made here while each state is in cache,
         // unless some were made while their state was not held (they move
@@ -545,17 +556,18 @@ impl Engine {
             .reported
             .is_empty()
             .then_some((self.event_partitions.as_slice(), &mut found));
-        let rated = self.rater.rate_at(
+        let outcomes = self.rater.rate_at(
             &self.pending,
             &mut self.slots,
             &self.terms,
             |event| ids.get(event),
             reports,
+            results,
         );
         self.reported_in_rate = self.reported.is_empty().then_some(found);
         // `rate_at` wrote the slots of the states it created.
         self.resolved_at = Some((self.rater.epoch(), self.rater.created()));
-        rated
+        outcomes
     }
 
     pub fn committed(&mut self) {

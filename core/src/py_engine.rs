@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, Unresolved};
 use crate::columns::{runs_of, StringColumn};
 use crate::engine::Engine;
 use crate::event::RawColumns;
-use crate::period_rating::{Delta, Outcome};
+use crate::period_rating::{Delta, OutOfRange, Outcome};
 use crate::rater::{Rater, Terms};
 use crate::sha256::UniqueHash;
 use crate::{
@@ -45,13 +45,51 @@ pub struct CoreEngine {
     /// The prepared batch's raw columns and catalog customers (per accepted
     /// event), which `rate` copies into the written rows' columns.
     held_columns: Option<(RawColumns, StringColumn)>,
-    /// Per catalog line item its stored `events_processed` columns
-    /// (`LINE_ITEM_FIELDS` of them), set by `set_line_item_columns`.
-    line_item_columns: Vec<[String; LINE_ITEM_FIELDS]>,
+    /// Per stored `events_processed` column of a line item
+    /// (`LINE_ITEM_FIELDS` of them) its value per catalog line item, set by
+    /// `set_line_item_columns`.
+    line_item_columns: [FieldTexts; LINE_ITEM_FIELDS],
+    /// The last `rate`'s per-row results, kept as a buffer for the next one.
+    results: Vec<Result<Option<Delta>, OutOfRange>>,
 }
 
 /// How many stored columns a line item has (`set_line_item_columns`).
 const LINE_ITEM_FIELDS: usize = 6;
+
+/// One text per line item, all in one buffer: `rate` copies them per
+/// written row, and a column's few hundred kilobytes stay in cache while it
+/// does, where a `String` per value (6 per line item) would be a cache miss
+/// each.
+#[derive(Debug, Default)]
+struct FieldTexts {
+    /// Where each text ends in `text` (it starts where the one before ends).
+    ends: Vec<u32>,
+    text: Vec<u8>,
+}
+
+impl FieldTexts {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, value: &str) {
+        self.text.extend_from_slice(value.as_bytes());
+        let end = u32::try_from(self.text.len()).expect("line item texts under 4 GiB");
+        self.ends.push(end);
+    }
+
+    /// The text of line item `item` (UTF-8: a whole `str` pushed).
+    fn bytes(&self, item: usize) -> &[u8] {
+        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start as usize..self.ends[item] as usize]
+    }
+
+    /// The length of `bytes(item)`.
+    fn len_of(&self, item: usize) -> usize {
+        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
+        (self.ends[item] - start) as usize
+    }
+}
 
 /// The written rows' `events_processed` columns copied from their event (the
 /// raw column of the same name) and from its catalog customer.
@@ -114,24 +152,6 @@ fn gathered_le<'py, const N: usize>(
         }
         count * N
     })
-}
-
-/// The utf8 buffers (int32 offsets, data) of `value(row)` for each of `rows`,
-/// gathered straight into Python bytes: sizes first, then one copy per value.
-fn gathered_strings<'py, 'a>(
-    py: Python<'py>,
-    rows: &[i32],
-    value: impl Fn(usize) -> &'a str,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    let text = |i: usize| value(rows[i] as usize).as_bytes();
-    utf8_buffers(
-        py,
-        rows.len(),
-        |i| text(i).len(),
-        |i, out| {
-            out.write_copy_of_slice(text(i));
-        },
-    )
 }
 
 /// The utf8 buffers (int32 offsets, data) of `count` values, written
@@ -259,19 +279,22 @@ impl CoreEngine {
             })?;
             columns.set_item("timestamp", timestamps)?;
         }
-        if line_items
-            .iter()
-            .any(|&item| item as usize >= self.line_item_columns.len())
-        {
+        let items = self.line_item_columns[0].len();
+        if line_items.iter().any(|&item| item as usize >= items) {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "CoreEngine.rate: set_line_item_columns was not called for this catalog",
             ));
         }
         let item_columns = pyo3::types::PyList::empty(py);
-        for field in 0..LINE_ITEM_FIELDS {
-            let buffers = gathered_strings(py, line_items, |item| {
-                self.line_item_columns[item][field].as_str()
-            })?;
+        for field in &self.line_item_columns {
+            let buffers = utf8_buffers(
+                py,
+                line_items.len(),
+                |row| field.len_of(line_items[row] as usize),
+                |row, out| {
+                    out.write_copy_of_slice(field.bytes(line_items[row] as usize));
+                },
+            )?;
             item_columns.append(buffers)?;
         }
         columns.set_item("line_item_columns", item_columns)
@@ -379,7 +402,8 @@ impl CoreEngine {
             partitions: Vec::new(),
             partition_numbers: HashMap::new(),
             held_columns: None,
-            line_item_columns: Vec::new(),
+            line_item_columns: Default::default(),
+            results: Vec::new(),
         })
     }
 
@@ -389,7 +413,7 @@ impl CoreEngine {
         let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
         self.held_columns = None;
-        self.line_item_columns.clear();
+        self.line_item_columns = Default::default();
         Ok(())
     }
 
@@ -397,7 +421,12 @@ impl CoreEngine {
     /// stored columns: sub line item id, subscription id, price id, feature
     /// id, meter id, currency. Call after `__init__` and `replace_catalog`.
     fn set_line_item_columns(&mut self, columns: Vec<[String; LINE_ITEM_FIELDS]>) {
-        self.line_item_columns = columns;
+        self.line_item_columns = Default::default();
+        for item in &columns {
+            for (field, value) in self.line_item_columns.iter_mut().zip(item) {
+                field.push(value);
+            }
+        }
     }
 
     fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {
@@ -574,12 +603,13 @@ impl CoreEngine {
         Vec<(usize, usize, i64)>,
     )> {
         let engine = &mut self.engine;
+        let results = &mut self.results;
         let no_ids = StringColumn::new();
         let ids = self
             .held_columns
             .as_ref()
             .map_or(&no_ids, |(raw, _)| &raw.id);
-        let (results, outcomes) = py.detach(|| engine.rate(ids));
+        let outcomes = py.detach(|| engine.rate_into(ids, results));
         let (pending, sources) = engine.rows();
         let rows = results.len();
         let mut row_index = Vec::with_capacity(rows);
@@ -642,6 +672,20 @@ impl CoreEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_item_texts_are_read_back_as_pushed() {
+        let mut field = FieldTexts::default();
+        let values = ["sub-1", "", "é€", "sub-22"];
+        for value in values {
+            field.push(value);
+        }
+        assert_eq!(field.len(), values.len());
+        for (item, value) in values.iter().enumerate() {
+            assert_eq!(field.bytes(item), value.as_bytes());
+            assert_eq!(field.len_of(item), value.len());
+        }
+    }
 
     #[test]
     fn hashes_are_written_as_their_strings() {

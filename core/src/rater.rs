@@ -400,7 +400,9 @@ impl<K: Key> Rater<K> {
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut slots = Vec::new();
         self.resolve(rows, &mut slots);
-        self.rate_at(rows, &mut slots, terms, event_id, None)
+        let mut results = Vec::new();
+        let outcomes = self.rate_at(rows, &mut slots, terms, event_id, None, &mut results);
+        (results, outcomes)
     }
 
     /// `rate` of rows resolved to `slots` (as `resolve` gave them, still
@@ -408,6 +410,8 @@ impl<K: Key> Rater<K> {
     /// `reports` = (partition per event, found), each row whose state is held
     /// also `report`s its event's partition to it, while the state is in
     /// cache, and the rows whose report was new are pushed onto `found`.
+    /// The rows' results go into `results` (cleared first: a buffer kept
+    /// from batch to batch is not allocated and faulted in again).
     pub fn rate_at<'a>(
         &mut self,
         rows: &[Pending<K>],
@@ -415,8 +419,10 @@ impl<K: Key> Rater<K> {
         terms: &[Terms],
         event_id: impl Fn(usize) -> &'a str,
         mut reports: Option<(&[u32], &mut Vec<usize>)>,
-    ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
-        let mut results = Vec::with_capacity(rows.len());
+        results: &mut Vec<Result<Option<Delta>, OutOfRange>>,
+    ) -> Outcomes {
+        results.clear();
+        results.reserve(rows.len());
         let mut outcomes = Outcomes::default();
         let mut added = 0;
         for (i, row) in rows.iter().enumerate() {
@@ -477,7 +483,7 @@ impl<K: Key> Rater<K> {
         self.fingerprint_count += added;
         self.remembered += outcomes.counted + outcomes.repeated;
         self.trim_fingerprints();
-        (results, outcomes)
+        outcomes
     }
 
     /// After the rows are durable and committed: bound the remembered owners
