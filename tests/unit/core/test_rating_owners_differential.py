@@ -65,19 +65,9 @@ def test_owners_of_digests_and_uuid_ids_decide_like_the_reference(data: st.DataO
     known = data.draw(st.dictionaries(hashes, ids, max_size=3))
     events = data.draw(st.lists(st.tuples(ids, _MOMENTS, _QUANTITIES, hashes), max_size=30))
     want = reference(price, kind, None, Decimal(0), snapshot, known, events)
-    got = _core.rate_period(
-        price_tuple(price),
-        kind.value,
-        None,
-        _text(Decimal(0)),
-        snapshot_tuple(snapshot),
-        list(known.items()),
-        [(e, (ts - _EPOCH) // timedelta(microseconds=1), _text(q), h) for e, ts, q, h in events],
-    )
-    assert len(got) == len(want)
-    for got_delta, want_delta in zip(got, want, strict=True):
-        if want_delta is None or got_delta is None:
-            assert got_delta == want_delta
-            continue
-        assert got_delta[0] == want_delta[0]
-        assert [Decimal(v) for v in got_delta[1:]] == list(want_delta[1:])
+    stream = [(e, (t - _EPOCH) // timedelta(microseconds=1), _text(q), h) for e, t, q, h in events]
+    zero = _text(Decimal(0))
+    terms = (price_tuple(price), kind.value, None, zero, snapshot_tuple(snapshot))
+    got = _core.rate_period(*terms, list(known.items()), stream)
+    # Outcome and amounts of each delta; None for a refused event.
+    assert [None if d is None else (d[0], *map(Decimal, d[1:])) for d in got] == want
