@@ -700,6 +700,26 @@ mod tests {
     }
 
     #[test]
+    fn a_results_buffer_is_cleared_before_each_rate() {
+        let one = crate::fixed::ONE;
+        let mut engine = engine();
+        let mut results = Vec::new();
+        let columns = prepare_on_0(&mut engine, &["a", "b"]);
+        let outcomes = engine.rate_into(&columns.id, &mut results);
+        assert_eq!(
+            tier_snapshots(&(results.clone(), outcomes)),
+            vec![one, 2 * one]
+        );
+        // A redelivery and a new event: two rows, not four.
+        let columns = prepare_on_0(&mut engine, &["b", "c"]);
+        let outcomes = engine.rate_into(&columns.id, &mut results);
+        assert_eq!((outcomes.skipped, outcomes.counted), (1, 1));
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0], Ok(None));
+        assert!(matches!(&results[1], Ok(Some(d)) if d.tier_snapshot == 3 * one));
+    }
+
+    #[test]
     fn touched_reports_each_partition_and_state_once_until_dropped() {
         let mut engine = engine();
         assert_eq!(
