@@ -536,6 +536,17 @@ impl Engine {
     /// Rate the held rows in order (they stay held for reading until the next
     /// `prepare`). `ids` is the prepared batch's event id column.
     pub fn rate(&mut self, ids: &StringColumn) -> Rated {
+        let mut results = Vec::new();
+        let outcomes = self.rate_into(ids, &mut results);
+        (results, outcomes)
+    }
+
+    /// `rate`, its per-row results into `results` (cleared first; see `Rater::rate_at`).
+    pub fn rate_into(
+        &mut self,
+        ids: &StringColumn,
+        results: &mut Vec<Result<Option<Delta>, OutOfRange>>,
+    ) -> Outcomes {
         self.resolve_slots();
         // `touched`'s reports are made here while each state is in cache,
         // unless some were made while their state was not held (they move
@@ -545,17 +556,18 @@ impl Engine {
             .reported
             .is_empty()
             .then_some((self.event_partitions.as_slice(), &mut found));
-        let rated = self.rater.rate_at(
+        let outcomes = self.rater.rate_at(
             &self.pending,
             &mut self.slots,
             &self.terms,
             |event| ids.get(event),
             reports,
+            results,
         );
         self.reported_in_rate = self.reported.is_empty().then_some(found);
         // `rate_at` wrote the slots of the states it created.
         self.resolved_at = Some((self.rater.epoch(), self.rater.created()));
-        rated
+        outcomes
     }
 
     pub fn committed(&mut self) {
@@ -694,6 +706,26 @@ mod tests {
         let rated = engine.rate(&columns.id);
         assert_eq!(tier_snapshots(&rated), vec![one, 2 * one]);
         assert_eq!(engine.rater().keys().len(), 1);
+    }
+
+    #[test]
+    fn a_results_buffer_is_cleared_before_each_rate() {
+        let one = crate::fixed::ONE;
+        let mut engine = engine();
+        let mut results = Vec::new();
+        let columns = prepare_on_0(&mut engine, &["a", "b"]);
+        let outcomes = engine.rate_into(&columns.id, &mut results);
+        assert_eq!(
+            tier_snapshots(&(results.clone(), outcomes)),
+            vec![one, 2 * one]
+        );
+        // A redelivery and a new event: two rows, not four.
+        let columns = prepare_on_0(&mut engine, &["b", "c"]);
+        let outcomes = engine.rate_into(&columns.id, &mut results);
+        assert_eq!((outcomes.skipped, outcomes.counted), (1, 1));
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0], Ok(None));
+        assert!(matches!(&results[1], Ok(Some(d)) if d.tier_snapshot == 3 * one));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::catalog::{Catalog, Unresolved};
 use crate::columns::{runs_of, StringColumn};
 use crate::engine::Engine;
 use crate::event::RawColumns;
-use crate::period_rating::Outcome;
+use crate::period_rating::{Delta, OutOfRange, Outcome};
 use crate::rater::{Rater, Terms};
+use crate::sha256::UniqueHash;
 use crate::{
     catalog_of, decode_all, loaded_snapshots, raw_buffers, string_buffers, table_error, terms_of,
     Batch, CatalogTables, KeyTuple, LimitsTuple, SnapshotTuple, TermsTuple,
@@ -44,13 +45,51 @@ pub struct CoreEngine {
     /// The prepared batch's raw columns and catalog customers (per accepted
     /// event), which `rate` copies into the written rows' columns.
     held_columns: Option<(RawColumns, StringColumn)>,
-    /// Per catalog line item its stored `events_processed` columns
-    /// (`LINE_ITEM_FIELDS` of them), set by `set_line_item_columns`.
-    line_item_columns: Vec<[String; LINE_ITEM_FIELDS]>,
+    /// Per stored `events_processed` column of a line item
+    /// (`LINE_ITEM_FIELDS` of them) its value per catalog line item, set by
+    /// `set_line_item_columns`.
+    line_item_columns: [FieldTexts; LINE_ITEM_FIELDS],
+    /// The last `rate`'s per-row results, kept as a buffer for the next one.
+    results: Vec<Result<Option<Delta>, OutOfRange>>,
 }
 
 /// How many stored columns a line item has (`set_line_item_columns`).
 const LINE_ITEM_FIELDS: usize = 6;
+
+/// One text per line item, all in one buffer: `rate` copies them per
+/// written row, and a column's few hundred kilobytes stay in cache while it
+/// does, where a `String` per value (6 per line item) would be a cache miss
+/// each.
+#[derive(Debug, Default)]
+struct FieldTexts {
+    /// Where each text ends in `text` (it starts where the one before ends).
+    ends: Vec<u32>,
+    text: Vec<u8>,
+}
+
+impl FieldTexts {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, value: &str) {
+        self.text.extend_from_slice(value.as_bytes());
+        let end = u32::try_from(self.text.len()).expect("line item texts under 4 GiB");
+        self.ends.push(end);
+    }
+
+    /// The text of line item `item` (UTF-8: a whole `str` pushed).
+    fn bytes(&self, item: usize) -> &[u8] {
+        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start as usize..self.ends[item] as usize]
+    }
+
+    /// The length of `bytes(item)`.
+    fn len_of(&self, item: usize) -> usize {
+        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
+        (self.ends[item] - start) as usize
+    }
+}
 
 /// The written rows' `events_processed` columns copied from their event (the
 /// raw column of the same name) and from its catalog customer.
@@ -115,21 +154,23 @@ fn gathered_le<'py, const N: usize>(
     })
 }
 
-/// The utf8 buffers (int32 offsets, data) of `value(row)` for each of `rows`,
-/// gathered straight into Python bytes: sizes first, then one copy per value.
-/// Panics past 2 GiB of text (an Arrow `utf8` limit; a batch is far smaller).
-fn gathered_strings<'py, 'a>(
+/// The utf8 buffers (int32 offsets, data) of `count` values, written
+/// straight into Python bytes: `len(i)` bytes each, which `write(i, out)`
+/// writes into `out`. Panics past 2 GiB of text (an Arrow `utf8` limit; a
+/// batch is far smaller).
+fn utf8_buffers<'py>(
     py: Python<'py>,
-    rows: &[i32],
-    value: impl Fn(usize) -> &'a str,
+    count: usize,
+    len: impl Fn(usize) -> usize,
+    write: impl Fn(usize, &mut [MaybeUninit<u8>]),
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     let mut end = 0usize;
-    let offsets_len = (rows.len() + 1) * 4;
+    let offsets_len = (count + 1) * 4;
     let offsets = written_pybytes(py, offsets_len, |buffer| {
         let (first, rest) = buffer.split_at_mut(4);
         first.write_copy_of_slice(&0i32.to_le_bytes());
-        for (chunk, &row) in rest.chunks_exact_mut(4).zip(rows) {
-            end += value(row as usize).len();
+        for (i, chunk) in rest.chunks_exact_mut(4).enumerate() {
+            end += len(i);
             let offset = i32::try_from(end).expect("string column under 2 GiB");
             chunk.write_copy_of_slice(&offset.to_le_bytes());
         }
@@ -137,10 +178,10 @@ fn gathered_strings<'py, 'a>(
     })?;
     let data = written_pybytes(py, end, |buffer| {
         let mut at = 0;
-        for &row in rows {
-            let text = value(row as usize).as_bytes();
-            buffer[at..at + text.len()].write_copy_of_slice(text);
-            at += text.len();
+        for i in 0..count {
+            let next = at + len(i);
+            write(i, &mut buffer[at..next]);
+            at = next;
         }
         at
     })?;
@@ -167,9 +208,37 @@ fn gathered_runs<'py>(
     Ok((offsets, data?))
 }
 
-/// Sets `name: (offsets, data)` of a utf8 column.
-fn set_strings(columns: &Bound<'_, PyDict>, name: &str, column: &StringColumn) -> PyResult<()> {
-    columns.set_item(name, string_buffers(columns.py(), column))
+/// The text of `unique_hash` (`UniqueHash::write_to`), a digest's 64 hex
+/// digits made on the stack, given to `use_text`.
+fn with_hash_text<T>(unique_hash: &UniqueHash, use_text: impl FnOnce(&[u8]) -> T) -> T {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match unique_hash {
+        UniqueHash::Digest(bytes) => {
+            let mut hex = [0u8; 64];
+            for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = HEX[usize::from(byte >> 4)];
+                pair[1] = HEX[usize::from(byte & 15)];
+            }
+            use_text(&hex)
+        }
+        UniqueHash::Text(text) => use_text(text.as_bytes()),
+    }
+}
+
+/// The utf8 buffers (int32 offsets, data) of the text of `hashes`, written
+/// straight into Python bytes.
+fn hash_buffers<'py>(
+    py: Python<'py>,
+    hashes: &[&UniqueHash],
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let len = |i: usize| match hashes[i] {
+        UniqueHash::Digest(_) => 64,
+        UniqueHash::Text(text) => text.len(),
+    };
+    let write = |i: usize, out: &mut [MaybeUninit<u8>]| {
+        with_hash_text(hashes[i], |text| out.write_copy_of_slice(text));
+    };
+    utf8_buffers(py, hashes.len(), len, write)
 }
 
 impl CoreEngine {
@@ -210,19 +279,22 @@ impl CoreEngine {
             })?;
             columns.set_item("timestamp", timestamps)?;
         }
-        if line_items
-            .iter()
-            .any(|&item| item as usize >= self.line_item_columns.len())
-        {
+        let items = self.line_item_columns[0].len();
+        if line_items.iter().any(|&item| item as usize >= items) {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "CoreEngine.rate: set_line_item_columns was not called for this catalog",
             ));
         }
         let item_columns = pyo3::types::PyList::empty(py);
-        for field in 0..LINE_ITEM_FIELDS {
-            let buffers = gathered_strings(py, line_items, |item| {
-                self.line_item_columns[item][field].as_str()
-            })?;
+        for field in &self.line_item_columns {
+            let buffers = utf8_buffers(
+                py,
+                line_items.len(),
+                |row| field.len_of(line_items[row] as usize),
+                |row, out| {
+                    out.write_copy_of_slice(field.bytes(line_items[row] as usize));
+                },
+            )?;
             item_columns.append(buffers)?;
         }
         columns.set_item("line_item_columns", item_columns)
@@ -330,7 +402,8 @@ impl CoreEngine {
             partitions: Vec::new(),
             partition_numbers: HashMap::new(),
             held_columns: None,
-            line_item_columns: Vec::new(),
+            line_item_columns: Default::default(),
+            results: Vec::new(),
         })
     }
 
@@ -340,7 +413,7 @@ impl CoreEngine {
         let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
         self.held_columns = None;
-        self.line_item_columns.clear();
+        self.line_item_columns = Default::default();
         Ok(())
     }
 
@@ -348,7 +421,12 @@ impl CoreEngine {
     /// stored columns: sub line item id, subscription id, price id, feature
     /// id, meter id, currency. Call after `__init__` and `replace_catalog`.
     fn set_line_item_columns(&mut self, columns: Vec<[String; LINE_ITEM_FIELDS]>) {
-        self.line_item_columns = columns;
+        self.line_item_columns = Default::default();
+        for item in &columns {
+            for (field, value) in self.line_item_columns.iter_mut().zip(item) {
+                field.push(value);
+            }
+        }
     }
 
     fn add_periods(&mut self, subscription: usize, periods: Vec<(i64, i64)>) -> PyResult<()> {
@@ -525,12 +603,13 @@ impl CoreEngine {
         Vec<(usize, usize, i64)>,
     )> {
         let engine = &mut self.engine;
+        let results = &mut self.results;
         let no_ids = StringColumn::new();
         let ids = self
             .held_columns
             .as_ref()
             .map_or(&no_ids, |(raw, _)| &raw.id);
-        let (results, outcomes) = py.detach(|| engine.rate(ids));
+        let outcomes = py.detach(|| engine.rate_into(ids, results));
         let (pending, sources) = engine.rows();
         let rows = results.len();
         let mut row_index = Vec::with_capacity(rows);
@@ -538,8 +617,8 @@ impl CoreEngine {
         let mut line_items = Vec::with_capacity(rows);
         let mut periods = Vec::with_capacity(rows);
         let mut outcome_codes = Vec::with_capacity(rows);
-        let mut hashes = StringColumn::with_capacity(rows, rows * 64);
-        let mut deltas: [Vec<i128>; 6] = std::array::from_fn(|_| Vec::with_capacity(rows));
+        let mut hashes: Vec<&UniqueHash> = Vec::with_capacity(rows);
+        let mut written: Vec<&Delta> = Vec::with_capacity(rows);
         let mut refused = Vec::new();
         for (i, result) in results.iter().enumerate() {
             let delta = match result {
@@ -555,34 +634,26 @@ impl CoreEngine {
             line_items.push(sources[i].line_item as i32);
             periods.push(pending[i].0);
             outcome_codes.push(i8::from(delta.outcome == Outcome::RepeatedValue));
-            hashes.push_with(|text| pending[i].1.write_to(text));
-            let values = [
-                delta.qty_total,
-                delta.qty_billable,
-                delta.qty_free_applied,
-                delta.tier_snapshot,
-                delta.unit_cost,
-                delta.cost,
-            ];
-            for (column, value) in deltas.iter_mut().zip(values) {
-                column.push(value);
-            }
+            hashes.push(pending[i].1);
+            written.push(delta);
         }
         let columns = PyDict::new(py);
         columns.set_item("row", le_pybytes(py, &row_index, i32::to_le_bytes)?)?;
         set_row_sources(&columns, &events, &line_items, &periods)?;
         columns.set_item("outcome", le_pybytes(py, &outcome_codes, i8::to_le_bytes)?)?;
-        set_strings(&columns, "unique_hash", &hashes)?;
-        let names = [
-            "qty_total",
-            "qty_billable",
-            "qty_free_applied",
-            "tier_snapshot",
-            "unit_cost",
-            "cost",
+        columns.set_item("unique_hash", hash_buffers(py, &hashes)?)?;
+        // Each delta column straight from the deltas (no column in between).
+        let fields: [(&str, fn(&Delta) -> i128); 6] = [
+            ("qty_total", |d| d.qty_total),
+            ("qty_billable", |d| d.qty_billable),
+            ("qty_free_applied", |d| d.qty_free_applied),
+            ("tier_snapshot", |d| d.tier_snapshot),
+            ("unit_cost", |d| d.unit_cost),
+            ("cost", |d| d.cost),
         ];
-        for (name, column) in names.iter().zip(&deltas) {
-            columns.set_item(*name, le_pybytes(py, column, i128::to_le_bytes)?)?;
+        for (name, field) in fields {
+            let column = gathered_le(py, written.len(), |k| field(written[k]).to_le_bytes())?;
+            columns.set_item(name, column)?;
         }
         self.set_processed_columns(&columns, &events, &line_items)?;
         let counts = (outcomes.counted, outcomes.repeated, outcomes.skipped);
@@ -595,5 +666,33 @@ impl CoreEngine {
 
     fn drop_states(&mut self, keys: Vec<KeyTuple>) {
         self.engine.drop_states(&keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_item_texts_are_read_back_as_pushed() {
+        let mut field = FieldTexts::default();
+        let values = ["sub-1", "", "é€", "sub-22"];
+        for value in values {
+            field.push(value);
+        }
+        assert_eq!(field.len(), values.len());
+        for (item, value) in values.iter().enumerate() {
+            assert_eq!(field.bytes(item), value.as_bytes());
+            assert_eq!(field.len_of(item), value.len());
+        }
+    }
+
+    #[test]
+    fn hashes_are_written_as_their_strings() {
+        let digest = UniqueHash::parse(&crate::sha256::hex_of_parts(&["t", "e", "id"]));
+        for hash in [digest, UniqueHash::parse("h1"), UniqueHash::parse("")] {
+            let text = with_hash_text(&hash, |text| String::from_utf8(text.to_vec()).unwrap());
+            assert_eq!(text, hash.to_string());
+        }
     }
 }

@@ -99,6 +99,10 @@ pub const NO_SLOT: Slot = Slot::MAX;
 /// record (states are scattered over far more memory than the caches hold).
 pub const STATE_AHEAD: usize = 6;
 
+/// How many rows ahead `rate` starts loading what a row reads past its
+/// state record (`Rater::prefetch_owners`).
+const OWNERS_AHEAD: usize = 3;
+
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
 ///
 /// States live in a `Vec` indexed by slot, with a key -> slot map: a batch
@@ -209,6 +213,22 @@ impl<K: Key> Rater<K> {
     pub fn prefetch_ahead(&self, slots: &[Slot], row: usize) {
         if let Some(&slot) = slots.get(row + STATE_AHEAD) {
             self.prefetch(slot);
+        }
+    }
+
+    /// Start loading what rating `rows[row]` reads past its state record
+    /// (its owner slot, the end of the owner records, its fingerprint's
+    /// slot), once that record is in cache (`prefetch_ahead` asked for it
+    /// `STATE_AHEAD - OWNERS_AHEAD` rows before).
+    fn prefetch_owners(&self, rows: &[Pending<K>], slots: &[Slot], row: usize) {
+        let (Some(row), Some(&slot)) = (rows.get(row), slots.get(row)) else {
+            return;
+        };
+        if let Some(Some((_, state))) = self.states.get(slot as usize) {
+            state.rating.prefetch(&row.unique_hash);
+            if let Some((_, known)) = &state.covered {
+                known.prefetch(row.unique_hash.fingerprint());
+            }
         }
     }
 
@@ -339,7 +359,7 @@ impl<K: Key> Rater<K> {
                 self.prefetch_ahead(slots, i);
                 let state = (slot != NO_SLOT).then(|| self.state(slot));
                 let known = state.and_then(|s| s.covered.as_ref());
-                if known.is_none_or(|(_, set)| set.contains(&row.unique_hash.fingerprint()))
+                if known.is_none_or(|(_, set)| set.contains(row.unique_hash.fingerprint()))
                     && state.is_none_or(|s| !s.rating.knows(&row.unique_hash))
                 {
                     Some(row)
@@ -380,7 +400,9 @@ impl<K: Key> Rater<K> {
     ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
         let mut slots = Vec::new();
         self.resolve(rows, &mut slots);
-        self.rate_at(rows, &mut slots, terms, event_id, None)
+        let mut results = Vec::new();
+        let outcomes = self.rate_at(rows, &mut slots, terms, event_id, None, &mut results);
+        (results, outcomes)
     }
 
     /// `rate` of rows resolved to `slots` (as `resolve` gave them, still
@@ -388,6 +410,8 @@ impl<K: Key> Rater<K> {
     /// `reports` = (partition per event, found), each row whose state is held
     /// also `report`s its event's partition to it, while the state is in
     /// cache, and the rows whose report was new are pushed onto `found`.
+    /// The rows' results go into `results` (cleared first: a buffer kept
+    /// from batch to batch is not allocated and faulted in again).
     pub fn rate_at<'a>(
         &mut self,
         rows: &[Pending<K>],
@@ -395,12 +419,15 @@ impl<K: Key> Rater<K> {
         terms: &[Terms],
         event_id: impl Fn(usize) -> &'a str,
         mut reports: Option<(&[u32], &mut Vec<usize>)>,
-    ) -> (Vec<Result<Option<Delta>, OutOfRange>>, Outcomes) {
-        let mut results = Vec::with_capacity(rows.len());
+        results: &mut Vec<Result<Option<Delta>, OutOfRange>>,
+    ) -> Outcomes {
+        results.clear();
+        results.reserve(rows.len());
         let mut outcomes = Outcomes::default();
         let mut added = 0;
         for (i, row) in rows.iter().enumerate() {
             self.prefetch_ahead(slots, i);
+            self.prefetch_owners(rows, slots, i + OWNERS_AHEAD);
             let slot = &mut slots[i];
             if *slot == NO_SLOT {
                 // A state created for an earlier row of this batch, or a new one.
@@ -456,7 +483,7 @@ impl<K: Key> Rater<K> {
         self.fingerprint_count += added;
         self.remembered += outcomes.counted + outcomes.repeated;
         self.trim_fingerprints();
-        (results, outcomes)
+        outcomes
     }
 
     /// After the rows are durable and committed: bound the remembered owners
