@@ -232,6 +232,19 @@ impl<K: Key> Rater<K> {
         }
     }
 
+    /// Start loading the fingerprint slot `lookup_rows` probes for
+    /// `rows[row]`, once its state record is in cache (as `prefetch_owners`).
+    fn prefetch_fingerprint(&self, rows: &[Pending<K>], slots: &[Slot], row: usize) {
+        let (Some(row), Some(&slot)) = (rows.get(row), slots.get(row)) else {
+            return;
+        };
+        if let Some(Some((_, state))) = self.states.get(slot as usize) {
+            if let Some((_, known)) = &state.covered {
+                known.prefetch(row.unique_hash.fingerprint());
+            }
+        }
+    }
+
     fn state(&self, slot: Slot) -> &State {
         &self.states[slot as usize].as_ref().expect("a held slot").1
     }
@@ -357,6 +370,7 @@ impl<K: Key> Rater<K> {
             .enumerate()
             .filter_map(move |(i, (row, &slot))| {
                 self.prefetch_ahead(slots, i);
+                self.prefetch_fingerprint(rows, slots, i + OWNERS_AHEAD);
                 let state = (slot != NO_SLOT).then(|| self.state(slot));
                 let known = state.and_then(|s| s.covered.as_ref());
                 if known.is_none_or(|(_, set)| set.contains(row.unique_hash.fingerprint()))
