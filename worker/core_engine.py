@@ -185,11 +185,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         :meth:`drop` drops its state (or a catalog change): the caller keeps
         the pairs per partition and drops their states when it gives the
         partition up. Call once per batch, after :meth:`rate`."""
-        names = self._state_names
-        return [
-            ((topic, partition), StateKey._make((*names[line_item], period_id)))
-            for topic, partition, line_item, period_id in self._core.touched()
-        ]
+        return self._core.touched(StateKey, self._state_names)
 
     def missing_states(self) -> set[StateKey]:
         return set(map(StateKey._make, self._core.missing_states()))
@@ -198,10 +194,7 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
         """The held rows' states not in memory (``missing_states``), each
         with its store request, for :meth:`coverable_of` and :meth:`load_of`:
         the first touch of a state crosses back without its key."""
-        found = self._core.missing()
-        buckets, names = self._buckets, self._state_names
-        states = [StateKey._make((*names[item], period)) for item, period, _ in found]
-        windows = [None if terms is None else buckets[terms] for _, _, terms in found]
+        states, windows = self._core.missing(StateKey, self._state_names, self._buckets)
         return MissingStates(
             dict(zip(states, windows, strict=True)),
             dict(zip(states, range(len(states)), strict=True)),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
 use crate::catalog::{Catalog, Unresolved};
 use crate::columns::{runs_of, StringColumn};
@@ -34,6 +34,45 @@ type PrepareResult<'py> = (
     (Bound<'py, PyDict>, Bound<'py, PyBytes>),
     Vec<(String, i64, i64, i64)>,
 );
+
+/// Makes the state keys `missing` and `touched` hand to Python: instances
+/// of a `tuple` subclass (`StateKey`) made by `tuple.__new__`, as the
+/// subclass's own constructor makes them, without running Python code.
+struct StateKeys<'py> {
+    key_type: &'py Bound<'py, PyType>,
+    names: &'py Bound<'py, PyList>,
+    new: Bound<'py, PyAny>,
+}
+
+impl<'py> StateKeys<'py> {
+    fn new(key_type: &'py Bound<'py, PyType>, names: &'py Bound<'py, PyList>) -> PyResult<Self> {
+        let py = key_type.py();
+        if !key_type.is_subclass_of::<PyTuple>()? {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "the state key type must be a tuple subclass",
+            ));
+        }
+        let new = py
+            .get_type::<PyTuple>()
+            .getattr(pyo3::intern!(py, "__new__"))?;
+        Ok(StateKeys {
+            key_type,
+            names,
+            new,
+        })
+    }
+
+    /// The key of the state of `line_item` (an index into `names`) and `period_id`.
+    fn key(&self, line_item: usize, period_id: i64) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.key_type.py();
+        let name = self.names.get_item(line_item)?;
+        let name = name.cast::<PyTuple>()?;
+        let [tenant, environment, item] = [0, 1, 2].map(|i| name.get_item(i));
+        let period = period_id.into_pyobject(py)?.into_any();
+        let fields = PyTuple::new(py, [tenant?, environment?, item?, period])?;
+        self.new.call1((self.key_type, fields))
+    }
+}
 
 #[pyclass(module = "worker._core")]
 pub struct CoreEngine {
@@ -518,27 +557,63 @@ impl CoreEngine {
     /// (partition, state) was not reported before, each once (see
     /// `Engine::touched`: a pair stays reported until `drop_states` drops the
     /// state). Call once per batch, after `rate`, and keep the answer.
-    fn touched(&mut self) -> Vec<(String, i64, usize, i64)> {
+    ///
+    /// Each pair is `((topic, partition), state key)`: the state key is made
+    /// as `key_type` (a `tuple` subclass) of `names[line item]` (a tuple of
+    /// its state's (tenant, environment, line item id)) and the period id.
+    fn touched<'py>(
+        &mut self,
+        key_type: &Bound<'py, PyType>,
+        names: &Bound<'py, PyList>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = key_type.py();
         let found = self.engine.touched();
-        found
-            .into_iter()
-            .map(|(number, line_item, period_id)| {
-                let (topic, partition) = &self.partitions[number as usize];
-                (topic.clone(), *partition, line_item, period_id)
-            })
-            .collect()
+        let keys = StateKeys::new(key_type, names)?;
+        let mut partitions: Vec<Option<Bound<'py, PyTuple>>> = vec![None; self.partitions.len()];
+        let pairs = PyList::empty(py);
+        for (number, line_item, period_id) in found {
+            let partition = match &partitions[number as usize] {
+                Some(partition) => partition.clone(),
+                None => {
+                    let (topic, partition) = &self.partitions[number as usize];
+                    let made = (topic.as_str(), *partition).into_pyobject(py)?;
+                    partitions[number as usize] = Some(made.clone());
+                    made
+                }
+            };
+            pairs.append((partition, keys.key(line_item, period_id)?))?;
+        }
+        Ok(pairs)
     }
 
     fn missing_states(&mut self) -> Vec<KeyTuple> {
         self.engine.missing_states().into_iter().collect()
     }
 
-    /// The held rows' states not in memory, each once (`Engine::missing`):
-    /// `(line item naming it, period id, line item whose terms it loads with
-    /// or None)`. `coverable_at` and `load_at` name them by position in this
-    /// list (until the next call): the first touch crosses without keys.
-    fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
-        self.engine.missing()
+    /// The held rows' states not in memory, each once (`Engine::missing`),
+    /// as two lists: their state keys (made as `touched` makes them) and the
+    /// `windows` entry of the line item whose terms each loads with (None
+    /// when no line item of the catalog has its name, so it is not loaded).
+    /// `coverable_at` and `load_at` name them by position in these lists
+    /// (until the next call): the first touch crosses back without keys.
+    fn missing<'py>(
+        &mut self,
+        key_type: &Bound<'py, PyType>,
+        names: &Bound<'py, PyList>,
+        windows: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let py = key_type.py();
+        let keys = StateKeys::new(key_type, names)?;
+        let states = PyList::empty(py);
+        let loads_with = PyList::empty(py);
+        for (line_item, period_id, terms) in self.engine.missing() {
+            states.append(keys.key(line_item, period_id)?)?;
+            match terms {
+                Some(terms) => loads_with.append(windows.get_item(terms)?)?,
+                None => loads_with.append(py.None())?,
+            }
+        }
+        Ok((states, loads_with))
     }
 
     /// `coverable` of the states `missing` answered, by position.
