@@ -30,6 +30,7 @@ from worker.core_decode import Message, batch_arguments
 from worker.domain.catalog_index import CatalogIndex, LineItemBinding, SubscriptionTerms
 from worker.domain.metering import Meter
 from worker.domain.validation import EventLimits
+from worker.store.arrow_columns import epoch_us
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -38,11 +39,6 @@ DEFAULT_PERIODS_BEFORE = timedelta(days=7)
 DEFAULT_PERIODS_AFTER = timedelta(days=2)
 """Periods precomputed after "now" (clock skew of producers)."""
 _MAX_PERIOD_ROUNDS = 3
-
-
-def micros(value: datetime) -> int:
-    """Epoch microseconds of an aware datetime (exact)."""
-    return (value - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +192,7 @@ class CyclePeriods:
 
     def __init__(self, subscriptions: Sequence[SubscriptionTerms]) -> None:
         self._subscriptions = subscriptions
-        self._starts = [micros(terms.cycle.start_date) for terms in subscriptions]
+        self._starts = [epoch_us(terms.cycle.start_date) for terms in subscriptions]
         classes: dict[tuple[object, ...], tuple[list[int], list[tuple[int, int]]]] = {}
         self._class_of: list[tuple[list[int], list[tuple[int, int]]]] = []
         for number, terms in enumerate(subscriptions):
@@ -247,7 +243,7 @@ class CyclePeriods:
         period = cycle.period_at(_EPOCH + timestamp_us * _MICROSECOND)
         if period is None:
             return None
-        found = micros(period.start), micros(period.end)
+        found = epoch_us(period.start), epoch_us(period.end)
         core.add_periods(number, [found])
         return found
 
@@ -311,8 +307,8 @@ def catalog_tables(index: CatalogIndex) -> CatalogTables:
                 (
                     binding.line_item_id,
                     subscription_index[id(binding.subscription)],
-                    micros(binding.start_date),
-                    None if binding.end_date is None else micros(binding.end_date),
+                    epoch_us(binding.start_date),
+                    None if binding.end_date is None else epoch_us(binding.end_date),
                     meter_index[id(meter)],
                 )
             )
@@ -334,9 +330,9 @@ def _subscription_row(
         environment,
         terms.customer_id,
         terms.status,
-        micros(terms.start_date),
-        None if terms.end_date is None else micros(terms.end_date),
-        None if terms.cancelled_at is None else micros(terms.cancelled_at),
+        epoch_us(terms.start_date),
+        None if terms.end_date is None else epoch_us(terms.end_date),
+        None if terms.cancelled_at is None else epoch_us(terms.cancelled_at),
     )
 
 
@@ -363,7 +359,7 @@ def _periods_between(
             period = cycle.period_at(at)
             if period is None:  # pragma: no cover - at >= start_date
                 break
-            periods.append((micros(period.start), micros(period.end)))
+            periods.append((epoch_us(period.start), epoch_us(period.end)))
             at = period.end
     except OverflowError:
         pass  # boundaries beyond year 9999: such events are asked for one by one

@@ -24,11 +24,9 @@ import pyarrow as pa
 
 from worker import _core
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
-from worker.store.arrow_columns import constant_timestamps_us
+from worker.store.arrow_columns import constant_timestamps_us, epoch_us
 
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 class Message(Protocol):
@@ -99,7 +97,7 @@ def batch_arguments(
     reads their fields), ``now`` in epoch µs and the limits as a tuple."""
     return (
         messages,
-        (now - _EPOCH) // _MICROSECOND,
+        epoch_us(now),
         (
             limits.max_message_bytes,
             limits.max_properties,

@@ -18,7 +18,7 @@ and the stored range, not the numbers (dead letters keep the reason code
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Generic, TypeVar
 
@@ -40,9 +40,8 @@ from worker.domain.money import format_decimal, quantize
 from worker.domain.pricing import PriceTable
 from worker.domain.rating import Outcome, RatedDelta
 from worker.domain.rating_reads import DedupKey, RatingReads, StateKey
+from worker.store.arrow_columns import epoch_us
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _OUT_OF_RANGE = "the row or its period total is beyond the stored range (Decimal(38, 15))"
 
 KeyTuple = tuple[str, str, str, int]
@@ -58,10 +57,6 @@ def refused_detail(line_item_id: str) -> str:
 
 def _text(value: Decimal) -> str:
     return format_decimal(quantize(value))
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
 
 
 def price_tuple(price: PriceTable) -> PriceTuple:
@@ -94,8 +89,8 @@ def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
         _text(snapshot.total),
         snapshot.count,
         _text(snapshot.maximum),
-        None if latest is None else (_micros(latest[0]), latest[1], _text(latest[2])),
-        [(_micros(start), _text(value)) for start, value in snapshot.bucket_maxima.items()],
+        None if latest is None else (epoch_us(latest[0]), latest[1], _text(latest[2])),
+        [(epoch_us(start), _text(value)) for start, value in snapshot.bucket_maxima.items()],
     )
 
 
@@ -238,7 +233,7 @@ class CoreUsageRater(CoreState[_core.CoreRater]):
                 row.key,
                 terms[id(row.match.binding)],
                 row.event.id,
-                _micros(row.event.timestamp),
+                epoch_us(row.event.timestamp),
                 _text(row.measurement.quantity),
                 row.measurement.unique_hash,
             )

@@ -26,7 +26,6 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from worker.core_catalog import micros
 from worker.core_decode import CoreDecoded, Messages
 from worker.core_engine import CoreBatchEngine, EnginePrepared, MissingStates, PartitionKey
 from worker.core_rating import refused_detail
@@ -35,6 +34,7 @@ from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import RatingReads, StateKey
 from worker.domain.validation import EventLimits
+from worker.store.arrow_columns import epoch_us
 from worker.store.processed_core import core_processed_columns
 
 
@@ -72,7 +72,7 @@ class CoreRows:
         return core_processed_columns(
             rated=self.rated,
             processed_at=self.processed_at,
-            version=micros(self.processed_at),
+            version=epoch_us(self.processed_at),
             ingested_at=ingested_at,
         )
 

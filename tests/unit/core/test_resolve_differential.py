@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.core.strategies import NOW, catalogs, events
-from worker.core_catalog import CoreRouting, micros
+from worker.core_catalog import CoreRouting
 from worker.domain.catalog import parse_documents
 from worker.domain.catalog_index import CatalogIndex
 from worker.domain.metering import measure
 from worker.domain.money import exact
 from worker.domain.validation import EventLimits, InvalidEvent, decode_event
+from worker.store.arrow_columns import epoch_us
 from worker.stream.usage_batch import SourceMessage
 
 
@@ -51,8 +52,8 @@ def reference(index: CatalogIndex, messages: list[SourceMessage]) -> list[tuple[
                 (
                     match.binding.line_item_id,
                     match.period.period_id,
-                    micros(match.period.start),
-                    micros(match.period.end),
+                    epoch_us(match.period.start),
+                    epoch_us(match.period.end),
                     measurement.quantity,
                     measurement.unique_hash,
                     measurement.field_missing,
