@@ -247,23 +247,6 @@ fn gathered_runs<'py>(
     Ok((offsets, data?))
 }
 
-/// The text of `unique_hash` (`UniqueHash::write_to`), a digest's 64 hex
-/// digits made on the stack, given to `use_text`.
-fn with_hash_text<T>(unique_hash: &UniqueHash, use_text: impl FnOnce(&[u8]) -> T) -> T {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    match unique_hash {
-        UniqueHash::Digest(bytes) => {
-            let mut hex = [0u8; 64];
-            for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-                pair[0] = HEX[usize::from(byte >> 4)];
-                pair[1] = HEX[usize::from(byte & 15)];
-            }
-            use_text(&hex)
-        }
-        UniqueHash::Text(text) => use_text(text.as_bytes()),
-    }
-}
-
 /// The utf8 buffers (int32 offsets, data) of the text of `hashes`, written
 /// straight into Python bytes.
 fn hash_buffers<'py>(
@@ -275,7 +258,7 @@ fn hash_buffers<'py>(
         UniqueHash::Text(text) => text.len(),
     };
     let write = |i: usize, out: &mut [MaybeUninit<u8>]| {
-        with_hash_text(hashes[i], |text| out.write_copy_of_slice(text));
+        hashes[i].with_text(|text| out.write_copy_of_slice(text));
     };
     utf8_buffers(py, hashes.len(), len, write)
 }
@@ -766,7 +749,7 @@ mod tests {
     fn hashes_are_written_as_their_strings() {
         let digest = UniqueHash::parse(&crate::sha256::hex_of_parts(&["t", "e", "id"]));
         for hash in [digest, UniqueHash::parse("h1"), UniqueHash::parse("")] {
-            let text = with_hash_text(&hash, |text| String::from_utf8(text.to_vec()).unwrap());
+            let text = hash.with_text(|text| String::from_utf8(text.to_vec()).unwrap());
             assert_eq!(text, hash.to_string());
         }
     }

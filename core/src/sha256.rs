@@ -146,18 +146,25 @@ impl UniqueHash {
         }
     }
 
-    /// Append the string this hash stands for.
-    pub fn write_to(&self, out: &mut String) {
+    /// The UTF-8 bytes of the string this hash stands for, given to
+    /// `use_text`: a digest's 64 hex digits are made on the stack.
+    pub fn with_text<T>(&self, use_text: impl FnOnce(&[u8]) -> T) -> T {
         match self {
             UniqueHash::Digest(bytes) => {
-                out.reserve(64);
-                for byte in bytes {
-                    out.push(char::from(HEX[usize::from(byte >> 4)]));
-                    out.push(char::from(HEX[usize::from(byte & 15)]));
+                let mut hex = [0u8; 64];
+                for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = HEX[usize::from(byte >> 4)];
+                    pair[1] = HEX[usize::from(byte & 15)];
                 }
+                use_text(&hex)
             }
-            UniqueHash::Text(text) => out.push_str(text),
+            UniqueHash::Text(text) => use_text(text.as_bytes()),
         }
+    }
+
+    /// Append the string this hash stands for.
+    pub fn write_to(&self, out: &mut String) {
+        self.with_text(|text| out.push_str(std::str::from_utf8(text).expect("a hash's text")));
     }
 }
 
