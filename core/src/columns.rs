@@ -74,6 +74,12 @@ impl StringColumn {
         &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
+    /// Row `i`'s value as UTF-8 bytes (`get` without its check that the
+    /// range falls on character boundaries: rows are whole `str`s).
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        &self.data.as_bytes()[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }

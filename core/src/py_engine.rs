@@ -86,49 +86,16 @@ pub struct CoreEngine {
     held_columns: Option<(RawColumns, StringColumn)>,
     /// Per stored `events_processed` column of a line item
     /// (`LINE_ITEM_FIELDS` of them) its value per catalog line item, set by
-    /// `set_line_item_columns`.
-    line_item_columns: [FieldTexts; LINE_ITEM_FIELDS],
+    /// `set_line_item_columns`: one buffer per column, so that a column's
+    /// few hundred kilobytes stay in cache while `rate` copies its values
+    /// per written row (a `String` per value was a cache miss each).
+    line_item_columns: [StringColumn; LINE_ITEM_FIELDS],
     /// The last `rate`'s per-row results, kept as a buffer for the next one.
     results: Vec<Result<Option<Delta>, OutOfRange>>,
 }
 
 /// How many stored columns a line item has (`set_line_item_columns`).
 const LINE_ITEM_FIELDS: usize = 6;
-
-/// One text per line item, all in one buffer: `rate` copies them per
-/// written row, and a column's few hundred kilobytes stay in cache while it
-/// does, where a `String` per value (6 per line item) would be a cache miss
-/// each.
-#[derive(Debug, Default)]
-struct FieldTexts {
-    /// Where each text ends in `text` (it starts where the one before ends).
-    ends: Vec<u32>,
-    text: Vec<u8>,
-}
-
-impl FieldTexts {
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn push(&mut self, value: &str) {
-        self.text.extend_from_slice(value.as_bytes());
-        let end = u32::try_from(self.text.len()).expect("line item texts under 4 GiB");
-        self.ends.push(end);
-    }
-
-    /// The text of line item `item` (UTF-8: a whole `str` pushed).
-    fn bytes(&self, item: usize) -> &[u8] {
-        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start as usize..self.ends[item] as usize]
-    }
-
-    /// The length of `bytes(item)`.
-    fn len_of(&self, item: usize) -> usize {
-        let start = item.checked_sub(1).map_or(0, |before| self.ends[before]);
-        (self.ends[item] - start) as usize
-    }
-}
 
 /// The written rows' `events_processed` columns copied from their event (the
 /// raw column of the same name) and from its catalog customer.
@@ -312,7 +279,7 @@ impl CoreEngine {
             let buffers = utf8_buffers(
                 py,
                 line_items.len(),
-                |row| field.len_of(line_items[row] as usize),
+                |row| field.bytes(line_items[row] as usize).len(),
                 |row, out| {
                     out.write_copy_of_slice(field.bytes(line_items[row] as usize));
                 },
@@ -733,15 +700,15 @@ mod tests {
 
     #[test]
     fn line_item_texts_are_read_back_as_pushed() {
-        let mut field = FieldTexts::default();
+        let mut field = StringColumn::default();
         let values = ["sub-1", "", "é€", "sub-22"];
         for value in values {
             field.push(value);
         }
         assert_eq!(field.len(), values.len());
         for (item, value) in values.iter().enumerate() {
+            assert_eq!(field.get(item), *value);
             assert_eq!(field.bytes(item), value.as_bytes());
-            assert_eq!(field.len_of(item), value.len());
         }
     }
 
