@@ -221,28 +221,36 @@ impl<K: Key> Rater<K> {
     /// slot), once that record is in cache (`prefetch_ahead` asked for it
     /// `STATE_AHEAD - OWNERS_AHEAD` rows before).
     fn prefetch_owners(&self, rows: &[Pending<K>], slots: &[Slot], row: usize) {
-        let (Some(row), Some(&slot)) = (rows.get(row), slots.get(row)) else {
-            return;
-        };
-        if let Some(Some((_, state))) = self.states.get(slot as usize) {
+        if let Some((row, state)) = self.held_row(rows, slots, row) {
             state.rating.prefetch(&row.unique_hash);
-            if let Some((_, known)) = &state.covered {
-                known.prefetch(row.unique_hash.fingerprint());
-            }
+            Self::prefetch_fingerprint_of(row, state);
         }
     }
 
     /// Start loading the fingerprint slot `lookup_rows` probes for
     /// `rows[row]`, once its state record is in cache (as `prefetch_owners`).
     fn prefetch_fingerprint(&self, rows: &[Pending<K>], slots: &[Slot], row: usize) {
-        let (Some(row), Some(&slot)) = (rows.get(row), slots.get(row)) else {
-            return;
-        };
-        if let Some(Some((_, state))) = self.states.get(slot as usize) {
-            if let Some((_, known)) = &state.covered {
-                known.prefetch(row.unique_hash.fingerprint());
-            }
+        if let Some((row, state)) = self.held_row(rows, slots, row) {
+            Self::prefetch_fingerprint_of(row, state);
         }
+    }
+
+    fn prefetch_fingerprint_of(row: &Pending<K>, state: &State) {
+        if let Some((_, known)) = &state.covered {
+            known.prefetch(row.unique_hash.fingerprint());
+        }
+    }
+
+    /// `rows[row]` and its state, if it has a row and a held (or stale) slot.
+    fn held_row<'r>(
+        &'r self,
+        rows: &'r [Pending<K>],
+        slots: &[Slot],
+        row: usize,
+    ) -> Option<(&'r Pending<K>, &'r State)> {
+        let (row, &slot) = (rows.get(row)?, slots.get(row)?);
+        let (_, state) = self.states.get(slot as usize)?.as_ref()?;
+        Some((row, state))
     }
 
     fn state(&self, slot: Slot) -> &State {
