@@ -79,7 +79,6 @@ def price_tuple(price: PriceTable) -> PriceTuple:
 
 
 SnapshotTuple = tuple[str, int, str, tuple[int, str, str] | None, list[tuple[int, str]]]
-_EMPTY_SNAPSHOT = AggregateSnapshot()
 
 
 def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
@@ -97,7 +96,19 @@ def snapshot_tuple(snapshot: AggregateSnapshot) -> SnapshotTuple:
 def snapshot_argument(snapshot: AggregateSnapshot) -> SnapshotTuple | None:
     """A loaded snapshot as the core reads it: an empty one (a state's first
     load: most loads are) crosses as ``None``, not as texts."""
-    return None if snapshot == _EMPTY_SNAPSHOT else snapshot_tuple(snapshot)
+    return None if _is_empty(snapshot) else snapshot_tuple(snapshot)
+
+
+def _is_empty(snapshot: AggregateSnapshot) -> bool:
+    """``snapshot == AggregateSnapshot()``, field by field without the
+    dataclass's tuples (a count first: a stored state's is not 0)."""
+    return (
+        snapshot.count == 0
+        and snapshot.latest is None
+        and not snapshot.bucket_maxima
+        and not snapshot.total
+        and not snapshot.maximum
+    )
 
 
 def load_arguments(
