@@ -70,8 +70,8 @@ def _warm_up(
     step = _new_step(index, now)
     messages = [SourceMessage("events", 0, n, p) for n, p in enumerate(payloads)]
     prepared = step.prepare(messages, now, reads)
-    raw = prepared.rows.decoded.insert_columns(now)
-    prepared.rows.processed_columns(raw["ingested_at"])
+    prepared.rows.decoded.insert_columns(now)
+    prepared.rows.processed_columns(now)
 
 
 def fused_core_seconds(
@@ -93,8 +93,8 @@ def fused_core_seconds(
         prepared = step.prepare(messages, now, reads)
         step.committed()
         prepared_at = time.process_time()
-        raw = prepared.rows.decoded.insert_columns(now)
-        prepared.rows.processed_columns(raw["ingested_at"])
+        prepared.rows.decoded.insert_columns(now)
+        prepared.rows.processed_columns(now)
         columns += time.process_time() - prepared_at
         core += prepared_at - started
         rows += prepared.rows.row_count

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from worker.domain.catalog_index import LineItemBinding
+from worker.store.arrow_columns import constant_timestamps_us
 from worker.store.processed import processing_columns
 
 LINE_ITEM_COLUMNS = (
@@ -74,19 +75,19 @@ def core_processed_columns(
     rated: Mapping[str, pa.Array],
     processed_at: datetime,
     version: int,
-    ingested_at: pa.Array,
+    ingested_at: datetime,
 ) -> dict[str, Any]:
     """The ``events_processed`` insert columns of the core's written rows.
 
     ``rated`` are the core's row arrays (``event``, ``line_item``,
     ``period_id``, the copied event and line item columns, ``unique_hash``
-    and the six decimal deltas) and ``ingested_at`` one value per accepted
-    event.
+    and the six decimal deltas); ``ingested_at`` is the batch's, that of
+    every row (as in its ``events`` insert: ``CoreDecoded.insert_columns``).
     """
     columns: dict[str, Any] = {
         name: array for name, array in rated.items() if name not in _ROW_INDICES
     }
-    columns["ingested_at"] = ingested_at.take(rated["event"])
+    columns["ingested_at"] = constant_timestamps_us(ingested_at, len(rated["event"]))
     columns["period_id"] = rated["period_id"].cast(pa.uint64())
     columns.update(processing_columns(processed_at, version, columns["timestamp"]))
     return columns

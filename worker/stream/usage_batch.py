@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import overload
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -443,7 +443,8 @@ class UsageBatchProcessor:
 
     def _write_overlapped(self, batch: PreparedBatch, rows: CoreRows) -> None:
         core = rows.decoded
-        columns = core.insert_columns(datetime.now(UTC))
+        ingested_at = datetime.now(UTC)
+        columns = core.insert_columns(ingested_at)
         token = batch.dedup_token("raw")
         failure: list[BaseException] = []
 
@@ -460,7 +461,7 @@ class UsageBatchProcessor:
         raw = threading.Thread(target=insert_raw_columns, name="raw-insert", daemon=True)
         raw.start()
         try:
-            self._write_core_processed(batch, rows, columns["ingested_at"])
+            self._write_core_processed(batch, rows, ingested_at)
         finally:
             raw.join()
         if failure:
@@ -482,10 +483,12 @@ class UsageBatchProcessor:
         if self._metrics is not None:
             self._metrics.rows_inserted.inc(len(rated.rows))
 
-    def _write_core_processed(self, batch: PreparedBatch, rows: CoreRows, ingested: Any) -> None:
+    def _write_core_processed(
+        self, batch: PreparedBatch, rows: CoreRows, ingested_at: datetime
+    ) -> None:
         if not rows.row_count:
             return
-        columns = rows.processed_columns(ingested)
+        columns = rows.processed_columns(ingested_at)
         token = batch.dedup_token("processed")
         self._timed(
             "processed_events",

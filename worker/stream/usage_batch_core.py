@@ -66,8 +66,9 @@ class CoreRows:
     def row_count(self) -> int:
         return len(self.rated["event"])
 
-    def processed_columns(self, ingested_at: pa.Array) -> dict[str, pa.Array]:
-        """The ``events_processed`` insert columns (``ingested_at`` per accepted event);
+    def processed_columns(self, ingested_at: datetime) -> dict[str, pa.Array]:
+        """The ``events_processed`` insert columns (``ingested_at``: the batch's
+        ``events`` insert's, :meth:`CoreDecoded.insert_columns`);
         ``version`` is the processing time in epoch µs, as ``ProcessedRows.version``."""
         return core_processed_columns(
             rated=self.rated,
