@@ -103,6 +103,13 @@ pub const STATE_AHEAD: usize = 6;
 /// state record (`Rater::prefetch_owners`).
 const OWNERS_AHEAD: usize = 3;
 
+/// How many rows ahead `lookup_rows` starts loading the part of a state
+/// record it reads (the coverage), then its fingerprint's slot. It does
+/// little per row, so it must start further ahead than `rate` to overlap
+/// the loads, and it loads no line of the record it does not read.
+const LOOKUP_STATE_AHEAD: usize = 16;
+const LOOKUP_FINGERPRINT_AHEAD: usize = 8;
+
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
 ///
 /// States live in a `Vec` indexed by slot, with a key -> slot map: a batch
@@ -127,6 +134,9 @@ pub struct Rater<K = StateKey> {
     /// counted from above as in the reference.
     remembered: usize,
     max_remembered: usize,
+    /// Where `State::covered` is in a held slot of `states` (bytes from
+    /// its start; the same in every slot), for `prefetch_covered`.
+    covered_at: usize,
 }
 
 impl<K: Key> Rater<K> {
@@ -142,6 +152,7 @@ impl<K: Key> Rater<K> {
             max_fingerprints,
             remembered: 0,
             max_remembered,
+            covered_at: 0,
         }
     }
 
@@ -206,6 +217,17 @@ impl<K: Key> Rater<K> {
             for offset in (0..std::mem::size_of::<Option<(K, State)>>()).step_by(64) {
                 prefetch_line(start.wrapping_add(offset));
             }
+        }
+    }
+
+    /// Start loading the coverage of the state in `slot` (a hint, as `prefetch`).
+    fn prefetch_covered(&self, slot: Slot) {
+        if let Some(held) = self.states.get(slot as usize) {
+            let start: *const u8 = (held as *const Option<(K, State)>).cast();
+            let covered = start.wrapping_add(self.covered_at);
+            prefetch_line(covered);
+            let last = std::mem::size_of::<Option<(u64, FingerprintSet)>>() - 1;
+            prefetch_line(covered.wrapping_add(last));
         }
     }
 
@@ -281,6 +303,10 @@ impl<K: Key> Rater<K> {
             }
         };
         self.slots.insert(key, slot);
+        let held = &self.states[slot as usize];
+        if let Some((_, state)) = held {
+            self.covered_at = (&raw const state.covered).addr() - (&raw const *held).addr();
+        }
         slot
     }
 
@@ -377,8 +403,10 @@ impl<K: Key> Rater<K> {
             .zip(slots)
             .enumerate()
             .filter_map(move |(i, (row, &slot))| {
-                self.prefetch_ahead(slots, i);
-                self.prefetch_fingerprint(rows, slots, i + OWNERS_AHEAD);
+                if let Some(&ahead) = slots.get(i + LOOKUP_STATE_AHEAD) {
+                    self.prefetch_covered(ahead);
+                }
+                self.prefetch_fingerprint(rows, slots, i + LOOKUP_FINGERPRINT_AHEAD);
                 let state = (slot != NO_SLOT).then(|| self.state(slot));
                 let known = state.and_then(|s| s.covered.as_ref());
                 if known.is_none_or(|(_, set)| set.contains(row.unique_hash.fingerprint()))
@@ -698,6 +726,21 @@ mod tests {
         assert_eq!((outcomes.skipped, &results[0]), (1, &Ok(None)));
         // An uncovered state sends every hash to the store.
         assert_eq!(rater.lookup_keys(&[row(2, "b", "bb")]).len(), 1);
+    }
+
+    #[test]
+    fn the_coverage_prefetched_is_where_each_state_keeps_it() {
+        let mut rater = Rater::new(10, 10);
+        let loaded: Vec<(StateKey, Snapshot)> =
+            (0..3).map(|p| (key(p), Snapshot::default())).collect();
+        rater.load_states(&loaded, None, |_| Some(terms()));
+        rater.drop_states(&[key(1)]);
+        rater.load_states(&[(key(7), Snapshot::default())], None, |_| Some(terms()));
+        for held in &rater.states {
+            let (_, state) = held.as_ref().expect("all slots held");
+            let at = (&raw const state.covered).addr() - (&raw const *held).addr();
+            assert_eq!(at, rater.covered_at);
+        }
     }
 
     #[test]
