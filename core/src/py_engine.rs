@@ -92,6 +92,17 @@ pub struct CoreEngine {
     line_item_columns: [StringColumn; LINE_ITEM_FIELDS],
     /// The last `rate`'s per-row results, kept as a buffer for the next one.
     results: Vec<Result<Option<Delta>, OutOfRange>>,
+    /// The state keys `missing` last made (by position) and the key type
+    /// and names list it made them with: `touched` hands the same key
+    /// objects back for those states instead of making new ones.
+    missing_keys: Option<MadeKeys>,
+}
+
+/// See `CoreEngine::missing_keys`.
+struct MadeKeys {
+    key_type: Py<PyType>,
+    names: Py<PyList>,
+    keys: Vec<Py<PyAny>>,
 }
 
 /// How many stored columns a line item has (`set_line_item_columns`).
@@ -393,6 +404,7 @@ impl CoreEngine {
             held_columns: None,
             line_item_columns: Default::default(),
             results: Vec::new(),
+            missing_keys: None,
         })
     }
 
@@ -401,6 +413,7 @@ impl CoreEngine {
     fn replace_catalog(&mut self, tables: CatalogTables, terms: Vec<TermsTuple>) -> PyResult<()> {
         let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
+        self.missing_keys = None;
         self.held_columns = None;
         self.line_item_columns = Default::default();
         Ok(())
@@ -519,6 +532,11 @@ impl CoreEngine {
         let py = key_type.py();
         let found = self.engine.touched();
         let keys = StateKeys::new(key_type, names)?;
+        // The keys `missing` made, if made as these would be.
+        let made = self
+            .missing_keys
+            .as_ref()
+            .filter(|made| made.key_type.is(key_type) && made.names.is(names));
         let mut partitions: Vec<Option<Bound<'py, PyTuple>>> = vec![None; self.partitions.len()];
         let pairs = PyList::empty(py);
         for (number, line_item, period_id) in found {
@@ -531,7 +549,12 @@ impl CoreEngine {
                     made
                 }
             };
-            pairs.append((partition, keys.key(line_item, period_id)?))?;
+            let position = made.and_then(|_| self.engine.missing_position(line_item, period_id));
+            let key = match (made, position) {
+                (Some(made), Some(position)) => made.keys[position].bind(py).clone(),
+                _ => keys.key(line_item, period_id)?,
+            };
+            pairs.append((partition, key))?;
         }
         Ok(pairs)
     }
@@ -556,13 +579,22 @@ impl CoreEngine {
         let keys = StateKeys::new(key_type, names)?;
         let states = PyList::empty(py);
         let loads_with = PyList::empty(py);
+        self.missing_keys = None;
+        let mut made = Vec::new();
         for (line_item, period_id, terms) in self.engine.missing() {
-            states.append(keys.key(line_item, period_id)?)?;
+            let key = keys.key(line_item, period_id)?;
+            states.append(&key)?;
+            made.push(key.unbind());
             match terms {
                 Some(terms) => loads_with.append(windows.get_item(terms)?)?,
                 None => loads_with.append(py.None())?,
             }
         }
+        self.missing_keys = Some(MadeKeys {
+            key_type: key_type.clone().unbind(),
+            names: names.clone().unbind(),
+            keys: made,
+        });
         Ok((states, loads_with))
     }
 
