@@ -171,6 +171,38 @@ fn gathered_le<'py, const N: usize>(
     })
 }
 
+/// `out.write_copy_of_slice(text)` (the same lengths), without a call to
+/// `memcpy` for texts of up to 64 bytes: two overlapping moves of a fixed
+/// size. The written columns copy short texts per row (ids, hashes), where
+/// the call was most of the cost of a copy.
+fn copy_text(out: &mut [MaybeUninit<u8>], text: &[u8]) {
+    /// `N..=2N` bytes: the first `N` and the last `N` (overlapping).
+    fn halves<const N: usize>(out: &mut [MaybeUninit<u8>], text: &[u8]) {
+        let len = text.len();
+        let head: [u8; N] = text[..N].try_into().expect("N bytes");
+        let tail: [u8; N] = text[len - N..].try_into().expect("N bytes");
+        out[..N].write_copy_of_slice(&head);
+        out[len - N..len].write_copy_of_slice(&tail);
+    }
+    assert_eq!(out.len(), text.len(), "a copy of the same length");
+    match text.len() {
+        0 => {}
+        1..=3 => {
+            let len = text.len();
+            out[0].write(text[0]);
+            out[len / 2].write(text[len / 2]);
+            out[len - 1].write(text[len - 1]);
+        }
+        4..=7 => halves::<4>(out, text),
+        8..=15 => halves::<8>(out, text),
+        16..=31 => halves::<16>(out, text),
+        32..=64 => halves::<32>(out, text),
+        _ => {
+            out.write_copy_of_slice(text);
+        }
+    }
+}
+
 /// The utf8 buffers (int32 offsets, data) of `count` values, written
 /// straight into Python bytes: `len(i)` bytes each, which `write(i, out)`
 /// writes into `out`. Panics past 2 GiB of text (an Arrow `utf8` limit; a
@@ -236,7 +268,7 @@ fn hash_buffers<'py>(
         UniqueHash::Text(text) => text.len(),
     };
     let write = |i: usize, out: &mut [MaybeUninit<u8>]| {
-        hashes[i].with_text(|text| out.write_copy_of_slice(text));
+        hashes[i].with_text(|text| copy_text(out, text));
     };
     utf8_buffers(py, hashes.len(), len, write)
 }
@@ -291,9 +323,7 @@ impl CoreEngine {
                 py,
                 line_items.len(),
                 |row| field.bytes(line_items[row] as usize).len(),
-                |row, out| {
-                    out.write_copy_of_slice(field.bytes(line_items[row] as usize));
-                },
+                |row, out| copy_text(out, field.bytes(line_items[row] as usize)),
             )?;
             item_columns.append(buffers)?;
         }
@@ -741,6 +771,18 @@ mod tests {
         for (item, value) in values.iter().enumerate() {
             assert_eq!(field.get(item), *value);
             assert_eq!(field.bytes(item), value.as_bytes());
+        }
+    }
+
+    #[test]
+    fn short_and_long_texts_are_copied_whole() {
+        let source: Vec<u8> = (0..100u8).map(|n| n.wrapping_mul(37) | 1).collect();
+        for len in 0..=source.len() {
+            let mut out = vec![MaybeUninit::new(0u8); len];
+            copy_text(&mut out, &source[..len]);
+            // SAFETY: every byte was initialised (to 0) before the copy.
+            let copied: Vec<u8> = out.iter().map(|b| unsafe { b.assume_init() }).collect();
+            assert_eq!(copied, &source[..len], "{len} bytes");
         }
     }
 
