@@ -285,10 +285,14 @@ impl<K: Key> Rater<K> {
         }
     }
 
-    /// Start loading the coverage of the state in `slot` (a hint, as `prefetch`).
+    /// Start loading the coverage of the state in `slot` and the start of
+    /// its record (where `Option`'s tag is kept, which a read checks first)
+    /// (a hint, as `prefetch`).
     fn prefetch_covered(&self, slot: Slot) {
         if let Some(held) = self.states.get(slot as usize) {
             let start: *const u8 = (held as *const Option<(K, State)>).cast();
+            prefetch_line(start);
+            prefetch_line(start.wrapping_add(31));
             let covered = start.wrapping_add(self.covered_at);
             prefetch_line(covered);
             let last = std::mem::size_of::<Option<(u64, FingerprintSet)>>() - 1;
