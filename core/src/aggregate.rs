@@ -6,6 +6,12 @@ use std::collections::HashMap;
 
 use crate::fixed;
 use crate::measure::Aggregation;
+use crate::period_rating::DigestState;
+
+/// Bucket start (epoch µs) -> the bucket's maximum. Keyed by event
+/// timestamps: the keyed `DigestState`, which also spreads starts that are
+/// multiples of a large power of two (what the Fx hash would not).
+pub type BucketMaxima = HashMap<i64, i128, DigestState>;
 
 /// `metering.WindowSize` of a bucketed `MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +111,7 @@ pub enum Aggregate {
     },
     BucketedMax {
         bucket: Bucket,
-        maxima: HashMap<i64, i128>,
+        maxima: BucketMaxima,
         sum: i128,
     },
     Latest {
@@ -123,7 +129,7 @@ impl Aggregate {
                 count: snapshot.count,
             },
             (Aggregation::Max, Some(bucket)) => {
-                let maxima: HashMap<i64, i128> = snapshot.bucket_maxima.iter().copied().collect();
+                let maxima: BucketMaxima = snapshot.bucket_maxima.iter().copied().collect();
                 let mut sum: i128 = 0;
                 for value in maxima.values() {
                     sum = sum.checked_add(*value)?;
@@ -225,7 +231,15 @@ impl Aggregate {
                     None => true,
                 };
                 if newer {
-                    *key = Some((ts, event_id.to_string()));
+                    // The id's buffer is reused: no allocation per event.
+                    match key {
+                        Some((key_ts, key_id)) => {
+                            *key_ts = ts;
+                            key_id.clear();
+                            key_id.push_str(event_id);
+                        }
+                        None => *key = Some((ts, event_id.to_string())),
+                    }
                     *latest = value;
                 }
             }
@@ -255,5 +269,29 @@ mod tests {
         assert_eq!(latest.peek(7, 10, "c"), Some(7));
         latest.add(7, 9, "z");
         assert_eq!(latest.quantity(), Some(5));
+        // A newer event with a shorter id takes the key whole (its buffer is reused).
+        latest.add(6, 11, "a");
+        assert_eq!(latest.quantity(), Some(6));
+        assert_eq!(latest.peek(8, 11, "a"), Some(6));
+        assert_eq!(latest.peek(8, 11, "aa"), Some(8));
+        assert_eq!(latest.peek(8, 11, "B"), Some(6));
+    }
+
+    #[test]
+    fn bucketed_maxima_keep_one_maximum_per_bucket() {
+        let hour = Bucket::Minutes(60);
+        let mut max = Aggregate::new(Aggregation::Max, Some(hour), &Snapshot::default()).unwrap();
+        let step = 3_600_000_000;
+        // Many buckets (their starts are multiples of a large power of two), each twice.
+        for n in 0..500 {
+            max.add(n, n as i64 * step, "e");
+            max.add(n / 2, n as i64 * step + 1, "e");
+        }
+        assert_eq!(max.quantity(), Some((0..500).sum()));
+        assert_eq!(
+            max.peek(1000, 7 * step, "e"),
+            Some((0..500).sum::<i128>() + 1000 - 7)
+        );
+        assert_eq!(max.peek(3, 7 * step, "e"), Some((0..500).sum()));
     }
 }

@@ -6,6 +6,7 @@
 //! `missing_states` / `load_states`, `lookup_keys` / `remember`, then `rate`.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem::take;
 
@@ -13,7 +14,7 @@ use crate::aggregate::Snapshot;
 use crate::catalog::{Catalog, EventView, Located, Resolution, Unresolved};
 use crate::columns::StringColumn;
 use crate::event::{BatchProperties, RawColumns};
-use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::fxhash::FxHashMap;
 use crate::json::Value;
 use crate::key_table::prefetch_line;
 use crate::measure::Aggregation;
@@ -125,8 +126,9 @@ pub struct Engine {
     /// new, when it made `touched`'s reports (None: `touched` makes them).
     reported_in_rate: Option<Vec<usize>>,
     /// The states `missing` last answered, in its order: what `coverable_at`
-    /// and `load_at` name by position.
+    /// and `load_at` name by position; and the position of each.
     missing: Vec<RankKey>,
+    missing_positions: FxHashMap<RankKey, usize>,
     /// Per state without a held state (a `touched` before `rate`): the
     /// partitions `touched` reported it for; a held state keeps its own
     /// (`Rater::report`), until it is dropped.
@@ -156,6 +158,7 @@ impl Engine {
             slots: Vec::new(),
             resolved_at: None,
             missing: Vec::new(),
+            missing_positions: FxHashMap::default(),
             reported_in_rate: None,
             reported: FxHashMap::default(),
         }
@@ -193,6 +196,7 @@ impl Engine {
         self.sources.clear();
         self.resolved_at = None;
         self.missing.clear();
+        self.missing_positions.clear();
         // Ranks changed: report every state again (reporting twice is harmless).
         self.reported.clear();
         self.rater.unreport_all();
@@ -405,12 +409,16 @@ impl Engine {
     /// line item of the catalog has its name, so it is not loaded).
     pub fn missing(&mut self) -> Vec<(usize, i64, Option<usize>)> {
         self.resolve_slots();
-        let mut seen: FxHashSet<RankKey> = FxHashSet::default();
         let mut found = Vec::new();
         self.missing.clear();
+        self.missing_positions.clear();
         let rows = self.pending.iter().zip(&self.sources).zip(&self.slots);
         for ((row, source), &slot) in rows {
-            if slot == NO_SLOT && seen.insert(row.key) {
+            if slot != NO_SLOT {
+                continue;
+            }
+            if let Entry::Vacant(vacant) = self.missing_positions.entry(row.key) {
+                vacant.insert(self.missing.len());
                 self.missing.push(row.key);
                 let terms = self.names[row.key.0 as usize].1;
                 found.push((
@@ -421,6 +429,13 @@ impl Engine {
             }
         }
         found
+    }
+
+    /// The position `missing` last answered the state of `line_item` (a
+    /// catalog line item) and `period_id` at, if it did (until a catalog change).
+    pub fn missing_position(&self, line_item: usize, period_id: i64) -> Option<usize> {
+        let rank = *self.ranks.get(line_item)?;
+        self.missing_positions.get(&(rank, period_id)).copied()
     }
 
     /// The state `missing` answered at `position`.

@@ -271,6 +271,15 @@ mod id_code {
         out.extend_from_slice(id.as_bytes());
     }
 
+    /// The length of the code of `id` (whose `uuid` is `uuid`).
+    pub fn len(id: &str, uuid: Option<[u8; 16]>) -> usize {
+        match uuid {
+            Some(_) => 17,
+            None if (1..usize::from(LONG)).contains(&id.len()) => 1 + id.len(),
+            None => 5 + id.len(),
+        }
+    }
+
     /// Whether the code at the start of `code` is that of `id` (whose `uuid` is `uuid`).
     pub fn matches(code: &[u8], id: &str, uuid: Option<[u8; 16]>) -> bool {
         match code[0] {
@@ -303,17 +312,30 @@ enum Found<'a> {
 /// offset. The hash bits place the slot and screen a probe (a mismatch
 /// reads no record), and growing moves slots without reading records. That
 /// is ~70 bytes per UUID owner instead of a 48-byte map entry plus the id.
+/// `records` grows with `index` (room for as many owners as the index
+/// takes), not by doublings of its own: a state's owners cost an allocation
+/// per doubling of the index instead of one per doubling of the bytes.
 #[derive(Debug, Clone, Default)]
 struct Owners {
     index: Vec<u64>,
     records: Vec<u8>,
     /// Digest owners held.
     digests: usize,
-    /// Owners of unique hashes held as text (rare): hash -> id code.
+    /// What few generations hold (None: nothing of it, no allocation).
+    rare: Option<Box<RareOwners>>,
+}
+
+/// The rarely held part of `Owners`.
+#[derive(Debug, Clone, Default)]
+struct RareOwners {
+    /// Owners of unique hashes held as text: hash -> id code.
     text: HashMap<Box<str>, Box<[u8]>, DigestState>,
     /// Event ids that already got a zero row for a repeated COUNT_UNIQUE value.
     repeat_rows: HashSet<String>,
 }
+
+/// The owners `Owners::records` has room for at its first insert.
+const FIRST_RECORDS: usize = 3;
 
 /// The 32 hash bits `Owners::index` keeps of a digest.
 fn digest_tag(state: &DigestState, digest: &[u8; 32]) -> u32 {
@@ -332,7 +354,7 @@ impl Owners {
         let digest = match unique_hash {
             UniqueHash::Digest(digest) => digest,
             UniqueHash::Text(text) => {
-                return match self.text.get(text) {
+                return match self.rare.as_ref().and_then(|rare| rare.text.get(text)) {
                     Some(code) => Found::Owner(code),
                     None => Found::Vacant(usize::MAX),
                 }
@@ -368,7 +390,22 @@ impl Owners {
     }
 
     fn len(&self) -> usize {
-        self.digests + self.text.len() + self.repeat_rows.len()
+        self.digests
+            + self
+                .rare
+                .as_ref()
+                .map_or(0, |rare| rare.text.len() + rare.repeat_rows.len())
+    }
+
+    /// Whether `event_id` got a zero row for a repeated value here.
+    fn repeat_row(&self, event_id: &str) -> bool {
+        self.rare
+            .as_ref()
+            .is_some_and(|rare| rare.repeat_rows.contains(event_id))
+    }
+
+    fn rare_mut(&mut self) -> &mut RareOwners {
+        self.rare.get_or_insert_default()
     }
 
     /// Record `event_id` (whose `id_code::uuid` is `uuid`) as the owner of
@@ -387,7 +424,9 @@ impl Owners {
             UniqueHash::Text(text) => {
                 let mut code = Vec::new();
                 id_code::push(&mut code, event_id, uuid);
-                self.text.insert(text.clone(), code.into_boxed_slice());
+                self.rare_mut()
+                    .text
+                    .insert(text.clone(), code.into_boxed_slice());
                 return;
             }
         };
@@ -395,6 +434,15 @@ impl Owners {
         if (self.digests + 1) * 4 > self.index.len() * 3 {
             self.grow();
             vacant = usize::MAX;
+            // Room for the owners the index takes now (the first time a few
+            // only), at this record's size.
+            let owners = match self.digests {
+                0 => FIRST_RECORDS,
+                _ => self.index.len() * 3 / 4,
+            };
+            let record = 32 + id_code::len(event_id, uuid);
+            let room = (owners * record).saturating_sub(self.records.len());
+            self.records.reserve_exact(room);
         }
         let mask = self.index.len() - 1;
         if vacant == usize::MAX {
@@ -561,15 +609,15 @@ impl PeriodRating {
         let vacant = match found {
             Ok(owner) => {
                 if id_code::matches(owner, event_id, uuid)
-                    || current.repeat_rows.contains(event_id)
-                    || previous.repeat_rows.contains(event_id)
+                    || current.repeat_row(event_id)
+                    || previous.repeat_row(event_id)
                 {
                     return Ok(Delta::snapshot_only(
                         Outcome::AlreadyProcessed,
                         *old_billable,
                     ));
                 }
-                current.repeat_rows.insert(event_id.to_string());
+                current.rare_mut().repeat_rows.insert(event_id.to_string());
                 return Ok(Delta::snapshot_only(Outcome::RepeatedValue, *old_billable));
             }
             Err(vacant) => vacant,
@@ -657,6 +705,7 @@ mod tests {
         for id in ids {
             let mut code = Vec::new();
             id_code::push(&mut code, id, id_code::uuid(id));
+            assert_eq!(code.len(), id_code::len(id, id_code::uuid(id)));
             assert_eq!(
                 code.len(),
                 if id == UUID {
@@ -720,6 +769,28 @@ mod tests {
         assert!(!owners.knows(&digest(1000)));
         assert!(owners.knows(&UniqueHash::parse(&hex)));
         assert!(!owners.knows(&UniqueHash::parse(&hex.to_lowercase()[..63])));
+    }
+
+    #[test]
+    fn owner_records_grow_with_the_index_and_rare_parts_only_when_used() {
+        let mut owners = Owners::default();
+        let mut capacities = vec![owners.records.capacity()];
+        for n in 0..24 {
+            let hash = digest(n);
+            let tag = PeriodRating::tag(&hash);
+            let event = format!("tenant-evt-11-{n:06}");
+            owners.insert(&hash, tag, usize::MAX, &event, None);
+            if capacities.last() != Some(&owners.records.capacity()) {
+                capacities.push(owners.records.capacity());
+            }
+        }
+        // Room for 3 records of 53 bytes, doubled once, then the index's 12 and 24.
+        assert_eq!(capacities, vec![0, 159, 318, 636, 1272]);
+        assert!(owners.rare.is_none());
+        assert_eq!(owners.len(), 24);
+        owners.insert(&UniqueHash::parse("text"), 0, usize::MAX, "t", None);
+        assert!(owners.rare.is_some() && owners.knows(&UniqueHash::parse("text")));
+        assert_eq!(owners.len(), 25);
     }
 
     #[test]

@@ -92,6 +92,17 @@ pub struct CoreEngine {
     line_item_columns: [StringColumn; LINE_ITEM_FIELDS],
     /// The last `rate`'s per-row results, kept as a buffer for the next one.
     results: Vec<Result<Option<Delta>, OutOfRange>>,
+    /// The state keys `missing` last made (by position) and the key type
+    /// and names list it made them with: `touched` hands the same key
+    /// objects back for those states instead of making new ones.
+    missing_keys: Option<MadeKeys>,
+}
+
+/// See `CoreEngine::missing_keys`.
+struct MadeKeys {
+    key_type: Py<PyType>,
+    names: Py<PyList>,
+    keys: Vec<Py<PyAny>>,
 }
 
 /// How many stored columns a line item has (`set_line_item_columns`).
@@ -160,6 +171,38 @@ fn gathered_le<'py, const N: usize>(
     })
 }
 
+/// `out.write_copy_of_slice(text)` (the same lengths), without a call to
+/// `memcpy` for texts of up to 64 bytes: two overlapping moves of a fixed
+/// size. The written columns copy short texts per row (ids, hashes), where
+/// the call was most of the cost of a copy.
+fn copy_text(out: &mut [MaybeUninit<u8>], text: &[u8]) {
+    /// `N..=2N` bytes: the first `N` and the last `N` (overlapping).
+    fn halves<const N: usize>(out: &mut [MaybeUninit<u8>], text: &[u8]) {
+        let len = text.len();
+        let head: [u8; N] = text[..N].try_into().expect("N bytes");
+        let tail: [u8; N] = text[len - N..].try_into().expect("N bytes");
+        out[..N].write_copy_of_slice(&head);
+        out[len - N..len].write_copy_of_slice(&tail);
+    }
+    assert_eq!(out.len(), text.len(), "a copy of the same length");
+    match text.len() {
+        0 => {}
+        1..=3 => {
+            let len = text.len();
+            out[0].write(text[0]);
+            out[len / 2].write(text[len / 2]);
+            out[len - 1].write(text[len - 1]);
+        }
+        4..=7 => halves::<4>(out, text),
+        8..=15 => halves::<8>(out, text),
+        16..=31 => halves::<16>(out, text),
+        32..=64 => halves::<32>(out, text),
+        _ => {
+            out.write_copy_of_slice(text);
+        }
+    }
+}
+
 /// The utf8 buffers (int32 offsets, data) of `count` values, written
 /// straight into Python bytes: `len(i)` bytes each, which `write(i, out)`
 /// writes into `out`. Panics past 2 GiB of text (an Arrow `utf8` limit; a
@@ -225,7 +268,7 @@ fn hash_buffers<'py>(
         UniqueHash::Text(text) => text.len(),
     };
     let write = |i: usize, out: &mut [MaybeUninit<u8>]| {
-        hashes[i].with_text(|text| out.write_copy_of_slice(text));
+        hashes[i].with_text(|text| copy_text(out, text));
     };
     utf8_buffers(py, hashes.len(), len, write)
 }
@@ -280,9 +323,7 @@ impl CoreEngine {
                 py,
                 line_items.len(),
                 |row| field.bytes(line_items[row] as usize).len(),
-                |row, out| {
-                    out.write_copy_of_slice(field.bytes(line_items[row] as usize));
-                },
+                |row, out| copy_text(out, field.bytes(line_items[row] as usize)),
             )?;
             item_columns.append(buffers)?;
         }
@@ -393,6 +434,7 @@ impl CoreEngine {
             held_columns: None,
             line_item_columns: Default::default(),
             results: Vec::new(),
+            missing_keys: None,
         })
     }
 
@@ -401,6 +443,7 @@ impl CoreEngine {
     fn replace_catalog(&mut self, tables: CatalogTables, terms: Vec<TermsTuple>) -> PyResult<()> {
         let (catalog, terms, owners) = engine_tables(&tables, &terms)?;
         self.engine.replace_catalog(catalog, terms, owners);
+        self.missing_keys = None;
         self.held_columns = None;
         self.line_item_columns = Default::default();
         Ok(())
@@ -519,6 +562,11 @@ impl CoreEngine {
         let py = key_type.py();
         let found = self.engine.touched();
         let keys = StateKeys::new(key_type, names)?;
+        // The keys `missing` made, if made as these would be.
+        let made = self
+            .missing_keys
+            .as_ref()
+            .filter(|made| made.key_type.is(key_type) && made.names.is(names));
         let mut partitions: Vec<Option<Bound<'py, PyTuple>>> = vec![None; self.partitions.len()];
         let pairs = PyList::empty(py);
         for (number, line_item, period_id) in found {
@@ -531,7 +579,12 @@ impl CoreEngine {
                     made
                 }
             };
-            pairs.append((partition, keys.key(line_item, period_id)?))?;
+            let position = made.and_then(|_| self.engine.missing_position(line_item, period_id));
+            let key = match (made, position) {
+                (Some(made), Some(position)) => made.keys[position].bind(py).clone(),
+                _ => keys.key(line_item, period_id)?,
+            };
+            pairs.append((partition, key))?;
         }
         Ok(pairs)
     }
@@ -556,13 +609,22 @@ impl CoreEngine {
         let keys = StateKeys::new(key_type, names)?;
         let states = PyList::empty(py);
         let loads_with = PyList::empty(py);
+        self.missing_keys = None;
+        let mut made = Vec::new();
         for (line_item, period_id, terms) in self.engine.missing() {
-            states.append(keys.key(line_item, period_id)?)?;
+            let key = keys.key(line_item, period_id)?;
+            states.append(&key)?;
+            made.push(key.unbind());
             match terms {
                 Some(terms) => loads_with.append(windows.get_item(terms)?)?,
                 None => loads_with.append(py.None())?,
             }
         }
+        self.missing_keys = Some(MadeKeys {
+            key_type: key_type.clone().unbind(),
+            names: names.clone().unbind(),
+            keys: made,
+        });
         Ok((states, loads_with))
     }
 
@@ -709,6 +771,18 @@ mod tests {
         for (item, value) in values.iter().enumerate() {
             assert_eq!(field.get(item), *value);
             assert_eq!(field.bytes(item), value.as_bytes());
+        }
+    }
+
+    #[test]
+    fn short_and_long_texts_are_copied_whole() {
+        let source: Vec<u8> = (0..100u8).map(|n| n.wrapping_mul(37) | 1).collect();
+        for len in 0..=source.len() {
+            let mut out = vec![MaybeUninit::new(0u8); len];
+            copy_text(&mut out, &source[..len]);
+            // SAFETY: every byte was initialised (to 0) before the copy.
+            let copied: Vec<u8> = out.iter().map(|b| unsafe { b.assume_init() }).collect();
+            assert_eq!(copied, &source[..len], "{len} bytes");
         }
     }
 

@@ -103,6 +103,78 @@ pub const STATE_AHEAD: usize = 6;
 /// state record (`Rater::prefetch_owners`).
 const OWNERS_AHEAD: usize = 3;
 
+/// How many rows ahead `lookup_rows` starts loading the part of a state
+/// record it reads (the coverage), then its fingerprint's slot. It does
+/// little per row, so it must start further ahead than `rate` to overlap
+/// the loads, and it loads no line of the record it does not read.
+const LOOKUP_STATE_AHEAD: usize = 16;
+const LOOKUP_FINGERPRINT_AHEAD: usize = 8;
+
+/// How many states a chunk of `Held` holds (a power of two).
+const CHUNK_STATES: usize = 1 << 12;
+
+/// The rater's states by slot (`None`: a free slot), in chunks of
+/// `CHUNK_STATES` that never move: a new state is written once, where one
+/// `Vec` copied every state (and faulted in twice the memory) at each of
+/// its doublings.
+struct Held<K> {
+    chunks: Vec<Vec<Option<(K, State)>>>,
+    len: usize,
+}
+
+impl<K> Held<K> {
+    fn new() -> Held<K> {
+        Held {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, slot: usize) -> Option<&Option<(K, State)>> {
+        self.chunks
+            .get(slot / CHUNK_STATES)?
+            .get(slot % CHUNK_STATES)
+    }
+
+    fn push(&mut self, held: Option<(K, State)>) {
+        if self
+            .chunks
+            .last()
+            .is_none_or(|chunk| chunk.len() == CHUNK_STATES)
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK_STATES));
+        }
+        self.chunks.last_mut().expect("a chunk").push(held);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<(K, State)>> {
+        self.chunks.iter().flatten()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Option<(K, State)>> {
+        self.chunks.iter_mut().flatten()
+    }
+}
+
+impl<K> std::ops::Index<usize> for Held<K> {
+    type Output = Option<(K, State)>;
+
+    fn index(&self, slot: usize) -> &Self::Output {
+        &self.chunks[slot / CHUNK_STATES][slot % CHUNK_STATES]
+    }
+}
+
+impl<K> std::ops::IndexMut<usize> for Held<K> {
+    fn index_mut(&mut self, slot: usize) -> &mut Self::Output {
+        &mut self.chunks[slot / CHUNK_STATES][slot % CHUNK_STATES]
+    }
+}
+
 /// `UsageRater` without the catalog: `terms` are looked up by the caller.
 ///
 /// States live in a `Vec` indexed by slot, with a key -> slot map: a batch
@@ -113,7 +185,7 @@ pub struct Rater<K = StateKey> {
     // event-derived hashes use the keyed `DigestState`.
     slots: FxHashMap<K, Slot>,
     /// Per slot its key and state; `None`: free (reused first, from `free`).
-    states: Vec<Option<(K, State)>>,
+    states: Held<K>,
     free: Vec<Slot>,
     /// Bumped when a slot is freed or keys are renamed (slots resolved before are stale).
     epoch: u64,
@@ -127,13 +199,16 @@ pub struct Rater<K = StateKey> {
     /// counted from above as in the reference.
     remembered: usize,
     max_remembered: usize,
+    /// Where `State::covered` is in a held slot of `states` (bytes from
+    /// its start; the same in every slot), for `prefetch_covered`.
+    covered_at: usize,
 }
 
 impl<K: Key> Rater<K> {
     pub fn new(max_fingerprints: usize, max_remembered: usize) -> Rater<K> {
         Rater {
             slots: FxHashMap::default(),
-            states: Vec::new(),
+            states: Held::new(),
             free: Vec::new(),
             epoch: 0,
             created: 0,
@@ -142,6 +217,7 @@ impl<K: Key> Rater<K> {
             max_fingerprints,
             remembered: 0,
             max_remembered,
+            covered_at: 0,
         }
     }
 
@@ -206,6 +282,21 @@ impl<K: Key> Rater<K> {
             for offset in (0..std::mem::size_of::<Option<(K, State)>>()).step_by(64) {
                 prefetch_line(start.wrapping_add(offset));
             }
+        }
+    }
+
+    /// Start loading the coverage of the state in `slot` and the start of
+    /// its record (where `Option`'s tag is kept, which a read checks first)
+    /// (a hint, as `prefetch`).
+    fn prefetch_covered(&self, slot: Slot) {
+        if let Some(held) = self.states.get(slot as usize) {
+            let start: *const u8 = (held as *const Option<(K, State)>).cast();
+            prefetch_line(start);
+            prefetch_line(start.wrapping_add(31));
+            let covered = start.wrapping_add(self.covered_at);
+            prefetch_line(covered);
+            let last = std::mem::size_of::<Option<(u64, FingerprintSet)>>() - 1;
+            prefetch_line(covered.wrapping_add(last));
         }
     }
 
@@ -281,6 +372,10 @@ impl<K: Key> Rater<K> {
             }
         };
         self.slots.insert(key, slot);
+        let held = &self.states[slot as usize];
+        if let Some((_, state)) = held {
+            self.covered_at = (&raw const state.covered).addr() - (&raw const *held).addr();
+        }
         slot
     }
 
@@ -377,8 +472,10 @@ impl<K: Key> Rater<K> {
             .zip(slots)
             .enumerate()
             .filter_map(move |(i, (row, &slot))| {
-                self.prefetch_ahead(slots, i);
-                self.prefetch_fingerprint(rows, slots, i + OWNERS_AHEAD);
+                if let Some(&ahead) = slots.get(i + LOOKUP_STATE_AHEAD) {
+                    self.prefetch_covered(ahead);
+                }
+                self.prefetch_fingerprint(rows, slots, i + LOOKUP_FINGERPRINT_AHEAD);
                 let state = (slot != NO_SLOT).then(|| self.state(slot));
                 let known = state.and_then(|s| s.covered.as_ref());
                 if known.is_none_or(|(_, set)| set.contains(row.unique_hash.fingerprint()))
@@ -698,6 +795,58 @@ mod tests {
         assert_eq!((outcomes.skipped, &results[0]), (1, &Ok(None)));
         // An uncovered state sends every hash to the store.
         assert_eq!(rater.lookup_keys(&[row(2, "b", "bb")]).len(), 1);
+    }
+
+    #[test]
+    fn the_coverage_prefetched_is_where_each_state_keeps_it() {
+        let mut rater = Rater::new(10, 10);
+        let loaded: Vec<(StateKey, Snapshot)> =
+            (0..3).map(|p| (key(p), Snapshot::default())).collect();
+        rater.load_states(&loaded, None, |_| Some(terms()));
+        rater.drop_states(&[key(1)]);
+        rater.load_states(&[(key(7), Snapshot::default())], None, |_| Some(terms()));
+        for held in rater.states.iter() {
+            let (_, state) = held.as_ref().expect("all slots held");
+            let at = (&raw const state.covered).addr() - (&raw const *held).addr();
+            assert_eq!(at, rater.covered_at);
+        }
+    }
+
+    #[test]
+    fn states_past_the_first_chunk_are_held_and_found() {
+        let count = CHUNK_STATES as i64 + 100;
+        let ids: Vec<String> = (0..2 * count).map(|n| format!("e{n}")).collect();
+        let rows = |round: i64| -> Vec<Pending> {
+            (0..count)
+                .map(|period| Pending {
+                    key: key(period),
+                    terms: 0,
+                    event: (round * count + period) as usize,
+                    timestamp_us: 0,
+                    quantity: crate::fixed::ONE,
+                    unique_hash: UniqueHash::parse(&format!("{round}-{period}")),
+                })
+                .collect()
+        };
+        let mut rater = Rater::new(10 * count as usize, 10 * count as usize);
+        let (results, outcomes) = rater.rate(&rows(0), &[terms()], |e| ids[e].as_str());
+        assert_eq!(
+            (outcomes.counted, rater.keys().len()),
+            (count as usize, count as usize)
+        );
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Ok(Some(d)) if d.cost == 2)));
+        // A state of the second chunk dropped: its slot is reused, the others carry on.
+        rater.drop_states(&[key(count - 1)]);
+        let (results, _) = rater.rate(&rows(1), &[terms()], |e| ids[e].as_str());
+        let last = results.len() - 1;
+        assert!(matches!(&results[last], Ok(Some(d)) if d.tier_snapshot == crate::fixed::ONE));
+        assert!(results[..last]
+            .iter()
+            .all(|r| matches!(r, Ok(Some(d)) if d.tier_snapshot == 2 * crate::fixed::ONE)));
+        assert_eq!(rater.states.len(), count as usize);
+        assert_eq!(rater.slot(&key(count - 1)), Some(count as Slot - 1));
     }
 
     #[test]
