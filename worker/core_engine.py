@@ -40,6 +40,7 @@ from worker.domain.metering import WindowSize
 from worker.domain.rating import Outcome
 from worker.domain.rating_reads import DedupKey, StateKey
 from worker.domain.validation import EventLimits
+from worker.store.arrow_columns import epoch_us
 from worker.store.processed_core import EVENT_COLUMNS, LINE_ITEM_COLUMNS, line_item_rows
 
 _DECIMAL = pa.decimal128(38, 15)
@@ -84,7 +85,8 @@ class EngineRated:
     (index into :attr:`CoreBatchEngine.bindings`), ``period_id``, ``outcome``
     (0 counted, 1 repeated value), ``unique_hash``, the six deltas, and the
     row's ``events_processed`` columns copied from its event and line item
-    (``processed_core.EVENT_COLUMNS``, ``timestamp``, ``LINE_ITEM_COLUMNS``).
+    (``processed_core.EVENT_COLUMNS``, ``timestamp``, ``LINE_ITEM_COLUMNS``)
+    and its ``final_lag_ms``.
     """
 
     columns: dict[str, pa.Array]
@@ -234,9 +236,12 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             keys.update(map(DedupKey, repeat(StateKey._make(key)), hashes))
         return keys
 
-    def rate(self) -> EngineRated:
-        """Rate the held rows in order (the GIL released meanwhile)."""
-        buffers, rows, (counted, repeated, skipped), refused = self._core.rate()
+    def rate(self, processed_at: datetime) -> EngineRated:
+        """Rate the held rows in order (the GIL released meanwhile);
+        ``processed_at`` is the time their ``final_lag_ms`` is measured to."""
+        buffers, rows, (counted, repeated, skipped), refused = self._core.rate(
+            epoch_us(processed_at)
+        )
         columns: dict[str, pa.Array] = {
             name: pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(buffers[name])])
             for name, kind in _INTEGERS.items()
@@ -249,6 +254,9 @@ class CoreBatchEngine(CoreState[_core.CoreEngine]):
             )
         columns["timestamp"] = pa.Array.from_buffers(
             _TIMESTAMP, rows, [None, pa.py_buffer(buffers["timestamp"])]
+        )
+        columns["final_lag_ms"] = pa.Array.from_buffers(
+            pa.uint32(), rows, [None, pa.py_buffer(buffers["final_lag_ms"])]
         )
         for name in _DELTAS:
             columns[name] = pa.Array.from_buffers(

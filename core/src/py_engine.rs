@@ -287,7 +287,8 @@ impl CoreEngine {
     }
 
     /// Copies the written rows' `events_processed` columns from their event
-    /// (raw columns, `customer_id`, `timestamp` as int64 µs) and line item
+    /// (raw columns, `customer_id`, `timestamp` as int64 µs, `final_lag_ms`
+    /// at `processed_at_us` as uint32) and line item
     /// (a list `line_item_columns`, in `set_line_item_columns`' order) into
     /// `columns`: no Arrow `take` in Python.
     /// Without a `prepare` the event columns are left out; rows of a line
@@ -297,6 +298,7 @@ impl CoreEngine {
         columns: &Bound<'_, PyDict>,
         events: &[i32],
         line_items: &[i32],
+        processed_at_us: i64,
     ) -> PyResult<()> {
         let py = columns.py();
         if let Some((raw, customers)) = &self.held_columns {
@@ -310,6 +312,10 @@ impl CoreEngine {
                 raw.timestamp_us[events[row] as usize].to_le_bytes()
             })?;
             columns.set_item("timestamp", timestamps)?;
+            let lags = gathered_le(py, events.len(), |row| {
+                final_lag_ms(processed_at_us, raw.timestamp_us[events[row] as usize]).to_le_bytes()
+            })?;
+            columns.set_item("final_lag_ms", lags)?;
         }
         let items = self.line_item_columns[0].len();
         if line_items.iter().any(|&item| item as usize >= items) {
@@ -403,6 +409,14 @@ fn engine_tables(
 }
 
 /// Sets the `event`, `line_item` (int32) and `period_id` (int64) buffers of rows.
+/// A row's `final_lag_ms` (`store.processed.rated_columns`): the whole
+/// milliseconds from its event time to `processed_at_us`, 0 for an event
+/// from the future, at most `u32::MAX`.
+fn final_lag_ms(processed_at_us: i64, timestamp_us: i64) -> u32 {
+    let lag_ms = (i128::from(processed_at_us) - i128::from(timestamp_us)).max(0) / 1000;
+    u32::try_from(lag_ms).unwrap_or(u32::MAX)
+}
+
 fn set_row_sources(
     columns: &Bound<'_, PyDict>,
     events: &[i32],
@@ -678,11 +692,14 @@ impl CoreEngine {
     /// int8, 0 counted and 1 repeated value; `unique_hash`: utf8 offsets and
     /// data; the six deltas: decimal128(38, 15)), the counts of counted,
     /// repeated and skipped rows, and `(event, line item, period id)` of
-    /// refused rows (`value_out_of_range`).
+    /// refused rows (`value_out_of_range`). With the held event columns the
+    /// rows' `final_lag_ms` too (uint32, `final_lag_ms` of the rows' event
+    /// times at `processed_at_us`).
     #[allow(clippy::type_complexity)]
     fn rate<'py>(
         &mut self,
         py: Python<'py>,
+        processed_at_us: i64,
     ) -> PyResult<(
         Bound<'py, PyDict>,
         usize,
@@ -742,7 +759,7 @@ impl CoreEngine {
             let column = gathered_le(py, written.len(), |k| field(written[k]).to_le_bytes())?;
             columns.set_item(name, column)?;
         }
-        self.set_processed_columns(&columns, &events, &line_items)?;
+        self.set_processed_columns(&columns, &events, &line_items, processed_at_us)?;
         let counts = (outcomes.counted, outcomes.repeated, outcomes.skipped);
         Ok((columns, row_index.len(), counts, refused))
     }
@@ -759,6 +776,23 @@ impl CoreEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_lags_are_whole_milliseconds_clamped_to_u32() {
+        let at = 1_767_225_600_000_000;
+        assert_eq!(final_lag_ms(at, at), 0);
+        assert_eq!(final_lag_ms(at, at - 999), 0);
+        assert_eq!(final_lag_ms(at, at - 1000), 1);
+        assert_eq!(final_lag_ms(at, at - 2_500_999), 2500);
+        // From the future: 0, however far.
+        assert_eq!(final_lag_ms(at, at + 1), 0);
+        assert_eq!(final_lag_ms(at, i64::MAX), 0);
+        // Beyond u32::MAX ms (~49.7 days): the largest u32.
+        let most = i64::from(u32::MAX) * 1000;
+        assert_eq!(final_lag_ms(at, at - most), u32::MAX);
+        assert_eq!(final_lag_ms(at, at - most - 1000), u32::MAX);
+        assert_eq!(final_lag_ms(i64::MAX, i64::MIN), u32::MAX);
+    }
 
     #[test]
     fn line_item_texts_are_read_back_as_pushed() {

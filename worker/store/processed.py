@@ -258,17 +258,27 @@ def processing_columns(processed_at: datetime, version: int, timestamps: Any) ->
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from worker.store.arrow_columns import constant_integers, constant_timestamps_us, epoch_us
+    from worker.store.arrow_columns import epoch_us
 
-    count = len(timestamps)
     # Arrow's integer division truncates, which differs from floor only below 0.
     lag_us = pc.subtract(epoch_us(processed_at), timestamps.view(pa.int64()))
     lag_ms = pc.max_element_wise(pc.divide(lag_us, 1000), 0)
     return {
+        **constant_processing_columns(processed_at, version, len(timestamps)),
+        "final_lag_ms": pc.min_element_wise(lag_ms, _MAX_LAG_MS).cast(pa.uint32()),
+    }
+
+
+def constant_processing_columns(processed_at: datetime, version: int, count: int) -> dict[str, Any]:
+    """``version``, ``sign`` (1) and ``processed_at`` of ``count`` rows."""
+    import pyarrow as pa
+
+    from worker.store.arrow_columns import constant_integers, constant_timestamps_us
+
+    return {
         "version": constant_integers(version, pa.uint64(), count),
         "sign": constant_integers(1, pa.int8(), count),
         "processed_at": constant_timestamps_us(processed_at, count),
-        "final_lag_ms": pc.min_element_wise(lag_ms, _MAX_LAG_MS).cast(pa.uint32()),
     }
 
 

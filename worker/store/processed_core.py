@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from worker.domain.catalog_index import LineItemBinding
 from worker.store.arrow_columns import constant_timestamps_us
-from worker.store.processed import processing_columns
+from worker.store.processed import constant_processing_columns
 
 LINE_ITEM_COLUMNS = (
     "sub_line_item_id",
@@ -80,14 +80,15 @@ def core_processed_columns(
     """The ``events_processed`` insert columns of the core's written rows.
 
     ``rated`` are the core's row arrays (``event``, ``line_item``,
-    ``period_id``, the copied event and line item columns, ``unique_hash``
-    and the six decimal deltas); ``ingested_at`` is the batch's, that of
-    every row (as in its ``events`` insert: ``CoreDecoded.insert_columns``).
+    ``period_id``, the copied event and line item columns, ``unique_hash``,
+    the six decimal deltas and ``final_lag_ms``, measured to
+    ``processed_at``); ``ingested_at`` is the batch's, that of every row (as
+    in its ``events`` insert: ``CoreDecoded.insert_columns``).
     """
     columns: dict[str, Any] = {
         name: array for name, array in rated.items() if name not in _ROW_INDICES
     }
     columns["ingested_at"] = constant_timestamps_us(ingested_at, len(rated["event"]))
     columns["period_id"] = rated["period_id"].cast(pa.uint64())
-    columns.update(processing_columns(processed_at, version, columns["timestamp"]))
+    columns.update(constant_processing_columns(processed_at, version, len(rated["event"])))
     return columns

@@ -185,7 +185,7 @@ class CoreBatchStep:
             engine.drop(missing.requests)
             raise
         engine.remember(owners)
-        rated = engine.rate()
+        rated = engine.rate(now)
         touched = engine.touched()
         accepted = prepared.accepted
         bindings = engine.bindings

@@ -234,6 +234,11 @@ def _decoded(payloads: list[bytes]) -> list[tuple[bytes, Event]]:
     return found
 
 
+def _final_lag_ms(processed_at: datetime, timestamp: datetime) -> int:
+    """Whole milliseconds from ``timestamp`` to ``processed_at``, clamped to uint32."""
+    return min(max((processed_at - timestamp) // timedelta(milliseconds=1), 0), 2**32 - 1)
+
+
 def run_fused(
     new_engine: Callable[[CatalogIndex], Any],
     index: CatalogIndex,
@@ -256,8 +261,12 @@ def run_fused(
         coverable = _load_from_store(engine, written, index, missing)
         lookup = engine.lookup_keys()
         engine.remember(_owners_of(written, lookup))
-        rated = engine.rate()
+        rated = engine.rate(NOW)
         columns = {name: array.to_pylist() for name, array in rated.columns.items()}
+        # The lag column against its definition (store.processed.rated_columns).
+        assert columns["final_lag_ms"] == [
+            _final_lag_ms(NOW, events[event].timestamp) for event in columns["event"]
+        ]
 
         def key(event: int, line_item: int, period_id: int) -> StateKey:
             return (

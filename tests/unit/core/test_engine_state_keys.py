@@ -51,7 +51,7 @@ def test_touched_pairs_come_as_partition_tuples_and_state_keys() -> None:
     engine = _prepared_engine()
     missing = engine.missing()
     engine.load_of(missing, dict.fromkeys(missing.requests, AggregateSnapshot()), None)
-    engine.rate()
+    engine.rate(NOW)
     touched = engine.touched()
     assert touched
     assert all(partition == ("events", 3) for partition, _ in touched)

@@ -4,7 +4,7 @@ from the names it is given otherwise."""
 
 from __future__ import annotations
 
-from tests.unit.core.test_engine_state_keys import _prepared_engine
+from tests.unit.core.test_engine_state_keys import NOW, _prepared_engine
 from worker.core_engine import CoreBatchEngine
 from worker.domain.rating_reads import StateKey
 
@@ -22,7 +22,7 @@ def _rated(upper_in_missing: bool = False) -> tuple[CoreBatchEngine, list[StateK
     core = engine._core
     states, _ = core.missing(StateKey, names, engine._buckets)
     core.load_at([(position, None) for position in range(len(states))])
-    engine.rate()
+    engine.rate(NOW)
     assert states
     return engine, states
 
