@@ -302,7 +302,11 @@ fn decode_into<'a>(
         arena: members,
     };
     let document = json::parse_fields(text, &KNOWN_FIELDS, fields, Some(spill));
-    let json::Fields::Object { unknown_key } = document.map_err(|_| Reason::InvalidJson)? else {
+    let json::Fields::Object {
+        unknown_key,
+        spilled_text,
+    } = document.map_err(|_| Reason::InvalidJson)?
+    else {
         return Err(Reason::NotAnObject);
     };
     if unknown_key {
@@ -349,8 +353,14 @@ fn decode_into<'a>(
     out.customer_id.push(customer_id);
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
-    out.properties
-        .push_with(|text| write_properties(text, property_members, properties_depth));
+    // The payload's own text of the object when it is already what the
+    // writer would write (compact JSON mostly is): copied, not rewritten.
+    match spilled_text {
+        Some(text) => out.properties.push(text),
+        None => out
+            .properties
+            .push_with(|text| write_properties(text, property_members, properties_depth)),
+    }
     derived_properties(
         property_members,
         &mut out.canonical_json,
