@@ -26,6 +26,8 @@ use crate::sha256::UniqueHash;
 /// loading its routes.
 const SLOT_AHEAD: usize = 8;
 const LOCATE_AHEAD: usize = 4;
+/// Customer keys held by `Engine::prepare`: one per event of its lookahead.
+const KEY_RING: usize = SLOT_AHEAD + 1;
 
 /// A hint that `properties` will be read soon (no effect on any answer):
 /// start loading the text of their first keys. Their keys mostly borrow from
@@ -248,7 +250,9 @@ impl Engine {
         sources.clear();
         pending.reserve(events);
         sources.reserve(events);
-        let mut buffer = Vec::with_capacity(96);
+        // The customer keys of the events in `ahead`, by event modulo
+        // KEY_RING: each written once, for its prefetch and its lookup.
+        let mut keys: [Vec<u8>; KEY_RING] = std::array::from_fn(|_| Vec::with_capacity(96));
         let mut matches = Vec::new();
         let count = properties.len().min(columns.len());
         let view = |event: usize| EventView {
@@ -265,18 +269,26 @@ impl Engine {
         // routes): those loads start a few events ahead. `ahead` holds the
         // views of the events `event..event + SLOT_AHEAD`, `located` the
         // customers of `event..event + LOCATE_AHEAD`.
-        let mut ahead: VecDeque<EventView<'_>> = (0..count.min(SLOT_AHEAD)).map(view).collect();
+        let mut ahead: VecDeque<EventView<'_>> = VecDeque::with_capacity(SLOT_AHEAD + 1);
+        for first in 0..count.min(SLOT_AHEAD) {
+            let next = view(first);
+            Catalog::customer_key(&next, &mut keys[first % KEY_RING]);
+            ahead.push_back(next);
+        }
         let mut located: VecDeque<Located> = VecDeque::with_capacity(LOCATE_AHEAD + 1);
         for event in 0..count {
             if event + SLOT_AHEAD < count {
                 let next = view(event + SLOT_AHEAD);
-                self.catalog.prefetch_customer(&next, &mut buffer);
+                let key = &mut keys[(event + SLOT_AHEAD) % KEY_RING];
+                Catalog::customer_key(&next, key);
+                self.catalog.prefetch_customer(&next, key);
                 prefetch_line(next.properties.as_ptr().cast());
                 ahead.push_back(next);
             }
             while located.len() <= LOCATE_AHEAD && located.len() < ahead.len() {
                 let next = &ahead[located.len()];
-                located.push_back(self.catalog.locate(next, &mut buffer));
+                let key = &mut keys[(event + located.len()) % KEY_RING];
+                located.push_back(self.catalog.locate(next, key));
                 prefetch_property_keys(next.properties);
             }
             let view = ahead.pop_front().expect("the view of this event");
