@@ -257,6 +257,9 @@ impl<'a> Parser<'a> {
     }
 
     /// A member's value (at `pos`) in an object at `depth`.
+    // Inlined: most members are short strings, and a call returning the
+    // value through memory left its first read waiting on the stores.
+    #[inline(always)]
     fn member_value(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
         // Most values are strings: read here, without the call.
         if self.peek() == Some(b'"') {
