@@ -368,9 +368,10 @@ impl<'py> FieldReader<'py> {
     }
 }
 
-/// Decoding a payload first waits on memory (the bytes object was last
-/// touched when Python built it): its loads start this many messages ahead.
-const PAYLOAD_AHEAD: usize = 4;
+/// Decoding a payload first waits on memory (`Batch::read` touched only the
+/// bytes object's first line): its loads start this many messages ahead
+/// (8 measured about 2 % faster than 4 on the bench; 16 no better than 8).
+const PAYLOAD_AHEAD: usize = 8;
 
 /// A hint that `payload` will be decoded soon (no effect on any answer):
 /// start loading its first cache lines (all of a typical event).
