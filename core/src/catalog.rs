@@ -475,43 +475,50 @@ impl Catalog {
         Ok(())
     }
 
-    /// The record of the catalog customer the event refers to (`customer_id_for`).
-    fn customer_of(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Option<CustomerRecord> {
-        let (tenant, environment) = (event.tenant_id, event.environment_id);
+    /// The record of the catalog customer the event refers to
+    /// (`customer_id_for`); `key` holds the event's `customer_key` (it may
+    /// be overwritten).
+    fn customer_of(&self, event: &EventView<'_>, key: &mut Vec<u8>) -> Option<CustomerRecord> {
         if !event.customer_id.is_empty() {
-            let found = self
-                .by_id
-                .get(key_in(buffer, &[tenant, environment, event.customer_id]));
+            let found = self.by_id.get(key);
             if let Some(customer) = found.filter(|customer| customer.listed) {
                 return Some(*customer);
             }
+            let (tenant, environment) = (event.tenant_id, event.environment_id);
+            key_in(key, &[tenant, environment, event.external_customer_id]);
         }
-        self.by_external_id
-            .get(key_in(
-                buffer,
-                &[tenant, environment, event.external_customer_id],
-            ))
-            .copied()
+        self.by_external_id.get(key).copied()
+    }
+
+    /// Write into `key` the key of `event`'s first customer lookup: by id
+    /// when it has one, else by external id (what `prefetch_customer` and
+    /// `locate` take, so it is written once per event).
+    pub fn customer_key(event: &EventView<'_>, key: &mut Vec<u8>) {
+        let (tenant, environment) = (event.tenant_id, event.environment_id);
+        if event.customer_id.is_empty() {
+            key_in(key, &[tenant, environment, event.external_customer_id]);
+        } else {
+            key_in(key, &[tenant, environment, event.customer_id]);
+        }
     }
 
     /// A hint that `event` will be routed soon (no effect on any answer):
     /// start loading the key table slot its customer lookup reads first.
-    /// `buffer` is scratch space for the key.
-    pub fn prefetch_customer(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) {
-        let (tenant, environment) = (event.tenant_id, event.environment_id);
+    /// `key`: the event's `customer_key`.
+    pub fn prefetch_customer(&self, event: &EventView<'_>, key: &[u8]) {
         if event.customer_id.is_empty() {
-            let external_id = event.external_customer_id;
-            (self.by_external_id).prefetch(key_in(buffer, &[tenant, environment, external_id]));
+            self.by_external_id.prefetch(key);
         } else {
-            (self.by_id).prefetch(key_in(buffer, &[tenant, environment, event.customer_id]));
+            self.by_id.prefetch(key);
         }
     }
 
     /// Find `event`'s customer and start loading its routes and id (best
     /// issued once `prefetch_customer`'s slot has arrived, a few events
-    /// before `resolve_located`). `buffer` is scratch space for lookup keys.
-    pub fn locate(&self, event: &EventView<'_>, buffer: &mut Vec<u8>) -> Located {
-        let found = self.customer_of(event, buffer);
+    /// before `resolve_located`). `key` holds the event's `customer_key`
+    /// (it may be overwritten).
+    pub fn locate(&self, event: &EventView<'_>, key: &mut Vec<u8>) -> Located {
+        let found = self.customer_of(event, key);
         if let Some(customer) = &found {
             let first = customer.first_route as usize;
             let routes = &self.routes[first..first + customer.route_count as usize];
@@ -567,6 +574,7 @@ impl Catalog {
         buffer: &mut Vec<u8>,
         matches: &mut Vec<Match>,
     ) -> (&'s str, Resolution) {
+        Catalog::customer_key(event, buffer);
         self.resolve_located(event, self.locate(event, buffer), matches)
     }
 

@@ -70,6 +70,7 @@ impl StringColumn {
     }
 
     /// Row `i`'s value.
+    #[inline]
     pub fn get(&self, i: usize) -> &str {
         &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::mem::take;
 
 use crate::aggregate::Snapshot;
@@ -27,6 +27,25 @@ use crate::sha256::UniqueHash;
 /// loading its routes.
 const SLOT_AHEAD: usize = 8;
 const LOCATE_AHEAD: usize = 4;
+/// The events `Engine::prepare` holds ahead (`SLOT_AHEAD + 1`, rounded up
+/// to a power of two for the index arithmetic).
+const WINDOW: usize = (SLOT_AHEAD + 1).next_power_of_two();
+
+/// One event of `Engine::prepare`'s lookahead window: its view and
+/// customer key once staged, its customer once located.
+struct Ahead<'a> {
+    view: Option<EventView<'a>>,
+    key: Vec<u8>,
+    located: Option<Located>,
+}
+
+impl<'a> Ahead<'a> {
+    /// Hold `view` and its customer key.
+    fn stage(&mut self, view: EventView<'a>) {
+        Catalog::customer_key(&view, &mut self.key);
+        self.view = Some(view);
+    }
+}
 
 /// A hint that `properties` will be read soon (no effect on any answer):
 /// start loading the text of their first keys. Their keys mostly borrow from
@@ -252,7 +271,6 @@ impl Engine {
         sources.clear();
         pending.reserve(events);
         sources.reserve(events);
-        let mut buffer = Vec::with_capacity(96);
         let mut matches = Vec::new();
         let count = properties.len().min(columns.len());
         let view = |event: usize| EventView {
@@ -266,25 +284,36 @@ impl Engine {
             properties: properties.get(event),
         };
         // Routing an event waits on memory (the customer's slot, then its
-        // routes): those loads start a few events ahead. `ahead` holds the
-        // views of the events `event..event + SLOT_AHEAD`, `located` the
-        // customers of `event..event + LOCATE_AHEAD`.
-        let mut ahead: VecDeque<EventView<'_>> = (0..count.min(SLOT_AHEAD)).map(view).collect();
-        let mut located: VecDeque<Located> = VecDeque::with_capacity(LOCATE_AHEAD + 1);
+        // routes): those loads start a few events ahead. While `event` is
+        // routed, `window` holds the events `event..=event + SLOT_AHEAD`
+        // (each at its index modulo WINDOW): their views and customer keys,
+        // and the customers of those up to `event + LOCATE_AHEAD`.
+        let mut window: [Ahead<'_>; WINDOW] = std::array::from_fn(|_| Ahead {
+            view: None,
+            key: Vec::with_capacity(96),
+            located: None,
+        });
+        for first in 0..count.min(SLOT_AHEAD) {
+            window[first % WINDOW].stage(view(first));
+        }
         for event in 0..count {
             if event + SLOT_AHEAD < count {
-                let next = view(event + SLOT_AHEAD);
-                self.catalog.prefetch_customer(&next, &mut buffer);
+                let slot = &mut window[(event + SLOT_AHEAD) % WINDOW];
+                slot.stage(view(event + SLOT_AHEAD));
+                let next = slot.view.as_ref().expect("a staged event");
+                self.catalog.prefetch_customer(next, &slot.key);
                 prefetch_line(next.properties.as_ptr().cast());
-                ahead.push_back(next);
             }
-            while located.len() <= LOCATE_AHEAD && located.len() < ahead.len() {
-                let next = &ahead[located.len()];
-                located.push_back(self.catalog.locate(next, &mut buffer));
+            let first = if event == 0 { 0 } else { event + LOCATE_AHEAD };
+            for next in first..count.min(event + LOCATE_AHEAD + 1) {
+                let Ahead { view, key, located } = &mut window[next % WINDOW];
+                let next = view.as_ref().expect("a staged event");
+                *located = Some(self.catalog.locate(next, key));
                 prefetch_property_keys(next.properties);
             }
-            let view = ahead.pop_front().expect("the view of this event");
-            let customer = located.pop_front().expect("the customer of this event");
+            let Ahead { view, located, .. } = &mut window[event % WINDOW];
+            let view = view.take().expect("the view of this event");
+            let customer = located.take().expect("the customer of this event");
             let (customer, resolution) =
                 self.catalog.resolve_located(&view, customer, &mut matches);
             prepared.customers.push(customer);

@@ -302,7 +302,11 @@ fn decode_into<'a>(
         arena: members,
     };
     let document = json::parse_fields(text, &KNOWN_FIELDS, fields, Some(spill));
-    let json::Fields::Object { unknown_key } = document.map_err(|_| Reason::InvalidJson)? else {
+    let json::Fields::Object {
+        unknown_key,
+        spilled_text,
+    } = document.map_err(|_| Reason::InvalidJson)?
+    else {
         return Err(Reason::NotAnObject);
     };
     if unknown_key {
@@ -349,10 +353,17 @@ fn decode_into<'a>(
     out.customer_id.push(customer_id);
     out.external_customer_id.push(external_id);
     out.timestamp_us.push(timestamp_us);
-    out.properties
-        .push_with(|text| write_properties(text, property_members, properties_depth));
+    // The payload's own text of the object when it is already what the
+    // writer would write (compact JSON mostly is): copied, not rewritten.
+    match spilled_text {
+        Some(text) => out.properties.push(text),
+        None => out
+            .properties
+            .push_with(|text| write_properties(text, property_members, properties_depth)),
+    }
     derived_properties(
         property_members,
+        spilled_text.is_some(),
         &mut out.canonical_json,
         &mut out.numeric_json,
     );
@@ -453,14 +464,16 @@ fn write_properties(out: &mut String, members: &[Member<'_>], depth: usize) {
 
 /// `store.raw.derived_properties`: the `canonical_json` and `numeric_json` texts,
 /// appended to their columns as one row each, written in place (no text
-/// per value).
+/// per value). `plain`: no key nor string value of `members` holds a byte
+/// a JSON string escapes (they are then copied without looking for one).
 fn derived_properties(
     members: &[Member<'_>],
+    plain: bool,
     canonical: &mut StringColumn,
     numeric: &mut StringColumn,
 ) {
-    let mut canonical_map = JsonStringMap::open(canonical);
-    let mut numeric_map = JsonStringMap::open(numeric);
+    let mut canonical_map = JsonStringMap::open(canonical, plain);
+    let mut numeric_map = JsonStringMap::open(numeric, plain);
     for (key, value) in members {
         let key = key.as_ref();
         match value {
@@ -468,7 +481,9 @@ fn derived_properties(
                 canonical_map.entry(key, text);
                 numeric_map.entry_if(key, |out| write_numeric_of_string(out, text));
             }
-            Value::Bool(flag) => canonical_map.entry(key, if *flag { "true" } else { "false" }),
+            Value::Bool(flag) => canonical_map.plain_entry(key, |out| {
+                out.push_str(if *flag { "true" } else { "false" })
+            }),
             Value::Int(number) => {
                 canonical_map.plain_entry(key, |out| write_int(out, *number));
                 if *number < 1_000_000_000_000_000_000 {
@@ -485,14 +500,15 @@ fn derived_properties(
                 };
                 canonical_map.plain_entry(key, write_digits);
                 if *number <= 0.0 {
-                    numeric_map.entry(key, "0");
+                    numeric_map.plain_entry(key, |out| out.push('0'));
                 } else if *number < 1e18 {
                     if positional_places(&digits, exp) <= crate::decimal::SCALE {
                         numeric_map.plain_entry(key, write_digits);
                     } else {
                         let text = canonical_float(*number);
                         let parsed = parse_py_decimal(&text).expect("float digits parse");
-                        numeric_map.entry(key, &numeric_text(&parsed).expect("below 10^18"));
+                        let numeric = numeric_text(&parsed).expect("below 10^18");
+                        numeric_map.plain_entry(key, |out| out.push_str(&numeric));
                     }
                 }
             }
@@ -517,32 +533,49 @@ fn positional_places(digits: &str, exp: i32) -> usize {
 struct JsonStringMap<'c> {
     column: &'c mut StringColumn,
     empty: bool,
+    /// The keys and `entry` values hold nothing to escape.
+    plain: bool,
 }
 
 impl<'c> JsonStringMap<'c> {
-    fn open(column: &'c mut StringColumn) -> Self {
+    fn open(column: &'c mut StringColumn, plain: bool) -> Self {
         column.text_mut().push('{');
         JsonStringMap {
             column,
             empty: true,
+            plain,
         }
     }
 
-    /// The separator, the key and the value's opening quote.
+    /// `text` as a JSON string (copied as it is when `plain`).
+    fn write_string(out: &mut String, text: &str, plain: bool) {
+        if plain {
+            out.reserve(text.len() + 2);
+            out.push('"');
+            out.push_str(text);
+            out.push('"');
+        } else {
+            write_json_string(out, text);
+        }
+    }
+
+    /// The separator, the key and the colon.
     fn open_entry(&mut self, key: &str) -> &mut String {
+        let plain = self.plain;
         let out = self.column.text_mut();
         if !self.empty {
             out.push(',');
         }
         self.empty = false;
-        write_json_string(out, key);
+        Self::write_string(out, key, plain);
         out.push(':');
         out
     }
 
     fn entry(&mut self, key: &str, value: &str) {
+        let plain = self.plain;
         let out = self.open_entry(key);
-        write_json_string(out, value);
+        Self::write_string(out, value, plain);
     }
 
     /// An entry whose value `write` writes in place; it must write nothing
@@ -636,6 +669,37 @@ mod tests {
             event.numeric_json.get(0),
             r#"{"n":"2.5","s":"10.000000000000000","f":"0.0000001"}"#
         );
+    }
+
+    #[test]
+    fn plain_and_rewritten_properties_give_the_same_texts() {
+        let members =
+            r#""k":"v","n":"12","b":false,"f":-1.5,"i":7,"z":0.0,"q":null,"a":[1],"o":{"x":"y"}"#;
+        let event = |properties: &str| {
+            decode(&format!(
+                r#"{{"tenant_id":"t","event_name":"a","customer_id":"c","properties":{properties}}}"#
+            ))
+            .unwrap()
+        };
+        // Copied and written as they are; spaced out, so rewritten.
+        let plain = event(&format!("{{{members}}}"));
+        let spaced = event(&format!("{{ {members} }}"));
+        assert_eq!(plain.properties.get(0), format!("{{{members}}}"));
+        assert_eq!(
+            plain.canonical_json.get(0),
+            r#"{"k":"v","n":"12","b":"false","f":"-1.5","i":"7","z":"0"}"#
+        );
+        assert_eq!(
+            plain.numeric_json.get(0),
+            r#"{"n":"12.000000000000000","f":"0","i":"7","z":"0"}"#
+        );
+        for ((name, got), (_, want)) in plain.string_columns().iter().zip(spaced.string_columns()) {
+            assert_eq!(got.data(), want.data(), "{name}");
+        }
+        // Escapes: written, never copied.
+        let escaped = event(r#"{"k\"":"v\n","\u0041":"\/"}"#);
+        assert_eq!(escaped.properties.get(0), r#"{"k\"":"v\n","A":"/"}"#);
+        assert_eq!(escaped.canonical_json.get(0), r#"{"k\"":"v\n","A":"/"}"#);
     }
 
     #[test]

@@ -65,12 +65,18 @@ pub fn parse(text: &str) -> Result<Value<'_>, InvalidJson> {
 
 /// The top level of a document read by [`parse_fields`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Fields {
+pub enum Fields<'a> {
     /// A valid document that is not an object.
     NotAnObject,
     /// An object (its values are in the slots), and whether a key outside
-    /// the names occurred.
-    Object { unknown_key: bool },
+    /// the names occurred. `spilled_text`: with a [`Spill`] whose slot holds
+    /// an object, that object's text when it is exactly what
+    /// [`crate::text::write_json_object`] writes for its members in either
+    /// float style (see [`Parser::plain`]); `None` otherwise.
+    Object {
+        unknown_key: bool,
+        spilled_text: Option<&'a str>,
+    },
 }
 
 /// Parse a whole document (exactly as [`parse`] accepts it) whose top level
@@ -86,15 +92,17 @@ pub fn parse_fields<'a, const N: usize>(
     names: &[&str; N],
     values: &mut [Option<Value<'a>>; N],
     spill: Option<Spill<'_, 'a>>,
-) -> Result<Fields, InvalidJson> {
+) -> Result<Fields<'a>, InvalidJson> {
     let mut parser = Parser::new(text);
     for slot in values.iter_mut() {
         *slot = None;
     }
     parser.skip_ws();
     let fields = if parser.peek() == Some(b'{') {
+        let (unknown_key, spilled_text) = parser.fields(names, values, spill)?;
         Fields::Object {
-            unknown_key: parser.fields(names, values, spill)?,
+            unknown_key,
+            spilled_text,
         }
     } else {
         parser.value(0)?;
@@ -127,6 +135,14 @@ struct Parser<'a> {
     bytes: &'a [u8],
     text: &'a str,
     pos: usize,
+    /// Cleared when the parser meets what the writer may spell otherwise:
+    /// whitespace, an escape, `-0`, a float literal other than those
+    /// [`float_written_as_read`] accepts, a repeated object key. Text read
+    /// while it stays set is byte for byte the writer's (`text::write_json`,
+    /// either float style) of what was read: strings without escapes hold
+    /// no byte it escapes, an integer literal (no leading zeros in JSON) is
+    /// its value's decimal spelling, and so are those float literals.
+    plain: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -135,12 +151,14 @@ impl<'a> Parser<'a> {
             bytes: text.as_bytes(),
             text,
             pos: 0,
+            plain: true,
         }
     }
 
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
+            self.plain = false;
         }
     }
 
@@ -239,6 +257,9 @@ impl<'a> Parser<'a> {
     }
 
     /// A member's value (at `pos`) in an object at `depth`.
+    // Inlined: most members are short strings, and a call returning the
+    // value through memory left its first read waiting on the stores.
+    #[inline(always)]
     fn member_value(&mut self, depth: usize) -> Result<Value<'a>, InvalidJson> {
         // Most values are strings: read here, without the call.
         if self.peek() == Some(b'"') {
@@ -265,21 +286,25 @@ impl<'a> Parser<'a> {
         let mut index: Option<HashMap<String, usize>> = None;
         self.members(depth, |parser, key| {
             let value = parser.member_value(depth)?;
-            insert_member(arena, start, &mut index, key, value);
+            if insert_member(arena, start, &mut index, key, value) {
+                parser.plain = false;
+            }
             Ok(())
         })
     }
 
     /// The top-level object of [`parse_fields`] (depth 1, as `object`).
-    /// Returns whether a key outside `names` occurred.
+    /// Returns whether a key outside `names` occurred, and the spilled
+    /// object's text when it is plain (see [`Fields::Object`]).
     fn fields<const N: usize>(
         &mut self,
         names: &[&str; N],
         values: &mut [Option<Value<'a>>; N],
         mut spill: Option<Spill<'_, 'a>>,
-    ) -> Result<bool, InvalidJson> {
+    ) -> Result<(bool, Option<&'a str>), InvalidJson> {
         let mark = spill.as_ref().map_or(0, |spill| spill.arena.len());
         let mut unknown_key = false;
+        let mut spilled_text = None;
         self.members(1, |parser, key| {
             let Some(slot) = names.iter().position(|name| same_text(name, &key)) else {
                 unknown_key = true;
@@ -290,8 +315,15 @@ impl<'a> Parser<'a> {
                 Some(spill) if spill.slot == slot => {
                     // A repeated key: only its last value counts.
                     spill.arena.truncate(mark);
+                    spilled_text = None;
                     if parser.peek() == Some(b'{') {
+                        let (start, plain) = (parser.pos, parser.plain);
+                        parser.plain = true;
                         parser.object_into(2, spill.arena)?;
+                        if parser.plain {
+                            spilled_text = Some(&parser.text[start..parser.pos]);
+                        }
+                        parser.plain &= plain;
                         Value::Object(Vec::new())
                     } else {
                         parser.member_value(1)?
@@ -301,7 +333,7 @@ impl<'a> Parser<'a> {
             });
             Ok(())
         })?;
-        Ok(unknown_key)
+        Ok((unknown_key, spilled_text))
     }
 
     /// Advance to the next `"`, `\\` or control character (or the end).
@@ -333,6 +365,7 @@ impl<'a> Parser<'a> {
                 }
                 b'\\' => {
                     self.pos += 1;
+                    self.plain = false;
                     let text = owned.get_or_insert_with(String::new);
                     text.push_str(run);
                     self.escape(text)?;
@@ -394,6 +427,7 @@ impl<'a> Parser<'a> {
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
+        let int_start = self.pos;
         match self.peek() {
             Some(b'0') => {
                 self.pos += 1;
@@ -405,6 +439,7 @@ impl<'a> Parser<'a> {
             _ => return Err(InvalidJson),
         }
         let mut integral = true;
+        let point = self.pos;
         if self.peek() == Some(b'.') {
             integral = false;
             self.pos += 1;
@@ -413,6 +448,7 @@ impl<'a> Parser<'a> {
             }
             self.digits();
         }
+        let fraction_end = self.pos;
         if let Some(b'e' | b'E') = self.peek() {
             integral = false;
             self.pos += 1;
@@ -427,6 +463,9 @@ impl<'a> Parser<'a> {
         let literal = &self.text[start..self.pos];
         // Up to 18 digits fit an i64: read them directly.
         if integral && literal.len() <= 18 {
+            if literal == "-0" {
+                self.plain = false;
+            }
             let (negative, digits) = match literal.strip_prefix('-') {
                 Some(digits) => (true, digits),
                 None => (false, literal),
@@ -442,6 +481,14 @@ impl<'a> Parser<'a> {
                 return Ok(Value::Int(value));
             }
         }
+        // A fraction without exponent may be written as it was read.
+        let written_as_read = fraction_end == self.pos
+            && point < fraction_end
+            && float_written_as_read(
+                &self.text[int_start..point],
+                &self.text[point + 1..fraction_end],
+            );
+        self.plain &= written_as_read;
         let float: f64 = literal.parse().map_err(|_| InvalidJson)?;
         if float.is_infinite() {
             return Err(InvalidJson);
@@ -456,14 +503,38 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Add a member to the object whose members are `arena[start..]`.
+/// Whether the double of the JSON number `int.fraction` (no sign, no
+/// exponent) is spelled `int.fraction` by `text::write_float` in both float
+/// styles, for a cheap and sufficient test: the fraction has no trailing zero
+/// (but may be `0`), the decimal exponent is in `-4..16` (both styles write
+/// positionally there, integral values with `.0`) and there are at most 15
+/// significant digits. Then the double's shortest round-trip digits are
+/// these: decimals of at most 15 significant digits read back to distinct
+/// doubles (`DBL_DIG`), so no shorter spelling, nor another of this length,
+/// reads back to this one.
+fn float_written_as_read(int: &str, fraction: &str) -> bool {
+    if fraction.len() > 1 && fraction.ends_with('0') {
+        return false;
+    }
+    if int != "0" {
+        return int.len() + fraction.len() <= 15;
+    }
+    if fraction == "0" {
+        return true; // 0.0
+    }
+    let zeros = fraction.bytes().take_while(|&b| b == b'0').count();
+    zeros <= 3 && fraction.len() - zeros <= 15
+}
+
+/// Add a member to the object whose members are `arena[start..]`; true
+/// when its key was there (the value replaced the earlier one).
 fn insert_member<'a>(
     arena: &mut Vec<Member<'a>>,
     start: usize,
     index: &mut Option<HashMap<String, usize>>,
     key: Cow<'a, str>,
     value: Value<'a>,
-) {
+) -> bool {
     let members = &mut arena[start..];
     let existing = match index {
         Some(map) => map.get(key.as_ref()).copied(),
@@ -471,7 +542,7 @@ fn insert_member<'a>(
     };
     if let Some(at) = existing {
         members[at].1 = value;
-        return;
+        return true;
     }
     if let Some(map) = index {
         map.insert(key.to_string(), members.len());
@@ -485,6 +556,7 @@ fn insert_member<'a>(
         *index = Some(map);
     }
     arena.push((key, value));
+    false
 }
 
 /// Nesting depth of containers in `value` (a scalar is 0, `[]` is 1).
@@ -569,7 +641,11 @@ mod tests {
             &mut values,
             None,
         );
-        assert_eq!(parsed, Ok(Fields::Object { unknown_key: true }));
+        let object = Fields::Object {
+            unknown_key: true,
+            spilled_text: None,
+        };
+        assert_eq!(parsed, Ok(object));
         assert_eq!(values[0], parse(r#"{"x":"y"}"#).ok());
         assert_eq!(values[1], None);
         let parsed = parse_fields("[1]", &names, &mut values, None);
@@ -647,6 +723,141 @@ mod tests {
             assert_eq!(values[0].as_ref(), parse(text).unwrap().get("a"), "{text}");
         }
         assert_eq!(spilled(r#"{"a":{"x":1,}}"#).err(), Some(InvalidJson));
+    }
+
+    /// `parse_fields` of `text` with field `a` spilled: the spilled text
+    /// and the members.
+    fn spilled_text(text: &str) -> (Option<&str>, Vec<Member<'_>>) {
+        let names = ["a", "b"];
+        let mut values = [None, None];
+        let mut arena = Vec::new();
+        let spill = Spill {
+            slot: 0,
+            arena: &mut arena,
+        };
+        match parse_fields(text, &names, &mut values, Some(spill)) {
+            Ok(Fields::Object { spilled_text, .. }) => (spilled_text, arena),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_spilled_object_is_its_own_written_text() {
+        use crate::text::{write_json_object, FloatStyle};
+        let plain = [
+            "{}",
+            r#"{"ms":131}"#,
+            r#"{"a":"x y","b":[1,{"c":null},[]],"d":true,"e":false,"f":-5,"g":0}"#,
+            r#"{"u":18446744073709551615,"i":-9223372036854775808,"n":1234567890123456789}"#,
+            "{\"é\":\"ü\u{7f}\u{2028}😀\",\"\":\"\"}",
+            r#"{"a":{"a":{"a":{}}}}"#,
+            r#"{"a":1.5,"b":[-0.0,0.0,10.0,-18.77,0.0001,12345678901234.0,0.123456789012345]}"#,
+        ];
+        for object in plain {
+            for text in [
+                format!(r#"{{"a":{object}}}"#),
+                format!(r#" {{ "b" : 1 , "a" : {object} }} "#),
+                format!(r#"{{"a":{{"x" : 1}},"a":{object}}}"#),
+            ] {
+                let (found, members) = spilled_text(&text);
+                assert_eq!(found, Some(object), "{text}");
+                for style in [FloatStyle::Orjson, FloatStyle::PythonRepr] {
+                    let mut written = String::new();
+                    write_json_object(&mut written, &members, style);
+                    assert_eq!(written, object, "{text}");
+                }
+            }
+        }
+        // What the writer spells otherwise (or may: every float).
+        let not_plain = [
+            "{ }",
+            "{\"a\":1\n}",
+            r#"{"a":[1, 2]}"#,
+            r#"{"a" :1}"#,
+            r#"{"a":1.50}"#,
+            r#"{"a":0.00001}"#,
+            r#"{"a":1234567890.1234567}"#,
+            r#"{"a":0.1234567890123456}"#,
+            r#"{"a":1e2}"#,
+            r#"{"a":1.5e2}"#,
+            r#"{"a":1E2}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":"\n"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"\"":1}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"b":1,"b":2}}"#,
+            r#"{"a":[{"b":[0.50]}]}"#,
+        ];
+        for object in not_plain {
+            let text = format!(r#"{{"a":{object}}}"#);
+            assert_eq!(spilled_text(&text).0, None, "{text}");
+        }
+        // Only the last value of the field counts.
+        for text in [r#"{"a":{"x":1},"a":null}"#, r#"{"a":{"x":1},"a":"{}"}"#] {
+            assert_eq!(spilled_text(text).0, None, "{text}");
+        }
+        // Whatever surrounds a plain object does not matter, nor a plain
+        // object elsewhere.
+        assert_eq!(spilled_text(r#"{"b":{"x":1}}"#).0, None);
+        let text = "{\"b\":[1.5, \"\\n\"],\n\"a\":{\"x\":1}}";
+        assert_eq!(spilled_text(text).0, Some(r#"{"x":1}"#));
+    }
+
+    #[test]
+    fn floats_written_as_read_are_spelled_so_by_the_writer() {
+        use crate::text::{format_float, FloatStyle};
+        // Every shape of literal around the test's bounds: integer part,
+        // leading zeros of the fraction, its length, a trailing zero.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let (mut plain, mut other) = (0, 0);
+        for _ in 0..100_000 {
+            let digits = |n: u64, next: &mut dyn FnMut(u64) -> u64| -> String {
+                (0..n).map(|_| char::from(b'0' + next(10) as u8)).collect()
+            };
+            let int = match next(3) {
+                0 => "0".to_string(),
+                _ => {
+                    let rest = digits(next(18), &mut next);
+                    format!("{}{rest}", 1 + next(9))
+                }
+            };
+            let zeros = "0".repeat(next(7) as usize);
+            let fraction = format!("{zeros}{}", digits(next(19), &mut next));
+            let fraction = if fraction.is_empty() {
+                "0".to_string()
+            } else {
+                fraction
+            };
+            let sign = if next(4) == 0 { "-" } else { "" };
+            let literal = format!("{sign}{int}.{fraction}");
+            let value: f64 = literal.parse().unwrap();
+            let written =
+                [FloatStyle::Orjson, FloatStyle::PythonRepr].map(|s| format_float(value, s));
+            if float_written_as_read(&int, &fraction) {
+                plain += 1;
+                assert_eq!(written, [literal.clone(), literal.clone()], "{literal}");
+            } else {
+                other += 1;
+            }
+            let text = format!(r#"{{"a":{{"x":{literal}}}}}"#);
+            let parsed = spilled_text(&text).0;
+            assert_eq!(
+                parsed.is_some(),
+                float_written_as_read(&int, &fraction),
+                "{literal}"
+            );
+        }
+        // Both sides of the test were exercised.
+        assert!(plain > 10_000 && other > 10_000, "{plain} {other}");
     }
 
     #[test]

@@ -115,48 +115,45 @@ impl Batch {
                 max_string_value_chars: limits.4,
             },
         };
+        let messages = messages.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+        let Some(first) = messages.first() else {
+            return Ok(batch);
+        };
         // The first message decides the kind, and its type's fields are
         // resolved once for the messages of that type.
-        let mut reader: Option<(bool, Option<FieldReader<'_>>)> = None;
-        for message in messages.try_iter()? {
-            let message = message?;
-            let (kafka, fields) = reader.get_or_insert_with(|| {
-                let kafka = !message
-                    .hasattr(intern!(py, "timestamp_ms"))
-                    .unwrap_or(false);
-                (kafka, FieldReader::resolve(&message.get_type(), kafka))
-            });
-            let fields = fields
-                .as_ref()
-                .filter(|f| message.get_type_ptr() == f.ty.as_type_ptr());
-            batch.push(&message, *kafka, fields)?;
+        let kafka = !first.hasattr(intern!(py, "timestamp_ms")).unwrap_or(false);
+        let resolved = FieldReader::resolve(&first.get_type(), kafka);
+        let fields_of = |message: &Bound<'_, PyAny>| {
+            let ty = message.get_type_ptr();
+            resolved.as_ref().filter(|f| ty == f.ty.as_type_ptr())
+        };
+        // Every value object first: each is cold (built when its message
+        // was), and this short loop lets the loads of several overlap
+        // instead of stalling on one per message among the other fields.
+        let values = messages
+            .iter()
+            .map(|message| read_field(message, kafka, fields_of(message), 0))
+            .collect::<PyResult<Vec<_>>>()?;
+        for (message, value) in messages.iter().zip(values) {
+            batch.push(message, kafka, fields_of(message), value)?;
         }
         Ok(batch)
     }
 
-    /// One message: a record read by attribute or, with `kafka`, a Kafka
-    /// message read by method, whose timestamp is None when its type is
-    /// `TIMESTAMP_NOT_AVAILABLE` (0), as `usage_batch.source_message` has it.
-    /// `fields`: the resolved fields of the message's type, if any.
+    /// One message, whose field 0 (`value`) was read as `value`: a record
+    /// read by attribute or, with `kafka`, a Kafka message read by method,
+    /// whose timestamp is None when its type is `TIMESTAMP_NOT_AVAILABLE`
+    /// (0), as `usage_batch.source_message` has it. `fields`: the resolved
+    /// fields of the message's type, if any.
     fn push<'py>(
         &mut self,
         message: &Bound<'py, PyAny>,
         kafka: bool,
         fields: Option<&FieldReader<'py>>,
+        value: Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let py = message.py();
-        let field = |index: usize| -> PyResult<Bound<'py, PyAny>> {
-            if let Some(fields) = fields {
-                return fields.read(message, index);
-            }
-            let name = field_names(py, kafka)[index];
-            if kafka {
-                message.call_method0(name)
-            } else {
-                message.getattr(name)
-            }
-        };
-        self.values.push(field(0)?.extract()?);
+        let field = |index: usize| read_field(message, kafka, fields, index);
+        self.values.push(value.extract()?);
         self.push_topic(field(1)?)?;
         self.partitions.push(field(2)?.extract()?);
         self.offsets.push(field(3)?.extract()?);
@@ -208,6 +205,25 @@ impl Batch {
     /// Message `i`'s offset.
     pub(crate) fn offset(&self, i: usize) -> i64 {
         self.offsets[i]
+    }
+}
+
+/// Field `index` (in `field_names` order) of `message`: through `fields`
+/// (its type's resolved fields) when given, else by name.
+fn read_field<'py>(
+    message: &Bound<'py, PyAny>,
+    kafka: bool,
+    fields: Option<&FieldReader<'py>>,
+    index: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(fields) = fields {
+        return fields.read(message, index);
+    }
+    let name = field_names(message.py(), kafka)[index];
+    if kafka {
+        message.call_method0(name)
+    } else {
+        message.getattr(name)
     }
 }
 
@@ -352,9 +368,10 @@ impl<'py> FieldReader<'py> {
     }
 }
 
-/// Decoding a payload first waits on memory (the bytes object was last
-/// touched when Python built it): its loads start this many messages ahead.
-const PAYLOAD_AHEAD: usize = 4;
+/// Decoding a payload first waits on memory (`Batch::read` touched only the
+/// bytes object's first line): its loads start this many messages ahead
+/// (8 measured about 2 % faster than 4 on the bench; 16 no better than 8).
+const PAYLOAD_AHEAD: usize = 8;
 
 /// A hint that `payload` will be decoded soon (no effect on any answer):
 /// start loading its first cache lines (all of a typical event).

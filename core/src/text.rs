@@ -44,6 +44,13 @@ pub fn same_text(a: &str, b: &str) -> bool {
 
 /// `text.strip()` as Python does it.
 pub fn py_strip(text: &str) -> &str {
+    // Most texts start and end with a printable ASCII byte: nothing to strip,
+    // known without decoding a character at either end.
+    let kept = |byte: &u8| (b'!'..0x80).contains(byte);
+    let bytes = text.as_bytes();
+    if bytes.first().is_some_and(kept) && bytes.last().is_some_and(kept) {
+        return text;
+    }
     text.trim_matches(is_py_space)
 }
 
@@ -532,6 +539,21 @@ mod tests {
     #[test]
     fn python_whitespace_and_digits() {
         assert_eq!(py_strip("\u{1f} x\u{3000}"), "x");
+        // Every ASCII byte at either end, against the general rule.
+        for byte in 0..0x80u8 {
+            let c = char::from(byte);
+            for text in [
+                format!("{c}"),
+                format!("{c}ab"),
+                format!("ab{c}"),
+                format!("{c}{c}"),
+            ] {
+                assert_eq!(py_strip(&text), text.trim_matches(is_py_space), "{text:?}");
+            }
+        }
+        assert_eq!(py_strip("a\u{85}"), "a");
+        assert_eq!(py_strip("\u{a0}a"), "a");
+        assert_eq!(py_strip(""), "");
         assert_eq!(decimal_digit('٣'), Some(3));
         assert_eq!(decimal_digit('²'), None);
         assert_eq!(decimal_digit('7'), Some(7));
