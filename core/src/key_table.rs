@@ -97,11 +97,30 @@ impl<V: Copy + Default> KeyTable<V> {
 
     /// The index of `key`'s slot, or of the empty slot where it would go.
     fn find(&self, key: &[u8], tag: u64) -> usize {
+        // An inline key is compared as its length and its zero-padded bytes
+        // (unused key bytes of a slot are 0): fixed-size compares the
+        // compiler inlines, where a slice compare calls `memcmp`.
+        let inline = (key.len() <= INLINE_KEY).then(|| {
+            let mut padded = [0u8; INLINE_KEY];
+            padded[..key.len()].copy_from_slice(key);
+            (key.len() as u8, padded)
+        });
         let mut at = (tag >> 32) as usize & self.mask;
         loop {
             let slot = &self.slots[at];
-            if slot.tag == 0 || (slot.tag == tag && self.slot_key(slot) == key) {
+            if slot.tag == 0 {
                 return at;
+            }
+            if slot.tag == tag {
+                let same = match (&inline, slot.long_key == u32::MAX) {
+                    (Some((len, padded)), true) => slot.key_len == *len && slot.key == *padded,
+                    (None, false) => self.slot_key(slot) == key,
+                    // Inline keys are exactly those of at most INLINE_KEY bytes.
+                    _ => false,
+                };
+                if same {
+                    return at;
+                }
             }
             at = (at + 1) & self.mask;
         }
@@ -179,6 +198,14 @@ mod tests {
         assert_eq!(table.get(&[7u8; 99]), None);
         assert_eq!(table.get(&1000u32.to_le_bytes()), None);
         assert_eq!(KeyTable::<u32>::default().get(b"x"), None);
+        // Inline keys that differ only by trailing zero bytes, and a long
+        // key whose first INLINE_KEY bytes are a short one's.
+        let zeros = KeyTable::new([(&b"ab"[..], 1u32), (&b"ab\0"[..], 2), (&[0u8; 28][..], 3)]);
+        assert_eq!(zeros.get(b"ab"), Some(&1));
+        assert_eq!(zeros.get(b"ab\0"), Some(&2));
+        assert_eq!(zeros.get(b"ab\0\0"), None);
+        assert_eq!(zeros.get(&[0u8; 27]), None);
+        assert_eq!(zeros.get(&[0u8; 28]), Some(&3));
         assert_eq!(slot_size::<u32>(), 64);
     }
 }
