@@ -6,7 +6,8 @@ validation and for matching + rating separately, against a catalog of
 stage alone (decode + validate + the raw ``events`` Arrow columns) on the same
 payloads, next to the Python equivalent (decode + ``event_columns``); and the
 fused core alone (``EW_ENGINE=core``'s batch step: decode to rated Arrow rows,
-then both tables' insert columns; :mod:`worker.benchmarks.core_engine`).
+then both tables' insert columns; :mod:`worker.benchmarks.core_engine`), the fastest
+of :data:`FUSED_PASSES` passes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from worker.ops.gc_tuning import tune_gc
 from worker.samples.synthetic import build_catalog, generate_events
 from worker.store.raw import event_columns
 from worker.stream.usage_batch import SourceMessage
+
+FUSED_PASSES = 3
+"""Passes of the fused core over the same payloads; the fastest is reported,
+as the pipeline's consume-only figure is the faster of two: other load on
+the VM only ever slows a pass down, so the fastest is the closest to the
+core's own cost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,11 @@ def run_domain_bench(
     tune_gc()
     python = _python_domain_seconds(index, payloads, now, batch_size)
     core_seconds, python_seconds = _raw_column_seconds(payloads, now, batch_size)
-    fused = fused_core_seconds(index, payloads, now, batch_size)
+    # A fresh engine per pass, as a new process has; the fastest pass counts.
+    fused = min(
+        (fused_core_seconds(index, payloads, now, batch_size) for _ in range(FUSED_PASSES)),
+        key=lambda seconds: seconds.core + seconds.columns,
+    )
     return DomainBenchResult(
         events=events,
         customers=customers,
@@ -152,7 +163,7 @@ def print_domain_bench(events: int = 1_000_000, customers: int = 10_000) -> Doma
         "(decode_event + event_columns)\n"
         f"  fused core alone  : {result.fused_core_events_per_s:>10,.0f} events/s "
         f"(EW_ENGINE=core: decode, route, measure, state, rate -> {result.fused_core_rows:,} "
-        "Arrow rows; empty store)\n"
+        f"Arrow rows; empty store; the fastest of {FUSED_PASSES} passes)\n"
         f"  + insert columns  : {result.fused_core_columns_events_per_s:>10,.0f} events/s "
         "(the same, then both tables' insert columns)"
     )
